@@ -1,0 +1,193 @@
+"""Writing a merged model as an ordinary Hugging Face folder, atomically.
+
+Everything is written into a hidden temporary folder beside OUT_DIR and moved into place only when complete, so
+an interrupted or failed merge never leaves something that looks like a model.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from evomerge import __version__
+from evomerge.architecture import text_config
+from evomerge.errors import UserError
+from evomerge.models import TOKENIZER_FILES, ModelSource
+from evomerge.plan import MergePlan
+from evomerge.recipe import Recipe
+
+RECIPE_FILE = "evomerge_recipe.yaml"
+
+
+def check_out_dir(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError("the output path is an existing file", str(out))
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise UserError("the output folder exists and is not empty (use --force to replace it)", str(out))
+    if not out.parent.exists():
+        raise UserError("the parent folder of the output does not exist", str(out))
+
+
+@contextmanager
+def staged_output(out: Path, force: bool) -> Iterator[Path]:
+    """Yield a temporary folder; on success it replaces `out`, on any failure it is removed."""
+    check_out_dir(out, force)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, trash / "old")
+            os.replace(tmp, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+class ShardWriter:
+    """Collects tensors into safetensors shards of at most `max_bytes`, then names them the Hugging Face way."""
+
+    def __init__(self, folder: Path, max_bytes: int):
+        self.folder, self.max_bytes = folder, max_bytes
+        self.pending: dict[str, torch.Tensor] = {}
+        self.pending_bytes = 0
+        self.shards: list[list[str]] = []
+        self.total = 0
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        size = tensor.numel() * tensor.element_size()
+        if self.pending and self.pending_bytes + size > self.max_bytes:
+            self._flush()
+        self.pending[name] = tensor.contiguous()
+        self.pending_bytes += size
+        self.total += size
+
+    def _flush(self) -> None:
+        save_file(self.pending, str(self.folder / f"shard-{len(self.shards)}.tmp"), metadata={"format": "pt"})
+        self.shards.append(list(self.pending))
+        self.pending, self.pending_bytes = {}, 0
+
+    def close(self) -> None:
+        if self.pending or not self.shards:
+            self._flush()
+        n = len(self.shards)
+        if n == 1:
+            os.replace(self.folder / "shard-0.tmp", self.folder / "model.safetensors")
+            return
+        weight_map = {}
+        for i, names in enumerate(self.shards):
+            fname = f"model-{i + 1:05d}-of-{n:05d}.safetensors"
+            os.replace(self.folder / f"shard-{i}.tmp", self.folder / fname)
+            weight_map.update({name: fname for name in names})
+        index = {"metadata": {"total_size": self.total}, "weight_map": weight_map}
+        (self.folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+
+
+def output_config(config: Any, plan: MergePlan, dtype: torch.dtype | None) -> Any:
+    """The donor's config with the layer count (and per-layer lists such as layer_types) of the merged stack."""
+    cfg = copy.deepcopy(config)
+    tc = text_config(cfg)
+    old_n = getattr(tc, "num_hidden_layers", None)
+    new_n = plan.num_layers
+    if old_n is not None and old_n != new_n:
+        for key, value in list(vars(tc).items()):
+            if isinstance(value, list) and len(value) == old_n:
+                setattr(tc, key, [value[src_layer] if src_layer < old_n else value[-1] for _, src_layer in plan.layer_sources])
+        tc.num_hidden_layers = new_n
+    if dtype is not None:
+        cfg.dtype = dtype
+        if tc is not cfg:
+            tc.dtype = dtype
+    return cfg
+
+
+def copy_tokenizer(src: ModelSource, out: Path) -> None:
+    if src.gguf_file is not None:
+        from transformers import AutoTokenizer
+
+        try:
+            AutoTokenizer.from_pretrained(str(src.folder), gguf_file=src.gguf_file).save_pretrained(str(out))
+        except Exception as e:
+            raise UserError(f"cannot read the tokenizer: {str(e).splitlines()[0][:200]}", src.ref) from None
+        return
+    copied = False
+    for name in TOKENIZER_FILES:
+        if (src.folder / name).exists():
+            shutil.copy(src.folder / name, out / name)
+            copied = True
+    if not copied:
+        raise UserError("the tokenizer source has no tokenizer files", src.ref)
+
+
+def copy_generation_config(src: ModelSource, out: Path, config: Any) -> None:
+    from transformers import GenerationConfig
+
+    if (src.folder / "generation_config.json").exists():
+        shutil.copy(src.folder / "generation_config.json", out / "generation_config.json")
+    else:
+        GenerationConfig.from_model_config(config).save_pretrained(str(out))
+
+
+def model_card(recipe: Recipe, plan: MergePlan, extra: str = "") -> str:
+    sources = recipe.referenced_models()
+    front = ["---", "library_name: transformers", "tags:", "- merge", "- evomerge", "base_model:"]
+    front += [f"- {json.dumps(s)}" for s in sources] + ["---", ""]
+    name = recipe.name or "Merged model"
+    lines = [
+        f"# {name}",
+        "",
+        f"Merged with [evomerge](https://pypi.org/project/evomerge/) {__version__} using **{recipe.merge_method}**"
+        + (f" on base `{recipe.base_model}`." if recipe.base_model else "."),
+        "",
+        "## Lineage",
+        "",
+        *[f"- `{s}`" + (" (base)" if s == recipe.base_model else "") for s in sources],
+        "",
+        f"{plan.num_layers} decoder layers; config taken from `{plan.donor}`.",
+        "",
+    ]
+    if extra:
+        lines += [extra, ""]
+    lines += ["## Recipe", "", f"Saved as `{RECIPE_FILE}`; `evomerge merge {RECIPE_FILE} OUT` rebuilds this model.", "",
+              "```yaml", recipe.to_yaml().rstrip(), "```", ""]
+    return "\n".join(front + lines)
+
+
+def tokenizer_donor(recipe: Recipe, plan: MergePlan, open_model) -> ModelSource:
+    src = recipe.tokenizer_source
+    if src in (None, "base"):
+        return open_model(recipe.base_model or plan.donor)
+    return open_model(src)
+
+
+def export_merge(run, out: Path, *, force: bool = False, max_shard_size: int = 5 * 2**30, progress: bool = True,
+                 card_extra: str = "") -> None:
+    """Stream a MergeRun's tensors into a complete model folder at `out`."""
+    plan, recipe, pool = run.plan, run.recipe, run.pool
+    tok_src = tokenizer_donor(recipe, plan, pool.get)  # fail on a bad tokenizer source before the long part
+    with staged_output(out, force) as tmp:
+        writer = ShardWriter(tmp, max_shard_size)
+        bar = tqdm(run.tensors(), total=len(plan.tasks), desc="merging", unit="tensor", disable=not progress)
+        for name, tensor in bar:
+            writer.add(name, tensor)
+        writer.close()
+        donor = pool.get(plan.donor)
+        cfg = output_config(donor.config, plan, run.out_dtype)
+        cfg.save_pretrained(str(tmp))
+        copy_generation_config(donor, tmp, cfg)
+        copy_tokenizer(tok_src, tmp)
+        (tmp / RECIPE_FILE).write_text(recipe.to_yaml(), encoding="utf-8")
+        (tmp / "README.md").write_text(model_card(recipe, plan, card_extra), encoding="utf-8")

@@ -1,0 +1,114 @@
+"""Running a merge plan: one output tensor at a time, so memory holds one tensor group, not whole models."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from evomerge import rng
+from evomerge.errors import UserError
+from evomerge.methods import TensorContext
+from evomerge.models import ModelPool
+from evomerge.plan import MergePlan, TensorTask, plan_merge
+from evomerge.recipe import Recipe
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for, but no CUDA GPU is available")
+    return torch.device(device)
+
+
+def ensure_seed(recipe: Recipe, seed: int | None = None) -> Recipe:
+    """A recipe with a definite seed (the given one, the recipe's, or a fresh one), so DARE is reproducible."""
+    if seed is not None:
+        return recipe.model_copy(update={"seed": seed})
+    if recipe.seed is None:
+        return recipe.model_copy(update={"seed": random.SystemRandom().randrange(2**31)})
+    return recipe
+
+
+def mask_source(seed: int, task: TensorTask) -> Callable[[int, float, torch.Size, torch.device], torch.Tensor]:
+    """DARE keep-masks keyed by (seed, output tensor, source model): independent of order and device."""
+
+    def mask(i: int, density: float, shape: torch.Size, device: torch.device) -> torch.Tensor:
+        return rng.keep_mask(rng.stream_keys(seed, task.out_name, task.inputs[i][0]), shape, density, device)
+
+    return mask
+
+
+def merge_task(
+    plan: MergePlan,
+    task: TensorTask,
+    fetch: Callable[[str, str], torch.Tensor],
+    seed: int,
+    device: torch.device,
+    in_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """One output tensor, computed in float32 (inputs first rounded to the recipe's `dtype`, as mergekit does)."""
+    tensors = []
+    for model, name in task.inputs:
+        t = fetch(model, name).to(device)
+        if in_dtype is not None:
+            t = t.to(in_dtype)
+        tensors.append(t.to(torch.float32))
+    if not tensors[0].is_floating_point():
+        return tensors[0]
+    ctx = TensorContext(task.out_name, mask_source(seed, task))
+    return plan.method.merge(tensors, task.base, task.shared, task.per_input, ctx)
+
+
+@dataclass
+class MergeRun:
+    """A planned merge, ready to stream its output tensors."""
+
+    recipe: Recipe
+    plan: MergePlan
+    pool: ModelPool
+    device: torch.device
+
+    @property
+    def out_dtype(self) -> torch.dtype | None:
+        name = self.recipe.out_dtype or self.recipe.dtype
+        return DTYPES[name] if name else None
+
+    def tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
+        in_dtype = DTYPES[self.recipe.dtype] if self.recipe.dtype else None
+
+        def fetch(model: str, name: str) -> torch.Tensor:
+            return self.pool.get(model).get(name)
+
+        for task in self.plan.tasks:
+            out = merge_task(self.plan, task, fetch, self.recipe.seed or 0, self.device, in_dtype)
+            if not torch.isfinite(out).all():
+                raise UserError(f"the merge produced NaN or inf in {task.out_name}; check weights and lambda")
+            model, name = task.inputs[0]
+            dtype = self.out_dtype or self.pool.get(model).infos[name].dtype
+            yield task.out_name, out.to(dtype).cpu()
+
+
+def prepare(recipe: Recipe, pool: ModelPool, device: str = "auto", seed: int | None = None, where: str = "recipe") -> MergeRun:
+    recipe = ensure_seed(recipe, seed)
+    plan = plan_merge(recipe, pool.get, where)
+    return MergeRun(recipe, plan, pool, pick_device(device))
+
+
+def run_merge(recipe: Recipe, out_dir: str | Path, *, device: str = "auto", seed: int | None = None,
+              force: bool = False, max_shard_size: int = 5 * 2**30, progress: bool = True,
+              where: str = "recipe") -> MergePlan:
+    """Merge and export in one go: the library form of `evomerge merge`."""
+    from evomerge.export import check_out_dir, export_merge
+
+    check_out_dir(Path(out_dir), force)
+    with ModelPool() as pool:
+        run = prepare(recipe, pool, device, seed, where)
+        export_merge(run, Path(out_dir), force=force, max_shard_size=max_shard_size, progress=progress)
+        return run.plan

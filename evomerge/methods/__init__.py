@@ -1,0 +1,28 @@
+"""The registry of merge methods. A new method is one module defining a `MergeMethod` and a line here."""
+
+from __future__ import annotations
+
+from evomerge.errors import UserError
+from evomerge.methods.base import MergeMethod, ParamSpec, TensorContext
+from evomerge.methods.linear import LINEAR
+from evomerge.methods.passthrough import PASSTHROUGH
+from evomerge.methods.slerp import SLERP
+from evomerge.methods.task_arithmetic import DARE_LINEAR, DARE_TIES, TASK_ARITHMETIC, TIES
+
+_REGISTRY: dict[str, MergeMethod] = {
+    m.name: m for m in (LINEAR, TASK_ARITHMETIC, TIES, DARE_TIES, DARE_LINEAR, SLERP, PASSTHROUGH)
+}
+
+
+def method_names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def get_method(name: str) -> MergeMethod:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UserError(f"unknown merge method {name!r}; known: {', '.join(_REGISTRY)}") from None
+
+
+__all__ = ["MergeMethod", "ParamSpec", "TensorContext", "get_method", "method_names"]

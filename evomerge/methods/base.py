@@ -1,0 +1,105 @@
+"""What a merge method is: a declared parameter list and input contract, plus one tensor function.
+
+The engine resolves every parameter for a tensor before calling `merge`, so a method never sees recipes, filters
+or gradients: only float32 tensors, the index of the base among them, and plain numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+import torch
+
+from evomerge.errors import UserError
+
+REQUIRED = object()
+Scope = Literal["shared", "input", "non_base"]
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter: `shared` has one value per tensor, `input` one per input, `non_base` one per non-base input."""
+
+    name: str
+    kind: type = float
+    scope: Scope = "shared"
+    default: Any = REQUIRED
+    low: float | None = None
+    high: float | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def check(self, value: Any, where: str) -> Any:
+        """Validate and coerce one value, raising UserError that names `where`."""
+        if self.kind is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                return value.lower() == "true"
+            raise UserError(f"expected true or false, got {value!r}", where)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            try:
+                value = float(value)  # mergekit accepts "1e-3" written as a string
+            except (TypeError, ValueError):
+                raise UserError(f"expected a number, got {value!r}", where) from None
+        value = float(value)
+        if not math.isfinite(value):
+            raise UserError(f"expected a finite number, got {value!r}", where)
+        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+            raise UserError(f"{value:g} is out of range [{_fmt(self.low)}, {_fmt(self.high)}]", where)
+        return value
+
+
+def _fmt(v: float | None) -> str:
+    return "-inf" if v is None else f"{v:g}"
+
+
+@dataclass
+class TensorContext:
+    """Per-tensor facts a method may need: the tensor's name, and a DARE mask source keyed by input index."""
+
+    name: str
+    mask: Callable[[int, float, torch.Size, torch.device], torch.Tensor] | None = None
+
+
+@dataclass(frozen=True)
+class MergeMethod(ABC):
+    name: str
+    params: tuple[ParamSpec, ...] = ()
+    base: Literal["required", "optional", "ignored"] = "ignored"
+    min_inputs: int = 1
+    max_inputs: int | None = None
+    randomised: bool = False
+    description: str = ""
+
+    def param(self, name: str) -> ParamSpec | None:
+        for p in self.params:
+            if p.name == name:
+                return p
+        return None
+
+    def check_inputs(self, n_inputs: int, has_base: bool, where: str) -> None:
+        """Input-count and base checks, as a recipe-level error."""
+        if self.base == "required" and not has_base:
+            raise UserError(f"merge method {self.name} needs a base_model", where)
+        if n_inputs < self.min_inputs:
+            raise UserError(f"merge method {self.name} needs at least {self.min_inputs} models, got {n_inputs}", where)
+        if self.max_inputs is not None and n_inputs > self.max_inputs:
+            exact = "exactly" if self.min_inputs == self.max_inputs else "at most"
+            raise UserError(f"merge method {self.name} takes {exact} {self.max_inputs} models, got {n_inputs}", where)
+
+    @abstractmethod
+    def merge(
+        self,
+        tensors: list[torch.Tensor],
+        base: int | None,
+        shared: dict[str, Any],
+        per_input: list[dict[str, Any]],
+        ctx: TensorContext,
+    ) -> torch.Tensor:
+        """Merge float32 tensors of one shape into one float32 tensor."""

@@ -1,0 +1,87 @@
+"""The task-arithmetic family: task_arithmetic, ties, dare_ties, dare_linear.
+
+delta_i = model_i - base; each delta is sparsified with its own density (ties: top magnitudes, dare: random
+keep), scaled by its weight; ties/dare_ties elect a sign per element (sign of the weighted sum) and drop entries
+that disagree; normalize divides by the sum of the weights of the kept entries; result = base + lambda * mixed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from evomerge.methods.base import MergeMethod, ParamSpec
+from evomerge.methods.sparsify import dare, magnitude
+
+
+@dataclass(frozen=True)
+class TaskArithmetic(MergeMethod):
+    sparsify: Literal["magnitude", "random"] | None = None
+    consensus: bool = False
+
+    def merge(self, tensors, base, shared, per_input, ctx):
+        base_t = tensors[base]
+        others = [i for i in range(len(tensors)) if i != base]
+        if not others:
+            return base_t
+        deltas = torch.empty((len(others), *base_t.shape), dtype=base_t.dtype, device=base_t.device)
+        weights = torch.empty(len(others), dtype=base_t.dtype, device=base_t.device)
+        for row, i in enumerate(others):
+            delta = tensors[i] - base_t
+            density = per_input[i].get("density", 1.0)
+            if self.sparsify == "magnitude":
+                delta = magnitude(delta, density, shared["rescale"])
+            elif self.sparsify == "random" and density < 1:
+                delta = dare(delta, density, ctx.mask(i, density, delta.shape, delta.device), shared["rescale"])
+            weights[row] = per_input[i]["weight"]
+            deltas[row] = delta
+        w = weights.reshape(-1, *([1] * base_t.dim()))
+        deltas.mul_(w)
+        if self.consensus:
+            majority = torch.where(deltas.sum(0) >= 0, 1.0, -1.0).to(deltas.dtype)
+            agree = deltas.sign() == majority
+            mixed = (deltas * agree).sum(0)
+            divisor = (w * agree).sum(0)
+            divisor[divisor == 0] = 1
+        else:
+            mixed = deltas.sum(0)
+            divisor = w.sum(0)
+            divisor[divisor.abs() < 1e-8] = 1
+        if shared["normalize"]:
+            mixed = mixed / divisor
+        if shared["lambda"] != 1:
+            mixed = mixed * shared["lambda"]
+        return base_t + mixed
+
+
+def _params(normalize: bool, rescale: bool, density: bool) -> tuple[ParamSpec, ...]:
+    p = [
+        ParamSpec("weight", scope="non_base"),
+        ParamSpec("normalize", kind=bool, default=normalize),
+        ParamSpec("rescale", kind=bool, default=rescale),
+        ParamSpec("lambda", default=1.0),
+        ParamSpec("int8_mask", kind=bool, default=False),  # a memory option in mergekit; no numerical effect
+    ]
+    if density:
+        p.insert(1, ParamSpec("density", scope="non_base", default=1.0, low=0.0, high=1.0))
+    return tuple(p)
+
+
+TASK_ARITHMETIC = TaskArithmetic(
+    name="task_arithmetic", params=_params(False, False, density=False), base="required",
+    description="base + lambda * sum(weight_i * (model_i - base))",
+)
+TIES = TaskArithmetic(
+    name="ties", params=_params(True, False, density=True), base="required", sparsify="magnitude", consensus=True,
+    description="TIES: top-magnitude sparsification, sign election, disjoint mean",
+)
+DARE_TIES = TaskArithmetic(
+    name="dare_ties", params=_params(False, True, density=True), base="required", sparsify="random", consensus=True,
+    randomised=True, description="DARE masks (seeded), L1 rescale, TIES sign election",
+)
+DARE_LINEAR = TaskArithmetic(
+    name="dare_linear", params=_params(False, True, density=True), base="required", sparsify="random",
+    randomised=True, description="DARE masks (seeded), L1 rescale, weighted sum",
+)

@@ -1,0 +1,189 @@
+"""Opening source models lazily: tensors are read one at a time, never whole models.
+
+A model reference is a local Hugging Face folder (single or sharded safetensors), a `.gguf` file (or a folder
+holding one; dequantised through transformers, so read whole: GGUF sources are small quantised models), or a
+hub id `org/name[@revision]`, downloaded (safetensors and config files only) through huggingface_hub.
+Pickled checkpoints (`.bin`, `.pt`) are refused: loading them runs arbitrary code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+
+from evomerge.errors import UserError
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+(@[\w.\-/]+)?$")
+HUB_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.json", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
+TOKENIZER_FILES = (
+    "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model", "added_tokens.json",
+    "merges.txt", "vocab.json", "vocab.txt", "chat_template.jinja", "chat_template.json",
+)
+
+_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+
+
+@dataclass
+class TensorInfo:
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+
+@dataclass
+class ModelSource:
+    """One opened source model. `get` reads a tensor from disk (or from the dequantised GGUF in memory)."""
+
+    ref: str
+    folder: Path
+    config: Any
+    infos: dict[str, TensorInfo]
+    gguf_file: str | None = None
+    _files: dict[str, Path] = field(default_factory=dict, repr=False)
+    _handles: dict[Path, Any] = field(default_factory=dict, repr=False)
+    _memory: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    _stack: ExitStack = field(default_factory=ExitStack, repr=False)
+
+    def names(self) -> list[str]:
+        return list(self.infos)
+
+    def has(self, name: str) -> bool:
+        return name in self.infos
+
+    def get(self, name: str) -> torch.Tensor:
+        if self._memory is not None:
+            return self._memory[name]
+        path = self._files[name]
+        handle = self._handles.get(path)
+        if handle is None:
+            handle = self._stack.enter_context(safe_open(str(path), framework="pt", device="cpu"))
+            self._handles[path] = handle
+        return handle.get_tensor(name)
+
+    def close(self) -> None:
+        self._stack.close()
+        self._handles.clear()
+
+    def load_all(self) -> dict[str, torch.Tensor]:
+        """Every tensor in memory (for searches, which keep sources resident)."""
+        return {n: self.get(n) for n in self.infos}
+
+
+def resolve_reference(ref: str) -> tuple[Path, str | None]:
+    """(local folder, gguf file name or None) for a model reference, downloading hub ids."""
+    if "+" in ref and not Path(ref).exists():
+        raise UserError("LoRA references (model+adapter) are not supported; merge the adapter first", ref)
+    path = Path(ref).expanduser()
+    if path.is_file():
+        if path.suffix == ".gguf":
+            return path.parent, path.name
+        raise UserError("a model must be a folder, a .gguf file or a hub id", ref)
+    if path.is_dir():
+        ggufs = sorted(p.name for p in path.glob("*.gguf"))
+        if ggufs and not any(path.glob("*.safetensors")):
+            if len(ggufs) > 1:
+                raise UserError(f"folder holds several .gguf files ({', '.join(ggufs)}); name one", ref)
+            return path, ggufs[0]
+        return path, None
+    if ref.startswith((".", "/", "~")) or not HUB_ID.match(ref):
+        raise UserError("model not found (no such folder or file)", ref)
+    return _download(ref), None
+
+
+def _download(ref: str) -> Path:
+    repo, _, revision = ref.partition("@")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo, revision=revision or None, allow_patterns=HUB_PATTERNS))
+    except Exception as e:  # offline, unknown repo, gated repo, network error: all the user's to fix
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot fetch from the Hugging Face hub: {reason[:200]}", ref) from None
+
+
+def _load_config(folder: Path, ref: str, gguf_file: str | None = None) -> Any:
+    from transformers import AutoConfig
+
+    if gguf_file is None and not (folder / "config.json").exists():
+        raise UserError("no config.json in the model folder", ref)
+    try:
+        return AutoConfig.from_pretrained(str(folder), gguf_file=gguf_file)
+    except Exception as e:
+        raise UserError(f"cannot read the model config: {str(e).splitlines()[0][:200]}", ref) from None
+
+
+def open_model(ref: str) -> ModelSource:
+    folder, gguf_file = resolve_reference(ref)
+    if gguf_file is not None:
+        return _open_gguf(ref, folder, gguf_file)
+    config = _load_config(folder, ref)
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (ValueError, KeyError):
+            raise UserError("model.safetensors.index.json is not a valid index", ref) from None
+        files = sorted({folder / f for f in weight_map.values()})
+    else:
+        files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        pickled = [p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth")]
+        hint = " (found pickled weights; convert them to safetensors)" if pickled else ""
+        raise UserError(f"no safetensors weights in the model folder{hint}", ref)
+    infos: dict[str, TensorInfo] = {}
+    owner: dict[str, Path] = {}
+    for f in files:
+        if not f.exists():
+            raise UserError(f"the index names a missing shard {f.name}", ref)
+        try:
+            with safe_open(str(f), framework="pt", device="cpu") as h:
+                for name in h.keys():
+                    sl = h.get_slice(name)
+                    infos[name] = TensorInfo(tuple(sl.get_shape()), _DTYPES.get(sl.get_dtype(), torch.float32))
+                    owner[name] = f
+        except Exception as e:
+            raise UserError(f"cannot read {f.name}: {str(e).splitlines()[0][:200]}", ref) from None
+    return ModelSource(ref=ref, folder=folder, config=config, infos=infos, _files=owner)
+
+
+def _open_gguf(ref: str, folder: Path, gguf_file: str) -> ModelSource:
+    from transformers import AutoModelForCausalLM
+
+    config = _load_config(folder, ref, gguf_file)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file, dtype=torch.float32)
+    except Exception as e:
+        raise UserError(f"cannot load the GGUF model: {str(e).splitlines()[0][:200]}", ref) from None
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    if getattr(config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)
+    infos = {k: TensorInfo(tuple(v.shape), v.dtype) for k, v in state.items()}
+    return ModelSource(ref=ref, folder=folder, config=config, infos=infos, gguf_file=gguf_file, _memory=state)
+
+
+class ModelPool:
+    """Opens each referenced model once; a context manager so file handles are always closed."""
+
+    def __init__(self) -> None:
+        self._models: dict[str, ModelSource] = {}
+
+    def get(self, ref: str) -> ModelSource:
+        if ref not in self._models:
+            self._models[ref] = open_model(ref)
+        return self._models[ref]
+
+    def close(self) -> None:
+        for m in self._models.values():
+            m.close()
+
+    def __enter__(self) -> "ModelPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

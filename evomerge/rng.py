@@ -1,0 +1,52 @@
+"""Counter-based random numbers for DARE masks.
+
+A DARE mask must be reproducible from (seed, tensor, source) alone: the search scores a candidate merged on one
+device, and the export regenerates the very same masks later, maybe on another device, in another process, in
+another order. Stateful generators (torch's global RNG, as mergekit uses) cannot promise that; a hash of the
+element index can. Each element's uniform number is fmix32(fmix32(i ^ k0) + k1) with keys derived from the
+stream name, computed with plain 64-bit integer tensor ops so CPU, CUDA and a Triton kernel agree bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+_M32 = 0xFFFFFFFF
+_CHUNK = 1 << 22  # elements per chunk: bounds the int64 scratch to 32 MiB
+
+
+def stream_keys(seed: int, *parts: str) -> tuple[int, int]:
+    """Two 32-bit keys for the stream named by seed and parts (e.g. tensor name, source model)."""
+    h = hashlib.blake2b(("\x00".join([str(seed), *parts])).encode(), digest_size=8).digest()
+    return int.from_bytes(h[:4], "little"), int.from_bytes(h[4:], "little")
+
+
+def _fmix32(h: torch.Tensor) -> torch.Tensor:
+    # murmur3 finaliser on values held in int64; products may wrap past 2**63, the low 32 bits stay exact.
+    h = h ^ (h >> 16)
+    h = (h * 0x85EBCA6B) & _M32
+    h = h ^ (h >> 13)
+    h = (h * 0xC2B2AE35) & _M32
+    return h ^ (h >> 16)
+
+
+def uniform(keys: tuple[int, int], numel: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """`numel` float32 numbers in [0, 1), 24 bits each, a pure function of keys and position."""
+    k0, k1 = keys
+    out = torch.empty(numel, dtype=torch.float32, device=device)
+    for start in range(0, numel, _CHUNK):
+        n = min(_CHUNK, numel - start)
+        idx = torch.arange(start, start + n, dtype=torch.int64, device=device)
+        h = _fmix32((_fmix32(idx ^ k0) + k1) & _M32)
+        out[start : start + n] = (h >> 8).to(torch.float32) * (1.0 / (1 << 24))
+    return out
+
+
+def keep_mask(keys: tuple[int, int], shape: torch.Size, density: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """DARE's Bernoulli(density) keep-mask, as a bool tensor of `shape`."""
+    numel = 1
+    for s in shape:
+        numel *= s
+    return (uniform(keys, numel, device) < density).reshape(shape)

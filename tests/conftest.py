@@ -1,0 +1,87 @@
+"""Tiny seeded models shaped like the real thing: a base and fine-tunes of it (base + a task vector)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+VOCAB = ["<unk>", "<s>", "</s>"] + [f"w{i}" for i in range(61)]
+
+
+def tiny_config(arch: str = "llama", layers: int = 4, tie: bool = False):
+    from transformers import LlamaConfig, MistralConfig
+
+    cls = {"llama": LlamaConfig, "mistral": MistralConfig}[arch]
+    return cls(
+        vocab_size=len(VOCAB), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+        tie_word_embeddings=tie, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    )
+
+
+def save_tokenizer(path: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                   pad_token="<unk>")
+    fast.save_pretrained(str(path))
+
+
+def build_model(path: Path, arch: str = "llama", seed: int = 0, layers: int = 4, base_state=None,
+                scale: float = 0.02, tie: bool = False, shard: str | None = None):
+    """Save a random model; with `base_state`, a fine-tune: base + N(0, scale) noise on every tensor."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, layers, tie))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if base_state is not None:
+                p.copy_(base_state[name] + scale * torch.randn_like(p))
+            else:
+                p.normal_(0, 0.1 if p.dim() > 1 else 0.05).add_(1.0 if p.dim() == 1 else 0.0)
+    kwargs = {"max_shard_size": shard} if shard else {}
+    model.save_pretrained(str(path), **kwargs)
+    save_tokenizer(path)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope="session")
+def family(tmp_path_factory):
+    """A base Llama and three fine-tunes of it, as local folders. Returns dict name -> path."""
+    root = tmp_path_factory.mktemp("llama")
+    base = build_model(root / "base", seed=0)
+    out = {"base": root / "base"}
+    for i, name in enumerate(["ja", "math", "code"]):
+        build_model(root / name, seed=10 + i, base_state=base)
+        out[name] = root / name
+    return out
+
+
+@pytest.fixture(scope="session")
+def mistral_family(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mistral")
+    base = build_model(root / "base", arch="mistral", seed=1)
+    out = {"base": root / "base"}
+    for i, name in enumerate(["a", "b"]):
+        build_model(root / name, arch="mistral", seed=20 + i, base_state=base, shard="20KB" if i == 0 else None)
+        out[name] = root / name
+    return out
+
+
+def load_state(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    out = {}
+    for f in sorted(Path(folder).glob("*.safetensors")):
+        out.update(load_file(str(f)))
+    return out

@@ -1,0 +1,297 @@
+"""Our merged tensors equal what mergekit 0.1.5 writes for the same recipe, to 1e-5, on fp32 models.
+
+DARE draws random masks; mergekit takes them from torch's global RNG, we from a counter-based hash keyed by
+seed, tensor and source. To compare the arithmetic (rescale, sign election, weights, normalisation) exactly, the
+DARE tests hand mergekit our masks: each task vector is recognised by its content, which both sides compute
+bit-identically as model - base in fp32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import load_state
+from evomerge.merge import run_merge
+from evomerge.recipe import recipe_from_dict
+
+mergekit = pytest.importorskip("mergekit")
+
+
+def _key(t: torch.Tensor) -> str:
+    return hashlib.sha1(t.detach().contiguous().float().numpy().tobytes()).hexdigest()
+
+
+def run_ours(recipe_text: str, out: Path, monkeypatch=None, seed: int = 7) -> dict[str, torch.Tensor]:
+    """Run evomerge; returns the merged state and records DARE masks (delta content -> mask) on the side."""
+    masks: dict[str, torch.Tensor] = {}
+    if monkeypatch is not None:
+        import evomerge.methods.task_arithmetic as ta
+
+        real = ta.dare
+
+        def recording(delta, density, keep, rescale=True):
+            masks[_key(delta)] = keep.clone()
+            return real(delta, density, keep, rescale)
+
+        monkeypatch.setattr(ta, "dare", recording)
+    recipe = recipe_from_dict(yaml.safe_load(recipe_text))
+    run_merge(recipe, out, device="cpu", seed=seed, progress=False)
+    run_ours.masks = masks
+    return load_state(out)
+
+
+def run_mergekit(recipe_text: str, out: Path, monkeypatch=None, masks=None) -> dict[str, torch.Tensor]:
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import run_merge as mk_run
+    from mergekit.options import MergeOptions
+
+    if masks is not None:
+        import mergekit.merge_methods.generalized_task_arithmetic as gta
+        from mergekit.sparsify import SparsificationMethod, rescaled_masked_tensor
+
+        real = gta.sparsify
+
+        def with_our_masks(tensor, density, method, gamma=0, epsilon=0, rescale_norm=None):
+            if method != SparsificationMethod.random or density >= 1:
+                return real(tensor, density=density, method=method, rescale_norm=rescale_norm)
+            return rescaled_masked_tensor(tensor, masks[_key(tensor)].to(tensor.dtype), rescale_norm)
+
+        monkeypatch.setattr(gta, "sparsify", with_our_masks)
+    config = MergeConfiguration.model_validate(yaml.safe_load(recipe_text))
+    mk_run(config, str(out), options=MergeOptions(device="cpu", quiet=True, random_seed=0, write_model_card=False))
+    return load_state(out)
+
+
+def assert_same(ours: dict, ref: dict, atol: float = 1e-5) -> None:
+    assert set(ours) == set(ref), f"tensor sets differ: {set(ours) ^ set(ref)}"
+    for name in ref:
+        assert ours[name].shape == ref[name].shape, name
+        assert ours[name].dtype == ref[name].dtype, name
+        diff = (ours[name].float() - ref[name].float()).abs().max().item()
+        assert diff <= atol, f"{name}: max abs diff {diff}"
+
+
+def compare(recipe_text: str, tmp_path: Path, monkeypatch=None) -> dict[str, torch.Tensor]:
+    ours = run_ours(recipe_text, tmp_path / "ours", monkeypatch)
+    ref = run_mergekit(recipe_text, tmp_path / "mk", monkeypatch, run_ours.masks if monkeypatch else None)
+    assert_same(ours, ref)
+    return ours
+
+
+def test_linear(family, tmp_path):
+    compare(f"""
+merge_method: linear
+models:
+  - model: {family['ja']}
+    parameters: {{weight: 0.7}}
+  - model: {family['math']}
+    parameters: {{weight: 0.5}}
+  - model: {family['code']}
+    parameters: {{weight: [0.1, 0.9]}}
+dtype: float32
+""", tmp_path)
+
+
+def test_linear_unnormalized_with_filters(family, tmp_path):
+    compare(f"""
+merge_method: linear
+models:
+  - model: {family['ja']}
+    parameters:
+      weight:
+        - filter: self_attn
+          value: 0.9
+        - filter: mlp
+          value: [0.2, 0.6]
+        - value: 0.5
+  - model: {family['math']}
+    parameters: {{weight: 0.4}}
+parameters:
+  normalize: false
+""", tmp_path)
+
+
+def test_task_arithmetic(family, tmp_path):
+    compare(f"""
+merge_method: task_arithmetic
+base_model: {family['base']}
+models:
+  - model: {family['ja']}
+    parameters: {{weight: 0.8}}
+  - model: {family['math']}
+    parameters: {{weight: [0.3, 1.2, 0.5]}}
+parameters:
+  lambda: 0.9
+""", tmp_path)
+
+
+def test_ties_with_gradients_and_filters(family, tmp_path):
+    ours = compare(f"""
+merge_method: ties
+base_model: {family['base']}
+models:
+  - model: {family['ja']}
+    parameters:
+      density: [0.9, 0.4]
+      weight: 0.6
+  - model: {family['math']}
+    parameters:
+      density:
+        - filter: mlp
+          value: 0.3
+        - value: 0.7
+      weight: [0.2, 0.8]
+  - model: {family['code']}
+    parameters: {{density: 0.5, weight: 0.4}}
+parameters:
+  normalize: true
+""", tmp_path)
+    base = load_state(family["base"])
+    assert not torch.equal(ours["model.layers.0.mlp.up_proj.weight"], base["model.layers.0.mlp.up_proj.weight"])
+
+
+@pytest.mark.parametrize("method", ["dare_ties", "dare_linear"])
+def test_dare_with_shared_masks(family, tmp_path, monkeypatch, method):
+    compare(f"""
+merge_method: {method}
+base_model: {family['base']}
+models:
+  - model: {family['ja']}
+    parameters: {{density: 0.53, weight: 0.4}}
+  - model: {family['math']}
+    parameters: {{density: [0.3, 0.8], weight: 0.9}}
+  - model: {family['code']}
+    parameters: {{density: 0.7, weight: 0.6}}
+parameters:
+  int8_mask: true
+""", tmp_path, monkeypatch)
+    assert len(run_ours.masks) > 10  # the masks really were drawn and handed over
+
+
+def test_dare_ties_normalized_no_rescale(family, tmp_path, monkeypatch):
+    compare(f"""
+merge_method: dare_ties
+base_model: {family['base']}
+models:
+  - model: {family['ja']}
+    parameters: {{density: 0.6, weight: 0.5}}
+  - model: {family['math']}
+    parameters: {{density: 0.4, weight: 0.7}}
+parameters:
+  normalize: true
+  rescale: false
+""", tmp_path, monkeypatch)
+
+
+def test_slerp_mergekit_docs_recipe(family, tmp_path):
+    compare(f"""
+slices:
+  - sources:
+      - model: {family['ja']}
+        layer_range: [0, 4]
+      - model: {family['math']}
+        layer_range: [0, 4]
+merge_method: slerp
+base_model: {family['ja']}
+parameters:
+  t:
+    - filter: self_attn
+      value: [0, 0.5, 0.3, 0.7, 1]
+    - filter: mlp
+      value: [1, 0.5, 0.7, 0.3, 0]
+    - value: 0.5
+dtype: float32
+""", tmp_path)
+
+
+def test_passthrough_stacking_repeats_layers(family, tmp_path):
+    ours = compare(f"""
+slices:
+  - sources:
+      - model: {family['ja']}
+        layer_range: [0, 3]
+  - sources:
+      - model: {family['math']}
+        layer_range: [1, 4]
+  - sources:
+      - model: {family['ja']}
+        layer_range: [2, 3]
+        parameters:
+          scale:
+            - filter: o_proj
+              value: 0.5
+            - value: 1.0
+merge_method: passthrough
+dtype: float32
+""", tmp_path)
+    assert sum(1 for k in ours if k.endswith("self_attn.q_proj.weight")) == 7
+    import json
+
+    assert json.loads((tmp_path / "ours" / "config.json").read_text())["num_hidden_layers"] == 7
+
+
+def test_slices_with_per_slice_parameters(family, tmp_path):
+    compare(f"""
+slices:
+  - sources:
+      - model: {family['base']}
+        layer_range: [0, 2]
+      - model: {family['ja']}
+        layer_range: [0, 2]
+        parameters: {{weight: 0.7}}
+    parameters:
+      density: 0.5
+  - sources:
+      - model: {family['base']}
+        layer_range: [2, 4]
+      - model: {family['math']}
+        layer_range: [1, 3]
+        parameters: {{weight: [0.2, 1.0]}}
+    parameters:
+      density: [0.3, 0.9]
+merge_method: ties
+base_model: {family['base']}
+""", tmp_path)
+
+
+def test_mistral_task_arithmetic_sharded_source(mistral_family, tmp_path):
+    compare(f"""
+merge_method: task_arithmetic
+base_model: {mistral_family['base']}
+models:
+  - model: {mistral_family['a']}
+    parameters: {{weight: 0.6}}
+  - model: {mistral_family['b']}
+    parameters: {{weight: 0.5}}
+dtype: float32
+""", tmp_path)
+
+
+def test_mistral_ties(mistral_family, tmp_path):
+    compare(f"""
+merge_method: ties
+base_model: {mistral_family['base']}
+models:
+  - model: {mistral_family['a']}
+    parameters: {{weight: 1.0, density: 0.4}}
+  - model: {mistral_family['b']}
+    parameters: {{weight: 0.8, density: 0.6}}
+""", tmp_path)
+
+
+def test_bf16_output(family, tmp_path):
+    ours = compare(f"""
+merge_method: linear
+models:
+  - model: {family['ja']}
+    parameters: {{weight: 1.0}}
+  - model: {family['math']}
+    parameters: {{weight: 1.0}}
+out_dtype: bfloat16
+""", tmp_path)
+    assert all(t.dtype == torch.bfloat16 for t in ours.values())
