@@ -64,6 +64,7 @@ class ShardWriter:
         self.folder, self.max_bytes = folder, max_bytes
         self.pending: dict[str, torch.Tensor] = {}
         self.pending_bytes = 0
+        self.storages: set[int] = set()
         self.shards: list[list[str]] = []
         self.total = 0
 
@@ -71,7 +72,11 @@ class ShardWriter:
         size = tensor.numel() * tensor.element_size()
         if self.pending and self.pending_bytes + size > self.max_bytes:
             self._flush()
-        self.pending[name] = tensor.contiguous()
+        tensor = tensor.contiguous()
+        if tensor.untyped_storage().data_ptr() in self.storages:  # a repeated layer from an in-memory source
+            tensor = tensor.clone()
+        self.storages.add(tensor.untyped_storage().data_ptr())
+        self.pending[name] = tensor
         self.pending_bytes += size
         self.total += size
 
@@ -79,6 +84,7 @@ class ShardWriter:
         save_file(self.pending, str(self.folder / f"shard-{len(self.shards)}.tmp"), metadata={"format": "pt"})
         self.shards.append(list(self.pending))
         self.pending, self.pending_bytes = {}, 0
+        self.storages.clear()
 
     def close(self) -> None:
         if self.pending or not self.shards:

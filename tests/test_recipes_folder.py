@@ -1,0 +1,41 @@
+"""Every recipe in recipes/ is valid; the ones that need no hub run end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from evomerge.recipe import load_recipe
+from test_cli_merge import cli
+
+RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
+
+
+def offline(path: Path) -> bool:
+    return all(m.startswith("builtin:") for m in load_recipe(path).referenced_models())
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_recipe_is_valid(path):
+    recipe = load_recipe(path)
+    assert recipe.referenced_models()
+
+
+@pytest.mark.parametrize("path", [p for p in RECIPES if offline(p)], ids=lambda p: p.name)
+def test_offline_recipe_runs(path, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from evomerge.assets import smollm2_gguf
+    from evomerge.errors import UserError
+
+    try:
+        smollm2_gguf()
+    except UserError as e:
+        pytest.skip(str(e))
+    assert cli("merge", path, tmp_path / "out", "--quiet") == 0
+    AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"))
+
+
+def test_there_are_offline_recipes():
+    assert any(offline(p) for p in RECIPES)
