@@ -51,6 +51,91 @@ def merge(recipe: Path, out_dir: Path, device: str, force: bool, seed: int | Non
     click.echo(f"wrote {out_dir} ({plan.num_layers} layers, {len(plan.tasks)} tensors, method {plan.method.name})")
 
 
+@cli.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option("--run-dir", required=True, type=click.Path(path_type=Path), help="Folder for the run's database.")
+@click.option("--resume", is_flag=True, help="Continue the run in --run-dir where it stopped.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def search(config: Path, run_dir: Path, resume: bool, quiet: bool) -> None:
+    """Evolve the merge recipe described by CONFIG; every trial is recorded in --run-dir."""
+    from evomerge.search.config import load_search_config
+    from evomerge.search.loop import run_search
+
+    cfg = load_search_config(config)
+    run_search(cfg, run_dir, resume=resume, progress=not quiet, config_text=config.read_text(encoding="utf-8"),
+               log=lambda m: click.echo(m, err=True))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(run_dir: Path, as_json: bool) -> None:
+    """Progress and best trial of the search in RUN_DIR."""
+    import json
+
+    from evomerge.search.loop import run_status
+
+    info = run_status(run_dir)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"{info['completed']} complete, {info['failed']} failed, {info['running']} running "
+               f"of {info['budget']} trials; {info['generations']} generations")
+    best = info["best"]
+    if best:
+        click.echo(f"best: trial {best['trial']}, fitness {best['fitness']:.6g}")
+        for k, v in best["params"].items():
+            click.echo(f"  {k} = {v:.4f}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--trial", default="best", show_default=True, help="'best' or a trial id.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--force", is_flag=True, help="Replace OUT_DIR if it exists and is not empty.")
+@click.option("--quiet", is_flag=True)
+def export(run_dir: Path, out_dir: Path, trial: str, device: str, force: bool, quiet: bool) -> None:
+    """Write a trial of RUN_DIR (the best by default) as a Hugging Face model in OUT_DIR."""
+    from evomerge.export import check_out_dir
+    from evomerge.merge import run_merge
+    from evomerge.search.loop import trial_recipe
+
+    recipe, t = trial_recipe(run_dir, trial)
+    check_out_dir(out_dir, force)
+    scores = "; ".join(k + " " + ", ".join(f"{m}={x:.4g}" for m, x in v.items() if m != "seconds")
+                       for k, v in t.scores.items())
+    extra = f"Found by evolutionary search: trial {t.id}, fitness {t.fitness:.6g} ({scores})."
+    run_merge(recipe, out_dir, device=device, force=force, progress=not quiet, card_extra=extra)
+    click.echo(f"wrote {out_dir} (trial {t.id}, fitness {t.fitness:.6g})")
+
+
+@cli.command(name="eval")
+@click.argument("model")
+@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path),
+              help="A search config; its `fitness` section is used.")
+@click.option("--device", default=None, help="Overrides the config's device.")
+@click.option("--json", "as_json", is_flag=True)
+def eval_(model: str, config_path: Path, device: str | None, as_json: bool) -> None:
+    """Score MODEL (folder, .gguf, builtin:NAME or hub id) with a config's fitness."""
+    import json
+
+    from evomerge.evaluators import Fitness
+    from evomerge.search.config import load_search_config
+    from evomerge.scoring import load_for_eval
+
+    cfg = load_search_config(config_path)
+    fitness = Fitness(cfg.fitness, f"{config_path}: fitness")
+    lm, tok = load_for_eval(model, device or cfg.device)
+    value, scores = fitness.score(lm, tok)
+    if as_json:
+        click.echo(json.dumps({"model": model, "fitness": value, "scores": scores}, indent=2))
+    else:
+        click.echo(f"fitness {value:.6g}")
+        for name, metrics in scores.items():
+            click.echo(f"  {name}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="evomerge", standalone_mode=False)

@@ -103,12 +103,13 @@ def prepare(recipe: Recipe, pool: ModelPool, device: str = "auto", seed: int | N
 
 def run_merge(recipe: Recipe, out_dir: str | Path, *, device: str = "auto", seed: int | None = None,
               force: bool = False, max_shard_size: int = 5 * 2**30, progress: bool = True,
-              where: str = "recipe") -> MergePlan:
+              where: str = "recipe", card_extra: str = "") -> MergePlan:
     """Merge and export in one go: the library form of `evomerge merge`."""
     from evomerge.export import check_out_dir, export_merge
 
     check_out_dir(Path(out_dir), force)
     with ModelPool() as pool:
         run = prepare(recipe, pool, device, seed, where)
-        export_merge(run, Path(out_dir), force=force, max_shard_size=max_shard_size, progress=progress)
+        export_merge(run, Path(out_dir), force=force, max_shard_size=max_shard_size, progress=progress,
+                     card_extra=card_extra)
         return run.plan

@@ -1,0 +1,87 @@
+"""Fitness evaluators: a registry of built-ins, plus `module:Class` import paths for your own.
+
+A fitness is a weighted sum of one metric from each configured evaluator; all metrics are higher-is-better.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from evomerge.errors import UserError
+from evomerge.evaluators.base import Evaluator, Options
+from evomerge.evaluators.lm_eval_task import LmEval
+from evomerge.evaluators.mgsm_ja import MgsmJa
+from evomerge.evaluators.perplexity import Perplexity
+
+BUILTIN: dict[str, type[Evaluator]] = {e.name: e for e in (MgsmJa, Perplexity, LmEval)}
+
+
+def evaluator_class(name: str, where: str) -> type[Evaluator]:
+    if name in BUILTIN:
+        return BUILTIN[name]
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise UserError(f"cannot import evaluator {name}: {e}", where) from None
+        if not (isinstance(cls, type) and issubclass(cls, Evaluator)):
+            raise UserError(f"{name} is not an evomerge Evaluator subclass", where)
+        return cls
+    raise UserError(f"unknown evaluator {name!r}; built-in: {', '.join(BUILTIN)}, or module:Class", where)
+
+
+def _options(cls: type[Evaluator], cfg: Any, where: str) -> Options:
+    from evomerge.recipe import _first_pydantic_error
+
+    try:
+        return cls.Options.model_validate(cfg.options())
+    except ValidationError as e:
+        raise UserError(_first_pydantic_error(e), where) from None
+
+
+def check_evaluator_config(cfg: Any, where: str) -> None:
+    """Validate an evaluator's name and options without loading its data."""
+    _options(evaluator_class(cfg.name, where), cfg, where)
+
+
+@dataclass
+class Term:
+    evaluator: Evaluator
+    key: str  # the name scores are recorded under
+    weight: float
+    metric: str | None
+
+
+class Fitness:
+    """The configured evaluators; `score` runs them all and combines the chosen metrics."""
+
+    def __init__(self, configs: list[Any], where: str = "fitness"):
+        self.terms: list[Term] = []
+        for i, cfg in enumerate(configs):
+            loc = f"{where}[{i}]"
+            cls = evaluator_class(cfg.name, loc)
+            ev = cls(_options(cls, cfg, loc), loc)
+            key = cfg.name if sum(c.name == cfg.name for c in configs) == 1 else f"{cfg.name}#{i}"
+            self.terms.append(Term(ev, key, cfg.weight, cfg.metric or cls.default_metric or None))
+
+    def score(self, model: Any, tokenizer: Any) -> tuple[float, dict[str, dict[str, float]]]:
+        total, scores = 0.0, {}
+        for term in self.terms:
+            t0 = time.perf_counter()
+            metrics = term.evaluator.evaluate(model, tokenizer)
+            metric = term.metric or next(iter(metrics))
+            if metric not in metrics:
+                raise UserError(f"evaluator {term.key} has no metric {metric!r} (it gives: {', '.join(metrics)})")
+            metrics = dict(metrics, seconds=time.perf_counter() - t0)
+            scores[term.key] = metrics
+            total += term.weight * metrics[metric]
+        return total, scores
+
+
+__all__ = ["Evaluator", "Options", "Fitness", "BUILTIN", "check_evaluator_config", "evaluator_class"]

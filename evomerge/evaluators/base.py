@@ -1,0 +1,30 @@
+"""What an evaluator is: typed options, a default metric, and `evaluate(model, tokenizer) -> metrics`.
+
+As in lm-eval, tasks are mostly data (a data file, a prompt, generation settings) plus a small scoring hook.
+Every metric is "higher is better" so that fitness is a plain weighted sum.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Evaluator(ABC):
+    name: ClassVar[str]
+    Options: ClassVar[type[Options]] = Options
+    default_metric: ClassVar[str]
+
+    def __init__(self, options: Options, where: str = ""):
+        """Load data here (once per search); `where` names the config entry in error messages."""
+        self.options = options
+
+    @abstractmethod
+    def evaluate(self, model: Any, tokenizer: Any) -> dict[str, float]:
+        """Score a loaded causal LM; returns metric name -> value (higher is better)."""

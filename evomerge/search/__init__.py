@@ -1,0 +1,1 @@
+"""Evolutionary search over merge recipes: config, genome, optimiser backends, run store, loop."""

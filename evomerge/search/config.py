@@ -1,0 +1,137 @@
+"""Search configs: `merge` (a recipe template), `genome`, `optimizer`, `budget`, `fitness`.
+
+Validated in full before anything is loaded, so a typo fails in a second, not after an hour of model loading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from evomerge.errors import UserError
+from evomerge.recipe import Recipe, _first_pydantic_error, recipe_from_dict
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GenomeConfig(_Strict):
+    """Which recipe parameters evolve, and at what granularity."""
+
+    parameters: list[str] = Field(default_factory=lambda: ["weight", "density"])
+    granularity: Literal["model", "layer_group", "layer"] = "model"
+    group_size: int = Field(4, ge=1)
+    split: list[str] = Field(default_factory=list)  # tensor-name filters, e.g. [self_attn, mlp]
+    bounds: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    models: list[str] | None = None  # which sources evolve; default: every non-base model
+
+    @field_validator("bounds")
+    @classmethod
+    def _ordered(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for name, (lo, hi) in v.items():
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                raise ValueError(f"bounds for {name} must be [low, high] with low < high")
+        return v
+
+    def bound(self, param: str) -> tuple[float, float]:
+        return self.bounds.get(param, (0.0, 1.0))
+
+
+class OptimizerConfig(_Strict):
+    name: Literal["cma", "optuna"] = "cma"
+    sampler: Literal["cmaes", "tpe", "random"] = "cmaes"  # optuna only
+    popsize: int | None = Field(None, ge=2)  # default 4 + floor(3 ln n)
+    sigma0: float = Field(1 / 6, gt=0)  # in units of the [0, 1]-normalised genes
+    x0: float | dict[str, float] = 0.5  # normalised start, per gene or for all
+    seed: int = Field(0, ge=0)
+    separable: bool = False  # diagonal CMA, for large genomes
+
+    def population(self, n_genes: int) -> int:
+        return self.popsize or 4 + int(math.floor(3 * math.log(n_genes)))
+
+
+class BudgetConfig(_Strict):
+    max_trials: int = Field(100, ge=1)
+    max_generations: int | None = Field(None, ge=1)
+    max_minutes: float | None = Field(None, gt=0)
+
+
+class EvaluatorConfig(BaseModel):
+    """One fitness term; options besides name/weight/metric go to the evaluator."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    weight: float = 1.0
+    metric: str | None = None  # which of the evaluator's metrics counts; its default otherwise
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class SearchConfig(_Strict):
+    merge: dict[str, Any]
+    genome: GenomeConfig = Field(default_factory=GenomeConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    fitness: list[EvaluatorConfig]
+    device: str = "auto"
+    failed_fitness: float = -1e9  # what a failed candidate scores (CMA-ES only uses ranks)
+    name: str | None = None
+
+    @field_validator("fitness")
+    @classmethod
+    def _some(cls, v: list[EvaluatorConfig]) -> list[EvaluatorConfig]:
+        if not v:
+            raise ValueError("give at least one evaluator")
+        return v
+
+    @model_validator(mode="after")
+    def _template(self) -> "SearchConfig":
+        if not self.merge.get("models"):
+            raise ValueError("merge: the recipe template must use the `models:` form (the genome makes the slices)")
+        return self
+
+    def template(self, where: str = "search config") -> Recipe:
+        return recipe_from_dict(self.merge, f"{where}: merge")
+
+    def fingerprint(self) -> str:
+        """Hash of everything that shapes the candidates (the budget may change between resumes)."""
+        data = self.model_dump(mode="json", exclude={"budget"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def search_config_from_dict(data: Any, where: str) -> SearchConfig:
+    if not isinstance(data, dict):
+        raise UserError("a search config must be a YAML mapping (merge, genome, optimizer, budget, fitness)", where)
+    try:
+        config = SearchConfig.model_validate(data)
+    except ValidationError as e:
+        raise UserError(_first_pydantic_error(e), where) from None
+    config.template(where)
+    from evomerge.evaluators import check_evaluator_config
+
+    for i, ev in enumerate(config.fitness):
+        check_evaluator_config(ev, f"{where}: fitness[{i}]")
+    return config
+
+
+def load_search_config(path: str | Path) -> SearchConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("no such file", str(path))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"YAML syntax error{line}: {getattr(e, 'problem', e)}", str(path)) from None
+    if data is None:
+        raise UserError("the config is empty", str(path))
+    return search_config_from_dict(data, str(path))

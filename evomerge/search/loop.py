@@ -1,0 +1,262 @@
+"""The search loop: ask a generation, merge and score each candidate in place, tell, record; resume by replay.
+
+Trial ids are `generation * popsize + k`, so a candidate's identity does not depend on when it ran. On resume the
+optimiser is rebuilt and every finished generation replayed into it (checking that it proposes exactly the
+recorded genes); in the unfinished generation, trials already complete are taken from the store, the rest run.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from evomerge.architecture import num_layers
+from evomerge.errors import UserError
+from evomerge.models import ModelPool
+from evomerge.search.config import SearchConfig, search_config_from_dict
+from evomerge.search.genome import Genome
+from evomerge.search.optimizers import make_optimizer
+from evomerge.search.store import RunStore, Trial
+
+CONFIG_FILE = "config.yaml"
+BEST_RECIPE = "best_recipe.yaml"
+
+
+@dataclass
+class Search:
+    """Everything a run needs that is derived from its config (no models loaded yet)."""
+
+    config: SearchConfig
+    genome: Genome
+    seed: int  # DARE seed shared by all candidates: common random numbers make candidates comparable
+
+    @classmethod
+    def build(cls, config: SearchConfig, pool: ModelPool, where: str = "search config") -> "Search":
+        template = config.template(where)
+        donor = template.base_model or template.models[0].model
+        genome = Genome(config.genome, template, num_layers(pool.get(donor).config), f"{where}: genome")
+        seed = template.seed if template.seed is not None else config.optimizer.seed
+        return cls(config, genome, seed)
+
+    def recipe_for(self, x: np.ndarray):
+        return self.genome.recipe(x, self.seed)
+
+
+def _open_store(config: SearchConfig, run_dir: Path, resume: bool, config_text: str) -> RunStore:
+    existing = (run_dir / "run.sqlite").exists()
+    if existing and not resume:
+        raise UserError("this run folder already holds a run; add --resume to continue it", str(run_dir))
+    if run_dir.exists() and not existing and any(run_dir.iterdir()):
+        raise UserError("the run folder exists and is not empty", str(run_dir))
+    store = RunStore(run_dir, create=True)
+    if existing:
+        if store.get_meta("fingerprint") != config.fingerprint():
+            store.close()
+            raise UserError("the config differs from the one this run started with (only `budget` may change)",
+                            str(run_dir))
+    else:
+        store.set_meta("fingerprint", config.fingerprint())
+        store.set_meta("created", str(time.time()))
+    store.set_meta("config", json.dumps(config.model_dump(mode="json")))
+    (run_dir / CONFIG_FILE).write_text(config_text, encoding="utf-8")
+    return store
+
+
+def load_run_config(run_dir: Path) -> SearchConfig:
+    store = RunStore(run_dir)
+    try:
+        return search_config_from_dict(json.loads(store.get_meta("config")), str(run_dir))
+    finally:
+        store.close()
+
+
+def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True,
+               config_text: str | None = None, log=print) -> Trial | None:
+    """Run (or resume) a search to its budget; returns the best trial."""
+    run_dir = Path(run_dir)
+    text = config_text or yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    from evomerge.evaluators import Fitness
+
+    with ModelPool() as pool:
+        # genome and fitness errors (bad data files...) surface before the run folder is touched
+        search = Search.build(config, pool)
+        fitness = Fitness(config.fitness, "fitness")
+        store = _open_store(config, run_dir, resume, text)
+        try:
+            return _loop(search, fitness, store, pool, progress, log)
+        finally:
+            store.close()
+
+
+def _loop(search: Search, fitness, store: RunStore, pool: ModelPool, progress: bool, log) -> Trial | None:
+    from evomerge.live import CandidateError, LiveMerge
+
+    config, genome = search.config, search.genome
+    opt = make_optimizer(config.optimizer, genome.x0(config.optimizer.x0), genome.names)
+    pop = opt.popsize
+    budget = config.budget
+    done_generations = {g["generation"] for g in store.generations()}
+
+    # Replay finished generations into the fresh optimiser.
+    gen = 0
+    while gen in done_generations:
+        xs = opt.ask()
+        trials = [store.trial(gen * pop + k) for k in range(pop)]
+        for k, (x, t) in enumerate(zip(xs, trials)):
+            if t is None or not np.allclose(x, t.genes, rtol=0, atol=1e-12):
+                raise UserError(f"replaying generation {gen} did not reproduce trial {gen * pop + k}; "
+                                "the run cannot be resumed with this optimiser", str(store.folder))
+        opt.tell(xs, [_fitness_of(t, config.failed_fitness) for t in trials])
+        gen += 1
+    if gen:
+        log(f"resumed after {gen} finished generations ({store.count('complete')} complete, "
+            f"{store.count('failed')} failed trials)")
+
+    log(f"genome: {len(genome)} genes ({', '.join(genome.names[:6])}{', ...' if len(genome) > 6 else ''}); "
+        f"population {pop}; budget {budget.max_trials} trials")
+    live = LiveMerge(search.recipe_for(genome.x0(config.optimizer.x0)), pool, config.device)
+    t_start = time.time()
+    finished = store.count("complete") + store.count("failed")
+    bar = tqdm(total=budget.max_trials, initial=min(finished, budget.max_trials), desc="trials", unit="trial",
+               disable=not progress, dynamic_ncols=True)
+    best = store.best()
+    try:
+        while True:
+            if budget.max_generations is not None and gen >= budget.max_generations:
+                break
+            if gen * pop >= budget.max_trials or _out_of_time(budget, t_start):
+                break
+            xs = opt.ask()
+            values: list[float] = []
+            gen_bar = tqdm(total=pop, desc=f"generation {gen}", unit="cand", leave=False,
+                           disable=not progress, dynamic_ncols=True)
+            for k, x in enumerate(xs):
+                trial_id = gen * pop + k
+                if trial_id >= budget.max_trials or _out_of_time(budget, t_start):
+                    gen_bar.close()
+                    return _finish(store, log)
+                done = store.trial(trial_id)
+                if done is not None and done.status in ("complete", "failed"):
+                    values.append(_fitness_of(done, config.failed_fitness))
+                    gen_bar.update()
+                    continue
+                recipe = search.recipe_for(x)
+                store.start_trial(trial_id, gen, [float(v) for v in x], genome.values(x), recipe.to_yaml())
+                t0 = time.perf_counter()
+                merge_s = None
+                try:
+                    live.apply(recipe)
+                    merge_s = time.perf_counter() - t0
+                    value, scores = fitness.score(live.model, live.tokenizer)
+                    if not np.isfinite(value):
+                        raise CandidateError(f"fitness is {value}")
+                except UserError:
+                    raise
+                except Exception as e:  # a failed candidate is data, not the end of the search
+                    store.fail_trial(trial_id, f"{type(e).__name__}: {e}", merge_s)
+                    _free_memory()
+                    values.append(config.failed_fitness)
+                    log(f"trial {trial_id} failed: {type(e).__name__}: {str(e)[:200]}")
+                else:
+                    eval_s = time.perf_counter() - t0 - merge_s
+                    store.finish_trial(trial_id, value, scores, merge_s, eval_s)
+                    values.append(value)
+                    if best is None or value > best.fitness:
+                        best = store.trial(trial_id)
+                bar.update()
+                gen_bar.update()
+                if best is not None:
+                    bar.set_postfix(best=f"{best.fitness:.4g}", trial=best.id)
+            gen_bar.close()
+            opt.tell(xs, values)
+            store.finish_generation(gen, opt.snapshot(), values)
+            if best is not None:
+                (store.folder / BEST_RECIPE).write_text(best.recipe, encoding="utf-8")
+            log(f"generation {gen}: best {max(values):.4g}, mean {np.mean(values):.4g}"
+                + (f"; best so far {best.fitness:.4g} (trial {best.id})" if best else ""))
+            gen += 1
+    finally:
+        bar.close()
+    return _finish(store, log)
+
+
+def _finish(store: RunStore, log) -> Trial | None:
+    best = store.best()
+    if best is not None:
+        (store.folder / BEST_RECIPE).write_text(best.recipe, encoding="utf-8")
+        log(f"best: trial {best.id}, fitness {best.fitness:.6g}")
+        log("  " + ", ".join(f"{k}={v:.4f}" for k, v in best.params.items()))
+        log(f"  recipe: {store.folder / BEST_RECIPE}")
+    return best
+
+
+def _fitness_of(trial: Trial | None, failed: float) -> float:
+    return trial.fitness if trial is not None and trial.status == "complete" else failed
+
+
+def _out_of_time(budget, t_start: float) -> bool:
+    return budget.max_minutes is not None and (time.time() - t_start) / 60 > budget.max_minutes
+
+
+def _free_memory() -> None:
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:
+        pass
+
+
+def run_status(run_dir: str | Path) -> dict[str, Any]:
+    """What `evomerge status --json` prints."""
+    run_dir = Path(run_dir)
+    store = RunStore(run_dir)
+    try:
+        config = json.loads(store.get_meta("config"))
+        best = store.best()
+        gens = store.generations()
+        return {
+            "run_dir": str(run_dir),
+            "completed": store.count("complete"),
+            "failed": store.count("failed"),
+            "running": store.count("running"),
+            "budget": config["budget"]["max_trials"],
+            "generations": len(gens),
+            "best": {"trial": best.id, "fitness": best.fitness, "params": best.params, "scores": best.scores}
+            if best else None,
+            "history": [{"generation": g["generation"], "best": g["best"], "mean": g["mean"]} for g in gens],
+        }
+    finally:
+        store.close()
+
+
+def trial_recipe(run_dir: str | Path, trial: str = "best"):
+    """The exact recipe of a trial ('best' or an id)."""
+    from evomerge.recipe import recipe_from_dict
+
+    store = RunStore(Path(run_dir))
+    try:
+        if trial == "best":
+            t = store.best()
+            if t is None:
+                raise UserError("the run has no completed trial yet", str(run_dir))
+        else:
+            try:
+                t = store.trial(int(trial))
+            except ValueError:
+                raise UserError(f"--trial takes 'best' or a trial id, got {trial!r}") from None
+            if t is None or t.status != "complete":
+                raise UserError(f"trial {trial} is not a completed trial of this run", str(run_dir))
+        return recipe_from_dict(yaml.safe_load(t.recipe), f"trial {t.id}"), t
+    finally:
+        store.close()

@@ -1,0 +1,104 @@
+"""Optimiser backends behind one generation-wise ask/tell interface.
+
+Both backends work on genes normalised to [0, 1] and maximise fitness. Resuming never unpickles anything: a
+backend is rebuilt from the config and seed, and the finished generations are replayed into it (ask, then tell
+the recorded fitness). Both backends are deterministic given the seed, so the replayed optimiser is in exactly the
+state the interrupted one was, and goes on to propose the same candidates.
+"""
+
+from __future__ import annotations
+
+import warnings
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from evomerge.search.config import OptimizerConfig
+
+
+class Optimizer(ABC):
+    def __init__(self, config: OptimizerConfig, x0: np.ndarray, names: list[str]):
+        self.config, self.names = config, names
+        self.n = len(x0)
+        self.popsize = config.population(self.n)
+
+    @abstractmethod
+    def ask(self) -> list[np.ndarray]:
+        """One generation of candidates, each in [0, 1]^n."""
+
+    @abstractmethod
+    def tell(self, xs: list[np.ndarray], fitness: list[float]) -> None:
+        """Report the fitness (higher is better) of the last generation asked."""
+
+    @abstractmethod
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-able summary of the state (mean, step size), recorded after every generation."""
+
+
+class PyCMA(Optimizer):
+    """The `cma` package (Hansen's pycma): bounded CMA-ES, optionally diagonal (separable)."""
+
+    def __init__(self, config: OptimizerConfig, x0: np.ndarray, names: list[str]):
+        super().__init__(config, x0, names)
+        import cma
+
+        opts = {
+            "bounds": [0.0, 1.0], "popsize": self.popsize, "seed": config.seed + 1,  # cma treats seed 0 as "random"
+            "verbose": -9, "verb_log": 0, "verb_disp": 0, "CMA_diagonal": config.separable,
+        }
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.es = cma.CMAEvolutionStrategy(np.asarray(x0, float), config.sigma0, opts)
+
+    def ask(self) -> list[np.ndarray]:
+        return [np.asarray(x, float) for x in self.es.ask()]
+
+    def tell(self, xs, fitness) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.es.tell(xs, [-f for f in fitness])  # cma minimises
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"mean": [float(v) for v in self.es.mean], "sigma": float(self.es.sigma)}
+
+
+class OptunaBackend(Optimizer):
+    """Optuna's samplers through its ask/tell API; CmaEsSampler with the paper's defaults by default."""
+
+    def __init__(self, config: OptimizerConfig, x0: np.ndarray, names: list[str]):
+        super().__init__(config, x0, names)
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.dists = {n: optuna.distributions.FloatDistribution(0.0, 1.0) for n in names}
+        if config.sampler == "cmaes":
+            sampler = optuna.samplers.CmaEsSampler(
+                x0=dict(zip(names, map(float, x0))), sigma0=config.sigma0, seed=config.seed, popsize=self.popsize,
+                n_startup_trials=0, use_separable_cma=config.separable, warn_independent_sampling=False,
+            )
+        elif config.sampler == "tpe":
+            sampler = optuna.samplers.TPESampler(seed=config.seed)
+        else:
+            sampler = optuna.samplers.RandomSampler(seed=config.seed)
+        self.study = optuna.create_study(direction="maximize", sampler=sampler)
+        self._pending: list[Any] = []
+
+    def ask(self) -> list[np.ndarray]:
+        # Optuna's CMA-ES proposes one trial at a time but updates only after a full population is told; asking a
+        # whole generation first and telling it afterwards is the batched use its docs describe.
+        self._pending = [self.study.ask(self.dists) for _ in range(self.popsize)]
+        return [np.array([t.params[n] for n in self.names], float) for t in self._pending]
+
+    def tell(self, xs, fitness) -> None:
+        for trial, f in zip(self._pending, fitness):
+            self.study.tell(trial, float(f))
+        self._pending = []
+
+    def snapshot(self) -> dict[str, Any]:
+        best = self.study.best_trial if self.study.trials else None
+        return {"best_params": best.params if best else None, "trials": len(self.study.trials)}
+
+
+def make_optimizer(config: OptimizerConfig, x0: np.ndarray, names: list[str]) -> Optimizer:
+    return {"cma": PyCMA, "optuna": OptunaBackend}[config.name](config, x0, names)

@@ -1,0 +1,133 @@
+"""The run store: one SQLite file per run folder, the single source of truth for a search.
+
+Every trial is committed as soon as it finishes (WAL journal, so a SIGKILL loses at most the trial in flight),
+together with its genes, its exact recipe (seed included), per-evaluator scores, status and timings. After every
+generation the optimiser's summary state is recorded too.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evomerge.errors import UserError
+
+DB_NAME = "run.sqlite"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS trials (
+    id INTEGER PRIMARY KEY,
+    generation INTEGER NOT NULL,
+    genes TEXT NOT NULL,           -- JSON list, normalised [0, 1]
+    params TEXT NOT NULL,          -- JSON {gene name: parameter value}
+    recipe TEXT NOT NULL,          -- YAML, exact: merging it gives the scored model
+    status TEXT NOT NULL,          -- running | complete | failed
+    fitness REAL,
+    scores TEXT,                   -- JSON {evaluator: {metric: value}}
+    error TEXT,
+    started REAL, finished REAL, merge_s REAL, eval_s REAL
+);
+CREATE TABLE IF NOT EXISTS generations (
+    generation INTEGER PRIMARY KEY,
+    state TEXT NOT NULL,           -- JSON optimiser summary after this generation's update
+    best_fitness REAL, mean_fitness REAL, finished REAL
+);
+"""
+
+
+@dataclass
+class Trial:
+    id: int
+    generation: int
+    genes: list[float]
+    params: dict[str, float]
+    recipe: str
+    status: str
+    fitness: float | None
+    scores: dict[str, Any]
+    error: str | None
+    merge_s: float | None
+    eval_s: float | None
+
+
+class RunStore:
+    def __init__(self, folder: Path, create: bool = False):
+        self.folder = Path(folder)
+        path = self.folder / DB_NAME
+        if not path.exists() and not create:
+            raise UserError("not a run folder (no run.sqlite)", str(folder))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), isolation_level=None)  # autocommit; explicit transactions below
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- meta --------------------------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # -- trials ------------------------------------------------------------------------------------------------
+    def start_trial(self, trial_id: int, generation: int, genes: list[float], params: dict, recipe: str) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO trials (id, generation, genes, params, recipe, status, started) "
+            "VALUES (?, ?, ?, ?, ?, 'running', ?)",
+            (trial_id, generation, json.dumps(genes), json.dumps(params), recipe, time.time()),
+        )
+
+    def finish_trial(self, trial_id: int, fitness: float, scores: dict, merge_s: float, eval_s: float) -> None:
+        self.db.execute(
+            "UPDATE trials SET status='complete', fitness=?, scores=?, error=NULL, finished=?, merge_s=?, eval_s=? "
+            "WHERE id=?", (fitness, json.dumps(scores), time.time(), merge_s, eval_s, trial_id),
+        )
+
+    def fail_trial(self, trial_id: int, error: str, merge_s: float | None = None) -> None:
+        self.db.execute(
+            "UPDATE trials SET status='failed', fitness=NULL, error=?, finished=?, merge_s=? WHERE id=?",
+            (error[:2000], time.time(), merge_s, trial_id),
+        )
+
+    def trial(self, trial_id: int) -> Trial | None:
+        row = self.db.execute(f"SELECT {_COLS} FROM trials WHERE id=?", (trial_id,)).fetchone()
+        return _trial(row) if row else None
+
+    def trials(self, status: str | None = None) -> list[Trial]:
+        q = f"SELECT {_COLS} FROM trials" + (" WHERE status=?" if status else "") + " ORDER BY id"
+        return [_trial(r) for r in self.db.execute(q, (status,) if status else ())]
+
+    def count(self, status: str) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM trials WHERE status=?", (status,)).fetchone()[0]
+
+    def best(self) -> Trial | None:
+        row = self.db.execute(
+            f"SELECT {_COLS} FROM trials WHERE status='complete' ORDER BY fitness DESC, id ASC LIMIT 1").fetchone()
+        return _trial(row) if row else None
+
+    # -- generations -------------------------------------------------------------------------------------------
+    def finish_generation(self, generation: int, state: dict, fitness: list[float]) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?)",
+            (generation, json.dumps(state), max(fitness), sum(fitness) / len(fitness), time.time()),
+        )
+
+    def generations(self) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT generation, state, best_fitness, mean_fitness FROM generations ORDER BY 1")
+        return [{"generation": g, "state": json.loads(s), "best": b, "mean": m} for g, s, b, m in rows]
+
+
+_COLS = "id, generation, genes, params, recipe, status, fitness, scores, error, merge_s, eval_s"
+
+
+def _trial(r) -> Trial:
+    return Trial(r[0], r[1], json.loads(r[2]), json.loads(r[3]), r[4], r[5], r[6],
+                 json.loads(r[7]) if r[7] else {}, r[8], r[9], r[10])

@@ -1,0 +1,217 @@
+"""Parameter-space search end to end on tiny models: convergence, resume, failures, export, status."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import load_state
+from evomerge.merge import run_merge
+from evomerge.recipe import recipe_from_dict
+from evomerge.search.config import search_config_from_dict
+from evomerge.search.loop import run_search, run_status, trial_recipe
+from evomerge.search.store import RunStore
+from test_cli_merge import cli
+
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def target(family, tmp_path_factory):
+    """The model task_arithmetic makes with weights ja=0.3, math=0.7: the search's known optimum."""
+    out = tmp_path_factory.mktemp("target") / "model"
+    run_merge(recipe_from_dict({
+        "merge_method": "task_arithmetic", "base_model": str(family["base"]),
+        "models": [{"model": str(family["ja"]), "parameters": {"weight": 0.3}},
+                   {"model": str(family["math"]), "parameters": {"weight": 0.7}}],
+    }), out, device="cpu", progress=False)
+    return out / "model.safetensors"
+
+
+def make_config(family, target, optimizer=None, budget=40, **fitness_opts):
+    return {
+        "merge": {"merge_method": "task_arithmetic", "base_model": str(family["base"]),
+                  "models": [{"model": str(family["ja"])}, {"model": str(family["math"])}]},
+        "genome": {"parameters": ["weight"]},
+        "optimizer": optimizer or {"name": "cma", "seed": 3, "popsize": 6},
+        "budget": {"max_trials": budget},
+        "fitness": [{"name": "fitness_fixtures:TargetDistance", "target": str(target), **fitness_opts}],
+        "device": "cpu",
+    }
+
+
+def search(cfg: dict, run_dir: Path, resume=False):
+    config = search_config_from_dict(cfg, "test config")
+    return run_search(config, run_dir, resume=resume, progress=False, log=lambda m: None)
+
+
+def trials(run_dir: Path):
+    store = RunStore(run_dir)
+    try:
+        return [(t.id, t.status, t.genes, t.fitness) for t in store.trials()]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("optimizer", [
+    {"name": "cma", "seed": 3, "popsize": 6},
+    {"name": "optuna", "sampler": "cmaes", "seed": 3, "popsize": 6},
+], ids=["cma", "optuna-cmaes"])
+def test_search_finds_the_known_optimum(family, target, tmp_path, optimizer):
+    best = search(make_config(family, target, optimizer, budget=72), tmp_path / "run")
+    assert best.params["ja.weight"] == pytest.approx(0.3, abs=0.06)
+    assert best.params["math.weight"] == pytest.approx(0.7, abs=0.06)
+    history = run_status(tmp_path / "run")["history"]
+    assert history[-1]["best"] > history[0]["best"]  # it improved, generation over generation
+    assert history[-1]["mean"] > history[0]["mean"]
+
+
+@pytest.mark.parametrize("optimizer", [
+    {"name": "cma", "seed": 5, "popsize": 5},
+    {"name": "optuna", "sampler": "cmaes", "seed": 5, "popsize": 5},
+], ids=["cma", "optuna-cmaes"])
+def test_resume_with_larger_budget_equals_uninterrupted_run(family, target, tmp_path, optimizer):
+    search(make_config(family, target, optimizer, budget=10), tmp_path / "a")
+    search(make_config(family, target, optimizer, budget=20), tmp_path / "a", resume=True)
+    search(make_config(family, target, optimizer, budget=20), tmp_path / "b")
+    assert trials(tmp_path / "a") == trials(tmp_path / "b")
+    assert len(trials(tmp_path / "a")) == 20
+
+
+def test_resume_after_sigkill_loses_nothing_and_repeats_nothing(family, target, tmp_path):
+    calls = tmp_path / "calls"
+    cfg = make_config(family, target, budget=24, calls_file=str(calls), kill_at_call=9)
+    cfg_file = tmp_path / "search.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    env = dict(os.environ, PYTHONPATH=f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    proc = subprocess.run([sys.executable, "-m", "evomerge.cli", "search", str(cfg_file), "--run-dir",
+                           str(tmp_path / "run"), "--quiet"], env=env, capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    assert int(calls.read_text()) == 9
+    status = run_status(tmp_path / "run")
+    assert status["completed"] == 8 and status["running"] == 1  # the killed trial never finished
+
+    assert cli("search", cfg_file, "--run-dir", tmp_path / "run", "--resume", "--quiet") == 0
+    assert int(calls.read_text()) == 25  # 24 trials, plus the one the kill interrupted; none evaluated twice
+
+    clean = make_config(family, target, budget=24)
+    search(clean, tmp_path / "clean")
+    assert trials(tmp_path / "run") == trials(tmp_path / "clean")
+
+
+def test_failed_candidates_are_recorded_and_the_search_goes_on(family, target, tmp_path, capsys):
+    cfg = make_config(family, target, budget=18, fail_calls=[2], nan_calls=[5], oom_calls=[7, 8])
+    best = search(cfg, tmp_path / "run")
+    status = run_status(tmp_path / "run")
+    assert status["failed"] == 4 and status["completed"] == 14
+    store = RunStore(tmp_path / "run")
+    failed = {t.id: t.error for t in store.trials("failed")}
+    store.close()
+    assert "injected failure" in failed[1] and "fitness is nan" in failed[4]
+    assert "OutOfMemoryError" in failed[6] and "OutOfMemoryError" in failed[7]
+    assert best.status == "complete" and np.isfinite(best.fitness)
+
+
+def test_cli_status_export_and_eval_reproduce_the_fitness(family, tmp_path, capsys):
+    """The exported best model, scored by `evomerge eval`, gets exactly the fitness the search recorded."""
+    text = tmp_path / "text.txt"
+    text.write_text(" ".join(f"w{(i * 7) % 61}" for i in range(400)))
+    cfg = {
+        "merge": {"merge_method": "dare_ties", "base_model": str(family["base"]),
+                  "models": [{"model": str(family["ja"])}, {"model": str(family["math"])},
+                             {"model": str(family["code"])}]},
+        "genome": {"parameters": ["weight", "density"]},
+        "optimizer": {"name": "optuna", "seed": 1},
+        "budget": {"max_trials": 8},
+        "fitness": [{"name": "perplexity", "data": str(text), "max_length": 64}],
+        "device": "cpu",
+    }
+    cfg_file = tmp_path / "search.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    assert cli("search", cfg_file, "--run-dir", tmp_path / "run", "--quiet") == 0
+    capsys.readouterr()
+    assert cli("status", tmp_path / "run", "--json") == 0
+    status = json.loads(capsys.readouterr().out)
+    assert {"completed", "failed", "budget", "best"} <= set(status)
+    assert status["completed"] == 8 and status["budget"] == 8
+    assert len(status["best"]["params"]) == 6  # 3 sources x (weight, density): the EvoLLM-JP genome shape
+
+    assert cli("export", tmp_path / "run", tmp_path / "best", "--quiet") == 0
+    capsys.readouterr()
+    assert cli("eval", tmp_path / "best", "--config", cfg_file, "--json") == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["fitness"] == status["best"]["fitness"]
+    card = (tmp_path / "best" / "README.md").read_text()
+    assert f"trial {status['best']['trial']}" in card
+
+    # any trial can be exported; its recipe carries the DARE seed
+    recipe, t = trial_recipe(tmp_path / "run", "3")
+    assert recipe.seed is not None and t.id == 3
+
+
+def test_layer_group_genome_with_split_filters(family, target, tmp_path):
+    from evomerge.models import ModelPool
+    from evomerge.search.loop import Search
+
+    cfg = make_config(family, target)
+    cfg["genome"] = {"parameters": ["weight"], "granularity": "layer_group", "group_size": 2,
+                     "split": ["self_attn", "mlp"]}
+    config = search_config_from_dict(cfg, "test")
+    with ModelPool() as pool:
+        s = Search.build(config, pool)
+    assert len(s.genome) == 2 * 2 * 3  # 2 sources x 2 layer groups x (self_attn, mlp, rest)
+    x = np.linspace(0.05, 0.95, len(s.genome))
+    values = s.genome.values(x)
+    recipe = s.recipe_for(x)
+    out = tmp_path / "m"
+    run_merge(recipe, out, device="cpu", progress=False)
+    merged, base = load_state(out), load_state(family["base"])
+    ja, math_ = load_state(family["ja"]), load_state(family["math"])
+    name = "model.layers.3.mlp.up_proj.weight"  # layer 3 is in group 1
+    expect = base[name] + values["ja.weight.g1.mlp"] * (ja[name] - base[name]) \
+        + values["math.weight.g1.mlp"] * (math_[name] - base[name])
+    np.testing.assert_allclose(merged[name].numpy(), expect.numpy(), atol=1e-6)
+    name = "model.layers.0.input_layernorm.weight"
+    expect = base[name] + values["ja.weight.g0.rest"] * (ja[name] - base[name]) \
+        + values["math.weight.g0.rest"] * (math_[name] - base[name])
+    np.testing.assert_allclose(merged[name].numpy(), expect.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda c: c["fitness"][0].update(name="nope"), "unknown evaluator"),
+    (lambda c: c["genome"].update(parameters=["density"]), "density"),
+    (lambda c: c["optimizer"].update(name="sgd"), "optimizer.name"),
+    (lambda c: c.update(budget={"max_trials": 0}), "max_trials"),
+    (lambda c: c.update(fitness=[]), "fitness"),
+    (lambda c: c["merge"].update(merge_method="nonsense"), "unknown merge method"),
+    (lambda c: c.update(genome={"parameters": ["weight"], "bounds": {"weight": [1, 0]}}), "bounds"),
+    (lambda c: c.update(extra_key=1), "extra_key"),
+], ids=["evaluator", "param", "optimizer", "budget", "no-fitness", "method", "bounds", "unknown-key"])
+def test_bad_search_configs(family, target, tmp_path, capsys, change, expected):
+    cfg = make_config(family, target)
+    change(cfg)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert cli("search", path, "--run-dir", tmp_path / "run") == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_dir_guards(family, target, tmp_path, capsys):
+    cfg = make_config(family, target, budget=6)
+    search(cfg, tmp_path / "run")
+    with pytest.raises(Exception, match="--resume"):
+        search(cfg, tmp_path / "run")
+    changed = make_config(family, target, {"name": "cma", "seed": 4, "popsize": 6}, budget=6)
+    with pytest.raises(Exception, match="differs"):
+        search(changed, tmp_path / "run", resume=True)
+    assert cli("status", tmp_path / "elsewhere") == 2
+    assert cli("export", tmp_path / "run", tmp_path / "x", "--trial", "999") == 2
