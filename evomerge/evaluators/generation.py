@@ -20,6 +20,18 @@ def truncate_at_stop(text: str, stop: list[str]) -> str:
     return text[:cut]
 
 
+class StopOnStrings:
+    """Per-row stop: True once a row's generated text contains a stop string (decodes only a short tail)."""
+
+    def __init__(self, tokenizer: Any, prompt_len: int, stop: list[str], tail_tokens: int = 24):
+        self.tokenizer, self.prompt_len, self.stop, self.tail = tokenizer, prompt_len, stop, tail_tokens
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any = None, **kwargs: Any) -> torch.Tensor:
+        new = input_ids[:, self.prompt_len:][:, -self.tail:]
+        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in self.stop) for t in texts], device=input_ids.device)
+
+
 def greedy_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int,
                     stop: list[str] | None = None, batch_size: int = 16, progress: Any = None) -> list[str]:
     stop = stop or []
@@ -35,7 +47,9 @@ def greedy_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_toke
             kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                           pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None)
             if stop:
-                kwargs.update(stop_strings=stop, tokenizer=tokenizer)
+                from transformers import StoppingCriteriaList
+
+                kwargs["stopping_criteria"] = StoppingCriteriaList([StopOnStrings(tokenizer, enc.input_ids.shape[1], stop)])
             with torch.no_grad():
                 out = model.generate(**enc, **kwargs)
             new = out[:, enc.input_ids.shape[1]:]
