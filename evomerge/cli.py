@@ -97,16 +97,9 @@ def status(run_dir: Path, as_json: bool) -> None:
 @click.option("--quiet", is_flag=True)
 def export(run_dir: Path, out_dir: Path, trial: str, device: str, force: bool, quiet: bool) -> None:
     """Write a trial of RUN_DIR (the best by default) as a Hugging Face model in OUT_DIR."""
-    from evomerge.export import check_out_dir
-    from evomerge.merge import run_merge
-    from evomerge.search.loop import trial_recipe
+    from evomerge.search.loop import export_trial
 
-    recipe, t = trial_recipe(run_dir, trial)
-    check_out_dir(out_dir, force)
-    scores = "; ".join(k + " " + ", ".join(f"{m}={x:.4g}" for m, x in v.items() if m != "seconds")
-                       for k, v in t.scores.items())
-    extra = f"Found by evolutionary search: trial {t.id}, fitness {t.fitness:.6g} ({scores})."
-    run_merge(recipe, out_dir, device=device, force=force, progress=not quiet, card_extra=extra)
+    t = export_trial(run_dir, out_dir, trial, device=device, force=force, progress=not quiet)
     click.echo(f"wrote {out_dir} (trial {t.id}, fitness {t.fitness:.6g})")
 
 
@@ -115,8 +108,9 @@ def export(run_dir: Path, out_dir: Path, trial: str, device: str, force: bool, q
 @click.option("--config", "config_path", required=True, type=click.Path(path_type=Path),
               help="A search config; its `fitness` section is used.")
 @click.option("--device", default=None, help="Overrides the config's device.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow a model's own modeling code (data-flow exports).")
 @click.option("--json", "as_json", is_flag=True)
-def eval_(model: str, config_path: Path, device: str | None, as_json: bool) -> None:
+def eval_(model: str, config_path: Path, device: str | None, trust_remote_code: bool, as_json: bool) -> None:
     """Score MODEL (folder, .gguf, builtin:NAME or hub id) with a config's fitness."""
     import json
 
@@ -126,7 +120,7 @@ def eval_(model: str, config_path: Path, device: str | None, as_json: bool) -> N
 
     cfg = load_search_config(config_path)
     fitness = Fitness(cfg.fitness, f"{config_path}: fitness")
-    lm, tok = load_for_eval(model, device or cfg.device)
+    lm, tok = load_for_eval(model, device or cfg.device, trust_remote_code=trust_remote_code)
     value, scores = fitness.score(lm, tok)
     if as_json:
         click.echo(json.dumps({"model": model, "fitness": value, "scores": scores}, indent=2))

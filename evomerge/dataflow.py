@@ -213,3 +213,18 @@ def export_dataflow(path: DataflowPath, out: Path, *, force: bool = False, progr
         with staged_output(Path(out), force) as final:
             for f in staged.iterdir():
                 f.rename(final / f.name)
+
+
+class DataflowLive:
+    """The live side of a data-flow search: A and B loaded once; each candidate is a new hop model over them."""
+
+    def __init__(self, example: DataflowPath, dtype: str | None = None, device: str = "auto"):
+        from evomerge.scoring import load_for_eval
+
+        self.a, self.tokenizer = load_for_eval(example.model_a, device, dtype)
+        self.b, _ = load_for_eval(example.model_b, device, dtype)
+        self.hops = HopModel(self.a, self.b)
+        self.model = self.hops.build(example)
+
+    def apply(self, path: DataflowPath) -> None:
+        self.model = self.hops.build(path)

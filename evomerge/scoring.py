@@ -10,14 +10,22 @@ from evomerge.merge import pick_device
 from evomerge.models import open_model, resolve_reference
 
 
-def load_for_eval(ref: str, device: str = "auto") -> tuple[Any, Any]:
+def load_for_eval(ref: str, device: str = "auto", dtype: str | None = None,
+                  trust_remote_code: bool = False) -> tuple[Any, Any]:
+    import json
+
     from transformers import AutoModelForCausalLM
 
     folder, gguf_file = resolve_reference(ref)
     if gguf_file is None:
         open_model(ref)  # refuses pickled checkpoints before transformers would read them
+        config = json.loads((folder / "config.json").read_text())
+        if config.get("auto_map") and not trust_remote_code:
+            raise UserError("this model ships its own modeling code (auto_map in config.json); "
+                            "pass --trust-remote-code if you trust it", ref)
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file, dtype="auto")
+        model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file, dtype=dtype or "auto",
+                                                     trust_remote_code=trust_remote_code)
     except Exception as e:
         raise UserError(f"cannot load the model: {str(e).splitlines()[0][:200]}", ref) from None
     model.to(pick_device(device)).eval()

@@ -61,3 +61,30 @@ class TargetDistance(Evaluator):
             count += t.numel()
         value = float("nan") if n in self.options.nan_calls else -total / count
         return {"neg_mse": value}
+
+
+class LogitsOptions(Options):
+    target: str  # a .pt-free target: safetensors file with tensors "ids" and "logits"
+    offset: int = 0  # score only rows [offset, offset + limit) of ids: a train / validation split
+    limit: int | None = None
+
+
+class LogitsTarget(Evaluator):
+    """Fitness = -mean squared distance between the model's logits and a target's on fixed inputs."""
+
+    name = "logits_target"
+    Options = LogitsOptions
+    default_metric = "neg_mse"
+
+    def __init__(self, options, where=""):
+        super().__init__(options, where)
+        from safetensors.torch import load_file
+
+        data = load_file(options.target)
+        end = None if options.limit is None else options.offset + options.limit
+        self.ids, self.logits = data["ids"][options.offset:end], data["logits"][options.offset:end]
+
+    def evaluate(self, model, tokenizer):
+        with torch.no_grad():
+            out = model(self.ids).logits.float()
+        return {"neg_mse": -float(((out - self.logits) ** 2).mean())}

@@ -44,6 +44,26 @@ class GenomeConfig(_Strict):
         return self.bounds.get(param, (0.0, 1.0))
 
 
+class DataflowConfig(_Strict):
+    """A data-flow (layer path) search over two models instead of a parameter-space merge."""
+
+    model_a: str  # gives tokenizer, embeddings, head, first and last layer; `run:DIR` = that run's best model
+    model_b: str
+    repeats: int = Field(3, ge=1)
+    scales: bool = True  # evolve an input scale per slot
+    scale_bounds: tuple[float, float] = (0.0, 2.0)
+    init_on: float = 2.0  # A's first-repetition slots start this many step sizes above the threshold
+    init_off: float = 0.0  # every other slot starts here (0: on the threshold)
+    dtype: str | None = None
+
+    @field_validator("scale_bounds")
+    @classmethod
+    def _scale_bounds(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not (v[0] < 1.0 < v[1]):
+            raise ValueError("scale_bounds must contain 1 strictly inside: [low < 1 < high]")
+        return v
+
+
 class OptimizerConfig(_Strict):
     name: Literal["cma", "optuna"] = "cma"
     sampler: Literal["cmaes", "tpe", "random"] = "cmaes"  # optuna only
@@ -76,11 +96,14 @@ class EvaluatorConfig(BaseModel):
 
 
 class SearchConfig(_Strict):
-    merge: dict[str, Any]
+    merge: dict[str, Any] | None = None
+    dataflow: DataflowConfig | None = None
     genome: GenomeConfig = Field(default_factory=GenomeConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     fitness: list[EvaluatorConfig]
+    # scored on each generation's best candidate; the run's result is then the best-validation trial
+    validation: list[EvaluatorConfig] = Field(default_factory=list)
     device: str = "auto"
     failed_fitness: float = -1e9  # what a failed candidate scores (CMA-ES only uses ranks)
     name: str | None = None
@@ -94,7 +117,9 @@ class SearchConfig(_Strict):
 
     @model_validator(mode="after")
     def _template(self) -> "SearchConfig":
-        if not self.merge.get("models"):
+        if (self.merge is None) == (self.dataflow is None):
+            raise ValueError("give exactly one of `merge` (parameter space) or `dataflow` (layer paths)")
+        if self.merge is not None and not self.merge.get("models"):
             raise ValueError("merge: the recipe template must use the `models:` form (the genome makes the slices)")
         return self
 
@@ -114,11 +139,13 @@ def search_config_from_dict(data: Any, where: str) -> SearchConfig:
         config = SearchConfig.model_validate(data)
     except ValidationError as e:
         raise UserError(_first_pydantic_error(e), where) from None
-    config.template(where)
+    if config.merge is not None:
+        config.template(where)
     from evomerge.evaluators import check_evaluator_config
 
-    for i, ev in enumerate(config.fitness):
-        check_evaluator_config(ev, f"{where}: fitness[{i}]")
+    for section in ("fitness", "validation"):
+        for i, ev in enumerate(getattr(config, section)):
+            check_evaluator_config(ev, f"{where}: {section}[{i}]")
     return config
 
 

@@ -30,24 +30,64 @@ CONFIG_FILE = "config.yaml"
 BEST_RECIPE = "best_recipe.yaml"
 
 
+def resolve_run_ref(ref: str, log=print) -> str:
+    """`run:DIR` names the result of a finished search: its best model, exported once to DIR/best_model."""
+    if not ref.startswith("run:"):
+        return ref
+    run_dir = Path(ref[4:])
+    out = run_dir / "best_model"
+    if not (out / "config.json").exists():
+        log(f"exporting the best model of {run_dir} to {out}")
+        export_trial(run_dir, out, "best", progress=False)
+    return str(out)
+
+
 @dataclass
 class Search:
     """Everything a run needs that is derived from its config (no models loaded yet)."""
 
     config: SearchConfig
-    genome: Genome
+    genome: Any  # Genome (parameter space) or DataflowGenome (layer paths)
     seed: int  # DARE seed shared by all candidates: common random numbers make candidates comparable
 
     @classmethod
-    def build(cls, config: SearchConfig, pool: ModelPool, where: str = "search config") -> "Search":
+    def build(cls, config: SearchConfig, pool: ModelPool, where: str = "search config", log=print) -> "Search":
+        if config.dataflow is not None:
+            from evomerge.search.dataflow_genome import DataflowGenome
+
+            d = config.dataflow
+            a, b = resolve_run_ref(d.model_a, log), resolve_run_ref(d.model_b, log)
+            genome = DataflowGenome(d, a, b, num_layers(pool.get(a).config), num_layers(pool.get(b).config),
+                                    config.optimizer.sigma0)
+            return cls(config, genome, config.optimizer.seed)
         template = config.template(where)
         donor = template.base_model or template.models[0].model
         genome = Genome(config.genome, template, num_layers(pool.get(donor).config), f"{where}: genome")
         seed = template.seed if template.seed is not None else config.optimizer.seed
         return cls(config, genome, seed)
 
+    @property
+    def dataflow(self) -> bool:
+        return self.config.dataflow is not None
+
+    def x0(self) -> np.ndarray:
+        return self.genome.x0(self.config.optimizer.x0)
+
+    def candidate(self, x: np.ndarray):
+        """A recipe (parameter space) or a path (data flow); both know `to_yaml`."""
+        return self.genome.path(x) if self.dataflow else self.genome.recipe(x, self.seed)
+
     def recipe_for(self, x: np.ndarray):
-        return self.genome.recipe(x, self.seed)
+        return self.candidate(x)
+
+    def live(self, pool: ModelPool):
+        if self.dataflow:
+            from evomerge.dataflow import DataflowLive
+
+            return DataflowLive(self.candidate(self.x0()), self.config.dataflow.dtype, self.config.device)
+        from evomerge.live import LiveMerge
+
+        return LiveMerge(self.candidate(self.x0()), pool, self.config.device)
 
 
 def _open_store(config: SearchConfig, run_dir: Path, resume: bool, config_text: str) -> RunStore:
@@ -87,20 +127,22 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
 
     with ModelPool() as pool:
         # genome and fitness errors (bad data files...) surface before the run folder is touched
-        search = Search.build(config, pool)
+        search = Search.build(config, pool, log=log)
         fitness = Fitness(config.fitness, "fitness")
+        validation = Fitness(config.validation, "validation") if config.validation else None
         store = _open_store(config, run_dir, resume, text)
         try:
-            return _loop(search, fitness, store, pool, progress, log)
+            return _loop(search, fitness, validation, store, pool, progress, log)
         finally:
             store.close()
 
 
-def _loop(search: Search, fitness, store: RunStore, pool: ModelPool, progress: bool, log) -> Trial | None:
-    from evomerge.live import CandidateError, LiveMerge
+def _loop(search: Search, fitness, validation, store: RunStore, pool: ModelPool, progress: bool,
+          log) -> Trial | None:
+    from evomerge.live import CandidateError
 
     config, genome = search.config, search.genome
-    opt = make_optimizer(config.optimizer, genome.x0(config.optimizer.x0), genome.names)
+    opt = make_optimizer(config.optimizer, search.x0(), genome.names)
     pop = opt.popsize
     budget = config.budget
     done_generations = {g["generation"] for g in store.generations()}
@@ -122,7 +164,7 @@ def _loop(search: Search, fitness, store: RunStore, pool: ModelPool, progress: b
 
     log(f"genome: {len(genome)} genes ({', '.join(genome.names[:6])}{', ...' if len(genome) > 6 else ''}); "
         f"population {pop}; budget {budget.max_trials} trials")
-    live = LiveMerge(search.recipe_for(genome.x0(config.optimizer.x0)), pool, config.device)
+    live = search.live(pool)
     t_start = time.time()
     finished = store.count("complete") + store.count("failed")
     bar = tqdm(total=budget.max_trials, initial=min(finished, budget.max_trials), desc="trials", unit="trial",
@@ -148,12 +190,12 @@ def _loop(search: Search, fitness, store: RunStore, pool: ModelPool, progress: b
                     values.append(_fitness_of(done, config.failed_fitness))
                     gen_bar.update()
                     continue
-                recipe = search.recipe_for(x)
-                store.start_trial(trial_id, gen, [float(v) for v in x], genome.values(x), recipe.to_yaml())
+                cand = search.candidate(x)
+                store.start_trial(trial_id, gen, [float(v) for v in x], genome.values(x), cand.to_yaml())
                 t0 = time.perf_counter()
                 merge_s = None
                 try:
-                    live.apply(recipe)
+                    live.apply(cand)
                     merge_s = time.perf_counter() - t0
                     value, scores = fitness.score(live.model, live.tokenizer)
                     if not np.isfinite(value):
@@ -177,6 +219,8 @@ def _loop(search: Search, fitness, store: RunStore, pool: ModelPool, progress: b
                     bar.set_postfix(best=f"{best.fitness:.4g}", trial=best.id)
             gen_bar.close()
             opt.tell(xs, values)
+            if validation is not None:
+                _validate_generation(search, live, validation, store, gen, pop, log)
             store.finish_generation(gen, opt.snapshot(), values)
             if best is not None:
                 (store.folder / BEST_RECIPE).write_text(best.recipe, encoding="utf-8")
@@ -188,11 +232,32 @@ def _loop(search: Search, fitness, store: RunStore, pool: ModelPool, progress: b
     return _finish(store, log)
 
 
+def _validate_generation(search: Search, live, validation, store: RunStore, gen: int, pop: int, log) -> None:
+    """Score the generation's best trial on the validation set (the paper keeps the best-validation snapshot)."""
+    done = [t for t in (store.trial(gen * pop + k) for k in range(pop)) if t and t.status == "complete"]
+    if not done:
+        return
+    top = max(done, key=lambda t: (t.fitness, -t.id))
+    if top.val_fitness is not None:
+        return
+    try:
+        live.apply(search.candidate(np.array(top.genes)))
+        value, scores = validation.score(live.model, live.tokenizer)
+    except UserError:
+        raise
+    except Exception as e:
+        log(f"validation of trial {top.id} failed: {type(e).__name__}: {str(e)[:200]}")
+        return
+    store.set_validation(top.id, value, scores)
+    log(f"generation {gen}: validation of trial {top.id}: {value:.4g}")
+
+
 def _finish(store: RunStore, log) -> Trial | None:
-    best = store.best()
+    best = store.result()
     if best is not None:
         (store.folder / BEST_RECIPE).write_text(best.recipe, encoding="utf-8")
-        log(f"best: trial {best.id}, fitness {best.fitness:.6g}")
+        val = f", validation {best.val_fitness:.6g}" if best.val_fitness is not None else ""
+        log(f"best: trial {best.id}, fitness {best.fitness:.6g}{val}")
         log("  " + ", ".join(f"{k}={v:.4f}" for k, v in best.params.items()))
         log(f"  recipe: {store.folder / BEST_RECIPE}")
     return best
@@ -223,7 +288,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
     store = RunStore(run_dir)
     try:
         config = json.loads(store.get_meta("config"))
-        best = store.best()
+        best = store.result()
         gens = store.generations()
         return {
             "run_dir": str(run_dir),
@@ -232,22 +297,23 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             "running": store.count("running"),
             "budget": config["budget"]["max_trials"],
             "generations": len(gens),
-            "best": {"trial": best.id, "fitness": best.fitness, "params": best.params, "scores": best.scores}
-            if best else None,
+            "best": {"trial": best.id, "fitness": best.fitness, "validation": best.val_fitness,
+                     "params": best.params, "scores": best.scores} if best else None,
             "history": [{"generation": g["generation"], "best": g["best"], "mean": g["mean"]} for g in gens],
         }
     finally:
         store.close()
 
 
-def trial_recipe(run_dir: str | Path, trial: str = "best"):
-    """The exact recipe of a trial ('best' or an id)."""
+def trial_candidate(run_dir: str | Path, trial: str = "best"):
+    """The exact candidate of a trial ('best' or an id): a Recipe, or a DataflowPath for data-flow runs."""
+    from evomerge.dataflow import DataflowPath
     from evomerge.recipe import recipe_from_dict
 
     store = RunStore(Path(run_dir))
     try:
         if trial == "best":
-            t = store.best()
+            t = store.result()
             if t is None:
                 raise UserError("the run has no completed trial yet", str(run_dir))
         else:
@@ -257,6 +323,33 @@ def trial_recipe(run_dir: str | Path, trial: str = "best"):
                 raise UserError(f"--trial takes 'best' or a trial id, got {trial!r}") from None
             if t is None or t.status != "complete":
                 raise UserError(f"trial {trial} is not a completed trial of this run", str(run_dir))
-        return recipe_from_dict(yaml.safe_load(t.recipe), f"trial {t.id}"), t
     finally:
         store.close()
+    data = yaml.safe_load(t.recipe)
+    if isinstance(data, dict) and "dataflow" in data:
+        return DataflowPath.model_validate(data["dataflow"]), t
+    return recipe_from_dict(data, f"trial {t.id}"), t
+
+
+trial_recipe = trial_candidate
+
+
+def export_trial(run_dir: str | Path, out: str | Path, trial: str = "best", *, device: str = "auto",
+                 force: bool = False, progress: bool = True) -> Trial:
+    """Write a trial as a Hugging Face model folder (what `evomerge export` does)."""
+    from evomerge.dataflow import DataflowPath, export_dataflow
+    from evomerge.export import check_out_dir
+    from evomerge.merge import run_merge
+
+    cand, t = trial_candidate(run_dir, trial)
+    check_out_dir(Path(out), force)
+    scores = "; ".join(k + " " + ", ".join(f"{m}={x:.4g}" for m, x in v.items() if m != "seconds")
+                       for k, v in t.scores.items())
+    extra = f"Found by evolutionary search: trial {t.id}, fitness {t.fitness:.6g} ({scores})."
+    if t.val_fitness is not None:
+        extra += f" Validation fitness {t.val_fitness:.6g}."
+    if isinstance(cand, DataflowPath):
+        export_dataflow(cand, Path(out), force=force, progress=progress, card_extra=extra)
+    else:
+        run_merge(cand, out, device=device, force=force, progress=progress, card_extra=extra)
+    return t

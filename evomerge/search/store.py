@@ -29,7 +29,9 @@ CREATE TABLE IF NOT EXISTS trials (
     fitness REAL,
     scores TEXT,                   -- JSON {evaluator: {metric: value}}
     error TEXT,
-    started REAL, finished REAL, merge_s REAL, eval_s REAL
+    started REAL, finished REAL, merge_s REAL, eval_s REAL,
+    val_fitness REAL,              -- validation score, for each generation's best trial (if configured)
+    val_scores TEXT
 );
 CREATE TABLE IF NOT EXISTS generations (
     generation INTEGER PRIMARY KEY,
@@ -52,6 +54,8 @@ class Trial:
     error: str | None
     merge_s: float | None
     eval_s: float | None
+    val_fitness: float | None = None
+    val_scores: dict[str, Any] | None = None
 
 
 class RunStore:
@@ -113,6 +117,19 @@ class RunStore:
             f"SELECT {_COLS} FROM trials WHERE status='complete' ORDER BY fitness DESC, id ASC LIMIT 1").fetchone()
         return _trial(row) if row else None
 
+    def set_validation(self, trial_id: int, fitness: float, scores: dict) -> None:
+        self.db.execute("UPDATE trials SET val_fitness=?, val_scores=? WHERE id=?",
+                        (fitness, json.dumps(scores), trial_id))
+
+    def best_validated(self) -> Trial | None:
+        row = self.db.execute(f"SELECT {_COLS} FROM trials WHERE val_fitness IS NOT NULL "
+                              "ORDER BY val_fitness DESC, id ASC LIMIT 1").fetchone()
+        return _trial(row) if row else None
+
+    def result(self) -> Trial | None:
+        """The run's answer: the best-validation trial when validation is configured, else the best trial."""
+        return self.best_validated() or self.best()
+
     # -- generations -------------------------------------------------------------------------------------------
     def finish_generation(self, generation: int, state: dict, fitness: list[float]) -> None:
         self.db.execute(
@@ -125,9 +142,9 @@ class RunStore:
         return [{"generation": g, "state": json.loads(s), "best": b, "mean": m} for g, s, b, m in rows]
 
 
-_COLS = "id, generation, genes, params, recipe, status, fitness, scores, error, merge_s, eval_s"
+_COLS = "id, generation, genes, params, recipe, status, fitness, scores, error, merge_s, eval_s, val_fitness, val_scores"
 
 
 def _trial(r) -> Trial:
     return Trial(r[0], r[1], json.loads(r[2]), json.loads(r[3]), r[4], r[5], r[6],
-                 json.loads(r[7]) if r[7] else {}, r[8], r[9], r[10])
+                 json.loads(r[7]) if r[7] else {}, r[8], r[9], r[10], r[11], json.loads(r[12]) if r[12] else None)

@@ -1,0 +1,140 @@
+"""Data-flow search end to end on tiny models: finds a known path, resumes, validates, exports, chains PS+DFS."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import save_file
+
+from evomerge.dataflow import DataflowPath, Hop, HopModel
+from evomerge.models import ModelPool
+from evomerge.search.config import search_config_from_dict
+from evomerge.search.loop import Search, run_search, run_status
+from test_cli_merge import cli
+from test_search import trials
+
+TARGET_HOPS = [("a", 0, 1.0), ("a", 1, 1.0), ("b", 2, 1.0), ("a", 3, 1.0)]
+
+
+@pytest.fixture(scope="module")
+def other(tmp_path_factory):
+    """A model of the same shape but unrelated weights: its layers really differ from A's."""
+    from conftest import build_model
+
+    path = tmp_path_factory.mktemp("other") / "other"
+    build_model(path, seed=77)
+    return path
+
+
+@pytest.fixture(scope="module")
+def target_logits(family, other, tmp_path_factory):
+    """Logits of the path a0 -> a1 -> b2 -> a3 on fixed inputs: the optimum of the search below."""
+    from transformers import AutoModelForCausalLM
+
+    a = AutoModelForCausalLM.from_pretrained(str(family["ja"]), dtype=torch.float32).eval()
+    b = AutoModelForCausalLM.from_pretrained(str(other), dtype=torch.float32).eval()
+    path = DataflowPath(model_a=str(family["ja"]), model_b=str(other),
+                        hops=[Hop(model=m, layer=i, scale=s) for m, i, s in TARGET_HOPS])
+    ids = torch.randint(3, 64, (8, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = HopModel(a, b).build(path)(ids).logits
+    out = tmp_path_factory.mktemp("dfs") / "target.safetensors"
+    save_file({"ids": ids, "logits": logits.contiguous()}, str(out))
+    return out
+
+
+def dfs_config(family, target, other, budget=80, scales=False, **extra):
+    cfg = {
+        "dataflow": {"model_a": str(family["ja"]), "model_b": str(other), "repeats": 1, "scales": scales},
+        "optimizer": {"name": "cma", "seed": 2, "popsize": 8, "sigma0": 0.25},
+        "budget": {"max_trials": budget},
+        "fitness": [{"name": "fitness_fixtures:LogitsTarget", "target": str(target), "limit": 6}],
+        "device": "cpu",
+    }
+    cfg.update(extra)
+    return cfg
+
+
+def search(cfg, run_dir, resume=False):
+    return run_search(search_config_from_dict(cfg, "test"), run_dir, resume=resume, progress=False,
+                      log=lambda m: None)
+
+
+def test_genome_layout_and_identity_start(family, other, target_logits):
+    config = search_config_from_dict(dfs_config(family, target_logits, other, scales=True), "test")
+    with ModelPool() as pool:
+        s = Search.build(config, pool)
+    # A's layers 1..2 (its ends are fixed) + B's 4 layers; indicator and scale per slot
+    assert len(s.genome) == 2 * (2 + 4)
+    start = s.candidate(s.x0())
+    assert [(h.model, h.layer, h.scale) for h in start.hops] == [("a", i, 1.0) for i in range(4)]
+
+
+def test_dfs_search_finds_the_target_path(family, other, target_logits, tmp_path):
+    best = search(dfs_config(family, target_logits, other, budget=96), tmp_path / "run")
+    path = DataflowPath.from_yaml(best.recipe)
+    assert [(h.model, h.layer) for h in path.hops] == [(m, i) for m, i, _ in TARGET_HOPS]
+    assert best.fitness == pytest.approx(0.0, abs=1e-10)
+
+
+def test_dfs_resume_equals_uninterrupted(family, other, target_logits, tmp_path):
+    search(dfs_config(family, target_logits, other, budget=16, scales=True), tmp_path / "a")
+    search(dfs_config(family, target_logits, other, budget=32, scales=True), tmp_path / "a", resume=True)
+    search(dfs_config(family, target_logits, other, budget=32, scales=True), tmp_path / "b")
+    assert trials(tmp_path / "a") == trials(tmp_path / "b")
+
+
+def test_validation_snapshot_export_and_eval(family, other, target_logits, tmp_path, capsys):
+    cfg = dfs_config(family, target_logits, other, budget=24, scales=True, validation=[
+        {"name": "fitness_fixtures:LogitsTarget", "target": str(target_logits), "offset": 6, "limit": 2}])
+    cfg_file = tmp_path / "dfs.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    assert cli("search", cfg_file, "--run-dir", tmp_path / "run", "--quiet") == 0
+    status = run_status(tmp_path / "run")
+    assert status["best"]["validation"] is not None  # the result is the best-validation snapshot
+    capsys.readouterr()
+    assert cli("export", tmp_path / "run", tmp_path / "best", "--quiet") == 0
+    assert (tmp_path / "best" / "modeling_evomerge_dataflow.py").exists()
+    capsys.readouterr()
+    assert cli("eval", tmp_path / "best", "--config", cfg_file, "--json") == 2  # custom code needs consent
+    assert "--trust-remote-code" in capsys.readouterr().err
+    assert cli("eval", tmp_path / "best", "--config", cfg_file, "--json", "--trust-remote-code") == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["fitness"] == pytest.approx(status["best"]["fitness"], rel=1e-6, abs=1e-9)
+
+
+def test_ps_then_dfs_chains_the_ps_result_in_as_model_a(family, other, target_logits, tmp_path):
+    from test_search import make_config, search as ps_search
+    from conftest import load_state
+    from evomerge.merge import run_merge
+    from evomerge.recipe import recipe_from_dict
+
+    target = tmp_path / "t"
+    run_merge(recipe_from_dict({"merge_method": "linear", "models": [
+        {"model": str(family["ja"]), "parameters": {"weight": 1}}]}), target, device="cpu", progress=False)
+    ps_search(make_config(family, target / "model.safetensors", budget=6), tmp_path / "ps")
+    cfg = dfs_config(family, target_logits, other, budget=8)
+    cfg["dataflow"]["model_a"] = f"run:{tmp_path / 'ps'}"
+    best = search(cfg, tmp_path / "dfs")
+    assert (tmp_path / "ps" / "best_model" / "config.json").exists()
+    assert DataflowPath.from_yaml(best.recipe).model_a == str(tmp_path / "ps" / "best_model")
+    ps_best = load_state(tmp_path / "ps" / "best_model")
+    assert ps_best  # the PS result really is a model folder
+
+
+def test_bad_dataflow_configs(family, other, target_logits, tmp_path, capsys):
+    cfg = dfs_config(family, target_logits, other)
+    cfg["merge"] = {"merge_method": "linear", "models": [{"model": str(family["ja"])}]}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert cli("search", path, "--run-dir", tmp_path / "run") == 2
+    assert "exactly one of" in capsys.readouterr().err
+    cfg = dfs_config(family, target_logits, other)
+    cfg["dataflow"]["scale_bounds"] = [1.0, 2.0]
+    path.write_text(yaml.safe_dump(cfg))
+    assert cli("search", path, "--run-dir", tmp_path / "run") == 2
+    assert "scale_bounds" in capsys.readouterr().err
