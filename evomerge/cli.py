@@ -130,6 +130,17 @@ def eval_(model: str, config_path: Path, device: str | None, trust_remote_code: 
             click.echo(f"  {name}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder (default RUN_DIR/report).")
+def report(run_dir: Path, out: Path | None) -> None:
+    """Plots (PNG) and a markdown summary of the search in RUN_DIR."""
+    from evomerge.report import write_report
+
+    folder = write_report(run_dir, out)
+    click.echo(f"wrote {folder / 'README.md'} and {', '.join(p.name for p in sorted(folder.glob('*.png')))}")
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="evomerge", standalone_mode=False)
@@ -143,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         e.show()
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
-        click.echo("interrupted; nothing was written", err=True)
+        click.echo("interrupted (finished trials are kept; an unfinished merge leaves nothing behind)", err=True)
         sys.exit(130)
     sys.exit(0)
 

@@ -219,24 +219,28 @@ def recipe_from_dict(data: Any, where: str = "recipe") -> Recipe:
     return recipe
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe file. Errors name the file and the field at fault."""
+def read_yaml_file(path: str | Path, what: str = "file") -> Any:
+    """Parse a YAML file with `yaml.safe_load`; a missing, empty or malformed file is a UserError naming it."""
     path = Path(path)
     if not path.exists():
         raise UserError("no such file", str(path))
     if path.is_dir():
-        raise UserError("is a folder, not a recipe file", str(path))
+        raise UserError(f"is a folder, not a {what}", str(path))
     text = path.read_text(encoding="utf-8")
     if not text.strip():
-        raise UserError("the recipe is empty", str(path))
+        raise UserError(f"the {what} is empty", str(path))
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise UserError(f"YAML syntax error{line}: {problem}", str(path)) from None
-    return recipe_from_dict(data, str(path))
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file. Errors name the file and the field at fault."""
+    return recipe_from_dict(read_yaml_file(path, "recipe"), str(path))
 
 
 def iter_parameter_blocks(recipe: Recipe) -> list[tuple[str, dict[str, Any]]]:

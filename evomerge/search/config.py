@@ -11,11 +11,10 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evomerge.errors import UserError
-from evomerge.recipe import Recipe, _first_pydantic_error, recipe_from_dict
+from evomerge.recipe import Recipe, _first_pydantic_error, read_yaml_file, recipe_from_dict
 
 
 class _Strict(BaseModel):
@@ -150,15 +149,4 @@ def search_config_from_dict(data: Any, where: str) -> SearchConfig:
 
 
 def load_search_config(path: str | Path) -> SearchConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError("no such file", str(path))
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"YAML syntax error{line}: {getattr(e, 'problem', e)}", str(path)) from None
-    if data is None:
-        raise UserError("the config is empty", str(path))
-    return search_config_from_dict(data, str(path))
+    return search_config_from_dict(read_yaml_file(path, "search config"), str(path))

@@ -69,6 +69,14 @@ class RunStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add columns that runs made by older versions lack (they are all nullable)."""
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(trials)")}
+        for column, kind in (("val_fitness", "REAL"), ("val_scores", "TEXT")):
+            if column not in have:
+                self.db.execute(f"ALTER TABLE trials ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self.db.close()

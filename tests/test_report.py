@@ -1,0 +1,35 @@
+"""`evomerge report` draws the fitness curve, the evolved parameters (PS) and the layer path (DFS)."""
+
+from __future__ import annotations
+
+from test_cli_merge import cli
+from test_dataflow_search import dfs_config, other, search as dfs_search, target_logits  # noqa: F401
+from test_search import make_config, search, target  # noqa: F401
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _png(path) -> bool:
+    data = path.read_bytes()
+    return data.startswith(PNG) and len(data) > 5000
+
+
+def test_report_for_layerwise_ps_run(family, target, tmp_path, capsys):
+    cfg = make_config(family, target, budget=12)
+    cfg["genome"] = {"parameters": ["weight"], "granularity": "layer_group", "group_size": 2, "split": ["mlp"]}
+    search(cfg, tmp_path / "run")
+    assert cli("report", tmp_path / "run") == 0
+    out = tmp_path / "run" / "report"
+    assert _png(out / "fitness.png") and _png(out / "parameters.png") and not (out / "path.png").exists()
+    text = (out / "README.md").read_text()
+    assert "| generation | best | mean |" in text and "![fitness](fitness.png)" in text
+
+
+def test_report_for_dataflow_run(family, other, target_logits, tmp_path):  # noqa: F811
+    dfs_search(dfs_config(family, target_logits, other, budget=16, scales=True), tmp_path / "run")
+    assert cli("report", tmp_path / "run", "--out", tmp_path / "rep") == 0
+    assert _png(tmp_path / "rep" / "path.png") and _png(tmp_path / "rep" / "fitness.png")
+
+
+def test_report_needs_a_run(tmp_path, capsys):
+    assert cli("report", tmp_path) == 2
