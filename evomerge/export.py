@@ -174,7 +174,9 @@ def model_card(recipe: Recipe, plan: MergePlan, extra: str = "") -> str:
 
 def tokenizer_donor(recipe: Recipe, plan: MergePlan, open_model) -> ModelSource:
     src = recipe.tokenizer_source
-    if src in (None, "base"):
+    if src is None:
+        return open_model(plan.donor)  # the base model for text merges, the VLM (with its processor) for VLMs
+    if src == "base":
         return open_model(recipe.base_model or plan.donor)
     return open_model(src)
 

@@ -54,6 +54,8 @@ def merge_task(
     in_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """One output tensor, computed in float32 (inputs first rounded to the recipe's `dtype`, as mergekit does)."""
+    if task.copy:
+        return fetch(*task.inputs[0]).to(device)
     tensors = []
     for model, name in task.inputs:
         t = fetch(model, name).to(device)

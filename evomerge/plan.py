@@ -25,6 +25,7 @@ class TensorTask:
     base: int | None  # index into inputs
     shared: dict[str, Any]
     per_input: list[dict[str, Any]]
+    copy: bool = False  # a tensor outside the merged language model (a VLM's vision tower): copied from the donor
 
 
 @dataclass
@@ -102,8 +103,9 @@ def plan_merge(recipe: Recipe, open_model: Opener, where: str = "recipe") -> Mer
             layouts[ref] = detect_layout(src.names(), src.config, ref)
         return layouts[ref]
 
-    donor = recipe.base_model or recipe.referenced_models()[0]
+    donor = output_donor(recipe, open_model)
     donor_layout = layout(donor)
+    donor_root = lm_root(donor_layout)
     global_params = _parsed(recipe.parameters, f"{where}: parameters")
     known = {p.name for p in method.params}
     warnings = [
@@ -160,11 +162,20 @@ def plan_merge(recipe: Recipe, open_model: Opener, where: str = "recipe") -> Mer
             })
         return TensorTask(out_name, inputs, models.index(base) if base else None, shared, per_input)
 
+    def non_layer_task(name: str, sl: OutputSlice, base: str | None, scopes: _Scopes) -> TensorTask:
+        """Embeddings, final norm, head: merged by their language-model name; anything else is copied."""
+        if not name.startswith(donor_root):
+            return TensorTask(name, [(donor, name)], None, {}, [{}], copy=True)
+        canonical = name[len(donor_root):]
+        inputs = [(s.model, _alias(open_model(s.model), lm_root(layout(s.model)) + canonical)) for s in sl.sources]
+        if is_vlm(open_model(donor).config) and not all(open_model(m).has(n) for m, n in inputs):
+            return TensorTask(name, [(donor, name)], None, {}, [{}], copy=True)
+        return make_task(name, inputs, base, scopes, 0.0)
+
     # Embeddings and other tensors before the layers: the first slice's sources and settings, at t = 0.
     first, first_scopes, first_base = slice_scopes[0]
     for name in donor_layout.pre:
-        inputs = [(s.model, _alias(open_model(s.model), name)) for s in first.sources]
-        tasks.append(make_task(name, inputs, first_base, first_scopes, 0.0))
+        tasks.append(non_layer_task(name, first, first_base, first_scopes))
 
     for sl, scopes, base in slice_scopes:
         n = sl.sources[0].layer_range[1] - sl.sources[0].layer_range[0]
@@ -180,10 +191,34 @@ def plan_merge(recipe: Recipe, open_model: Opener, where: str = "recipe") -> Mer
 
     last, last_scopes, last_base = slice_scopes[-1]
     for name in donor_layout.post:
-        inputs = [(s.model, _alias(open_model(s.model), name)) for s in last.sources]
-        tasks.append(make_task(name, inputs, last_base, last_scopes, 0.0))
+        tasks.append(non_layer_task(name, last, last_base, last_scopes))
 
     return MergePlan(method, tasks, layer_sources, donor, donor_layout, warnings)
+
+
+def is_vlm(config: Any) -> bool:
+    return getattr(config, "text_config", None) is not None and getattr(config, "vision_config", None) is not None
+
+
+def lm_root(layout: Layout) -> str:
+    """The prefix under which a model keeps a text LLM's tensor names: '' for a text model, 'language_model.'
+    for a LLaVA-style VLM (`language_model.model.layers.N...`, `language_model.lm_head.weight`)."""
+    for marker in ("model.layers.", "layers."):
+        if layout.prefix.endswith(marker):
+            return layout.prefix[: -len(marker)]
+    return ""
+
+
+def output_donor(recipe: Recipe, open_model: Opener) -> str:
+    """Whose architecture the output takes: `output_model` if set, else the first VLM among the sources (its
+    language model is what gets merged; vision tower and projector come along unchanged), else the base model
+    or the first model, as in mergekit."""
+    if recipe.output_model:
+        return recipe.output_model
+    for ref in recipe.referenced_models():
+        if is_vlm(open_model(ref).config):
+            return ref
+    return recipe.base_model or recipe.referenced_models()[0]
 
 
 def _alias(src: ModelSource, name: str) -> str:

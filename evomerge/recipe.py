@@ -145,6 +145,9 @@ class Recipe(_Strict):
     # evomerge extension: seed for randomised methods (DARE). Exported recipes always carry it.
     seed: int | None = None
     name: str | None = None
+    # evomerge extension: the model whose architecture the output takes (default: the first VLM source, else
+    # the base model, else the first model). With a VLM, only its language model is merged.
+    output_model: str | None = None
 
     @field_validator("dtype", "out_dtype")
     @classmethod
@@ -182,7 +185,7 @@ class Recipe(_Strict):
     def referenced_models(self) -> list[str]:
         """Every model the recipe names, base first, without duplicates, in order of appearance."""
         seen: list[str] = []
-        for m in [self.base_model] + [m.model for m in self.models or []] + [
+        for m in [self.base_model, self.output_model] + [m.model for m in self.models or []] + [
             s.model for sl in self.slices or [] for s in sl.sources
         ] + [sl.base_model for sl in self.slices or []]:
             if m and m not in seen:

@@ -258,7 +258,9 @@ def _finish(store: RunStore, log) -> Trial | None:
         (store.folder / BEST_RECIPE).write_text(best.recipe, encoding="utf-8")
         val = f", validation {best.val_fitness:.6g}" if best.val_fitness is not None else ""
         log(f"best: trial {best.id}, fitness {best.fitness:.6g}{val}")
-        log("  " + ", ".join(f"{k}={v:.4f}" for k, v in best.params.items()))
+        shown = list(best.params.items())[:12]
+        more = f", ... ({len(best.params) - 12} more)" if len(best.params) > 12 else ""
+        log("  " + ", ".join(f"{k}={v:.4f}" for k, v in shown) + more)
         log(f"  recipe: {store.folder / BEST_RECIPE}")
     return best
 
