@@ -141,6 +141,27 @@ def report(run_dir: Path, out: Path | None) -> None:
     click.echo(f"wrote {folder / 'README.md'} and {', '.join(p.name for p in sorted(folder.glob('*.png')))}")
 
 
+@cli.command()
+@click.argument("config_path", metavar="TABLE", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the markdown here.")
+@click.option("--cache", type=click.Path(path_type=Path), default=None,
+              help="Result cache folder (default: .evomerge-cache/table next to TABLE).")
+def table(config_path: Path, as_json: bool, out: Path | None, cache: Path | None) -> None:
+    """Evaluate the models of TABLE on its tasks; print the table (cached cells are not recomputed)."""
+    import json
+
+    from evomerge.table import build_table, load_table_config, to_markdown
+
+    cfg = load_table_config(config_path)
+    result = build_table(cfg, cache or config_path.parent / ".evomerge-cache" / "table",
+                         log=lambda m: click.echo(m, err=True))
+    text = to_markdown(result, cfg)
+    if out:
+        out.write_text(text, encoding="utf-8")
+    click.echo(json.dumps(result, indent=2) if as_json else text)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="evomerge", standalone_mode=False)
