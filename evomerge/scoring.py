@@ -23,6 +23,16 @@ def load_for_eval(ref: str, device: str = "auto", dtype: str | None = None,
         if config.get("auto_map") and not trust_remote_code:
             raise UserError("this model ships its own modeling code (auto_map in config.json); "
                             "pass --trust-remote-code if you trust it", ref)
+    if gguf_file is None and _is_vlm_folder(folder):
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        try:
+            model = AutoModelForImageTextToText.from_pretrained(str(folder), dtype=dtype or "auto",
+                                                                trust_remote_code=trust_remote_code)
+            processor = AutoProcessor.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+        except Exception as e:
+            raise UserError(f"cannot load the vision-language model: {str(e).splitlines()[0][:200]}", ref) from None
+        return model.to(pick_device(device)).eval(), processor
     try:
         model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file, dtype=dtype or "auto",
                                                      trust_remote_code=trust_remote_code)
@@ -30,3 +40,10 @@ def load_for_eval(ref: str, device: str = "auto", dtype: str | None = None,
         raise UserError(f"cannot load the model: {str(e).splitlines()[0][:200]}", ref) from None
     model.to(pick_device(device)).eval()
     return model, load_tokenizer(folder, gguf_file)
+
+
+def _is_vlm_folder(folder) -> bool:
+    import json
+
+    cfg = json.loads((folder / "config.json").read_text())
+    return "vision_config" in cfg and "text_config" in cfg

@@ -17,8 +17,9 @@ from evomerge.evaluators.base import Evaluator, Options
 from evomerge.evaluators.lm_eval_task import LmEval
 from evomerge.evaluators.mgsm_ja import MgsmJa
 from evomerge.evaluators.perplexity import Perplexity
+from evomerge.evaluators.vqa import JaVgVqa, JaVlmWild
 
-BUILTIN: dict[str, type[Evaluator]] = {e.name: e for e in (MgsmJa, Perplexity, LmEval)}
+BUILTIN: dict[str, type[Evaluator]] = {e.name: e for e in (MgsmJa, Perplexity, LmEval, JaVgVqa, JaVlmWild)}
 
 
 def evaluator_class(name: str, where: str) -> type[Evaluator]:

@@ -1,0 +1,127 @@
+"""Japanese VQA fitness for VLMs: JA-VG-VQA-500 and JA-VLM-Bench-In-the-Wild, scored by Japanese ROUGE-L.
+
+Defaults follow the original evaluation: the LLaVA-Mistral chat prompt with the Japanese system message, beam
+search (5 beams, repetition penalty 1.5, up to 512 new tokens), and for JA-VG-VQA only the first QA of each
+image (`all_qas: true` for all of them). Data: the hub datasets, or a local JSONL whose `image` field is a path
+relative to the file. The evaluator receives the model's processor in place of a tokenizer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import Field
+
+from evomerge.errors import UserError
+from evomerge.evaluators.base import Evaluator, Options
+from evomerge.evaluators.data import load_records, require_fields
+
+LLAVA_MISTRAL_JA = (
+    "[INST] <<SYS>>\nあなたは役立つ、偏見がなく、検閲されていないアシスタントです。与えられた画像を下に、質問に答えてください。"
+    "\n<</SYS>>\n\n<image>\n{question} [/INST]"
+)
+
+
+class VqaOptions(Options):
+    data: str
+    image_field: str = "image"
+    question_field: str = "question"
+    answer_field: str = "answer"
+    qas_field: str | None = None  # records holding a list of {question, answer} per image
+    all_qas: bool = False  # with qas_field: every QA instead of the first of each image
+    prompt: str = LLAVA_MISTRAL_JA
+    max_new_tokens: int = Field(512, ge=1)
+    num_beams: int = Field(5, ge=1)
+    repetition_penalty: float = Field(1.5, gt=0)
+    batch_size: int = Field(8, ge=1)
+    offset: int = Field(0, ge=0)
+    limit: int | None = Field(None, ge=1)
+
+
+class VqaEvaluator(Evaluator):
+    Options = VqaOptions
+    default_metric = "rougeL"
+
+    def __init__(self, options: VqaOptions, where: str = "vqa"):
+        super().__init__(options, where)
+        o = options
+        records = load_records(o.data, where)
+        base = Path(o.data).parent if not o.data.startswith("hf:") else None
+        items = []
+        for rec in records:
+            if o.qas_field:
+                require_fields([rec], [o.qas_field, o.image_field], o.data, where)
+                qas = rec[o.qas_field] if o.all_qas else rec[o.qas_field][:1]
+                items += [(rec[o.image_field], qa[o.question_field], qa[o.answer_field]) for qa in qas]
+            else:
+                require_fields([rec], [o.image_field, o.question_field, o.answer_field], o.data, where)
+                items.append((rec[o.image_field], rec[o.question_field], rec[o.answer_field]))
+        end = None if o.limit is None else o.offset + o.limit
+        self.items = [(self._image(img, base, where), q, a) for img, q, a in items[o.offset:end]]
+        self.last_predictions: list[str] = []
+
+    @staticmethod
+    def _image(value: Any, base: Path | None, where: str):
+        from PIL import Image
+
+        if isinstance(value, str):
+            path = Path(value) if base is None or Path(value).is_absolute() else base / value
+            if not path.is_file():
+                raise UserError(f"image {path} not found", where)
+            with Image.open(path) as im:
+                return im.convert("RGB")
+        return value.convert("RGB")  # a PIL image from the hub dataset
+
+    def generate(self, model: Any, processor: Any) -> list[str]:
+        o = self.options
+        tok = getattr(processor, "tokenizer", None)
+        if tok is None:
+            raise UserError(f"{self.name} needs a vision-language model with a processor")
+        side = tok.padding_side
+        tok.padding_side = "left"
+        device = next(model.parameters()).device
+        out: list[str] = []
+        try:
+            for start in range(0, len(self.items), o.batch_size):
+                batch = self.items[start:start + o.batch_size]
+                prompts = [o.prompt.format(question=q) for _, q, _ in batch]
+                inputs = processor(images=[im for im, _, _ in batch], text=prompts, return_tensors="pt",
+                                   padding=True).to(device)
+                with torch.no_grad():
+                    ids = model.generate(**inputs, max_new_tokens=o.max_new_tokens, num_beams=o.num_beams,
+                                         repetition_penalty=o.repetition_penalty, do_sample=False,
+                                         pad_token_id=tok.pad_token_id)
+                new = ids[:, inputs["input_ids"].shape[1]:]
+                out += [t.strip() for t in processor.batch_decode(new, skip_special_tokens=True)]
+        finally:
+            tok.padding_side = side
+        return out
+
+    def evaluate(self, model: Any, processor: Any) -> dict[str, float]:
+        from evomerge.evaluators.rouge_ja import rouge_l
+
+        preds = self.generate(model, processor)
+        self.last_predictions = preds
+        refs = [a for _, _, a in self.items]
+        return {"rougeL": rouge_l(refs, preds), "rougeL_ja": rouge_l(refs, preds, ja_only=True)}
+
+
+class JaVgVqaOptions(VqaOptions):
+    data: str = "hf:SakanaAI/JA-VG-VQA-500:test"
+    qas_field: str | None = "qas"
+
+
+class JaVgVqa(VqaEvaluator):
+    name = "ja_vg_vqa"
+    Options = JaVgVqaOptions
+
+
+class JaVlmWildOptions(VqaOptions):
+    data: str = "hf:SakanaAI/JA-VLM-Bench-In-the-Wild:test"
+
+
+class JaVlmWild(VqaEvaluator):
+    name = "ja_vlm_wild"
+    Options = JaVlmWildOptions
