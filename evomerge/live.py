@@ -15,8 +15,33 @@ from evomerge.errors import UserError
 from evomerge.export import output_config
 from evomerge.merge import DTYPES, merge_task, pick_device
 from evomerge.models import ModelPool
-from evomerge.plan import MergePlan, plan_merge
+from evomerge.plan import MergePlan, is_vlm, plan_merge
 from evomerge.recipe import Recipe
+
+
+def checkpoint_to_runtime(model: Any, names: list[str], state: dict) -> dict[str, str]:
+    """Map checkpoint tensor names to the model's parameter names.
+
+    They differ for some classes (LLaVA checkpoints keep `language_model.model.layers...`, the transformers 5
+    module tree has `model.language_model.layers...`); transformers' own loading renames apply.
+    """
+    mapping = {n: n for n in names}
+    if all(n in state for n in names):
+        return mapping
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+
+        transforms = get_model_conversion_mapping(model)
+        renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
+        converters = [t for t in transforms if isinstance(t, WeightConverter)]
+        prefix = getattr(model, "base_model_prefix", None)
+        for n in names:
+            if n not in state:
+                mapping[n] = rename_source_key(n, renamings, converters, prefix, state)[0]
+    except (ImportError, AttributeError, TypeError):
+        pass  # an older or newer transformers: the missing-name check below reports it
+    return mapping
 
 
 class CandidateError(RuntimeError):
@@ -53,15 +78,29 @@ class LiveMerge:
         first = plan.tasks[0].inputs[0]
         self.dtype = DTYPES[out_name] if out_name else pool.get(first[0]).infos[first[1]].dtype
         config = output_config(donor.config, plan, self.dtype)
+        vlm = is_vlm(config)
+        if vlm:
+            from transformers import AutoModelForImageTextToText as AutoClass
+        else:
+            AutoClass = AutoModelForCausalLM
         with torch.device(self.device):
-            self.model = AutoModelForCausalLM.from_config(config, dtype=self.dtype)
+            self.model = AutoClass.from_config(config, dtype=self.dtype)
         self.model.eval()
         state = self.model.state_dict()
-        missing = [n for n in self.names if n not in state]
+        runtime = checkpoint_to_runtime(self.model, self.names, state)
+        missing = [n for n in self.names if runtime[n] not in state]
         if missing:
             raise UserError(f"the model class has no parameter {missing[0]}", plan.donor)
-        self.params = {n: state[n] for n in self.names}
-        self.tokenizer = load_tokenizer(donor.folder, donor.gguf_file)
+        self.params = {n: state[runtime[n]] for n in self.names}
+        if vlm:
+            from transformers import AutoProcessor
+
+            try:  # VQA evaluators take the processor; text-only fitness works with the tokenizer
+                self.tokenizer = AutoProcessor.from_pretrained(str(donor.folder))
+            except (OSError, ValueError):
+                self.tokenizer = load_tokenizer(donor.folder)
+        else:
+            self.tokenizer = load_tokenizer(donor.folder, donor.gguf_file)
 
     def fetch(self, model: str, name: str) -> torch.Tensor:
         return self.sources[(model, name)]

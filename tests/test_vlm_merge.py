@@ -76,3 +76,22 @@ def test_mismatched_language_model_is_a_clear_error(vlm_family, tmp_path):
     with pytest.raises(UserError, match="shapes differ"):
         run_merge(bad, tmp_path / "out", device="cpu", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_live_vlm_merge_equals_the_exported_merge(vlm_family, tmp_path):
+    """A VLM candidate merged in place (as searches do) has exactly the exported model's weights."""
+    from transformers import LlavaForConditionalGeneration
+
+    from evomerge.live import LiveMerge
+    from evomerge.models import ModelPool
+
+    r = recipe(vlm_family)
+    with ModelPool() as pool:
+        live = LiveMerge(r, pool, "cpu")
+        live.apply(r)
+        assert isinstance(live.model, LlavaForConditionalGeneration)
+        run_merge(r, tmp_path / "out", device="cpu", progress=False)
+        exported = LlavaForConditionalGeneration.from_pretrained(str(tmp_path / "out")).state_dict()
+        ours = live.model.state_dict()
+        assert set(ours) == set(exported)
+        assert all(torch.equal(ours[k], exported[k]) for k in exported)
