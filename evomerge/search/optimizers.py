@@ -75,9 +75,16 @@ class OptunaBackend(Optimizer):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.dists = {n: optuna.distributions.FloatDistribution(0.0, 1.0) for n in names}
         if config.sampler == "cmaes":
+            # Optuna's own defaults are the paper's (x0 = centre of the box, sigma0 = range / 6); they are passed
+            # only when different, since Optuna deprecated both arguments in 4.9.
+            start = {}
+            if not np.allclose(x0, 0.5):
+                start["x0"] = dict(zip(names, map(float, x0)))
+            if abs(config.sigma0 - 1 / 6) > 1e-12:
+                start["sigma0"] = config.sigma0
             sampler = optuna.samplers.CmaEsSampler(
-                x0=dict(zip(names, map(float, x0))), sigma0=config.sigma0, seed=config.seed, popsize=self.popsize,
-                n_startup_trials=0, use_separable_cma=config.separable, warn_independent_sampling=False,
+                seed=config.seed, popsize=self.popsize, n_startup_trials=0, use_separable_cma=config.separable,
+                warn_independent_sampling=False, **start,
             )
         elif config.sampler == "tpe":
             sampler = optuna.samplers.TPESampler(seed=config.seed)
