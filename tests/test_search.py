@@ -16,7 +16,7 @@ from conftest import load_state
 from evomerge.merge import run_merge
 from evomerge.recipe import recipe_from_dict
 from evomerge.search.config import search_config_from_dict
-from evomerge.search.loop import run_search, run_status, trial_recipe
+from evomerge.search.loop import run_search, run_status, trial_candidate
 from evomerge.search.store import RunStore
 from test_cli_merge import cli
 
@@ -152,7 +152,7 @@ def test_cli_status_export_and_eval_reproduce_the_fitness(family, tmp_path, caps
     assert f"trial {status['best']['trial']}" in card
 
     # any trial can be exported; its recipe carries the DARE seed
-    recipe, t = trial_recipe(tmp_path / "run", "3")
+    recipe, t = trial_candidate(tmp_path / "run", "3")
     assert recipe.seed is not None and t.id == 3
 
 
@@ -169,7 +169,7 @@ def test_layer_group_genome_with_split_filters(family, target, tmp_path):
     assert len(s.genome) == 2 * 2 * 3  # 2 sources x 2 layer groups x (self_attn, mlp, rest)
     x = np.linspace(0.05, 0.95, len(s.genome))
     values = s.genome.values(x)
-    recipe = s.recipe_for(x)
+    recipe = s.candidate(x)
     out = tmp_path / "m"
     run_merge(recipe, out, device="cpu", progress=False)
     merged, base = load_state(out), load_state(family["base"])

@@ -77,9 +77,6 @@ class Search:
         """A recipe (parameter space) or a path (data flow); both know `to_yaml`."""
         return self.genome.path(x) if self.dataflow else self.genome.recipe(x, self.seed)
 
-    def recipe_for(self, x: np.ndarray):
-        return self.candidate(x)
-
     def live(self, pool: ModelPool):
         if self.dataflow:
             from evomerge.dataflow import DataflowLive
@@ -331,9 +328,6 @@ def trial_candidate(run_dir: str | Path, trial: str = "best"):
     if isinstance(data, dict) and "dataflow" in data:
         return DataflowPath.model_validate(data["dataflow"]), t
     return recipe_from_dict(data, f"trial {t.id}"), t
-
-
-trial_recipe = trial_candidate
 
 
 def export_trial(run_dir: str | Path, out: str | Path, trial: str = "best", *, device: str = "auto",
