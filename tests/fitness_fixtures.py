@@ -18,6 +18,7 @@ class TargetOptions(Options):
     fail_calls: list[int] = []
     nan_calls: list[int] = []
     oom_calls: list[int] = []
+    sleep: tuple[float, float] | None = None  # sleep a duration in [lo, hi], fixed per candidate
 
 
 class TargetDistance(Evaluator):
@@ -39,9 +40,17 @@ class TargetDistance(Evaluator):
         if not o.calls_file:
             self.calls += 1
             return self.calls
-        path = Path(o.calls_file)
-        n = int(path.read_text()) + 1 if path.exists() else 1
-        path.write_text(str(n))
+        import fcntl
+
+        with open(o.calls_file, "a+") as f:  # several worker processes count through one file: lock it
+            fcntl.flock(f, fcntl.LOCK_EX)
+            f.seek(0)
+            n = int(f.read() or 0) + 1
+            f.seek(0)
+            f.truncate()
+            f.write(str(n))
+            f.flush()
+            fcntl.flock(f, fcntl.LOCK_UN)
         marker = Path(o.calls_file + ".killed")
         if o.kill_at_call == n and not marker.exists():
             marker.write_text("x")
@@ -55,6 +64,14 @@ class TargetDistance(Evaluator):
         if n in self.options.oom_calls:
             raise torch.OutOfMemoryError("CUDA out of memory (injected)")
         state = model.state_dict()
+        if self.options.sleep:
+            import hashlib
+            import time
+
+            probe = state["model.layers.0.mlp.up_proj.weight"].float().sum().item()
+            u = int(hashlib.sha1(repr(probe).encode()).hexdigest()[:8], 16) / 2**32
+            lo, hi = self.options.sleep
+            time.sleep(lo + u * (hi - lo))
         total, count = 0.0, 0
         for name, t in self.target.items():
             total += float(((state[name].float() - t.float()) ** 2).sum())

@@ -21,6 +21,7 @@ from evomerge.search.store import RunStore
 from test_cli_merge import cli
 
 TESTS = Path(__file__).parent
+LOG = print if os.environ.get("EVOMERGE_TEST_LOG") else (lambda m: None)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,7 @@ def make_config(family, target, optimizer=None, budget=40, **fitness_opts):
 
 def search(cfg: dict, run_dir: Path, resume=False):
     config = search_config_from_dict(cfg, "test config")
-    return run_search(config, run_dir, resume=resume, progress=False, log=lambda m: None)
+    return run_search(config, run_dir, resume=resume, progress=False, log=LOG)
 
 
 def trials(run_dir: Path):

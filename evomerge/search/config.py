@@ -82,6 +82,18 @@ class BudgetConfig(_Strict):
     max_minutes: float | None = Field(None, gt=0)
 
 
+class ExecutorConfig(_Strict):
+    """Where candidates are scored: in this process (default), or on Ray actors (one per GPU or group of GPUs)."""
+
+    name: Literal["local", "ray"] = "local"
+    address: str | None = None  # an existing Ray cluster ("auto", "ray://host:10001"); default: start a local one
+    workers: int | None = Field(None, ge=1)  # default: one per GPU, or 2 on a machine without GPUs
+    gpus_per_worker: float = Field(1.0, ge=0)  # 2 = an actor owns two GPUs (device_map spreads the model)
+    cpus_per_worker: float = Field(1.0, ge=0)
+    timeout_s: float | None = Field(None, gt=0)  # a candidate running longer is re-queued on a fresh worker
+    steady_state: bool = True  # keep idle workers busy with extra samples instead of waiting at generation ends
+
+
 class EvaluatorConfig(BaseModel):
     """One fitness term; options besides name/weight/metric go to the evaluator."""
 
@@ -104,6 +116,7 @@ class SearchConfig(_Strict):
     # scored on each generation's best candidate; the run's result is then the best-validation trial
     validation: list[EvaluatorConfig] = Field(default_factory=list)
     device: str = "auto"
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     failed_fitness: float = -1e9  # what a failed candidate scores (CMA-ES only uses ranks)
     name: str | None = None
 
@@ -126,8 +139,8 @@ class SearchConfig(_Strict):
         return recipe_from_dict(self.merge, f"{where}: merge")
 
     def fingerprint(self) -> str:
-        """Hash of everything that shapes the candidates (the budget may change between resumes)."""
-        data = self.model_dump(mode="json", exclude={"budget"})
+        """Hash of everything that shapes the candidates (budget and executor may change between resumes)."""
+        data = self.model_dump(mode="json", exclude={"budget", "executor"})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

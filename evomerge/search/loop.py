@@ -134,33 +134,91 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
             store.close()
 
 
-def _loop(search: Search, fitness, validation, store: RunStore, pool: ModelPool, progress: bool,
-          log) -> Trial | None:
+@dataclass
+class Outcome:
+    status: str  # complete | failed
+    fitness: float | None
+    scores: dict
+    error: str | None
+    merge_s: float | None
+    eval_s: float | None
+
+
+def evaluate_candidate(search: Search, live, fitness, x: np.ndarray) -> Outcome:
+    """Merge (or build) one candidate into the live model and score it; failures are outcomes, not exceptions."""
     from evomerge.live import CandidateError
 
+    t0 = time.perf_counter()
+    merge_s = None
+    try:
+        live.apply(search.candidate(x))
+        merge_s = time.perf_counter() - t0
+        value, scores = fitness.score(live.model, live.tokenizer)
+        if not np.isfinite(value):
+            raise CandidateError(f"fitness is {value}")
+    except UserError:
+        raise
+    except Exception as e:  # a failed candidate is data, not the end of the search
+        _free_memory()
+        return Outcome("failed", None, {}, f"{type(e).__name__}: {e}", merge_s, None)
+    return Outcome("complete", value, scores, None, merge_s, time.perf_counter() - t0 - merge_s)
+
+
+def record(store: RunStore, trial_id: int, outcome: Outcome) -> None:
+    if outcome.status == "complete":
+        store.finish_trial(trial_id, outcome.fitness, outcome.scores, outcome.merge_s, outcome.eval_s)
+    else:
+        store.fail_trial(trial_id, outcome.error, outcome.merge_s)
+
+
+def replay(opt, store: RunStore, failed_fitness: float) -> int:
+    """Bring a fresh optimiser to the state after the finished generations; returns the next generation.
+
+    Each generation is re-asked in its recorded order (the initial population, then any steady-state extras) and
+    told exactly the trials it was told, so the optimiser ends in the interrupted run's state.
+    """
+    pop = opt.popsize
+    done = {g["generation"] for g in store.generations()}
+    gen = 0
+    while gen in done:
+        trials = store.generation_trials(gen)
+        xs = opt.ask()
+        asked = {k: x for k, x in enumerate(xs)}
+        for t in trials:
+            k = t.ask_index if t.ask_index is not None else trials.index(t)
+            if k >= pop:
+                asked[k] = opt.ask_extra()
+            if k not in asked or not np.allclose(asked[k], t.genes, rtol=0, atol=1e-12):
+                raise UserError(f"replaying generation {gen} did not reproduce trial {t.id}; "
+                                "the run cannot be resumed with this optimiser", str(store.folder))
+        told = sorted((t for t in trials if t.told is not None), key=lambda t: t.told) or trials[:pop]
+        opt.tell([np.array(t.genes) for t in told], [_fitness_of(t, failed_fitness) for t in told])
+        gen += 1
+    return gen
+
+
+def _loop(search: Search, fitness, validation, store: RunStore, pool: ModelPool, progress: bool,
+          log) -> Trial | None:
     config, genome = search.config, search.genome
     opt = make_optimizer(config.optimizer, search.x0(), genome.names)
-    pop = opt.popsize
-    budget = config.budget
-    done_generations = {g["generation"] for g in store.generations()}
-
-    # Replay finished generations into the fresh optimiser.
-    gen = 0
-    while gen in done_generations:
-        xs = opt.ask()
-        trials = [store.trial(gen * pop + k) for k in range(pop)]
-        for k, (x, t) in enumerate(zip(xs, trials)):
-            if t is None or not np.allclose(x, t.genes, rtol=0, atol=1e-12):
-                raise UserError(f"replaying generation {gen} did not reproduce trial {gen * pop + k}; "
-                                "the run cannot be resumed with this optimiser", str(store.folder))
-        opt.tell(xs, [_fitness_of(t, config.failed_fitness) for t in trials])
-        gen += 1
+    gen = replay(opt, store, config.failed_fitness)
     if gen:
         log(f"resumed after {gen} finished generations ({store.count('complete')} complete, "
             f"{store.count('failed')} failed trials)")
-
     log(f"genome: {len(genome)} genes ({', '.join(genome.names[:6])}{', ...' if len(genome) > 6 else ''}); "
-        f"population {pop}; budget {budget.max_trials} trials")
+        f"population {opt.popsize}; budget {config.budget.max_trials} trials")
+    if config.executor.name == "ray":
+        from evomerge.search.ray_executor import run_ray
+
+        run_ray(search, opt, gen, validation, store, progress, log)
+        return _finish(store, log)
+    return _local(search, opt, gen, fitness, validation, store, pool, progress, log)
+
+
+def _local(search: Search, opt, gen: int, fitness, validation, store: RunStore, pool: ModelPool, progress: bool,
+           log) -> Trial | None:
+    config, genome = search.config, search.genome
+    pop, budget = opt.popsize, config.budget
     live = search.live(pool)
     t_start = time.time()
     finished = store.count("complete") + store.count("failed")
@@ -187,51 +245,48 @@ def _loop(search: Search, fitness, validation, store: RunStore, pool: ModelPool,
                     values.append(_fitness_of(done, config.failed_fitness))
                     gen_bar.update()
                     continue
-                cand = search.candidate(x)
-                store.start_trial(trial_id, gen, [float(v) for v in x], genome.values(x), cand.to_yaml())
-                t0 = time.perf_counter()
-                merge_s = None
-                try:
-                    live.apply(cand)
-                    merge_s = time.perf_counter() - t0
-                    value, scores = fitness.score(live.model, live.tokenizer)
-                    if not np.isfinite(value):
-                        raise CandidateError(f"fitness is {value}")
-                except UserError:
-                    raise
-                except Exception as e:  # a failed candidate is data, not the end of the search
-                    store.fail_trial(trial_id, f"{type(e).__name__}: {e}", merge_s)
-                    _free_memory()
+                store.start_trial(trial_id, gen, [float(v) for v in x], genome.values(x),
+                                  search.candidate(x).to_yaml(), ask_index=k)
+                outcome = evaluate_candidate(search, live, fitness, x)
+                record(store, trial_id, outcome)
+                if outcome.status == "failed":
                     values.append(config.failed_fitness)
-                    log(f"trial {trial_id} failed: {type(e).__name__}: {str(e)[:200]}")
+                    log(f"trial {trial_id} failed: {outcome.error[:200]}")
                 else:
-                    eval_s = time.perf_counter() - t0 - merge_s
-                    store.finish_trial(trial_id, value, scores, merge_s, eval_s)
-                    values.append(value)
-                    if best is None or value > best.fitness:
+                    values.append(outcome.fitness)
+                    if best is None or outcome.fitness > best.fitness:
                         best = store.trial(trial_id)
                 bar.update()
                 gen_bar.update()
                 if best is not None:
                     bar.set_postfix(best=f"{best.fitness:.4g}", trial=best.id)
             gen_bar.close()
-            opt.tell(xs, values)
-            if validation is not None:
-                _validate_generation(search, live, validation, store, gen, pop, log)
-            store.finish_generation(gen, opt.snapshot(), values)
-            if best is not None:
-                (store.folder / BEST_RECIPE).write_text(best.recipe, encoding="utf-8")
-            log(f"generation {gen}: best {max(values):.4g}, mean {np.mean(values):.4g}"
-                + (f"; best so far {best.fitness:.4g} (trial {best.id})" if best else ""))
+            end_generation(search, opt, store, gen, xs, values, [gen * pop + k for k in range(pop)], validation,
+                           live, log)
             gen += 1
     finally:
         bar.close()
     return _finish(store, log)
 
 
+def end_generation(search: Search, opt, store: RunStore, gen: int, xs, values, trial_ids, validation, live,
+                   log) -> None:
+    """Tell the optimiser, remember which trials it was told, validate, and record the generation."""
+    opt.tell(xs, values)
+    store.mark_told(trial_ids)
+    if validation is not None:
+        _validate_generation(search, live, validation, store, gen, opt.popsize, log)
+    store.finish_generation(gen, opt.snapshot(), values)
+    best = store.best()
+    if best is not None:
+        (store.folder / BEST_RECIPE).write_text(best.recipe, encoding="utf-8")
+    log(f"generation {gen}: best {max(values):.4g}, mean {np.mean(values):.4g}"
+        + (f"; best so far {best.fitness:.4g} (trial {best.id})" if best else ""))
+
+
 def _validate_generation(search: Search, live, validation, store: RunStore, gen: int, pop: int, log) -> None:
     """Score the generation's best trial on the validation set (the paper keeps the best-validation snapshot)."""
-    done = [t for t in (store.trial(gen * pop + k) for k in range(pop)) if t and t.status == "complete"]
+    done = [t for t in store.generation_trials(gen) if t.status == "complete"]
     if not done:
         return
     top = max(done, key=lambda t: (t.fitness, -t.id))

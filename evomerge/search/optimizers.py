@@ -27,6 +27,10 @@ class Optimizer(ABC):
     def ask(self) -> list[np.ndarray]:
         """One generation of candidates, each in [0, 1]^n."""
 
+    def ask_extra(self) -> np.ndarray:
+        """One more sample from the current distribution (steady-state scheduling keeps idle workers busy)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support steady-state extra samples")
+
     @abstractmethod
     def tell(self, xs: list[np.ndarray], fitness: list[float]) -> None:
         """Report the fitness (higher is better) of the last generation asked."""
@@ -55,6 +59,9 @@ class PyCMA(Optimizer):
 
     def ask(self) -> list[np.ndarray]:
         return [np.asarray(x, float) for x in self.es.ask()]
+
+    def ask_extra(self) -> np.ndarray:
+        return np.asarray(self.es.ask(1)[0], float)
 
     def tell(self, xs, fitness) -> None:
         with warnings.catch_warnings():

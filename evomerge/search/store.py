@@ -31,7 +31,9 @@ CREATE TABLE IF NOT EXISTS trials (
     error TEXT,
     started REAL, finished REAL, merge_s REAL, eval_s REAL,
     val_fitness REAL,              -- validation score, for each generation's best trial (if configured)
-    val_scores TEXT
+    val_scores TEXT,
+    ask_index INTEGER,             -- order in which the optimiser proposed it within its generation
+    told INTEGER                   -- its position in the generation's update (NULL: not used, e.g. a straggler)
 );
 CREATE TABLE IF NOT EXISTS generations (
     generation INTEGER PRIMARY KEY,
@@ -56,6 +58,8 @@ class Trial:
     eval_s: float | None
     val_fitness: float | None = None
     val_scores: dict[str, Any] | None = None
+    ask_index: int | None = None
+    told: int | None = None
 
 
 class RunStore:
@@ -74,7 +78,8 @@ class RunStore:
     def _migrate(self) -> None:
         """Add columns that runs made by older versions lack (they are all nullable)."""
         have = {row[1] for row in self.db.execute("PRAGMA table_info(trials)")}
-        for column, kind in (("val_fitness", "REAL"), ("val_scores", "TEXT")):
+        for column, kind in (("val_fitness", "REAL"), ("val_scores", "TEXT"), ("ask_index", "INTEGER"),
+                             ("told", "INTEGER")):
             if column not in have:
                 self.db.execute(f"ALTER TABLE trials ADD COLUMN {column} {kind}")
 
@@ -90,12 +95,23 @@ class RunStore:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     # -- trials ------------------------------------------------------------------------------------------------
-    def start_trial(self, trial_id: int, generation: int, genes: list[float], params: dict, recipe: str) -> None:
+    def start_trial(self, trial_id: int, generation: int, genes: list[float], params: dict, recipe: str,
+                    ask_index: int | None = None) -> None:
         self.db.execute(
-            "INSERT OR REPLACE INTO trials (id, generation, genes, params, recipe, status, started) "
-            "VALUES (?, ?, ?, ?, ?, 'running', ?)",
-            (trial_id, generation, json.dumps(genes), json.dumps(params), recipe, time.time()),
+            "INSERT OR REPLACE INTO trials (id, generation, genes, params, recipe, status, started, ask_index) "
+            "VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
+            (trial_id, generation, json.dumps(genes), json.dumps(params), recipe, time.time(), ask_index),
         )
+
+    def mark_told(self, trial_ids: list[int]) -> None:
+        self.db.executemany("UPDATE trials SET told=? WHERE id=?", [(k, t) for k, t in enumerate(trial_ids)])
+
+    def generation_trials(self, generation: int) -> list[Trial]:
+        rows = self.db.execute(f"SELECT {_COLS} FROM trials WHERE generation=? ORDER BY ask_index, id", (generation,))
+        return [_trial(r) for r in rows]
+
+    def next_id(self) -> int:
+        return self.db.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM trials").fetchone()[0]
 
     def finish_trial(self, trial_id: int, fitness: float, scores: dict, merge_s: float, eval_s: float) -> None:
         self.db.execute(
@@ -150,9 +166,11 @@ class RunStore:
         return [{"generation": g, "state": json.loads(s), "best": b, "mean": m} for g, s, b, m in rows]
 
 
-_COLS = "id, generation, genes, params, recipe, status, fitness, scores, error, merge_s, eval_s, val_fitness, val_scores"
+_COLS = ("id, generation, genes, params, recipe, status, fitness, scores, error, merge_s, eval_s, val_fitness, "
+         "val_scores, ask_index, told")
 
 
 def _trial(r) -> Trial:
     return Trial(r[0], r[1], json.loads(r[2]), json.loads(r[3]), r[4], r[5], r[6],
-                 json.loads(r[7]) if r[7] else {}, r[8], r[9], r[10], r[11], json.loads(r[12]) if r[12] else None)
+                 json.loads(r[7]) if r[7] else {}, r[8], r[9], r[10], r[11], json.loads(r[12]) if r[12] else None,
+                 r[13], r[14])
