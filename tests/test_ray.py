@@ -68,3 +68,37 @@ def test_a_killed_worker_loses_no_trial(family, target, tmp_path):  # noqa: F811
     assert (tmp_path / "calls.killed").exists()  # a worker process really was SIGKILLed mid-run
     status = run_status(tmp_path / "run")
     assert status["completed"] == 24 and status["failed"] == 0 and status["running"] == 0
+
+
+def test_resume_after_the_driver_is_killed(family, target, tmp_path):  # noqa: F811
+    """SIGKILL the driver mid-run; --resume finishes the budget, re-running only the trials that were in flight."""
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    calls = tmp_path / "calls"
+    cfg = ray_config(family, target, 3, 32, sleep=[0.2, 0.4], calls_file=str(calls))
+    cfg_file = tmp_path / "search.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, "-m", "evomerge.cli", "search", str(cfg_file), "--run-dir", str(tmp_path / "run"), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = tmp_path / "run" / "run.sqlite"
+    deadline = time.time() + 120
+    done = 0
+    while time.time() < deadline and done < 10:
+        time.sleep(0.3)
+        if db.exists():
+            with sqlite3.connect(db) as con:
+                done = con.execute("SELECT COUNT(*) FROM trials WHERE status='complete'").fetchone()[0]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 10 <= done < 32
+    resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    status = run_status(tmp_path / "run")
+    assert status["completed"] == 32 and status["running"] == 0
+    assert 32 <= int(calls.read_text()) <= 32 + 3  # only the (at most 3) in-flight trials ran twice

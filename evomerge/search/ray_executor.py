@@ -71,7 +71,7 @@ def run_ray(search, opt, gen: int, validation, store: RunStore, progress: bool, 
     except ImportError:
         raise UserError("executor: ray needs Ray: pip install 'evomerge[ray]'") from None
     config = search.config
-    ex, budget = config.executor, config.budget
+    ex = config.executor
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=ex.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -95,6 +95,11 @@ class _Driver:
         self.Worker = _worker_class(self.ex.gpus_per_worker if gpus else 0, self.ex.cpus_per_worker)
         self.config_json = json.dumps(self.config.model_dump(mode="json"))
         self.progress = progress
+        from evomerge.search.optimizers import Optimizer
+
+        self.steady = self.ex.steady_state and type(opt).ask_extra is not Optimizer.ask_extra
+        if self.ex.steady_state and not self.steady:
+            log(f"{type(opt).__name__} cannot draw extra samples: workers wait at generation ends")
         self.gen = self._open(gen)
         self.busy_s = 0.0
         self.retry: deque = deque()  # (generation, ask_index, trial_id, genes) of lost stragglers
@@ -164,7 +169,7 @@ class _Driver:
                     g = self.gen
                     if g.queue:
                         k = g.queue.popleft()
-                    elif self.ex.steady_state and len(g.asked) < 4 * pop:
+                    elif self.steady and len(g.asked) < 4 * pop:
                         k = max(g.asked) + 1
                         g.asked[k] = self.opt.ask_extra()
                     else:
