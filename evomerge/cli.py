@@ -162,6 +162,23 @@ def table(config_path: Path, as_json: bool, out: Path | None, cache: Path | None
     click.echo(json.dumps(result, indent=2) if as_json else text)
 
 
+@cli.command()
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Run folder (default runs/miniature, or runs/miniature-small with --small).")
+@click.option("--small", is_flag=True, help="The CPU setting: small budgets and problem counts.")
+@click.option("--device", default=None, help="Overrides the configs' device.")
+@click.option("--results", type=click.Path(path_type=Path), default=None, help="Where to write the table.")
+@click.option("--quiet", is_flag=True)
+def miniature(out: Path | None, small: bool, device: str | None, results: Path | None, quiet: bool) -> None:
+    """The offline reproduction in small: specialists, PS and PS+DFS searches, held-out table."""
+    from evomerge.miniature.run import run_miniature
+
+    out = out or Path("runs/miniature-small" if small else "runs/miniature")
+    text = run_miniature(out, small=small, device=device, results=results, progress=not quiet,
+                         log=lambda m: click.echo(m, err=True))
+    click.echo(text)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="evomerge", standalone_mode=False)

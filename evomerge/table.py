@@ -58,7 +58,9 @@ def load_table_config(path: str | Path) -> TableConfig:
 
 
 def cell_key(model: str, task: TableTask) -> str:
-    data = {"model": model, "evaluator": task.evaluator.model_dump(mode="json")}
+    """Same model and same evaluation settings = same cell; which metric a column shows does not matter."""
+    settings = task.evaluator.model_dump(mode="json", exclude={"metric", "weight"})
+    data = {"model": model, "evaluator": settings}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:20]
 
 
