@@ -113,6 +113,12 @@ def output_config(config: Any, plan: MergePlan, dtype: torch.dtype | None) -> An
             if isinstance(value, list) and len(value) == old_n:
                 setattr(tc, key, [value[src_layer] if src_layer < old_n else value[-1] for _, src_layer in plan.layer_sources])
         tc.num_hidden_layers = new_n
+    if not getattr(cfg, "architectures", None):  # configs read from GGUF files carry none
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+        name = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(cfg.model_type)
+        if name:
+            cfg.architectures = [name]
     if dtype is not None:
         cfg.dtype = dtype
         if tc is not cfg:

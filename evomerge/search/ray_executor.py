@@ -140,9 +140,8 @@ class _Driver:
 
     # -- workers -----------------------------------------------------------------------------------------------
     def _spawn(self):
-        w = self.Worker.remote(self.config_json)
-        self.ray.get(w.ready.remote())
-        return w
+        """A replacement worker; not waited for: the candidate it gets queues until its sources are loaded."""
+        return self.Worker.remote(self.config_json)
 
     def run(self) -> None:
         ray, store, budget, pop = self.ray, self.store, self.budget, self.opt.popsize
@@ -152,7 +151,7 @@ class _Driver:
         ray.get([w.ready.remote() for w in workers])  # all load their sources in parallel
         idle = deque(workers)
         pending: dict[Any, tuple[Any, int, int, int, float]] = {}  # ref -> (worker, generation, ask, trial, start)
-        dispatched = store.count("complete") + store.count("failed")
+        dispatched = store.next_id()  # trials created so far; re-running a trial does not count again
         bar = tqdm(total=budget.max_trials, initial=min(dispatched, budget.max_trials), desc="trials",
                    unit="trial", disable=not self.progress, dynamic_ncols=True)
         first_dispatch = last_done = None
@@ -165,10 +164,12 @@ class _Driver:
                     gi, k, trial_id, x = self.retry.popleft()
                     worker = idle.popleft()
                     pending[worker.evaluate.remote([float(v) for v in x])] = (worker, gi, k, trial_id, time.time())
-                while idle and not stop:
+                while idle:
                     g = self.gen
-                    if g.queue:
+                    if g.queue and (not stop or g.queue[0] in g.trial_of):  # re-queued trials always run
                         k = g.queue.popleft()
+                    elif stop:
+                        break
                     elif self.steady and len(g.asked) < 4 * pop:
                         k = max(g.asked) + 1
                         g.asked[k] = self.opt.ask_extra()
@@ -181,11 +182,11 @@ class _Driver:
                         g.trial_of[k] = trial_id
                         store.start_trial(trial_id, g.index, [float(v) for v in x], self.search.genome.values(x),
                                           self.search.candidate(x).to_yaml(), ask_index=k)
+                        dispatched += 1
                     worker = idle.popleft()
                     now = time.time()
                     first_dispatch = first_dispatch or now
                     pending[worker.evaluate.remote([float(v) for v in x])] = (worker, g.index, k, trial_id, now)
-                    dispatched += 1
                     stop = dispatched >= budget.max_trials
                 if not pending:
                     break
@@ -197,7 +198,6 @@ class _Driver:
                     except ray.exceptions.RayError as e:  # the actor died: replace it, re-queue the candidate
                         self.log(f"worker lost on trial {trial_id} ({type(e).__name__}); re-queued")
                         self._requeue(gi, k, trial_id)
-                        dispatched -= 1
                         idle.append(self._spawn())
                         continue
                     from evomerge.search.loop import record
@@ -221,7 +221,6 @@ class _Driver:
                             pending.pop(ref)
                             ray.kill(worker)
                             self._requeue(gi, k, trial_id)
-                            dispatched -= 1
                             idle.append(self._spawn())
         finally:
             bar.close()
