@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import platform
-import time
 from pathlib import Path
 
 from evomerge.search.config import load_search_config, search_config_from_dict
@@ -39,6 +38,18 @@ def _point_at(ref: str, out: Path) -> str:
     return f"run:{out}/{ref[len(RUN_PREFIX):]}" if ref.startswith(RUN_PREFIX) else ref
 
 
+def _search_span(run_dir: Path) -> float:
+    """Seconds from the first trial's start to the last trial's end (model loading excluded)."""
+    from evomerge.search.store import RunStore
+
+    store = RunStore(run_dir)
+    try:
+        first, last = store.db.execute("SELECT MIN(started), MAX(finished) FROM trials").fetchone()
+        return (last - first) if first and last else 0.0
+    finally:
+        store.close()
+
+
 def run_miniature(out: Path, *, small: bool = False, device: str | None = None, results: Path | None = None,
                   ps_config: Path | None = None, dfs_config: Path | None = None, table_config: Path | None = None,
                   progress: bool = True, log=print) -> str:
@@ -48,19 +59,14 @@ def run_miniature(out: Path, *, small: bool = False, device: str | None = None, 
     dfs_path = dfs_config or ROOT / "search" / "miniature-ps-dfs.yaml"
     table_path = table_config or ROOT / "tables" / "miniature.yaml"
 
-    t = time.time()
     ps = _override(load_search_config(ps_path), small, device, 12, 16, str(ps_path))
     run_search(ps, out / "ps", resume=True, progress=progress, log=log)
-    timings["PS search"] = time.time() - t
 
-    t = time.time()
     dfs = load_search_config(dfs_path).model_dump(mode="json")
     dfs["dataflow"]["model_a"] = _point_at(dfs["dataflow"]["model_a"], out)
     dfs = _override(search_config_from_dict(dfs, str(dfs_path)), small, device, 16, 16, str(dfs_path))
     run_search(dfs, out / "ps-dfs", resume=True, progress=progress, log=log)
-    timings["PS+DFS search"] = time.time() - t
 
-    t = time.time()
     table = load_table_config(table_path).model_dump(mode="json")
     for m in table["models"]:
         m["model"] = _point_at(m["model"], out)
@@ -71,7 +77,12 @@ def run_miniature(out: Path, *, small: bool = False, device: str | None = None, 
             task["evaluator"]["limit"] = 40
     cfg = TableConfig.model_validate(table)
     result = build_table(cfg, out / "table-cache", log=log)
-    timings["evaluation"] = time.time() - t
+
+    # timings that survive resumes: searches from their run stores, evaluation from the cached cells
+    timings["PS search"] = _search_span(out / "ps")
+    timings["PS+DFS search"] = _search_span(out / "ps-dfs")
+    timings["evaluation"] = sum(json.loads(p.read_text())["metrics"].get("seconds", 0.0)
+                                for p in (out / "table-cache").glob("*.json"))
 
     import torch
 
