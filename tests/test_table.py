@@ -52,9 +52,13 @@ def test_paper_table_configs_are_valid():
 
     from evomerge.table import load_table_config
 
-    for path in sorted((Path(__file__).parent.parent / "tables").glob("*.yaml")):
+    paths = sorted((Path(__file__).parent.parent / "tables").glob("*.yaml"))
+    assert len(paths) >= 3
+    for path in paths:
         cfg = load_table_config(path)
-        assert cfg.models and cfg.tasks and cfg.reference
+        assert cfg.models and cfg.tasks
+        if path.name.startswith(("evollm", "evovlm")):  # the paper's tables print its numbers alongside
+            assert set(cfg.reference) <= {m.name for m in cfg.models} and cfg.reference
 
 
 def test_recipe_models_are_merged_once(family, tmp_path):
