@@ -12,3 +12,14 @@ class UserError(Exception):
     def __init__(self, message: str, where: str | None = None):
         self.where = where
         super().__init__(f"{where}: {message}" if where else message)
+
+
+def reason(exc: BaseException, limit: int = 200, first_sentence: bool = False) -> str:
+    """A library exception's message, cut to its first line (or sentence) for a one-line UserError."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    line = text.splitlines()[0]
+    if first_sentence:
+        line = line.split(". ")[0]
+    return line[:limit]

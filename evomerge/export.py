@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from evomerge import __version__
 from evomerge.architecture import text_config
-from evomerge.errors import UserError
+from evomerge.errors import UserError, reason
 from evomerge.models import TOKENIZER_FILES, ModelSource
 from evomerge.plan import MergePlan
 from evomerge.recipe import Recipe
@@ -133,7 +133,7 @@ def copy_tokenizer(src: ModelSource, out: Path) -> None:
         try:
             AutoTokenizer.from_pretrained(str(src.folder), gguf_file=src.gguf_file).save_pretrained(str(out))
         except Exception as e:
-            raise UserError(f"cannot read the tokenizer: {str(e).splitlines()[0][:200]}", src.ref) from None
+            raise UserError(f"cannot read the tokenizer: {reason(e)}", src.ref) from None
         return
     copied = False
     for name in TOKENIZER_FILES:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-from evomerge.errors import UserError
+from evomerge.errors import UserError, reason
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+(@[\w.\-/]+)?$")
 HUB_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.json", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
@@ -109,8 +109,7 @@ def _download(ref: str) -> Path:
 
         return Path(snapshot_download(repo, revision=revision or None, allow_patterns=HUB_PATTERNS))
     except Exception as e:  # offline, unknown repo, gated repo, network error: all the user's to fix
-        reason = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot fetch from the Hugging Face hub: {reason[:160]}", ref) from None
+        raise UserError(f"cannot fetch from the Hugging Face hub: {reason(e, 160, True)}", ref) from None
 
 
 def _load_config(folder: Path, ref: str, gguf_file: str | None = None) -> Any:
@@ -121,7 +120,7 @@ def _load_config(folder: Path, ref: str, gguf_file: str | None = None) -> Any:
     try:
         return AutoConfig.from_pretrained(str(folder), gguf_file=gguf_file)
     except Exception as e:
-        raise UserError(f"cannot read the model config: {str(e).splitlines()[0][:200]}", ref) from None
+        raise UserError(f"cannot read the model config: {reason(e)}", ref) from None
 
 
 def open_model(ref: str) -> ModelSource:
@@ -154,7 +153,7 @@ def open_model(ref: str) -> ModelSource:
                     infos[name] = TensorInfo(tuple(sl.get_shape()), _DTYPES.get(sl.get_dtype(), torch.float32))
                     owner[name] = f
         except Exception as e:
-            raise UserError(f"cannot read {f.name}: {str(e).splitlines()[0][:200]}", ref) from None
+            raise UserError(f"cannot read {f.name}: {reason(e)}", ref) from None
     return ModelSource(ref=ref, folder=folder, config=config, infos=infos, _files=owner)
 
 
@@ -169,7 +168,7 @@ def _open_gguf(ref: str, folder: Path, gguf_file: str) -> ModelSource:
     try:
         model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file, dtype=torch.float32)
     except Exception as e:
-        raise UserError(f"cannot load the GGUF model: {str(e).splitlines()[0][:200]}", ref) from None
+        raise UserError(f"cannot load the GGUF model: {reason(e)}", ref) from None
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()

@@ -18,7 +18,7 @@ from typing import Any, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from evomerge.errors import UserError
+from evomerge.errors import UserError, reason
 
 Scalar = Union[bool, int, float, str]
 
@@ -237,7 +237,7 @@ def read_yaml_file(path: str | Path, what: str = "file") -> Any:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        problem = getattr(e, "problem", None) or reason(e)
         raise UserError(f"YAML syntax error{line}: {problem}", str(path)) from None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from evomerge.errors import UserError
+from evomerge.errors import UserError, reason
 from evomerge.live import load_tokenizer
 from evomerge.merge import pick_device
 from evomerge.models import open_model, resolve_reference
@@ -31,13 +31,13 @@ def load_for_eval(ref: str, device: str = "auto", dtype: str | None = None,
                                                                 trust_remote_code=trust_remote_code)
             processor = AutoProcessor.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
         except Exception as e:
-            raise UserError(f"cannot load the vision-language model: {str(e).splitlines()[0][:200]}", ref) from None
+            raise UserError(f"cannot load the vision-language model: {reason(e)}", ref) from None
         return model.to(pick_device(device)).eval(), processor
     try:
         model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file, dtype=dtype or "auto",
                                                      trust_remote_code=trust_remote_code)
     except Exception as e:
-        raise UserError(f"cannot load the model: {str(e).splitlines()[0][:200]}", ref) from None
+        raise UserError(f"cannot load the model: {reason(e)}", ref) from None
     model.to(pick_device(device)).eval()
     return model, load_tokenizer(folder, gguf_file)
 

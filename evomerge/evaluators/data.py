@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from evomerge.errors import UserError
+from evomerge.errors import UserError, reason
 
 
 def load_records(spec: str, where: str) -> list[dict[str, Any]]:
@@ -20,8 +20,7 @@ def load_records(spec: str, where: str) -> list[dict[str, Any]]:
 
             return [dict(r) for r in datasets.load_dataset(repo, config, split=split)]
         except Exception as e:
-            reason = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"cannot load dataset {repo}: {reason[:160]}", where) from None
+            raise UserError(f"cannot load dataset {repo}: {reason(e, 160, True)}", where) from None
     path = Path(spec)
     if not path.is_file():
         raise UserError(f"no such data file {spec}", where)
