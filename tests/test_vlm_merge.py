@@ -104,3 +104,84 @@ def test_live_vlm_merge_equals_the_exported_merge(vlm_family, tmp_path):
         ours = live.model.state_dict()
         assert set(ours) == set(exported)
         assert all(torch.equal(ours[k], exported[k]) for k in exported)
+
+
+@pytest.fixture(scope="module")
+def qwen_family(tmp_path_factory):
+    """Qwen2-VL-style: a text Qwen2 base, a Japanese fine-tune of it, and a Qwen2-VL whose language model is
+    another fine-tune. Qwen2-VL checkpoints name the language model exactly as a text Qwen2 does (model.layers...,
+    lm_head) and keep the vision tower under `visual.`, so the name mapping is the identity."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    from conftest import save_tokenizer, tiny_config
+
+    root = tmp_path_factory.mktemp("qwen2vl")
+    base = build_model(root / "base", arch="qwen2", seed=41)
+    build_model(root / "ja", arch="qwen2", seed=42, base_state=base)
+    text = tiny_config("qwen2").to_dict()
+    text["rope_scaling"] = {"type": "mrope", "mrope_section": [1, 1, 2]}
+    cfg = Qwen2VLConfig(text_config=text, vision_config=dict(
+        depth=1, embed_dim=16, hidden_size=32, num_heads=2, patch_size=14, spatial_merge_size=2,
+        temporal_patch_size=2), image_token_id=63, video_token_id=62, vision_start_token_id=61)
+    torch.manual_seed(43)
+    vlm = Qwen2VLForConditionalGeneration(cfg)
+    with torch.no_grad():
+        for name, p in vlm.model.language_model.named_parameters():
+            p.copy_(base[f"model.{name}"] + 0.02 * torch.randn_like(p))
+        vlm.lm_head.weight.copy_(base["lm_head.weight"] + 0.02 * torch.randn_like(vlm.lm_head.weight))
+    vlm.save_pretrained(str(root / "vlm"))
+    save_tokenizer(root / "vlm")
+    return {"base": root / "base", "ja": root / "ja", "vlm": root / "vlm"}
+
+
+def qwen_image_inputs():
+    """One 28x28 image as Qwen2-VL's processor would give it: 4 patches merged into 1 image token."""
+    torch.manual_seed(0)
+    pixel_values = torch.randn(4, 3 * 2 * 14 * 14)
+    ids = torch.tensor([[5, 61, 63, 9, 13, 17]])
+    return {"input_ids": ids, "pixel_values": pixel_values, "image_grid_thw": torch.tensor([[1, 2, 2]]),
+            "mm_token_type_ids": (ids == 63).long()}
+
+
+def test_qwen2_vl_language_model_merged_vision_untouched(qwen_family, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    from evomerge.live import LiveMerge
+    from evomerge.models import ModelPool
+
+    r = recipe(qwen_family)
+    run_merge(r, tmp_path / "out", device="cpu", progress=False)
+    merged, vlm = load_state(tmp_path / "out"), load_state(qwen_family["vlm"])
+    base, ja = load_state(qwen_family["base"]), load_state(qwen_family["ja"])
+    assert set(merged) == set(vlm) and any(n.startswith("visual.") for n in vlm)
+    for name in vlm:
+        if name.startswith("visual."):
+            assert torch.equal(merged[name], vlm[name]), name
+        else:  # language model: the text-only merge of the same tensors
+            expect = base[name] + 0.6 * (vlm[name] - base[name]) + 0.7 * (ja[name] - base[name])
+            torch.testing.assert_close(merged[name], expect, rtol=0, atol=1e-6)
+    model = AutoModelForImageTextToText.from_pretrained(str(tmp_path / "out")).eval()
+    with ModelPool() as pool:  # the live (search) model equals the export
+        live = LiveMerge(r, pool, "cpu")
+        live.apply(r)
+    exported = model.state_dict()
+    assert all(torch.equal(live.model.state_dict()[k], exported[k]) for k in exported)
+    with torch.no_grad():
+        assert torch.isfinite(model(**qwen_image_inputs()).logits).all()
+
+
+def test_qwen2_vl_data_flow_identity_path_is_exact(qwen_family):
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    from evomerge.dataflow import DataflowPath, Hop, HopModel
+
+    a = AutoModelForImageTextToText.from_pretrained(str(qwen_family["vlm"])).eval()
+    b = AutoModelForCausalLM.from_pretrained(str(qwen_family["ja"])).eval()
+    hops = HopModel(a, b)
+    ident = hops.build(DataflowPath(model_a="a", model_b="b", hops=[Hop(model="a", layer=i) for i in range(4)]))
+    mixed = hops.build(DataflowPath(model_a="a", model_b="b", hops=[
+        Hop(model="a", layer=0), Hop(model="b", layer=1, scale=0.9), Hop(model="a", layer=2), Hop(model="a", layer=3)]))
+    inputs = qwen_image_inputs()
+    with torch.no_grad():
+        assert torch.equal(ident(**inputs).logits, a(**inputs).logits)
+        assert not torch.allclose(mixed(**inputs).logits, a(**inputs).logits, atol=1e-4)
