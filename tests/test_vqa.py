@@ -53,3 +53,24 @@ def test_eval_loader_returns_the_processor_for_vlms(tiny_llava):
 
     model, processor = load_for_eval(str(tiny_llava), "cpu")
     assert type(model).__name__ == "LlavaForConditionalGeneration" and hasattr(processor, "image_processor")
+
+
+def test_hub_loader_path_with_a_local_dataset_repo(vqa_data, tmp_path):
+    """`hf:REPO:SPLIT` goes through datasets.load_dataset, as for the real JA-VG-VQA-500; here REPO is a local
+    folder in the hub layout (parquet, Image feature), so images arrive as PIL objects as they do from the hub."""
+    import json
+
+    import datasets
+
+    rows = [json.loads(line) for line in (vqa_data / "vg.jsonl").read_text().splitlines()]
+    features = datasets.Features({"image": datasets.Image(), "image_id": datasets.Value("int64"),
+                                  "qas": [{"question": datasets.Value("string"), "answer": datasets.Value("string")}]})
+    ds = datasets.Dataset.from_dict({"image": [str(vqa_data / r["image"]) for r in rows],
+                                     "image_id": list(range(len(rows))), "qas": [r["qas"] for r in rows]},
+                                    features=features)
+    (tmp_path / "repo" / "data").mkdir(parents=True)
+    ds.to_parquet(str(tmp_path / "repo" / "data" / "test-00000-of-00001.parquet"))
+    hub = JaVgVqa(JaVgVqaOptions(data=f"hf:{tmp_path / 'repo'}:test"))
+    local = JaVgVqa(JaVgVqaOptions(data=str(vqa_data / "vg.jsonl")))
+    assert [(q, a) for _, q, a in hub.items] == [(q, a) for _, q, a in local.items]
+    assert [im.tobytes() for im, _, _ in hub.items] == [im.tobytes() for im, _, _ in local.items]
