@@ -1,7 +1,9 @@
-"""Batched greedy generation for generative fitness (the simple, correct path; runs on CPU and GPU).
+"""Batched greedy generation for generative fitness.
 
-Prompts are sorted by length so each batch pads little; sequences stop at EOS or at a stop string, and the text
-after the first stop string is cut. Output equals plain `generate` greedy decoding of each prompt.
+Two paths with the same output: the fast engine (evaluators/engine.py: continuous batching over its own KV
+cache; the default on a GPU for Llama-family models) and plain `generate` in length-sorted batches (everything
+else, and CPU by default). Sequences stop at EOS or at a stop string, and the text after the first stop string
+is cut. Output equals plain `generate` greedy decoding of each prompt.
 """
 
 from __future__ import annotations
@@ -32,9 +34,61 @@ class StopOnStrings:
         return torch.tensor([any(s in t for s in self.stop) for t in texts], device=input_ids.device)
 
 
+def use_engine(model: Any, choice: str, max_len: int | None = None) -> bool:
+    """'fast' forces the engine (an error if it cannot run the model), 'hf' forces `generate`, 'auto' takes the
+    engine on a GPU whenever it supports the model."""
+    from evomerge.evaluators.engine import supports
+
+    if choice == "hf":
+        return False
+    why = supports(model, max_len)
+    if choice == "fast":
+        if why is not None:
+            from evomerge.errors import UserError
+
+            raise UserError(f"engine: fast cannot run this model ({why}); use engine: auto or hf")
+        return True
+    return why is None and next(model.parameters()).device.type == "cuda"
+
+
+def engine_for(model: Any, batch_size: int) -> Any:
+    """One engine per model object, kept on the model so its cache is reused across candidates."""
+    from evomerge.evaluators.engine import Engine
+
+    engine = model.__dict__.get("_evomerge_engine")
+    if engine is None or engine.max_batch != batch_size:
+        engine = Engine(model, max_batch=batch_size)
+        model.__dict__["_evomerge_engine"] = engine
+    return engine
+
+
+def _eos_ids(model: Any) -> list[int]:
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        return []
+    return [eos] if isinstance(eos, int) else list(eos)
+
+
+def fast_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, stop: list[str],
+                  batch_size: int, progress: Any = None) -> list[str]:
+    ids = [tokenizer(p).input_ids for p in prompts]
+    tail = 32
+
+    def should_stop(tokens: list[int]) -> bool:
+        text = tokenizer.decode(tokens[-tail:], skip_special_tokens=True)
+        return any(s in text for s in stop)
+
+    out = engine_for(model, batch_size).generate(ids, max_new_tokens, _eos_ids(model),
+                                                 should_stop if stop else None, progress)
+    return [truncate_at_stop(tokenizer.decode(t, skip_special_tokens=True), stop) for t in out]
+
+
 def greedy_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int,
-                    stop: list[str] | None = None, batch_size: int = 16, progress: Any = None) -> list[str]:
+                    stop: list[str] | None = None, batch_size: int = 16, progress: Any = None,
+                    engine: str = "auto") -> list[str]:
     stop = stop or []
+    if prompts and use_engine(model, engine, max(len(tokenizer(p).input_ids) for p in prompts) + max_new_tokens):
+        return fast_generate(model, tokenizer, prompts, max_new_tokens, stop, batch_size, progress)
     device = next(model.parameters()).device
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -58,7 +58,8 @@ class MgsmJaOptions(Options):
     chat: bool = False  # wrap the prompt in the tokenizer's chat template
     max_new_tokens: int = Field(1024, ge=1)
     stop: list[str] = Field(default_factory=lambda: list(STOP))
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1)  # rows decoded at once (the engine refills rows as they finish)
+    engine: Literal["auto", "fast", "hf"] = "auto"  # auto: the fast engine on a GPU where it applies
     offset: int = Field(0, ge=0)
     limit: int | None = Field(None, ge=1)
 
@@ -86,7 +87,8 @@ class MgsmJa(Evaluator):
 
     def evaluate(self, model: Any, tokenizer: Any) -> dict[str, float]:
         o = self.options
-        responses = greedy_generate(model, tokenizer, self.prompts(tokenizer), o.max_new_tokens, o.stop, o.batch_size)
+        responses = greedy_generate(model, tokenizer, self.prompts(tokenizer), o.max_new_tokens, o.stop, o.batch_size,
+                                    engine=o.engine)
         self.last_responses = responses
         scored = [score(r, rec[o.answer_field]) for r, rec in zip(responses, self.records)]
         n = len(scored)

@@ -1,0 +1,258 @@
+"""The fast generation engine: greedy decoding with continuous batching over a KV cache the engine owns.
+
+Why not `generate`: per step it rebuilds masks and caches in Python, and a batch runs until its longest row
+ends. Here every row has its own position and length in one preallocated cache, finished rows leave the batch
+(the last active row moves into the freed slot, so the active rows are always the first n and attention reads a
+view, not a gathered copy), and waiting prompts are prefilled into free slots as soon as rows finish. The
+host looks at the GPU only every `sync_every` steps (rows that finished in between decode a few wasted tokens,
+which are cut off), so the CPU can queue kernels ahead of the GPU.
+
+The engine computes with the model's own modules and weights (norms, projections, rotary embedding, the
+model's `apply_rotary_pos_emb`), read at call time: a live merge that overwrites weights in place is seen by
+the next call, and a data-flow hop model runs with one cache slot per hop. It supports the Llama family
+(Llama, Mistral, Qwen2, SmolLM2: RMSNorm, rotary, grouped-query attention, gated MLP); `supports(model)` says
+when it does not apply, and callers then use plain `generate`. Greedy output equals plain greedy decoding up to
+floating-point ties (tested token for token in float32 on CPU).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+FAMILY = ("llama", "mistral", "qwen2")
+
+
+def _decoder_parts(model: Any) -> tuple[Any, list[tuple[Any, float]]] | None:
+    inner = getattr(model, "model", None)
+    layers = getattr(inner, "layers", None)
+    if inner is None or layers is None or not hasattr(model, "lm_head"):
+        return None
+    out = []
+    for layer in layers:
+        scale = 1.0
+        if hasattr(layer, "hop_index"):  # a data-flow hop: the shared layer and its input scale
+            layer, scale = layer.layer, layer.scale
+        out.append((layer, scale))
+    return inner, out
+
+
+def supports(model: Any, max_len: int | None = None) -> str | None:
+    """None if the engine can run `model`; otherwise why not (the caller falls back to `generate`)."""
+    cfg = model.config
+    if getattr(cfg, "model_type", None) not in FAMILY:
+        return f"model type {getattr(cfg, 'model_type', None)!r} is not in the Llama family"
+    parts = _decoder_parts(model)
+    if parts is None:
+        return "no decoder layers found"
+    inner, layers = parts
+    for name in ("embed_tokens", "norm", "rotary_emb"):
+        if not hasattr(inner, name):
+            return f"the decoder has no {name}"
+    for layer, _ in layers:
+        attn, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
+        if attn is None or mlp is None or not all(hasattr(attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj")):
+            return "a layer is not a standard attention + MLP block"
+        if not all(hasattr(mlp, n) for n in ("gate_proj", "up_proj", "down_proj", "act_fn")):
+            return "a layer's MLP is not gated"
+    window = getattr(cfg, "sliding_window", None)
+    uses_window = getattr(cfg, "use_sliding_window", True) and window is not None
+    if uses_window and (max_len is None or max_len > window):
+        return "sequences longer than the sliding window"
+    return None
+
+
+@dataclass
+class Request:
+    ids: list[int]
+    out: list[int] = field(default_factory=list)
+    done: bool = False
+
+
+class Engine:
+    """Greedy generation for one model. Create once per model object; `generate` can be called repeatedly
+    (the cache is reallocated only when a call needs more rows or length)."""
+
+    def __init__(self, model: Any, max_batch: int = 256, sync_every: int = 8):
+        why = supports(model)
+        if why is not None and not why.startswith("sequences longer"):
+            raise ValueError(f"the generation engine cannot run this model: {why}")
+        self.model, self.max_batch, self.sync_every = model, max_batch, sync_every
+        cfg = model.config
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
+        self.cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.stats: dict[str, int] = {}  # of the last call: decode steps, rows decoded (summed over steps), prefills
+
+    # -- model pieces -------------------------------------------------------------------------------------------
+
+    def _parts(self):
+        inner, layers = _decoder_parts(self.model)
+        return inner, layers
+
+    def _rope(self, attn: Any) -> Callable:
+        return sys.modules[type(attn).__module__].apply_rotary_pos_emb
+
+    def _alloc(self, rows: int, length: int, device: torch.device, dtype: torch.dtype, n_layers: int) -> None:
+        if self.cache is not None:
+            k, _ = self.cache
+            if (k.shape[0] == n_layers and k.shape[1] >= rows and k.shape[3] >= length and k.device == device
+                    and k.dtype == dtype):
+                return
+        self.cache = None  # free the old one first
+        shape = (n_layers, rows, self.n_kv, length, self.head_dim)
+        # zeros, not empty: masked slots still enter the attention product, and 0 x NaN garbage would be NaN
+        self.cache = (torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
+
+    def _layers_forward(self, h: torch.Tensor, positions: torch.Tensor, rows: slice, write_at: torch.Tensor | None,
+                        lengths: torch.Tensor | None) -> torch.Tensor:
+        """Run every layer. Prefill (write_at None): h is [b, t, d] for cache rows `rows`, positions 0..t-1, causal.
+        Decode: h is [n, 1, d], token i goes to position write_at[i] and attends to the first lengths[i] slots."""
+        inner, layers = self._parts()
+        cos, sin = inner.rotary_emb(h, positions)
+        ck, cv = self.cache
+        b, t, _ = h.shape
+        if write_at is not None:
+            span = int(lengths.max())
+            idx = torch.arange(b, device=h.device)
+            mask = (torch.arange(span, device=h.device)[None, :] < lengths[:, None])[:, None, None, :]
+        for li, (layer, scale) in enumerate(layers):
+            if scale != 1.0:
+                h = h * scale
+            attn, mlp = layer.self_attn, layer.mlp
+            x = layer.input_layernorm(h)
+            q = attn.q_proj(x).view(b, t, -1, self.head_dim).transpose(1, 2)
+            k = attn.k_proj(x).view(b, t, -1, self.head_dim).transpose(1, 2)
+            v = attn.v_proj(x).view(b, t, -1, self.head_dim).transpose(1, 2)
+            q, k = self._rope(attn)(q, k, cos, sin)
+            if write_at is None:
+                ck[li, rows, :, :t] = k
+                cv[li, rows, :, :t] = v
+                o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=attn.scaling,
+                                                   enable_gqa=self.n_kv != self.n_heads)
+            else:
+                ck[li, idx, :, write_at] = k[:, :, 0]
+                cv[li, idx, :, write_at] = v[:, :, 0]
+                o = F.scaled_dot_product_attention(q, ck[li, :b, :, :span], cv[li, :b, :, :span], attn_mask=mask,
+                                                   scale=attn.scaling, enable_gqa=self.n_kv != self.n_heads)
+            h = h + attn.o_proj(o.transpose(1, 2).reshape(b, t, -1))
+            x = layer.post_attention_layernorm(h)
+            h = h + mlp.down_proj(mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x))
+        return inner.norm(h)
+
+    # -- generation ---------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], max_new_tokens: int, eos_ids: set[int] | list[int] = (),
+                 should_stop: Callable[[list[int]], bool] | None = None, progress: Callable[[int], None] | None = None,
+                 ) -> list[list[int]]:
+        """Greedy continuations (token ids, without the prompt, ending at and excluding EOS) of every prompt.
+        `should_stop(tokens)` ends a row early (stop strings); it is checked every `sync_every` steps, so a row
+        may run a few tokens past the stop, which callers cut off as they do for `generate`."""
+        if not prompts:
+            return []
+        inner, layers = self._parts()
+        device, dtype = inner.embed_tokens.weight.device, inner.embed_tokens.weight.dtype
+        rows = min(self.max_batch, len(prompts))
+        max_len = max(len(p) for p in prompts) + max_new_tokens + self.sync_every
+        self._alloc(rows, max_len, device, dtype, len(layers))
+        eos = set(eos_ids)
+        reqs = [Request(list(p)) for p in prompts]
+        # waiting prompts, longest first: long prompts start early and similar lengths prefill together
+        waiting = sorted(range(len(reqs)), key=lambda i: -len(reqs[i].ids))
+        slots: list[int] = []  # the request held by each active slot; active slots are always 0..n-1
+        lengths = torch.zeros(rows, dtype=torch.long, device=device)  # tokens in the cache, per slot
+        last = torch.zeros(rows, dtype=torch.long, device=device)  # the token each slot feeds next
+        pending: list[torch.Tensor] = []  # tokens generated since the last sync, one [n] tensor per step
+        self.stats = {"decode_steps": 0, "row_steps": 0, "prefills": 0}
+
+        def finished(r: Request) -> bool:
+            return (len(r.out) >= max_new_tokens or any(t in eos for t in r.out)
+                    or (should_stop is not None and should_stop(r.out)))
+
+        def sync() -> None:
+            """Bring the steps since the last sync to the host, retire finished rows, compact the slots."""
+            nonlocal slots
+            for step in [t.tolist() for t in pending]:
+                for s, tok in enumerate(step):
+                    if not reqs[slots[s]].done:
+                        reqs[slots[s]].out.append(tok)
+            pending.clear()
+            keep = []
+            for s, ri in enumerate(slots):
+                r = reqs[ri]
+                if not r.done and finished(r):
+                    r.done = True
+                    if progress is not None:
+                        progress(1)
+                if not r.done:
+                    keep.append(s)
+            if len(keep) != len(slots):
+                slots = self._compact(keep, slots, lengths, last)
+
+        while waiting or slots:
+            if waiting and len(slots) < rows:
+                take = [waiting.pop(0) for _ in range(min(rows - len(slots), len(waiting)))]
+                first = self._prefill(take, reqs, len(slots), lengths, last)
+                self.stats["prefills"] += 1
+                for i, tok in zip(take, first):
+                    reqs[i].out.append(tok)
+                slots = slots + take
+                sync()  # a prompt whose first token ends it leaves at once
+                continue
+            n = len(slots)
+            self.stats["decode_steps"] += 1
+            self.stats["row_steps"] += n
+            h = inner.embed_tokens(last[:n, None])
+            h = self._layers_forward(h, lengths[:n, None], slice(0, n), lengths[:n], lengths[:n] + 1)
+            nxt = self.model.lm_head(h[:, -1]).argmax(-1)
+            lengths[:n] += 1
+            last[:n] = nxt
+            pending.append(nxt)
+            if len(pending) >= self.sync_every:
+                sync()
+        out = []
+        for r in reqs:
+            toks = r.out[:max_new_tokens]
+            cut = next((i for i, t in enumerate(toks) if t in eos), len(toks))
+            out.append(toks[:cut])
+        return out
+
+    def _prefill(self, take: list[int], reqs: list[Request], start: int, lengths: torch.Tensor,
+                 last: torch.Tensor) -> list[int]:
+        """Run the prompts `take` (right-padded, causal) into slots start.. and return their first tokens."""
+        inner, _ = self._parts()
+        device = lengths.device
+        ids = [reqs[i].ids for i in take]
+        longest = max(len(x) for x in ids)
+        pad = torch.zeros(len(ids), longest, dtype=torch.long)
+        for j, x in enumerate(ids):
+            pad[j, : len(x)] = torch.tensor(x)
+        pad = pad.to(device)
+        lens = torch.tensor([len(x) for x in ids], device=device)
+        positions = torch.arange(longest, device=device)[None].expand(len(ids), -1)
+        h = self._layers_forward(inner.embed_tokens(pad), positions, slice(start, start + len(ids)), None, None)
+        nxt = self.model.lm_head(h[torch.arange(len(ids), device=device), lens - 1]).argmax(-1)
+        lengths[start: start + len(ids)] = lens
+        last[start: start + len(ids)] = nxt
+        return nxt.tolist()
+
+    def _compact(self, keep: list[int], slots: list[int], lengths: torch.Tensor, last: torch.Tensor) -> list[int]:
+        """Fill the holes left by finished rows with active rows from the end: O(finished) row copies."""
+        n = len(keep)
+        holes = [s for s in range(n) if s not in set(keep)]
+        movers = [s for s in keep if s >= n]
+        ck, cv = self.cache
+        new_slots = list(slots[:n])
+        for dst, src in zip(holes, movers):
+            span = int(lengths[src])
+            ck[:, dst, :, :span] = ck[:, src, :, :span]
+            cv[:, dst, :, :span] = cv[:, src, :, :span]
+            lengths[dst], last[dst] = lengths[src], last[src]
+            new_slots[dst] = slots[src]
+        return new_slots

@@ -1,0 +1,124 @@
+"""The fast generation engine equals plain greedy `generate` token for token (float32, CPU), on tiny Llama,
+Mistral and Qwen2 models, the real SmolLM2, data-flow hop models and live merges; finished rows stop costing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from evomerge.evaluators.engine import Engine, supports
+from evomerge.evaluators.generation import greedy_generate
+
+PROMPTS = [[1, 5, 9], [1, 7], [1, 3, 4, 5, 6, 7, 8, 9, 10, 11], [1, 20, 21, 22], [1, 40], [1, 8, 8, 8, 8], [1, 33, 2]]
+
+
+def hf_greedy(model, ids, max_new, eos=None):
+    out = model.generate(torch.tensor([ids]), max_new_tokens=max_new, do_sample=False, num_beams=1,
+                         pad_token_id=0, eos_token_id=eos, attention_mask=torch.ones(1, len(ids), dtype=torch.long))
+    toks = out[0, len(ids):].tolist()
+    if eos is not None and eos in toks:
+        toks = toks[: toks.index(eos)]
+    return toks
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    from transformers import AutoModelForCausalLM
+
+    from conftest import build_model
+
+    root = tmp_path_factory.mktemp("engine")
+    out = {}
+    for arch in ("llama", "mistral", "qwen2"):
+        build_model(root / arch, arch=arch, seed=5, layers=3)
+        out[arch] = AutoModelForCausalLM.from_pretrained(str(root / arch), dtype=torch.float32).eval()
+    return out
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2"])
+@pytest.mark.parametrize("max_batch,sync_every", [(8, 1), (3, 4), (2, 8)])
+def test_equals_plain_greedy(tiny_models, arch, max_batch, sync_every):
+    model = tiny_models[arch]
+    ours = Engine(model, max_batch=max_batch, sync_every=sync_every).generate(PROMPTS, 12)
+    assert ours == [hf_greedy(model, p, 12) for p in PROMPTS]
+
+
+def test_eos_ends_rows_and_finished_rows_stop_costing(tiny_models):
+    model = tiny_models["llama"]
+    free = [hf_greedy(model, p, 30) for p in PROMPTS]
+    eos = free[0][3]  # a token the model does emit: rows end at different steps
+    ref = [hf_greedy(model, p, 30, eos=eos) for p in PROMPTS]
+    assert len({len(r) for r in ref}) > 1 and min(len(r) for r in ref) < 30
+    engine = Engine(model, max_batch=4, sync_every=2)
+    assert engine.generate(PROMPTS, 30, eos_ids=[eos]) == ref
+    # rows leave the batch within sync_every steps of finishing; waiting prompts take their slots
+    generated = sum(min(len(r) + 1, 30) for r in ref)
+    assert engine.stats["row_steps"] <= generated + 2 * len(PROMPTS)
+    static = 4 * 30 * 2  # what fixed batches of 4 cost when every batch runs to its longest row
+    assert engine.stats["row_steps"] < static
+    assert engine.stats["prefills"] >= 2  # freed slots were refilled
+
+
+def test_smollm2_fast_equals_hf_path_with_stop_strings():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from evomerge.assets import smollm2_gguf
+    from evomerge.errors import UserError
+
+    try:
+        path = smollm2_gguf()
+    except UserError as e:
+        pytest.skip(str(e))
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    prompts = ["The capital of France is", "1 + 1 =", "Count: 1, 2, 3, 4,", "def fib(n):", "日本の首都は",
+               "Write a haiku about rain:", "Q: What is 12 times 3?\nA:"]
+    kw = dict(max_new_tokens=24, stop=[" 7", "\n\n"], batch_size=3)
+    fast = greedy_generate(model, tok, prompts, engine="fast", **kw)
+    assert fast == greedy_generate(model, tok, prompts, engine="hf", **kw)
+    assert fast[2].endswith("6,")  # cut at the stop string
+
+
+def test_hop_models_and_live_merges(family):
+    from transformers import AutoModelForCausalLM
+
+    from evomerge.dataflow import DataflowPath, Hop, HopModel
+    from evomerge.live import LiveMerge
+    from evomerge.models import ModelPool
+    from evomerge.recipe import recipe_from_dict
+
+    a = AutoModelForCausalLM.from_pretrained(str(family["ja"]), dtype=torch.float32).eval()
+    b = AutoModelForCausalLM.from_pretrained(str(family["math"]), dtype=torch.float32).eval()
+    hop = HopModel(a, b).build(DataflowPath(model_a="a", model_b="b", hops=[
+        Hop(model="a", layer=0), Hop(model="b", layer=1, scale=1.3), Hop(model="a", layer=1, scale=0.7),
+        Hop(model="b", layer=1), Hop(model="a", layer=3)]))
+    assert Engine(hop, max_batch=3).generate(PROMPTS, 10) == [hf_greedy(hop, p, 10) for p in PROMPTS]
+
+    def recipe(w):
+        return recipe_from_dict({"merge_method": "linear", "models": [
+            {"model": str(family["ja"]), "parameters": {"weight": w}},
+            {"model": str(family["math"]), "parameters": {"weight": 1 - w}}], "dtype": "float32"})
+
+    with ModelPool() as pool:
+        live = LiveMerge(recipe(0.5), pool, "cpu")
+        engine = Engine(live.model, max_batch=4)
+        outs = []
+        for w in (0.0, 1.0):  # the engine reads the weights at call time: in-place merges are seen
+            live.apply(recipe(w))
+            outs.append(engine.generate(PROMPTS, 10))
+            assert outs[-1] == [hf_greedy(live.model, p, 10) for p in PROMPTS]
+        assert outs[0] != outs[1]
+
+
+def test_unsupported_models_fall_back_or_refuse(tiny_models):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from evomerge.errors import UserError
+    from evomerge.evaluators.generation import use_engine
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64)).eval()
+    assert supports(gpt2) is not None and not use_engine(gpt2, "auto")
+    with pytest.raises(UserError, match="engine: fast"):
+        use_engine(gpt2, "fast")
+    assert not use_engine(tiny_models["llama"], "auto")  # CPU: the plain path unless asked
+    assert use_engine(tiny_models["llama"], "fast")
