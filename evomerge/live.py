@@ -1,8 +1,10 @@
 """A live merged model for searches: sources loaded once, each candidate merged into the same model in place.
 
-Nothing is written to disk per candidate. The candidate path runs the very same `merge_task` as `evomerge merge`
-(same planner, same float32 arithmetic, same DARE streams), so exporting a trial's recipe gives the model that
-was scored, bit for bit.
+Nothing is written to disk per candidate. On CPU the candidate path runs the very same `merge_task` as `evomerge
+merge` (same planner, same float32 arithmetic, same DARE streams), so exporting a trial's recipe gives the
+model that was scored, bit for bit. On a GPU the fused kernels (methods/fused.py) compute the same function in
+one pass per tensor; whole-tensor sums (DARE's rescale) may then differ from the export in the last float32
+bits.
 """
 
 from __future__ import annotations
@@ -60,8 +62,10 @@ def load_tokenizer(folder, gguf_file: str | None = None) -> Any:
 class LiveMerge:
     """Holds every source tensor a recipe family needs, and one model whose weights `apply` overwrites."""
 
-    def __init__(self, example: Recipe, pool: ModelPool, device: str = "auto"):
+    def __init__(self, example: Recipe, pool: ModelPool, device: str = "auto", fused: bool | None = None):
         from transformers import AutoModelForCausalLM
+
+        from evomerge.methods import fused as fused_kernels
 
         self.pool, self.device = pool, pick_device(device)
         plan = plan_merge(example, pool.get)
@@ -92,6 +96,11 @@ class LiveMerge:
         if missing:
             raise UserError(f"the model class has no parameter {missing[0]}", plan.donor)
         self.params = {n: state[runtime[n]] for n in self.names}
+        if fused is None:  # the fused kernels by default wherever they compile
+            fused = self.device.type == "cuda" and fused_kernels.available()
+        if fused and not fused_kernels.available():
+            raise UserError("the fused merge kernels need Triton (pip install triton)")
+        self.fused = fused_kernels.FusedMerger(self.in_dtype) if fused else None
         if vlm:
             from transformers import AutoProcessor
 
@@ -110,10 +119,18 @@ class LiveMerge:
         plan = plan_merge(recipe, self.pool.get)
         if [t.out_name for t in plan.tasks] != self.names:
             raise CandidateError("the candidate recipe does not produce the live model's tensors")
+        method = plan.method.name
+        bad = torch.zeros(1, dtype=torch.int32, device=self.device) if self.fused else None
         with torch.no_grad():
             for task in plan.tasks:
+                if self.fused is not None and self.fused.supports(method, task):
+                    tensors = [self.fetch(m, n) for m, n in task.inputs]
+                    self.fused.merge_into(method, task, tensors, self.params[task.out_name], recipe.seed or 0, bad)
+                    continue
                 out = merge_task(plan, task, self.fetch, recipe.seed or 0, self.device, self.in_dtype)
                 if not torch.isfinite(out).all():
                     raise CandidateError(f"NaN or inf in {task.out_name}")
                 self.params[task.out_name].copy_(out)
+        if bad is not None and int(bad.item()):
+            raise CandidateError("NaN or inf in the merged weights")
         return plan

@@ -17,16 +17,22 @@ def l1_rescale(delta: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
 
 
 def magnitude(delta: torch.Tensor, density: float, rescale: bool = False) -> torch.Tensor:
-    """Keep the k = max(1, int(density * n)) entries of largest magnitude."""
+    """Keep the k = max(1, int(density * n)) entries of largest magnitude. Entries equal to the k-th largest
+    magnitude are kept lowest index first (mergekit's sort leaves that choice to the sort), so the fused GPU
+    kernel and this reference keep the same entries."""
     if density >= 1:
         return delta
     if density <= 0 or delta.numel() == 0:
         return torch.zeros_like(delta)
-    k = max(1, int(density * delta.numel()))
     flat = delta.reshape(-1)
-    mask = torch.zeros_like(flat)
-    mask[torch.topk(flat.abs(), k, sorted=False).indices] = 1
-    kept = (flat * mask).reshape_as(delta)
+    k = max(1, int(density * flat.numel()))
+    a = flat.abs()
+    thr = torch.kthvalue(a.cpu() if a.is_cuda else a, a.numel() - k + 1).values.to(a.device)
+    greater = a > thr
+    equal = a == thr
+    room = k - int(greater.sum())
+    keep = greater | (equal & (equal.cumsum(0) <= room))
+    kept = torch.where(keep, flat, 0.0).reshape_as(delta)
     return l1_rescale(delta, kept) if rescale else kept
 
 
