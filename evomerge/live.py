@@ -62,7 +62,8 @@ def load_tokenizer(folder, gguf_file: str | None = None) -> Any:
 class LiveMerge:
     """Holds every source tensor a recipe family needs, and one model whose weights `apply` overwrites."""
 
-    def __init__(self, example: Recipe, pool: ModelPool, device: str = "auto", fused: bool | None = None):
+    def __init__(self, example: Recipe, pool: ModelPool, device: str = "auto", fused: bool | None = None,
+                 sources_on: str = "device"):
         from transformers import AutoModelForCausalLM
 
         from evomerge.methods import fused as fused_kernels
@@ -71,12 +72,15 @@ class LiveMerge:
         plan = plan_merge(example, pool.get)
         self.names = [t.out_name for t in plan.tasks]
         self.in_dtype = DTYPES[example.dtype] if example.dtype else None
-        # Sources stay in their stored dtype on the device; merge_task upcasts one tensor group at a time.
+        # Sources stay in their stored dtype, on the device or (streamed per candidate) in pinned host memory;
+        # merge_task upcasts one tensor group at a time.
+        self.stream = sources_on == "host" and self.device.type == "cuda"
         self.sources: dict[tuple[str, str], torch.Tensor] = {}
         for task in plan.tasks:
             for key in task.inputs:
                 if key not in self.sources:
-                    self.sources[key] = pool.get(key[0]).get(key[1]).to(self.device)
+                    t = pool.get(key[0]).get(key[1])
+                    self.sources[key] = t.pin_memory() if self.stream else t.to(self.device)
         donor = pool.get(plan.donor)
         out_name = example.out_dtype or example.dtype
         first = plan.tasks[0].inputs[0]
@@ -114,6 +118,28 @@ class LiveMerge:
     def fetch(self, model: str, name: str) -> torch.Tensor:
         return self.sources[(model, name)]
 
+    def _streamed(self, tasks):
+        """Each task's inputs copied from pinned host memory on a side stream, one task ahead of the merge, so
+        the transfer of the next tensor group overlaps the merge of this one."""
+        copy_stream, compute = torch.cuda.Stream(), torch.cuda.current_stream()
+
+        def start(task):
+            with torch.cuda.stream(copy_stream):
+                ts = [self.sources[k].to(self.device, non_blocking=True) for k in task.inputs]
+                done = torch.cuda.Event()
+                done.record(copy_stream)
+            return ts, done
+
+        ahead = start(tasks[0]) if tasks else None
+        for i in range(len(tasks)):
+            ts, done = ahead
+            if i + 1 < len(tasks):
+                ahead = start(tasks[i + 1])
+            compute.wait_event(done)
+            for t in ts:
+                t.record_stream(compute)  # the allocator must not reuse this memory before the merge has run
+            yield ts
+
     def apply(self, recipe: Recipe) -> MergePlan:
         """Merge `recipe` into the live model's weights."""
         plan = plan_merge(recipe, self.pool.get)
@@ -121,13 +147,15 @@ class LiveMerge:
             raise CandidateError("the candidate recipe does not produce the live model's tensors")
         method = plan.method.name
         bad = torch.zeros(1, dtype=torch.int32, device=self.device) if self.fused else None
+        inputs = self._streamed(plan.tasks) if self.stream else ([self.fetch(*k) for k in t.inputs] for t in plan.tasks)
         with torch.no_grad():
-            for task in plan.tasks:
+            for task, tensors in zip(plan.tasks, inputs):
                 if self.fused is not None and self.fused.supports(method, task):
-                    tensors = [self.fetch(m, n) for m, n in task.inputs]
                     self.fused.merge_into(method, task, tensors, self.params[task.out_name], recipe.seed or 0, bad)
                     continue
-                out = merge_task(plan, task, self.fetch, recipe.seed or 0, self.device, self.in_dtype)
+                on_device = dict(zip(task.inputs, tensors))
+                out = merge_task(plan, task, lambda m, n: on_device[(m, n)], recipe.seed or 0, self.device,
+                                 self.in_dtype)
                 if not torch.isfinite(out).all():
                     raise CandidateError(f"NaN or inf in {task.out_name}")
                 self.params[task.out_name].copy_(out)

@@ -69,6 +69,7 @@ def supports(model: Any, max_len: int | None = None) -> str | None:
 @dataclass
 class Request:
     ids: list[int]
+    budget: int
     out: list[int] = field(default_factory=list)
     done: bool = False
 
@@ -110,15 +111,15 @@ class Engine:
         self.cache = (torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
 
     def _layers_forward(self, h: torch.Tensor, positions: torch.Tensor, rows: slice, write_at: torch.Tensor | None,
-                        lengths: torch.Tensor | None) -> torch.Tensor:
+                        lengths: torch.Tensor | None, span: int = 0) -> torch.Tensor:
         """Run every layer. Prefill (write_at None): h is [b, t, d] for cache rows `rows`, positions 0..t-1, causal.
-        Decode: h is [n, 1, d], token i goes to position write_at[i] and attends to the first lengths[i] slots."""
+        Decode: h is [n, 1, d], token i goes to position write_at[i] and attends to the first lengths[i] slots;
+        `span` (a host number, so the host never waits for the GPU) is the longest of them."""
         inner, layers = self._parts()
         cos, sin = inner.rotary_emb(h, positions)
         ck, cv = self.cache
         b, t, _ = h.shape
         if write_at is not None:
-            span = int(lengths.max())
             idx = torch.arange(b, device=h.device)
             mask = (torch.arange(span, device=h.device)[None, :] < lengths[:, None])[:, None, None, :]
         for li, (layer, scale) in enumerate(layers):
@@ -148,31 +149,35 @@ class Engine:
     # -- generation ---------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def generate(self, prompts: list[list[int]], max_new_tokens: int, eos_ids: set[int] | list[int] = (),
+    def generate(self, prompts: list[list[int]], max_new_tokens: int | list[int], eos_ids: set[int] | list[int] = (),
                  should_stop: Callable[[list[int]], bool] | None = None, progress: Callable[[int], None] | None = None,
                  ) -> list[list[int]]:
         """Greedy continuations (token ids, without the prompt, ending at and excluding EOS) of every prompt.
         `should_stop(tokens)` ends a row early (stop strings); it is checked every `sync_every` steps, so a row
-        may run a few tokens past the stop, which callers cut off as they do for `generate`."""
+        may run a few tokens past the stop, which callers cut off as they do for `generate`. `max_new_tokens`
+        may be one number or one per prompt."""
         if not prompts:
             return []
+        budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+        max_new_tokens = max(budgets)
         inner, layers = self._parts()
         device, dtype = inner.embed_tokens.weight.device, inner.embed_tokens.weight.dtype
         rows = min(self.max_batch, len(prompts))
         max_len = max(len(p) for p in prompts) + max_new_tokens + self.sync_every
         self._alloc(rows, max_len, device, dtype, len(layers))
         eos = set(eos_ids)
-        reqs = [Request(list(p)) for p in prompts]
+        reqs = [Request(list(p), budget=b) for p, b in zip(prompts, budgets)]
         # waiting prompts, longest first: long prompts start early and similar lengths prefill together
         waiting = sorted(range(len(reqs)), key=lambda i: -len(reqs[i].ids))
         slots: list[int] = []  # the request held by each active slot; active slots are always 0..n-1
         lengths = torch.zeros(rows, dtype=torch.long, device=device)  # tokens in the cache, per slot
+        host_len = [0] * rows  # the same on the host: spans and row moves need no device sync
         last = torch.zeros(rows, dtype=torch.long, device=device)  # the token each slot feeds next
         pending: list[torch.Tensor] = []  # tokens generated since the last sync, one [n] tensor per step
         self.stats = {"decode_steps": 0, "row_steps": 0, "prefills": 0}
 
         def finished(r: Request) -> bool:
-            return (len(r.out) >= max_new_tokens or any(t in eos for t in r.out)
+            return (len(r.out) >= r.budget or any(t in eos for t in r.out)
                     or (should_stop is not None and should_stop(r.out)))
 
         def sync() -> None:
@@ -193,12 +198,14 @@ class Engine:
                 if not r.done:
                     keep.append(s)
             if len(keep) != len(slots):
-                slots = self._compact(keep, slots, lengths, last)
+                slots = self._compact(keep, slots, lengths, host_len, last)
 
         while waiting or slots:
             if waiting and len(slots) < rows:
                 take = [waiting.pop(0) for _ in range(min(rows - len(slots), len(waiting)))]
                 first = self._prefill(take, reqs, len(slots), lengths, last)
+                for j, i in enumerate(take):
+                    host_len[len(slots) + j] = len(reqs[i].ids)
                 self.stats["prefills"] += 1
                 for i, tok in zip(take, first):
                     reqs[i].out.append(tok)
@@ -209,16 +216,19 @@ class Engine:
             self.stats["decode_steps"] += 1
             self.stats["row_steps"] += n
             h = inner.embed_tokens(last[:n, None])
-            h = self._layers_forward(h, lengths[:n, None], slice(0, n), lengths[:n], lengths[:n] + 1)
+            span = max(host_len[:n]) + 1
+            h = self._layers_forward(h, lengths[:n, None], slice(0, n), lengths[:n], lengths[:n] + 1, span)
             nxt = self.model.lm_head(h[:, -1]).argmax(-1)
             lengths[:n] += 1
+            for i in range(n):
+                host_len[i] += 1
             last[:n] = nxt
             pending.append(nxt)
             if len(pending) >= self.sync_every:
                 sync()
         out = []
         for r in reqs:
-            toks = r.out[:max_new_tokens]
+            toks = r.out[:r.budget]
             cut = next((i for i, t in enumerate(toks) if t in eos), len(toks))
             out.append(toks[:cut])
         return out
@@ -242,7 +252,8 @@ class Engine:
         last[start: start + len(ids)] = nxt
         return nxt.tolist()
 
-    def _compact(self, keep: list[int], slots: list[int], lengths: torch.Tensor, last: torch.Tensor) -> list[int]:
+    def _compact(self, keep: list[int], slots: list[int], lengths: torch.Tensor, host_len: list[int],
+                 last: torch.Tensor) -> list[int]:
         """Fill the holes left by finished rows with active rows from the end: O(finished) row copies."""
         n = len(keep)
         holes = [s for s in range(n) if s not in set(keep)]
@@ -250,9 +261,10 @@ class Engine:
         ck, cv = self.cache
         new_slots = list(slots[:n])
         for dst, src in zip(holes, movers):
-            span = int(lengths[src])
+            span = host_len[src]
             ck[:, dst, :, :span] = ck[:, src, :, :span]
             cv[:, dst, :, :span] = cv[:, src, :, :span]
             lengths[dst], last[dst] = lengths[src], last[src]
+            host_len[dst] = host_len[src]
             new_slots[dst] = slots[src]
         return new_slots

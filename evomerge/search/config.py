@@ -116,6 +116,9 @@ class SearchConfig(_Strict):
     # scored on each generation's best candidate; the run's result is then the best-validation trial
     validation: list[EvaluatorConfig] = Field(default_factory=list)
     device: str = "auto"
+    # where the sources live during a PS search: on the device (fastest), or in pinned host memory, streamed to
+    # the device for every candidate (when base + sources do not fit next to the model and its KV cache)
+    sources: Literal["device", "host"] = "device"
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     failed_fitness: float = -1e9  # what a failed candidate scores (CMA-ES only uses ranks)
     name: str | None = None

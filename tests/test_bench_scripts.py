@@ -1,0 +1,42 @@
+"""The bench/ scripts run end to end at their --small setting (on CPU: the fused kernels in Triton's
+interpreter), so a GPU session spends its time measuring, not debugging the scripts; their correctness checks
+must pass."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(script: str, tmp_path: Path, *extra: str) -> dict:
+    out = tmp_path / f"{script}.json"
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / f"{script}.py"), "--small", "--json", str(out), *extra],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "|---|" in proc.stdout  # the table
+    return json.loads(out.read_text())
+
+
+def test_merge_bench(tmp_path):
+    res = run("merge", tmp_path, "--repeat", "1", "--methods", "dare_ties", "ties", "--no-peer", "--no-reference")
+    assert set(res["methods"]) == {"dare_ties", "ties"}
+    assert all(m["correct"] for m in res["methods"].values())
+
+
+def test_generate_bench(tmp_path):
+    res = run("generate", tmp_path, "--no-peer")
+    assert res["fp32_exact"] is True and res["engine_s"] > 0
+
+
+def test_candidate_bench(tmp_path):
+    res = run("candidate", tmp_path, "--no-peer")
+    assert res["resident"]["rows"] >= 1 and res["resident"]["merge_s"] > 0
