@@ -46,6 +46,12 @@ def checkpoint_to_runtime(model: Any, names: list[str], state: dict) -> dict[str
     return mapping
 
 
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
 class CandidateError(RuntimeError):
     """A candidate that cannot be scored (NaN weights, a failed merge); the search records it and goes on."""
 
@@ -63,24 +69,18 @@ class LiveMerge:
     """Holds every source tensor a recipe family needs, and one model whose weights `apply` overwrites."""
 
     def __init__(self, example: Recipe, pool: ModelPool, device: str = "auto", fused: bool | None = None,
-                 sources_on: str = "device"):
+                 sources_on: str = "device", devices: list[torch.device] | None = None):
+        """`devices`: spread the model over several devices (evomerge/placement.py); each tensor's sources then
+        live on its device. Otherwise everything is on `device`."""
         from transformers import AutoModelForCausalLM
 
         from evomerge.methods import fused as fused_kernels
 
-        self.pool, self.device = pool, pick_device(device)
+        self.pool = pool
+        self.device = devices[0] if devices else pick_device(device)
         plan = plan_merge(example, pool.get)
         self.names = [t.out_name for t in plan.tasks]
         self.in_dtype = DTYPES[example.dtype] if example.dtype else None
-        # Sources stay in their stored dtype, on the device or (streamed per candidate) in pinned host memory;
-        # merge_task upcasts one tensor group at a time.
-        self.stream = sources_on == "host" and self.device.type == "cuda"
-        self.sources: dict[tuple[str, str], torch.Tensor] = {}
-        for task in plan.tasks:
-            for key in task.inputs:
-                if key not in self.sources:
-                    t = pool.get(key[0]).get(key[1])
-                    self.sources[key] = t.pin_memory() if self.stream else t.to(self.device)
         donor = pool.get(plan.donor)
         out_name = example.out_dtype or example.dtype
         first = plan.tasks[0].inputs[0]
@@ -91,8 +91,12 @@ class LiveMerge:
             from transformers import AutoModelForImageTextToText as AutoClass
         else:
             AutoClass = AutoModelForCausalLM
-        with torch.device(self.device):
+        with torch.device("cpu" if devices and len(devices) > 1 else self.device):
             self.model = AutoClass.from_config(config, dtype=self.dtype)
+        if devices and len(devices) > 1:
+            from evomerge.placement import spread
+
+            self.model = spread(self.model, devices)
         self.model.eval()
         state = self.model.state_dict()
         runtime = checkpoint_to_runtime(self.model, self.names, state)
@@ -100,6 +104,20 @@ class LiveMerge:
         if missing:
             raise UserError(f"the model class has no parameter {missing[0]}", plan.donor)
         self.params = {n: state[runtime[n]] for n in self.names}
+        # Sources stay in their stored dtype, on their output tensor's device or (streamed per candidate) in
+        # pinned host memory; merge_task upcasts one tensor group at a time.
+        self.stream = sources_on == "host" and self.device.type == "cuda"
+        if self.stream and devices and len(devices) > 1:
+            raise UserError("sources: host streams to one GPU; with gpus > 1 keep the sources on the devices")
+        self.sources: dict[tuple[str, str], torch.Tensor] = {}
+        self.source_device: dict[tuple[str, str], torch.device] = {}
+        for task in plan.tasks:
+            where = self.params[task.out_name].device
+            for key in task.inputs:
+                if key not in self.sources:
+                    t = pool.get(key[0]).get(key[1])
+                    self.sources[key] = t.pin_memory() if self.stream else t.to(where)
+                    self.source_device[key] = where
         if fused is None:  # the fused kernels by default wherever they compile
             fused = self.device.type == "cuda" and fused_kernels.available()
         if fused and not fused_kernels.available():
@@ -125,7 +143,7 @@ class LiveMerge:
 
         def start(task):
             with torch.cuda.stream(copy_stream):
-                ts = [self.sources[k].to(self.device, non_blocking=True) for k in task.inputs]
+                ts = [self.sources[k].to(self.source_device[k], non_blocking=True) for k in task.inputs]
                 done = torch.cuda.Event()
                 done.record(copy_stream)
             return ts, done
@@ -146,19 +164,24 @@ class LiveMerge:
         if [t.out_name for t in plan.tasks] != self.names:
             raise CandidateError("the candidate recipe does not produce the live model's tensors")
         method = plan.method.name
-        bad = torch.zeros(1, dtype=torch.int32, device=self.device) if self.fused else None
+        bad: dict[torch.device, torch.Tensor] = {}  # one non-finite flag per device the merge writes to
         inputs = self._streamed(plan.tasks) if self.stream else ([self.fetch(*k) for k in t.inputs] for t in plan.tasks)
         with torch.no_grad():
             for task, tensors in zip(plan.tasks, inputs):
+                target = self.params[task.out_name]
                 if self.fused is not None and self.fused.supports(method, task):
-                    self.fused.merge_into(method, task, tensors, self.params[task.out_name], recipe.seed or 0, bad)
+                    flag = bad.get(target.device)
+                    if flag is None:
+                        flag = bad[target.device] = torch.zeros(1, dtype=torch.int32, device=target.device)
+                    with torch.cuda.device(target.device) if target.is_cuda else _nothing():
+                        self.fused.merge_into(method, task, tensors, target, recipe.seed or 0, flag)
                     continue
                 on_device = dict(zip(task.inputs, tensors))
-                out = merge_task(plan, task, lambda m, n: on_device[(m, n)], recipe.seed or 0, self.device,
+                out = merge_task(plan, task, lambda m, n: on_device[(m, n)], recipe.seed or 0, target.device,
                                  self.in_dtype)
                 if not torch.isfinite(out).all():
                     raise CandidateError(f"NaN or inf in {task.out_name}")
                 self.params[task.out_name].copy_(out)
-        if bad is not None and int(bad.item()):
+        if any(int(flag.item()) for flag in bad.values()):
             raise CandidateError("NaN or inf in the merged weights")
         return plan

@@ -44,6 +44,33 @@ def test_one_worker_equals_the_local_executor(family, target, tmp_path):  # noqa
     assert trials(tmp_path / "ray") == trials(tmp_path / "local")
 
 
+def test_validation_runs_on_workers_as_it_does_locally(family, target, tmp_path):  # noqa: F811
+    """Each closed generation's best trial is validated by a worker; with one worker and strict generations the
+    validation scores equal the local executor's, and the result is the best-validation snapshot."""
+    validation = [{"name": "fitness_fixtures:TargetDistance", "target": str(target), "weight": 2.0}]
+    cfg = ray_config(family, target, 1, 16)
+    cfg["executor"]["steady_state"] = False
+    cfg["validation"] = validation
+    local = make_config(family, target, {"name": "cma", "seed": 4, "popsize": 8}, budget=16)
+    local["validation"] = validation
+    search(cfg, tmp_path / "ray")
+    search(local, tmp_path / "local")
+
+    def validated(run_dir):
+        store = RunStore(run_dir)
+        try:
+            return sorted((t.id, t.val_fitness) for t in store.trials() if t.val_fitness is not None)
+        finally:
+            store.close()
+
+    assert len(validated(tmp_path / "ray")) == 2  # one per generation
+    assert validated(tmp_path / "ray") == validated(tmp_path / "local")
+    keys = ("trial", "fitness", "validation")
+    best_ray, best_local = run_status(tmp_path / "ray")["best"], run_status(tmp_path / "local")["best"]
+    assert best_ray["validation"] is not None
+    assert [best_ray[k] for k in keys] == [best_local[k] for k in keys]
+
+
 def test_workers_stay_busy_and_throughput_scales(family, target, tmp_path, capsys):  # noqa: F811
     """Evaluators of random duration (0.15-0.6 s): >= 90% busy, and throughput close to linear in workers."""
     rate = {}

@@ -59,6 +59,8 @@ def supports(model: Any, max_len: int | None = None) -> str | None:
             return "a layer is not a standard attention + MLP block"
         if not all(hasattr(mlp, n) for n in ("gate_proj", "up_proj", "down_proj", "act_fn")):
             return "a layer's MLP is not gated"
+    if len({p.device for p in model.parameters()}) > 1:
+        return "the model is spread over several devices"
     window = getattr(cfg, "sliding_window", None)
     uses_window = getattr(cfg, "use_sliding_window", True) and window is not None
     if uses_window and (max_len is None or max_len > window):

@@ -119,6 +119,9 @@ class SearchConfig(_Strict):
     # where the sources live during a PS search: on the device (fastest), or in pinned host memory, streamed to
     # the device for every candidate (when base + sources do not fit next to the model and its KV cache)
     sources: Literal["device", "host"] = "device"
+    # GPUs one candidate is spread over (its decoder layers split into blocks, evomerge/placement.py); with
+    # executor ray, each actor owns this many (gpus_per_worker follows it)
+    gpus: int = Field(1, ge=1)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     failed_fitness: float = -1e9  # what a failed candidate scores (CMA-ES only uses ranks)
     name: str | None = None

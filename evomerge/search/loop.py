@@ -84,7 +84,13 @@ class Search:
             return DataflowLive(self.candidate(self.x0()), self.config.dataflow.dtype, self.config.device)
         from evomerge.live import LiveMerge
 
-        return LiveMerge(self.candidate(self.x0()), pool, self.config.device, sources_on=self.config.sources)
+        devices = None
+        if self.config.gpus > 1:
+            from evomerge.placement import parse_devices
+
+            devices = parse_devices(self.config.gpus)
+        return LiveMerge(self.candidate(self.x0()), pool, self.config.device, sources_on=self.config.sources,
+                         devices=devices)
 
 
 def _open_store(config: SearchConfig, run_dir: Path, resume: bool, config_text: str) -> RunStore:

@@ -43,6 +43,7 @@ def _worker_class(gpus: float, cpus: float):
             self.pool = ModelPool()
             self.search = Search.build(config, self.pool, log=lambda m: None)
             self.fitness = Fitness(config.fitness, "fitness")
+            self.validation = Fitness(config.validation, "validation") if config.validation else None
             self.live = self.search.live(self.pool)
 
         def ready(self) -> bool:
@@ -52,6 +53,14 @@ def _worker_class(gpus: float, cpus: float):
             from evomerge.search.loop import evaluate_candidate
 
             return evaluate_candidate(self.search, self.live, self.fitness, np.asarray(genes))
+
+        def validate(self, genes: list[float]):
+            """(value, scores) of a candidate on the validation set, or (None, error message)."""
+            try:
+                self.live.apply(self.search.candidate(np.asarray(genes)))
+                return self.validation.score(self.live.model, self.live.tokenizer)
+            except Exception as e:  # reported by the driver; the search goes on without this snapshot
+                return None, f"{type(e).__name__}: {str(e)[:200]}"
 
     return Worker
 
@@ -91,8 +100,9 @@ class _Driver:
         self.ex, self.budget = self.config.executor, self.config.budget
         self.validation = validation
         gpus = ray.cluster_resources().get("GPU", 0)
-        self.n_workers = self.ex.workers or (max(1, int(gpus // max(self.ex.gpus_per_worker, 1))) if gpus else 2)
-        self.Worker = _worker_class(self.ex.gpus_per_worker if gpus else 0, self.ex.cpus_per_worker)
+        per_worker = max(self.ex.gpus_per_worker, float(self.config.gpus))  # an actor owns a candidate's GPUs
+        self.n_workers = self.ex.workers or (max(1, int(gpus // max(per_worker, 1))) if gpus else 2)
+        self.Worker = _worker_class(per_worker if gpus else 0, self.ex.cpus_per_worker)
         self.config_json = json.dumps(self.config.model_dump(mode="json"))
         self.progress = progress
         from evomerge.search.optimizers import Optimizer
@@ -103,6 +113,10 @@ class _Driver:
         self.gen = self._open(gen)
         self.busy_s = 0.0
         self.retry: deque = deque()  # (generation, ask_index, trial_id, genes) of lost stragglers
+        self.to_validate: deque = deque()  # (trial_id, genes): each closed generation's best, scored by a worker
+        if validation is not None:  # on resume: closed generations whose best has no validation yet
+            for g in range(gen):
+                self._queue_validation(g)
 
     # -- generations -------------------------------------------------------------------------------------------
     def _open(self, index: int) -> _Generation:
@@ -135,8 +149,17 @@ class _Driver:
         end_generation(self.search, self.opt, self.store, g.index, xs, [v for _, _, v in told],
                        [tid for _, tid, _ in told], None, None, self.log)
         if self.validation is not None:
-            self.log("note: validation runs only with the local executor")
+            self._queue_validation(g.index)
         self.gen = self._open(g.index + 1)
+
+    def _queue_validation(self, gen: int) -> None:
+        """The generation's best finished trial goes to the next idle worker for validation (as local runs do
+        right after each generation)."""
+        done = [t for t in self.store.generation_trials(gen) if t.status == "complete"]
+        if done:
+            top = max(done, key=lambda t: (t.fitness, -t.id))
+            if top.val_fitness is None:
+                self.to_validate.append((top.id, list(top.genes)))
 
     # -- workers -----------------------------------------------------------------------------------------------
     def _spawn(self):
@@ -160,6 +183,10 @@ class _Driver:
                 stop = (dispatched >= budget.max_trials
                         or (budget.max_generations is not None and self.gen.index >= budget.max_generations)
                         or (budget.max_minutes is not None and (time.time() - t0) / 60 > budget.max_minutes))
+                while idle and self.to_validate:
+                    trial_id, x = self.to_validate.popleft()
+                    worker = idle.popleft()
+                    pending[worker.validate.remote([float(v) for v in x])] = (worker, -1, None, trial_id, time.time())
                 while idle and self.retry:
                     gi, k, trial_id, x = self.retry.popleft()
                     worker = idle.popleft()
@@ -188,7 +215,7 @@ class _Driver:
                     first_dispatch = first_dispatch or now
                     pending[worker.evaluate.remote([float(v) for v in x])] = (worker, g.index, k, trial_id, now)
                     stop = dispatched >= budget.max_trials
-                if not pending:
+                if not pending and not self.to_validate:
                     break
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
                 for ref in done:
@@ -199,6 +226,15 @@ class _Driver:
                         self.log(f"worker lost on trial {trial_id} ({type(e).__name__}); re-queued")
                         self._requeue(gi, k, trial_id)
                         idle.append(self._spawn())
+                        continue
+                    if k is None:  # a validation
+                        value, scores = outcome
+                        if value is None:
+                            self.log(f"validation of trial {trial_id} failed: {scores}")
+                        else:
+                            store.set_validation(trial_id, value, scores)
+                            self.log(f"validation of trial {trial_id}: {value:.4g}")
+                        idle.append(worker)
                         continue
                     from evomerge.search.loop import record
 
@@ -231,7 +267,11 @@ class _Driver:
             self.log(f"worker utilisation {100 * utilisation:.1f}% over {last_done - first_dispatch:.1f}s "
                      f"with {self.n_workers} workers")
 
-    def _requeue(self, generation: int, ask_index: int, trial_id: int) -> None:
+    def _requeue(self, generation: int, ask_index: int | None, trial_id: int) -> None:
+        if ask_index is None:  # a validation: it runs again on another worker
+            t = self.store.trial(trial_id)
+            self.to_validate.appendleft((trial_id, list(t.genes)))
+            return
         if generation == self.gen.index:
             self.gen.queue.appendleft(ask_index)
         else:  # a straggler of a closed generation: still evaluated, so no trial is lost
