@@ -95,8 +95,7 @@ class Engine:
     # -- model pieces -------------------------------------------------------------------------------------------
 
     def _parts(self):
-        inner, layers = _decoder_parts(self.model)
-        return inner, layers
+        return _decoder_parts(self.model)  # looked up per call: hop models and live merges change underneath
 
     def _rope(self, attn: Any) -> Callable:
         return sys.modules[type(attn).__module__].apply_rotary_pos_emb
@@ -185,7 +184,8 @@ class Engine:
         def sync() -> None:
             """Bring the steps since the last sync to the host, retire finished rows, compact the slots."""
             nonlocal slots
-            for step in [t.tolist() for t in pending]:
+            steps = torch.stack(pending).tolist() if pending else []  # one device-to-host copy per sync
+            for step in steps:
                 for s, tok in enumerate(step):
                     if not reqs[slots[s]].done:
                         reqs[slots[s]].out.append(tok)
