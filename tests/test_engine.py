@@ -59,18 +59,8 @@ def test_eos_ends_rows_and_finished_rows_stop_costing(tiny_models):
     assert engine.stats["prefills"] >= 2  # freed slots were refilled
 
 
-def test_smollm2_fast_equals_hf_path_with_stop_strings():
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from evomerge.assets import smollm2_gguf
-    from evomerge.errors import UserError
-
-    try:
-        path = smollm2_gguf()
-    except UserError as e:
-        pytest.skip(str(e))
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
-    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+def test_smollm2_fast_equals_hf_path_with_stop_strings(smollm2):
+    model, tok = smollm2
     prompts = ["The capital of France is", "1 + 1 =", "Count: 1, 2, 3, 4,", "def fib(n):", "日本の首都は",
                "Write a haiku about rain:", "Q: What is 12 times 3?\nA:"]
     kw = dict(max_new_tokens=24, stop=[" 7", "\n\n"], batch_size=3)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from evomerge.evaluators.generation import greedy_generate, truncate_at_stop
@@ -24,22 +23,6 @@ def test_batched_equals_one_by_one_tiny(family):
     single = [greedy_generate(model, tok, [p], max_new_tokens=8, batch_size=1)[0] for p in prompts]
     assert batched == single
     assert all(batched)
-
-
-@pytest.fixture(scope="module")
-def smollm2():
-    from evomerge.assets import smollm2_gguf
-    from evomerge.errors import UserError
-
-    try:
-        path = smollm2_gguf()
-    except UserError as e:
-        pytest.skip(str(e))
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
-    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    return model, tok
 
 
 def test_smollm2_batched_equals_plain_generate(smollm2):

@@ -21,7 +21,6 @@ GPU the same kernels run in Triton's interpreter, which is how the CPU tests che
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -336,19 +335,10 @@ class FusedMerger:
             return
         st = self._stats(method, task, tensors)
         if method == "slerp":
-            from evomerge.methods.slerp import DOT_THRESHOLD, EPS
+            from evomerge.methods.slerp import EPS, coefficients
 
             na, nb, dot = st.slerp
-            na = na if na > EPS else 1.0
-            nb = nb if nb > EPS else 1.0
-            cos = max(-1.0, min(1.0, dot / (na * nb)))
-            t = sh["t"]
-            if abs(cos) > DOT_THRESHOLD:
-                ca, cb = 1 - t, t
-            else:
-                theta = math.acos(cos)
-                s = math.sin(theta)
-                ca, cb = math.sin((1 - t) * theta) / s, math.sin(t * theta) / s
+            ca, cb = coefficients(sh["t"], dot / ((na if na > EPS else 1.0) * (nb if nb > EPS else 1.0)))
             pair = [flat[task.base], flat[1 - task.base]]
             self._launch_combine(out_flat, None, pair, [ca, cb], None, n, grid, 0, False, False, bad_flag)
             return

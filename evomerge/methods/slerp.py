@@ -12,6 +12,16 @@ DOT_THRESHOLD = 0.9995  # nearly collinear: fall back to linear interpolation
 EPS = 1e-8
 
 
+def coefficients(t: float, cos: float) -> tuple[float, float]:
+    """(c0, c1) with slerp = c0 * v0 + c1 * v1, from the cosine of the angle between v0 and v1."""
+    cos = max(-1.0, min(1.0, cos))
+    if abs(cos) > DOT_THRESHOLD:
+        return 1 - t, t
+    theta = math.acos(cos)
+    s = math.sin(theta)
+    return math.sin((1 - t) * theta) / s, math.sin(t * theta) / s
+
+
 def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
     """Interpolate along the great circle between v0 (t=0) and v1 (t=1), treating each tensor as one vector."""
     a = v0.reshape(-1).double()
@@ -19,13 +29,7 @@ def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
     na, nb = a.norm().item(), b.norm().item()
     na = na if na > EPS else 1.0
     nb = nb if nb > EPS else 1.0
-    dot = max(-1.0, min(1.0, float(torch.dot(a / na, b / nb))))
-    if abs(dot) > DOT_THRESHOLD:
-        ca, cb = 1 - t, t
-    else:
-        theta = math.acos(dot)
-        s = math.sin(theta)
-        ca, cb = math.sin((1 - t) * theta) / s, math.sin(t * theta) / s
+    ca, cb = coefficients(t, float(torch.dot(a / na, b / nb)))
     return (ca * v0 + cb * v1).to(v0.dtype)
 
 
