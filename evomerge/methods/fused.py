@@ -47,8 +47,15 @@ def available() -> bool:
     return triton is not None
 
 
-def _kernel(fn):
-    return triton.jit(fn) if triton is not None else fn
+def _kernel(fn=None, **kwargs):
+    if triton is None:
+        return fn if fn is not None else (lambda f: f)
+    return triton.jit(fn, **kwargs) if fn is not None else triton.jit(**kwargs)
+
+
+# Triton turns integer arguments equal to 1 into compile-time constants (and recompiles for them); the hash keys
+# and tie counts are data, so they stay ordinary arguments.
+_DATA_INTS = [f"{p}{i}" for p in ("a", "b", "m") for i in range(4)]
 
 
 if triton is not None:
@@ -104,7 +111,7 @@ if triton is not None:
             d = tl.where(keep, d, 0.0)
         return d
 
-    @_kernel
+    @_kernel(do_not_specialize=_DATA_INTS)
     def _combine(out_ptr, base_ptr, s0, s1, s2, s3, ranks_ptr, r_ptr, flag_ptr, n,
                  w0, w1, w2, w3, dn0, dn1, dn2, dn3,
                  a0, a1, a2, a3, b0, b1, b2, b3, t0, t1, t2, t3, m0, m1, m2, m3, lam, norm_div,
@@ -193,7 +200,7 @@ if triton is not None:
     def _sign(x):
         return tl.where(x > 0, 1.0, tl.where(x < 0, -1.0, 0.0))
 
-    @_kernel
+    @_kernel(do_not_specialize=_DATA_INTS[:8])
     def _kept_abs_sums(base_ptr, s0, s1, s2, s3, sums_ptr, n, dn0, dn1, dn2, dn3, a0, a1, a2, a3, b0, b1, b2, b3,
                        N_SRC: tl.constexpr, IN_DTYPE: tl.constexpr, BLOCK_SIZE: tl.constexpr):
         """Per block, sum |DARE-kept task vector| of each source (the rescale's denominator)."""
