@@ -11,7 +11,8 @@ task vector's magnitudes by the upper 16 bits of their float32 bit pattern. Per 
   the kept magnitudes (the rescale factor), one pass merges.
 - ties: the exact k-th largest magnitude without sorting: the kept histogram names the 16-bit bucket holding it,
   one pass histograms the lower 16 bits inside that bucket; entries equal to the threshold are kept lowest index
-  first (one more pass counts them per block, only when the threshold value is shared), then one pass merges.
+  first (one more pass counts them per block), then one pass merges. Thresholds stay on the device: no host
+  sync per tensor.
 
 Every kernel reads the sources in their stored dtype, rounds them to the recipe's dtype, computes in float32
 in the reference's order of operations (evomerge/methods/task_arithmetic.py) and writes the live parameter in
@@ -54,8 +55,8 @@ def _kernel(fn=None, **kwargs):
 
 
 # Triton turns integer arguments equal to 1 into compile-time constants (and recompiles for them); the hash keys
-# and tie counts are data, so they stay ordinary arguments.
-_DATA_INTS = [f"{p}{i}" for p in ("a", "b", "m") for i in range(4)]
+# are data, so they stay ordinary arguments.
+_DATA_INTS = [f"{p}{i}" for p in ("a", "b") for i in range(4)]
 
 
 if triton is not None:
@@ -111,10 +112,10 @@ if triton is not None:
             d = tl.where(keep, d, 0.0)
         return d
 
-    @_kernel(do_not_specialize=_DATA_INTS)
-    def _combine(out_ptr, base_ptr, s0, s1, s2, s3, ranks_ptr, r_ptr, flag_ptr, n,
+    @_kernel(do_not_specialize=_DATA_INTS[:8])
+    def _combine(out_ptr, base_ptr, s0, s1, s2, s3, ranks_ptr, r_ptr, thr_ptr, m_ptr, flag_ptr, n,
                  w0, w1, w2, w3, dn0, dn1, dn2, dn3,
-                 a0, a1, a2, a3, b0, b1, b2, b3, t0, t1, t2, t3, m0, m1, m2, m3, lam, norm_div,
+                 a0, a1, a2, a3, b0, b1, b2, b3, lam, norm_div,
                  N_SRC: tl.constexpr, HAS_BASE: tl.constexpr, SPARSIFY: tl.constexpr, CONSENSUS: tl.constexpr,
                  NORMALIZE: tl.constexpr, IN_DTYPE: tl.constexpr, OUT_DTYPE: tl.constexpr, BLOCK_SIZE: tl.constexpr):
         """out = base + lam * combine_i(w_i * r_i * sparsify(s_i - base)), or without a base sum_i w_i * s_i."""
@@ -127,11 +128,27 @@ if triton is not None:
         rb1 = 0
         rb2 = 0
         rb3 = 0
-        if SPARSIFY == 2:
+        t0 = 0.0
+        t1 = 0.0
+        t2 = 0.0
+        t3 = 0.0
+        m0 = 0
+        m1 = 0
+        m2 = 0
+        m3 = 0
+        if SPARSIFY == 2:  # TIES: thresholds, kept tie counts and per-block tie ranks, all left on the device
             rb0 = tl.load(ranks_ptr + pid * 4 + 0)
             rb1 = tl.load(ranks_ptr + pid * 4 + 1)
             rb2 = tl.load(ranks_ptr + pid * 4 + 2)
             rb3 = tl.load(ranks_ptr + pid * 4 + 3)
+            t0 = tl.load(thr_ptr + 0)
+            t1 = tl.load(thr_ptr + 1)
+            t2 = tl.load(thr_ptr + 2)
+            t3 = tl.load(thr_ptr + 3)
+            m0 = tl.load(m_ptr + 0)
+            m1 = tl.load(m_ptr + 1)
+            m2 = tl.load(m_ptr + 2)
+            m3 = tl.load(m_ptr + 3)
         r0 = tl.load(r_ptr + 0)  # DARE's rescale factors stay on the device: no host sync per tensor
         r1 = tl.load(r_ptr + 1)
         r2 = tl.load(r_ptr + 2)
@@ -221,21 +238,37 @@ if triton is not None:
             tl.store(sums_ptr + pid * 4 + 3, tl.sum(tl.abs(d), 0))
 
     @_kernel
-    def _low_histogram(base_ptr, src_ptr, hist_ptr, n, bucket, IN_DTYPE: tl.constexpr, BLOCK_SIZE: tl.constexpr):
-        """Histogram of the lower 16 bits of |s - base| (as float32 bits) for entries in one upper-16-bit bucket."""
+    def _low_histograms(base_ptr, s0, s1, s2, s3, hist_ptr, bucket_ptr, n,
+                        N_SRC: tl.constexpr, IN_DTYPE: tl.constexpr, BLOCK_SIZE: tl.constexpr):
+        """Per source i: histogram (row i of hist, 65536 bins) of the lower 16 bits of |s_i - base| as float32
+        bits, over the entries whose upper 16 bits equal bucket[i]."""
         pid = tl.program_id(0)
         offs = pid.to(tl.int64) * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
         mask = offs < n
-        a = tl.abs(_load(src_ptr, offs, mask, IN_DTYPE) - _load(base_ptr, offs, mask, IN_DTYPE))
-        bits = a.to(tl.int32, bitcast=True)
+        b = _load(base_ptr, offs, mask, IN_DTYPE)
+        _bucket_hits(s0, b, offs, mask, hist_ptr, tl.load(bucket_ptr + 0), IN_DTYPE)
+        if N_SRC > 1:
+            _bucket_hits(s1, b, offs, mask, hist_ptr + 65536, tl.load(bucket_ptr + 1), IN_DTYPE)
+        if N_SRC > 2:
+            _bucket_hits(s2, b, offs, mask, hist_ptr + 2 * 65536, tl.load(bucket_ptr + 2), IN_DTYPE)
+        if N_SRC > 3:
+            _bucket_hits(s3, b, offs, mask, hist_ptr + 3 * 65536, tl.load(bucket_ptr + 3), IN_DTYPE)
+
+    @_kernel
+    def _bucket_hits(src_ptr, b, offs, mask, hist_ptr, bucket, IN_DTYPE: tl.constexpr):
+        bits = tl.abs(_load(src_ptr, offs, mask, IN_DTYPE) - b).to(tl.int32, bitcast=True)
         hit = mask & ((bits >> 16) == bucket)
         tl.atomic_add(hist_ptr + (bits & 0xFFFF), tl.where(hit, 1, 0), mask=hit)
 
     @_kernel
-    def _equal_counts(base_ptr, s0, s1, s2, s3, counts_ptr, n, t0, t1, t2, t3,
+    def _equal_counts(base_ptr, s0, s1, s2, s3, counts_ptr, thr_ptr, n,
                       N_SRC: tl.constexpr, IN_DTYPE: tl.constexpr, BLOCK_SIZE: tl.constexpr):
         """Per block, how many |s_i - base| equal source i's threshold (for lowest-index-first tie-breaking)."""
         pid = tl.program_id(0)
+        t0 = tl.load(thr_ptr + 0)
+        t1 = tl.load(thr_ptr + 1)
+        t2 = tl.load(thr_ptr + 2)
+        t3 = tl.load(thr_ptr + 3)
         offs = pid.to(tl.int64) * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
         mask = offs < n
         b = _load(base_ptr, offs, mask, IN_DTYPE)
@@ -262,7 +295,8 @@ class SourceStats:
     """What depends only on the sources of one output tensor, computed once per search."""
 
     l1: list[float] = field(default_factory=list)  # sum |s_i - base| per non-base source (float32, as a tensor sum)
-    hist_cum: list[torch.Tensor] = field(default_factory=list)  # per source: entries with upper-16 bits >= bucket
+    # TIES, [sources, 65537]: [i, j] = entries of source i whose upper 16 bits are >= j (last column 0)
+    hist_cum: torch.Tensor | None = None
     slerp: tuple[float, float, float] | None = None  # |v0|, |v1|, <v0, v1> in float64
     l1_device: torch.Tensor | None = None
 
@@ -307,6 +341,7 @@ class FusedMerger:
         st = SourceStats()
         if task.base is not None:
             base = self._load_ref(tensors[task.base])
+            cums = []
             for i, t in enumerate(tensors):
                 if i == task.base:
                     continue
@@ -315,8 +350,10 @@ class FusedMerger:
                 if method == "ties":
                     upper = (delta.abs().reshape(-1).view(torch.int32) >> 16).long()
                     hist = torch.bincount(upper, minlength=1 << 16)
-                    st.hist_cum.append(hist.flip(0).cumsum(0).flip(0).to(torch.int32))  # [j]: entries in buckets >= j
+                    cums.append(torch.cat([hist.flip(0).cumsum(0).flip(0), hist.new_zeros(1)]))
                 del delta
+            if cums:
+                st.hist_cum = torch.stack(cums)
             if method == "slerp":
                 a = base.reshape(-1).double()
                 other = self._load_ref(tensors[1 - task.base]).reshape(-1).double()
@@ -357,7 +394,7 @@ class FusedMerger:
         keys = [rng.stream_keys(seed, task.out_name, task.inputs[i][0]) for i in others]
         consensus = method in ("ties", "dare_ties")
         sparsify, r = 0, None
-        thr, m, ranks = [0.0] * len(srcs), [0] * len(srcs), None
+        thr, m, ranks = None, None, None
         if method in ("dare_ties", "dare_linear") and any(d < 1 for d in dens):
             sparsify = 1
             eff = [d if d < 1 else 2.0 for d in dens]  # density >= 1 keeps everything: u < 2 always
@@ -393,54 +430,55 @@ class FusedMerger:
         return torch.where(tiny, torch.ones_like(after), before / torch.where(tiny, torch.ones_like(after), after))
 
     def _thresholds(self, base, srcs, dens, st, n, grid):
-        """Exact k-th largest magnitude per source, and how many entries equal to it are kept."""
-        thr, m = [], []
-        for s, d, cum in zip(srcs, dens, st.hist_cum):
-            if d >= 1:
-                thr.append(-1.0)  # keep everything: |delta| > -1
-                m.append(0)
-                continue
-            if d <= 0:
-                thr.append(float("inf"))
-                m.append(0)
-                continue
-            k = max(1, int(d * n))
-            # the bucket holding the k-th largest: the highest j with cum[j] >= k
-            bucket = int((cum >= k).nonzero().max())
-            above = int(cum[bucket + 1]) if bucket + 1 < cum.numel() else 0  # entries in higher buckets
-            hist = torch.zeros(1 << 16, dtype=torch.int32, device=s.device)
-            _low_histogram[grid](base, s, hist, n, bucket, IN_DTYPE=self._tl_in(), BLOCK_SIZE=BLOCK)
-            low_cum = hist.long().flip(0).cumsum(0).flip(0) + above
-            low = int((low_cum >= k).nonzero().max())
-            bits = torch.tensor([(bucket << 16) | low], dtype=torch.int64).to(torch.int32)
-            value = float(bits.view(torch.float32))
-            greater = int(low_cum[low + 1]) if low + 1 < low_cum.numel() else above
-            thr.append(value)
-            m.append(k - greater)  # entries equal to the threshold that are kept
-        ranks = torch.zeros(grid[0], 4, dtype=torch.int64, device=base.device)
-        counts = torch.zeros(grid[0], 4, dtype=torch.int64, device=base.device)
-        _equal_counts[grid](base, *_pad4(srcs, base), counts, n, *_pad4(thr, -1.0), N_SRC=len(srcs),
-                            IN_DTYPE=self._tl_in(), BLOCK_SIZE=BLOCK)
+        """Per source, the exact k-th largest |delta| and how many entries equal to it are kept, as device
+        tensors: the host never waits for the GPU here."""
+        dev, S = base.device, len(srcs)
+        k = torch.tensor([max(1, int(d * n)) for d in dens], dtype=torch.int64, device=dev)
+        cum = st.hist_cum
+        # the bucket holding the k-th largest: the highest j with cum[j] >= k (cum falls as j grows)
+        bucket = (cum >= k[:, None]).sum(1) - 1
+        above = cum.gather(1, (bucket + 1)[:, None]).squeeze(1)  # entries in higher buckets
+        hist = torch.zeros(MAX_SOURCES, 1 << 16, dtype=torch.int32, device=dev)
+        buckets = torch.zeros(MAX_SOURCES, dtype=torch.int32, device=dev)
+        buckets[:S] = bucket.to(torch.int32)
+        _low_histograms[grid](base, *_pad4(srcs, base), hist, buckets, n, N_SRC=S, IN_DTYPE=self._tl_in(),
+                              BLOCK_SIZE=BLOCK)
+        low_cum = hist[:S].long().flip(1).cumsum(1).flip(1) + above[:, None]
+        low_cum = torch.cat([low_cum, above[:, None]], 1)  # [.., 65536] = entries above the bucket
+        low = (low_cum >= k[:, None]).sum(1) - 1
+        thr = ((bucket << 16) | low).to(torch.int32).view(torch.float32)
+        m = k - low_cum.gather(1, (low + 1)[:, None]).squeeze(1)  # entries equal to thr that are kept
+        keep_all = torch.tensor([d >= 1 for d in dens], device=dev)
+        keep_none = torch.tensor([d <= 0 for d in dens], device=dev)
+        thr = torch.where(keep_all, torch.full_like(thr, -1.0), thr)  # |delta| > -1: everything
+        thr = torch.where(keep_none, torch.full_like(thr, float("inf")), thr)
+        m = torch.where(keep_all | keep_none, torch.zeros_like(m), m)
+        thr4 = torch.full((MAX_SOURCES,), -1.0, dtype=torch.float32, device=dev)
+        m4 = torch.zeros(MAX_SOURCES, dtype=torch.int64, device=dev)
+        thr4[:S], m4[:S] = thr, m
+        counts = torch.zeros(grid[0], 4, dtype=torch.int64, device=dev)
+        _equal_counts[grid](base, *_pad4(srcs, base), counts, thr4, n, N_SRC=S, IN_DTYPE=self._tl_in(),
+                            BLOCK_SIZE=BLOCK)
+        ranks = torch.zeros_like(counts)
         ranks[1:] = counts.cumsum(0)[:-1]
-        return thr, m, ranks
+        return thr4, m4, ranks
 
     def _launch_combine(self, out, base, srcs, w, r, n, grid, sparsify, consensus, normalize, bad_flag,
                         dens=None, keys=None, thr=None, m=None, ranks=None, lam=1.0, norm_div=1.0):
         k = len(srcs)
         dens = dens or [1.0] * k
         keys = keys or [(0, 0)] * k
-        thr = thr or [0.0] * k
-        m = m or [0] * k
-        if ranks is None:
-            ranks = torch.zeros(1, dtype=torch.int64, device=out.device)
-        if r is None:
-            r = self._ones.get(out.device)
-            if r is None:
-                r = self._ones[out.device] = torch.ones(4, dtype=torch.float32, device=out.device)
-        _combine[grid](out, base if base is not None else srcs[0], *_pad4(srcs, srcs[0]), ranks, r, bad_flag, n,
-                       *_pad4(w, 0.0), *_pad4(dens, 2.0),
+        if r is None or thr is None:  # placeholders the kernel does not read for this method
+            ones = self._ones.get(out.device)
+            if ones is None:
+                ones = self._ones[out.device] = torch.ones(4, dtype=torch.float32, device=out.device)
+            r = ones if r is None else r
+        if thr is None:
+            thr, m, ranks = ones, ones, ones
+        _combine[grid](out, base if base is not None else srcs[0], *_pad4(srcs, srcs[0]), ranks, r, thr, m,
+                       bad_flag, n, *_pad4(w, 0.0), *_pad4(dens, 2.0),
                        *_pad4([kk[0] for kk in keys], 0), *_pad4([kk[1] for kk in keys], 0),
-                       *_pad4(thr, 0.0), *_pad4(m, 0), float(lam), float(norm_div),
+                       float(lam), float(norm_div),
                        N_SRC=k, HAS_BASE=base is not None, SPARSIFY=sparsify, CONSENSUS=consensus,
                        NORMALIZE=bool(normalize), IN_DTYPE=self._tl_in(), OUT_DTYPE=_TL_DTYPES[out.dtype],
                        BLOCK_SIZE=BLOCK)
