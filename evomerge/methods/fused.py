@@ -153,6 +153,8 @@ if triton is not None:
         r1 = tl.load(r_ptr + 1)
         r2 = tl.load(r_ptr + 2)
         r3 = tl.load(r_ptr + 3)
+        # One block per source, written out: a Triton kernel cannot index a list of pointers, and N_SRC is a
+        # compile-time constant, so the unused blocks cost nothing.
         x0 = _load(s0, offs, mask, IN_DTYPE)
         if HAS_BASE:
             x0 = _kept(x0 - b, offs, mask, dn0, a0, b0, t0, m0, rb0, SPARSIFY) * r0
