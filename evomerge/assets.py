@@ -44,8 +44,15 @@ BUILTINS = {
     "smollm2-135m-instruct": smollm2_gguf,
     "smollm2-ja": _specialist("ja"),  # built from SmolLM2 on first use, then cached
     "smollm2-math": _specialist("math"),
+    # the miniature's instruction-tuned specialists: several CPU minutes each to build, seconds on a GPU
+    "smollm2-ja-instruct": _specialist("ja-instruct"),
+    "smollm2-math-instruct": _specialist("math-instruct"),
     "smollm2-vlm": _tiny_vlm,  # SmolLM2 inside a LLaVA with an untrained vision tower (offline VLM plumbing)
 }
+
+
+# builtins whose first build takes minutes on a CPU, and a quick stand-in of the same architecture (for tests)
+SLOW_BUILTINS = {"smollm2-ja-instruct": "smollm2-ja", "smollm2-math-instruct": "smollm2-math"}
 
 
 def builtin_model(name: str) -> Path:

@@ -1,8 +1,9 @@
-"""Generated text for the miniature: Japanese prose, English arithmetic, Japanese arithmetic.
+"""Generated text for the miniature: Japanese prose and questions, English arithmetic, Japanese arithmetic.
 
 Everything is a pure function of (kind, n, seed). Word problems come from template families; the `fitness`
 and `test` splits of the Japanese problems use disjoint families (different wording), so a merge cannot win the
-held-out test by memorising the fitness set's phrasing.
+held-out test by memorising the fitness set's phrasing. The instruction-tuned specialists train on neither: the
+math specialist on English problems (their own families), the Japanese one on questions that need no arithmetic.
 """
 
 from __future__ import annotations
@@ -109,3 +110,88 @@ def en_math_texts(n: int, seed: int) -> list[str]:
 
 def ja_math_texts(n: int, seed: int, split: str = "fitness") -> list[str]:
     return [f"問題: {p.question}\n答え: {p.solution}" for p in ja_math(n, seed, split)]
+
+
+# --- instruction data for the miniature's specialists (`*-instruct`) ---------------------------------------
+
+EN_ALPACA = ("Below is an instruction that describes a task. Write a response that appropriately completes the "
+             "request.\n\n### Instruction:\n{question}\n\n### Response:")
+SYMBOL = {"+": "+", "-": "-", "*": "×"}
+
+# The math specialist's English families: more varied than the two above, none a translation of a Japanese one.
+EN_TRAIN_TEMPLATES = {
+    "+": [*EN_TEMPLATES["+"],
+          "{n} picked {a} {item} in the morning and {b} {item} in the afternoon. How many {item} did {n} pick?",
+          "A class collected {a} {item} on Monday and {b} {item} on Tuesday. How many {item} did it collect?",
+          "{n} had {a} {item} and a friend gave {n} {b} {item}. How many {item} does {n} have?"],
+    "-": [*EN_TEMPLATES["-"],
+          "There were {a} {item} on a shelf. {n} took {b} {item}. How many {item} are still on the shelf?",
+          "{n} needs {a} {item} and already has {b}. How many more {item} does {n} need?",
+          "{n} had {a} {item} but lost {b}. How many {item} does {n} have now?"],
+    "*": [*EN_TEMPLATES["*"],
+          "A box holds {b} {item}. How many {item} are in {a} boxes?",
+          "{n} buys {b} {item} every day for {a} days. How many {item} does {n} buy?",
+          "There are {a} rows of {item} with {b} {item} in each row. How many {item} are there?"],
+}
+
+
+def en_math_instruct(n: int, seed: int) -> list[Problem]:
+    """English word problems solved as an equation, then the answer in English.
+
+    The answer opens with the equation (no English words before it) so that its first tokens are the same in
+    any language; what makes the response English is its closing sentence.
+    """
+    rng = random.Random(f"en-math-instruct-{seed}")
+    out = []
+    for _ in range(n):
+        op = rng.choice("+-*")
+        a, b, ans = _numbers(rng, op)
+        item = rng.choice(ITEMS)[1]
+        q = rng.choice(EN_TRAIN_TEMPLATES[op]).format(n=rng.choice(NAMES_EN), a=a, b=b, item=item)
+        out.append(Problem(q, ans, f"{a} {SYMBOL[op]} {b} = {ans}. The answer is {ans}."))
+    return out
+
+
+COLORS = {"赤い": "赤", "青い": "青", "白い": "白", "黒い": "黒", "黄色い": "黄色", "緑の": "緑"}
+_HOLDINGS = ["{n1}さんは{it1}を{a}{c1}持っています。{n2}さんは{it2}を{b}{c2}持っています。",
+             "{n1}さんの箱には{it1}が{a}{c1}入っています。{n2}さんの箱には{it2}が{b}{c2}入っています。",
+             "{n1}さんは{it1}を{a}{c1}買いました。{n2}さんは{it2}を{b}{c2}もらいました。"]
+_ASK_COUNT = ["{nm}さんの{it}は何{c}ですか。", "{nm}さんは{it}をいくつ持っていますか。", "{it}は何{c}ありますか。"]
+_ASK_EQUATION = ["次の式を日本語で説明してください。\n{e}", "この計算の結果を日本語で答えてください。{e}",
+                 "{e} という式があります。答えを日本語で書いてください。", "式「{e}」の答えは何ですか。日本語で答えてください。"]
+
+
+def ja_instruct(n: int, seed: int) -> list[tuple[str, str]]:
+    """(question, answer) pairs in Japanese that need no arithmetic.
+
+    Reading questions (a count, a place or a colour stated in the text) and equations given *with* their result
+    to be restated in Japanese. Answers end "答えは…です。". The specialist learns to answer in Japanese, and the
+    Japanese way of stating a result, but never computes anything.
+    """
+    rng = random.Random(f"ja-instruct-{seed}")
+    out = []
+    for _ in range(n):
+        kind = rng.random()
+        n1, n2 = rng.sample(NAMES_JA, 2)
+        (it1, _, c1), (it2, _, c2) = rng.sample(ITEMS, 2)
+        if kind < 0.4:
+            op = rng.choice("+-*")
+            a, b, ans = _numbers(rng, op)
+            e = f"{a} {SYMBOL[op]} {b} = {ans}"
+            out.append((rng.choice(_ASK_EQUATION).format(e=e), f"{e} です。答えは{ans}です。"))
+        elif kind < 0.7:
+            a, b = rng.randint(2, 90), rng.randint(2, 90)
+            first = rng.random() < 0.5
+            nm, it, c, v = (n1, it1, c1, a) if first else (n2, it2, c2, b)
+            q = rng.choice(_HOLDINGS).format(n1=n1, n2=n2, it1=it1, it2=it2, a=a, b=b, c1=c1, c2=c2)
+            q += rng.choice(_ASK_COUNT).format(nm=nm, it=it, c=c)
+            out.append((q, f"{nm}さんの{it}は{v}{c}です。答えは{v}です。"))
+        elif kind < 0.85:
+            place, act, t = rng.choice(PLACES), rng.choice(ACTIVITIES), rng.choice(TIMES)
+            q = f"{t}、{n1}さんは{place}へ行って、{act}。{n1}さんはどこへ行きましたか。"
+            out.append((q, f"{n1}さんは{place}へ行きました。答えは{place}です。"))
+        else:
+            adj = rng.choice(sorted(COLORS))
+            q = f"{n1}さんは{adj}{it1}を持っています。{n1}さんの{it1}は何色ですか。"
+            out.append((q, f"{n1}さんの{it1}は{COLORS[adj]}です。答えは{COLORS[adj]}です。"))
+    return out

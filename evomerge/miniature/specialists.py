@@ -1,9 +1,12 @@
-"""Two specialists fine-tuned from SmolLM2-135M-Instruct, deterministically, and cached.
+"""Specialists fine-tuned from SmolLM2-135M-Instruct, deterministically, and cached.
 
-`ja` learns Japanese prose (and no arithmetic), `math` learns English arithmetic word problems. Their task
-vectors against the base are what the miniature's searches merge. Training is short (tens of steps on short
-sequences, embeddings frozen) so that it runs on a CPU in about a minute each; the result is cached under
-$EVOMERGE_CACHE (default ~/.cache/evomerge) keyed by the training settings.
+Two pairs. `ja` / `math` are language-model fine-tunes on raw text (Japanese prose; English problems with their
+solutions), about a minute each on a CPU: the quickstart's and the tests' sources. `ja-instruct` / `math-instruct`
+are the miniature's: instruction fine-tunes (prompt -> answer, loss on the answer only) like the paper's
+sources. The Japanese one answers Japanese instructions in Japanese and never sees arithmetic; the math one
+solves English word problems. Raw-text fine-tunes turned out useless there (results/miniature-investigation.md:
+half of each training row is a cut-off problem). Embeddings stay frozen (tied with the head: the costly part).
+Results are cached under $EVOMERGE_CACHE (default ~/.cache/evomerge), keyed by the training settings.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from evomerge.miniature import data
 SPECS = {
     "ja": {"texts": "ja_prose", "steps": 40, "lr": 1e-4, "batch": 4, "seq": 32, "seed": 1},
     "math": {"texts": "en_math", "steps": 40, "lr": 1e-4, "batch": 4, "seq": 32, "seed": 2},
+    # instruction fine-tunes: ~7 CPU minutes each, seconds on a GPU
+    "ja-instruct": {"pairs": "ja_instruct", "steps": 30, "lr": 1e-4, "batch": 8, "seed": 3},
+    "math-instruct": {"pairs": "en_math_instruct", "steps": 60, "lr": 2e-4, "batch": 16, "seed": 4},
 }
 
 
@@ -34,19 +40,44 @@ def _texts(kind: str, n: int, seed: int) -> list[str]:
     return data.ja_prose(n, seed) if kind == "ja_prose" else data.en_math_texts(n, seed)
 
 
-def specialist_path(name: str, log=print) -> Path:
-    """The folder of a specialist, training it first if it is not cached."""
-    spec = SPECS[name]
+def _pairs(kind: str, n: int, seed: int) -> list[tuple[str, str]]:
+    """(prompt, answer): Japanese instructions in the evaluation's own prompt, English ones in alpaca's."""
+    from evomerge.evaluators.mgsm_ja import JA_ALPACA_COT
+
+    if kind == "ja_instruct":
+        return [(JA_ALPACA_COT.format(question=q), a) for q, a in data.ja_instruct(n, seed)]
+    return [(data.EN_ALPACA.format(question=p.question), p.solution) for p in data.en_math_instruct(n, seed)]
+
+
+def specialist_path(name: str, log=print, spec: dict | None = None) -> Path:
+    """The folder of a specialist, training it first if it is not cached (`spec` overrides SPECS, for tests)."""
+    spec = spec or SPECS[name]
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
     out = cache_root() / "specialists" / f"smollm2-{name}-{key}"
     if (out / "model.safetensors").exists():
         return out
     log(f"building the {name} specialist from SmolLM2-135M-Instruct ({spec['steps']} steps; cached in {out})")
-    _train(spec, out)
+    _train(spec, out, log)
     return out
 
 
-def _train(spec: dict, out: Path) -> None:
+def _batch(tok, pairs: list[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ids, attention mask, and labels that score only the answer and its end-of-text token."""
+    ids, labels = [], []
+    for prompt, answer in pairs:
+        p = tok(prompt).input_ids
+        a = tok(" " + answer + (tok.eos_token or "")).input_ids
+        ids.append(p + a)
+        labels.append([-100] * len(p) + a)
+    width = max(map(len, ids))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    x = torch.tensor([i + [pad] * (width - len(i)) for i in ids])
+    mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i in ids])
+    y = torch.tensor([lab + [-100] * (width - len(lab)) for lab in labels])
+    return x, mask, y
+
+
+def _train(spec: dict, out: Path, log=print) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from evomerge.assets import smollm2_gguf
@@ -58,18 +89,32 @@ def _train(spec: dict, out: Path) -> None:
     model.model.embed_tokens.weight.requires_grad_(False)  # tied with lm_head: the costly part, and not needed
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=spec["lr"], weight_decay=0.0)
-    texts = _texts(spec["texts"], spec["steps"] * spec["batch"], spec["seed"])
-    eos = tok.eos_token or ""
-    ids = tok(eos.join(texts) + eos, return_tensors="pt").input_ids[0]
-    seq, batch = spec["seq"], spec["batch"]
+    steps = spec["steps"]
     model.train()
-    for step in range(spec["steps"]):
-        rows = [ids[(step * batch + r) * seq % (len(ids) - seq - 1):][: seq] for r in range(batch)]
-        x = torch.stack(rows)
-        loss = model(input_ids=x, labels=x).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
+    if "pairs" in spec:
+        # short warm-up, then linear decay: the answers' format is learned in a few steps, the rest refines
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 5) * (1 - s / steps))
+        pairs = _pairs(spec["pairs"], steps * spec["batch"], spec["seed"])
+        for step in range(steps):
+            x, mask, labels = _batch(tok, pairs[step * spec["batch"]:(step + 1) * spec["batch"]])
+            loss = model(input_ids=x, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            opt.step()
+            sched.step()
+            opt.zero_grad()
+            if (step + 1) % 10 == 0 or step + 1 == steps:
+                log(f"  step {step + 1}/{steps}: loss {loss.item():.3f}")
+    else:
+        texts = _texts(spec["texts"], steps * spec["batch"], spec["seed"])
+        eos = tok.eos_token or ""
+        ids = tok(eos.join(texts) + eos, return_tensors="pt").input_ids[0]
+        seq, batch = spec["seq"], spec["batch"]
+        for step in range(steps):
+            rows = [ids[(step * batch + r) * seq % (len(ids) - seq - 1):][: seq] for r in range(batch)]
+            x = torch.stack(rows)
+            model(input_ids=x, labels=x).loss.backward()
+            opt.step()
+            opt.zero_grad()
     model.eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
