@@ -59,6 +59,15 @@ def plot_fitness(store: RunStore, out: Path) -> Path | None:
 _GENE = re.compile(r"^(?P<model>.+?)\.(?P<param>[a-z_]+)(?:\.g(?P<group>\d+))?(?:\.(?P<filter>[\w]+))?$")
 
 
+def _group_ranges(best: Trial) -> list[tuple[int, int]]:
+    """The layer range of each group, from the recipe's slices (the genome writes one slice per group)."""
+    try:
+        data = yaml.safe_load(best.recipe)
+        return [tuple(s["sources"][0]["layer_range"]) for s in data["slices"]]
+    except (TypeError, KeyError, IndexError, ValueError, yaml.YAMLError):
+        return []
+
+
 def plot_parameters(best: Trial, out: Path) -> Path | None:
     rows: dict[str, dict[tuple[str, str], dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     for name, value in best.params.items():
@@ -80,8 +89,9 @@ def plot_parameters(best: Trial, out: Path) -> Path | None:
         lo, hi = min(0.0, min(flat)), max(1.0, max(flat))
         im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=lo, vmax=hi)
         ax.set_yticks(range(len(labels)), [k[0] for k in labels])
-        ax.set_xticks(range(groups))
-        ax.set_xlabel("layer group" if groups > 1 else "")
+        ranges = _group_ranges(best)
+        ax.set_xticks(range(groups), [f"{a}-{b - 1}" for a, b in ranges] if len(ranges) == groups else None)
+        ax.set_xlabel(("layers" if len(ranges) == groups else "layer group") if groups > 1 else "")
         ax.set_title(param)
         for i, row in enumerate(grid):
             for j, v in enumerate(row):

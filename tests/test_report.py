@@ -23,6 +23,15 @@ def test_report_for_layerwise_ps_run(family, target, tmp_path, capsys):
     assert _png(out / "fitness.png") and _png(out / "parameters.png") and not (out / "path.png").exists()
     text = (out / "README.md").read_text()
     assert "| generation | best | mean |" in text and "![fitness](fitness.png)" in text
+    # the heatmap's columns are labelled with each group's layers, read from the best recipe's slices
+    from evomerge.report import _group_ranges
+    from evomerge.search.store import RunStore
+
+    store = RunStore(tmp_path / "run")
+    try:
+        assert _group_ranges(store.result()) == [(0, 2), (2, 4)]
+    finally:
+        store.close()
 
 
 def test_report_for_dataflow_run(family, other, target_logits, tmp_path):  # noqa: F811
