@@ -116,7 +116,6 @@ def ja_math_texts(n: int, seed: int, split: str = "fitness") -> list[str]:
 
 EN_ALPACA = ("Below is an instruction that describes a task. Write a response that appropriately completes the "
              "request.\n\n### Instruction:\n{question}\n\n### Response:")
-SYMBOL = {"+": "+", "-": "-", "*": "×"}
 
 # The math specialist's English families: more varied than the two above, none a translation of a Japanese one.
 EN_TRAIN_TEMPLATES = {
@@ -148,7 +147,7 @@ def en_math_instruct(n: int, seed: int) -> list[Problem]:
         a, b, ans = _numbers(rng, op)
         item = rng.choice(ITEMS)[1]
         q = rng.choice(EN_TRAIN_TEMPLATES[op]).format(n=rng.choice(NAMES_EN), a=a, b=b, item=item)
-        out.append(Problem(q, ans, f"{a} {SYMBOL[op]} {b} = {ans}. The answer is {ans}."))
+        out.append(Problem(q, ans, f"{a} {OP_WORD[op]} {b} = {ans}. The answer is {ans}."))
     return out
 
 
@@ -177,7 +176,7 @@ def ja_instruct(n: int, seed: int) -> list[tuple[str, str]]:
         if kind < 0.4:
             op = rng.choice("+-*")
             a, b, ans = _numbers(rng, op)
-            e = f"{a} {SYMBOL[op]} {b} = {ans}"
+            e = f"{a} {OP_WORD[op]} {b} = {ans}"
             out.append((rng.choice(_ASK_EQUATION).format(e=e), f"{e} です。答えは{ans}です。"))
         elif kind < 0.7:
             a, b = rng.randint(2, 90), rng.randint(2, 90)
