@@ -67,8 +67,8 @@ def run_miniature(out: Path, *, small: bool = False, device: str | None = None, 
     ps = _override(load_search_config(ps_path), small, device, SMALL["ps_trials"], SMALL["limit"], str(ps_path))
     # build (or find cached) the builtin specialists first, so that their cost shows apart from the search's
     start = time.time()
-    for ref in [ps.merge.get("base_model"), *(m.get("model") for m in ps.merge.get("models", []))]:
-        if isinstance(ref, str) and ref.startswith("builtin:"):
+    for ref in ps.template(str(ps_path)).referenced_models():
+        if ref.startswith("builtin:"):
             builtin_model(ref.removeprefix("builtin:"))
     timings["specialists (build or cache)"] = time.time() - start
     run_search(ps, out / "ps", resume=True, progress=progress, log=log)
