@@ -110,7 +110,10 @@ def export(run_dir: Path, out_dir: Path, trial: str, device: str, force: bool, q
 @click.option("--device", default=None, help="Overrides the config's device.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow a model's own modeling code (data-flow exports).")
 @click.option("--json", "as_json", is_flag=True)
-def eval_(model: str, config_path: Path, device: str | None, trust_remote_code: bool, as_json: bool) -> None:
+@click.option("--samples", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Also write every item's response and score here (JSON lines).")
+def eval_(model: str, config_path: Path, device: str | None, trust_remote_code: bool, as_json: bool,
+          samples: Path | None) -> None:
     """Score MODEL (folder, .gguf, builtin:NAME or hub id) with a config's fitness."""
     import json
 
@@ -118,10 +121,16 @@ def eval_(model: str, config_path: Path, device: str | None, trust_remote_code: 
     from evomerge.search.config import load_search_config
     from evomerge.scoring import load_for_eval
 
+    if samples is not None and not samples.parent.is_dir():
+        raise UserError(f"folder {samples.parent} does not exist", "--samples")
     cfg = load_search_config(config_path)
     fitness = Fitness(cfg.fitness, f"{config_path}: fitness")
     lm, tok = load_for_eval(model, device or cfg.device, trust_remote_code=trust_remote_code)
     value, scores = fitness.score(lm, tok)
+    if samples:
+        tmp = samples.with_name(f".{samples.name}.tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in fitness.samples()), encoding="utf-8")
+        tmp.replace(samples)
     if as_json:
         click.echo(json.dumps({"model": model, "fitness": value, "scores": scores}, indent=2))
     else:

@@ -76,3 +76,28 @@ def test_evaluator_on_local_jsonl(family, tmp_path):
 def test_default_prompt_is_the_papers():
     assert JA_ALPACA_COT.startswith("以下に、あるタスクを説明する指示があります。")
     assert JA_ALPACA_COT.endswith("### 指示:\n{question}\n\n### 応答:")
+
+
+def test_eval_writes_the_answers_behind_the_score(family, tmp_path, capsys):
+    """`evomerge eval --samples` keeps every response with its score: the metrics are their means."""
+    import yaml
+    from test_cli_merge import cli
+
+    data = tmp_path / "mgsm.jsonl"
+    data.write_text("\n".join(json.dumps({"question": f"w{i} w{i+1}", "answer_number": i}) for i in range(6)))
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "merge": {"merge_method": "linear", "models": [{"model": str(family["ja"])}]},
+        "fitness": [{"name": "mgsm_ja", "data": str(data), "prompt": "{question}", "max_new_tokens": 4}],
+        "device": "cpu"}))
+    out = tmp_path / "samples.jsonl"
+    assert cli("eval", family["ja"], "--config", cfg, "--json", "--samples", out) == 0
+    scores = json.loads(capsys.readouterr().out)["scores"]["mgsm_ja"]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["answer"] for r in rows] == list(range(6)) and all(r["evaluator"] == "mgsm_ja" for r in rows)
+    assert sum(r["correct"] for r in rows) / 6 == scores["acc"]
+    assert sum(r["japanese"] for r in rows) / 6 == scores["ja_rate"]
+    assert all(r == {**r, **score(r["response"], r["answer"])} for r in rows)
+
+    assert cli("eval", family["ja"], "--config", cfg, "--samples", tmp_path / "no" / "s.jsonl") == 2
+    assert "--samples" in capsys.readouterr().err

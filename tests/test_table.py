@@ -72,3 +72,20 @@ def test_recipe_models_are_merged_once(family, tmp_path):
     stamp = (Path(first) / "model.safetensors").stat().st_mtime_ns
     assert resolve_ref(f"recipe:{recipe}", tmp_path / "cache", log=lambda m: None) == first
     assert (Path(first) / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_table_keeps_the_answers_behind_each_cell(family, tmp_path, capsys):
+    data = tmp_path / "q.jsonl"
+    data.write_text("\n".join(json.dumps({"question": f"w{i}", "answer_number": i}) for i in range(4)))
+    cfg = tmp_path / "table.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "title": "answers", "models": [{"name": "ja", "model": str(family["ja"])}],
+        "tasks": [{"name": "acc", "evaluator": {"name": "mgsm_ja", "data": str(data), "prompt": "{question}",
+                                                "max_new_tokens": 3, "metric": "acc"}, "scale": 100}],
+        "device": "cpu"}))
+    assert cli("table", cfg, "--json", "--cache", tmp_path / "cache") == 0
+    acc = json.loads(capsys.readouterr().out)["rows"]["ja"]["acc"]
+    (samples,) = (tmp_path / "cache").glob("*.samples.jsonl")
+    rows = [json.loads(line) for line in samples.read_text().splitlines()]
+    assert [r["answer"] for r in rows] == [0, 1, 2, 3]
+    assert acc == 100 * sum(r["correct"] for r in rows) / 4

@@ -33,6 +33,10 @@ def test_batched_generation_equals_one_by_one(tiny_llava, vqa_data):
     assert set(metrics) == {"rougeL", "rougeL_ja"} and all(0 <= v <= 100 for v in metrics.values())
     assert batched.last_predictions == single.generate(model, processor)
     assert any(batched.last_predictions)  # a random model also emits special tokens, which decode to ""
+    samples = batched.samples()  # each prediction with its reference and its own ROUGE-L
+    assert [s["response"] for s in samples] == batched.last_predictions
+    assert [s["answer"] for s in samples] == [a for _, _, a in batched.items]
+    assert all(0 <= s["rougeL"] <= 1 for s in samples)
 
 
 def test_merged_vlm_exports_with_processor_and_same_answers(tiny_llava, vqa_data, tmp_path):

@@ -84,5 +84,9 @@ class Fitness:
             total += term.weight * metrics[metric]
         return total, scores
 
+    def samples(self) -> list[dict[str, Any]]:
+        """Every evaluator's per-item records from the last `score`, each tagged with the evaluator's key."""
+        return [{"evaluator": term.key, **rec} for term in self.terms for rec in term.evaluator.samples()]
+
 
 __all__ = ["Evaluator", "Options", "Fitness", "BUILTIN", "check_evaluator_config", "evaluator_class"]

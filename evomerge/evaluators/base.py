@@ -28,3 +28,8 @@ class Evaluator(ABC):
     @abstractmethod
     def evaluate(self, model: Any, tokenizer: Any) -> dict[str, float]:
         """Score a loaded causal LM; returns metric name -> value (higher is better)."""
+
+    def samples(self) -> list[dict[str, Any]]:
+        """One record per item of the last `evaluate` (prompt, answer, what the model said, its scores), so that a
+        number can be read back to the answers behind it. Evaluators without items return []."""
+        return []

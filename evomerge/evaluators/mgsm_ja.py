@@ -76,6 +76,7 @@ class MgsmJa(Evaluator):
         end = None if options.limit is None else options.offset + options.limit
         self.records = records[options.offset:end]
         self.last_responses: list[str] = []
+        self._last_scored: list[dict[str, bool]] = []
 
     def prompts(self, tokenizer: Any) -> list[str]:
         o = self.options
@@ -91,9 +92,16 @@ class MgsmJa(Evaluator):
                                     engine=o.engine)
         self.last_responses = responses
         scored = [score(r, rec[o.answer_field]) for r, rec in zip(responses, self.records)]
+        self._last_scored = scored
         n = len(scored)
         return {
             "acc": sum(s["correct"] for s in scored) / n,
             "acc_ja": sum(s["correct"] and s["japanese"] for s in scored) / n,
             "ja_rate": sum(s["japanese"] for s in scored) / n,
         }
+
+    def samples(self) -> list[dict[str, Any]]:
+        o = self.options
+        return [{"question": rec[o.question_field], "answer": rec[o.answer_field], "response": r,
+                 "extracted": extract_answer(r), **s}
+                for rec, r, s in zip(self.records, self.last_responses, self._last_scored)]

@@ -103,9 +103,17 @@ class VqaEvaluator(Evaluator):
         from evomerge.evaluators.rouge_ja import rouge_l
 
         preds = self.generate(model, processor)
-        self.last_predictions = preds
+        self.last_predictions = preds  # samples() pairs them with the items
         refs = [a for _, _, a in self.items]
         return {"rougeL": rouge_l(refs, preds), "rougeL_ja": rouge_l(refs, preds, ja_only=True)}
+
+    def samples(self) -> list[dict[str, Any]]:
+        from evomerge.evaluators.rouge_ja import rouge_l_pairs
+
+        refs = [a for _, _, a in self.items][: len(self.last_predictions)]
+        rouge = rouge_l_pairs(refs, self.last_predictions)
+        return [{"question": q, "answer": a, "response": p, "rougeL": r}
+                for (_, q, a), p, r in zip(self.items, self.last_predictions, rouge)]
 
 
 class JaVgVqaOptions(VqaOptions):
