@@ -102,6 +102,28 @@ def resolve_reference(ref: str) -> tuple[Path, str | None]:
     return _download(ref), None
 
 
+def fingerprint(ref: str) -> str:
+    """A short key that changes when the model behind `ref` changes (names, sizes and times of its files), so that
+    cached results and resumed runs never reuse the scores of an older model under the same name (a rebuilt
+    builtin, a re-exported run). Hub ids are keyed by their name and revision; they are not fetched."""
+    import hashlib
+
+    if ref.startswith("builtin:"):
+        from evomerge.assets import builtin_model
+
+        path = builtin_model(ref.removeprefix("builtin:"))
+    else:
+        path = Path(ref).expanduser()
+        if not path.exists():
+            return ref
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file() and p.name[0] != ".")
+    h = hashlib.sha256(str(path.resolve()).encode())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
 def _download(ref: str) -> Path:
     repo, _, revision = ref.partition("@")
     try:

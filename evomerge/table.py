@@ -58,9 +58,12 @@ def load_table_config(path: str | Path) -> TableConfig:
 
 
 def cell_key(model: str, task: TableTask) -> str:
-    """Same model and same evaluation settings = same cell; which metric a column shows does not matter."""
+    """Same model (name and files) and same evaluation settings = same cell; which metric a column shows does
+    not matter."""
+    from evomerge.models import fingerprint
+
     settings = task.evaluator.model_dump(mode="json", exclude={"metric", "weight"})
-    data = {"model": model, "evaluator": settings}
+    data = {"model": model, "files": fingerprint(model), "evaluator": settings}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -82,7 +85,11 @@ def resolve_ref(ref: str, cache_dir: Path, log=print) -> str:
 
     recipe_path = Path(ref[len("recipe:"):])
     recipe = load_recipe(recipe_path)
-    digest = hashlib.sha256(recipe.to_yaml().encode()).hexdigest()[:16]
+    from evomerge.models import fingerprint
+
+    # the recipe and the files of its sources: a rebuilt source is a new merge
+    sources = [fingerprint(resolve_run_ref(m, log)) for m in recipe.referenced_models()]
+    digest = hashlib.sha256((recipe.to_yaml() + json.dumps(sources)).encode()).hexdigest()[:16]
     out = cache_dir / "models" / f"{recipe_path.stem}-{digest}"
     if not (out / "config.json").exists():
         log(f"merging {recipe_path} into {out}")

@@ -124,6 +124,19 @@ def test_ps_then_dfs_chains_the_ps_result_in_as_model_a(family, other, target_lo
     ps_best = load_state(tmp_path / "ps" / "best_model")
     assert ps_best  # the PS result really is a model folder
 
+    # best_model remembers its trial; a run whose best has changed since is exported again
+    from evomerge.search.loop import resolve_run_ref, run_status
+
+    marker, trial = tmp_path / "ps" / "best_model.trial", run_status(tmp_path / "ps")["best"]["trial"]
+    assert marker.read_text().strip() == str(trial)
+    said = []
+    resolve_run_ref(f"run:{tmp_path / 'ps'}", log=said.append)
+    assert said == []
+    marker.write_text("999\n")
+    resolve_run_ref(f"run:{tmp_path / 'ps'}", log=said.append)
+    assert f"(trial {trial})" in said[0] and marker.read_text().strip() == str(trial)
+    assert load_state(tmp_path / "ps" / "best_model").keys() == ps_best.keys()
+
 
 def test_bad_dataflow_configs(family, other, target_logits, tmp_path, capsys):
     cfg = dfs_config(family, target_logits, other)

@@ -216,3 +216,25 @@ def test_run_dir_guards(family, target, tmp_path, capsys):
         search(changed, tmp_path / "run", resume=True)
     assert cli("status", tmp_path / "elsewhere") == 2
     assert cli("export", tmp_path / "run", tmp_path / "x", "--trial", "999") == 2
+
+
+def test_resume_refuses_a_source_that_changed(family, target, tmp_path):
+    """A resumed run must not mix trials scored on two versions of a model (a rebuilt builtin, a new export)."""
+    import os
+    import shutil
+
+    from evomerge.errors import UserError
+
+    ja = tmp_path / "ja"
+    shutil.copytree(family["ja"], ja)
+    cfg = make_config(family, target, budget=6)
+    cfg["merge"]["models"][0]["model"] = str(ja)
+    search(cfg, tmp_path / "run")
+    search(dict(cfg, budget={"max_trials": 12}), tmp_path / "run", resume=True)  # same files: resumes
+    assert len(trials(tmp_path / "run")) == 12
+    weights = ja / "model.safetensors"
+    st = weights.stat()
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the file was written again
+    with pytest.raises(UserError, match="changed since this run started"):
+        search(dict(cfg, budget={"max_trials": 18}), tmp_path / "run", resume=True)
+    assert len(trials(tmp_path / "run")) == 12

@@ -89,3 +89,26 @@ def test_table_keeps_the_answers_behind_each_cell(family, tmp_path, capsys):
     rows = [json.loads(line) for line in samples.read_text().splitlines()]
     assert [r["answer"] for r in rows] == [0, 1, 2, 3]
     assert acc == 100 * sum(r["correct"] for r in rows) / 4
+
+
+def test_a_model_whose_files_changed_is_evaluated_again(family, tmp_path, capsys):
+    import os
+    import shutil
+
+    ja = tmp_path / "ja"
+    shutil.copytree(family["ja"], ja)
+    text = tmp_path / "text.txt"
+    text.write_text(" ".join(f"w{(i * 7) % 61}" for i in range(100)))
+    cfg = tmp_path / "table.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "title": "t", "models": [{"name": "ja", "model": str(ja)}],
+        "tasks": [{"name": "PPL", "evaluator": {"name": "perplexity", "data": str(text), "max_length": 32}}],
+        "device": "cpu"}))
+    assert cli("table", cfg, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["computed"] == 1
+    assert cli("table", cfg, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["computed"] == 0
+    st = (ja / "model.safetensors").stat()
+    os.utime(ja / "model.safetensors", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert cli("table", cfg, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["computed"] == 1

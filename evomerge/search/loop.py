@@ -36,9 +36,16 @@ def resolve_run_ref(ref: str, log=print) -> str:
         return ref
     run_dir = Path(ref[4:])
     out = run_dir / "best_model"
-    if not (out / "config.json").exists():
-        log(f"exporting the best model of {run_dir} to {out}")
-        export_trial(run_dir, out, "best", progress=False)
+    best = run_status(run_dir)["best"]
+    if best is None:
+        raise UserError("the run has no completed trial yet", ref)
+    marker = run_dir / "best_model.trial"  # which trial best_model holds: a resumed run may have a new best
+    current = marker.read_text().strip() if marker.exists() else None
+    if not (out / "config.json").exists() or current != str(best["trial"]):
+        log(f"exporting the best model of {run_dir} (trial {best['trial']}) to {out}")
+        marker.unlink(missing_ok=True)
+        export_trial(run_dir, out, "best", progress=False, force=True)
+        marker.write_text(f"{best['trial']}\n")
     return str(out)
 
 
@@ -70,6 +77,12 @@ class Search:
     def dataflow(self) -> bool:
         return self.config.dataflow is not None
 
+    def sources(self) -> list[str]:
+        """The models the candidates are made of (run: references resolved)."""
+        if self.dataflow:
+            return [self.genome.model_a, self.genome.model_b]
+        return self.config.template().referenced_models()
+
     def x0(self) -> np.ndarray:
         return self.genome.x0(self.config.optimizer.x0)
 
@@ -93,7 +106,8 @@ class Search:
                          devices=devices)
 
 
-def _open_store(config: SearchConfig, run_dir: Path, resume: bool, config_text: str) -> RunStore:
+def _open_store(config: SearchConfig, run_dir: Path, resume: bool, config_text: str,
+                sources: dict[str, str] | None = None) -> RunStore:
     existing = (run_dir / "run.sqlite").exists()
     if existing and not resume:
         raise UserError("this run folder already holds a run; add --resume to continue it", str(run_dir))
@@ -105,10 +119,18 @@ def _open_store(config: SearchConfig, run_dir: Path, resume: bool, config_text: 
             store.close()
             raise UserError("the config differs from the one this run started with (only `budget` may change)",
                             str(run_dir))
+        before = json.loads(store.get_meta("sources") or "{}")
+        changed = [ref for ref, key in (sources or {}).items() if ref in before and before[ref] != key]
+        if changed:
+            store.close()
+            raise UserError(f"model {changed[0]} changed since this run started (its trials were scored on the old "
+                            "one); start a new run folder", str(run_dir))
     else:
         store.set_meta("fingerprint", config.fingerprint())
         store.set_meta("created", str(time.time()))
     store.set_meta("config", json.dumps(config.model_dump(mode="json")))
+    if sources:
+        store.set_meta("sources", json.dumps(sources))
     (run_dir / CONFIG_FILE).write_text(config_text, encoding="utf-8")
     return store
 
@@ -133,7 +155,10 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
         search = Search.build(config, pool, log=log)
         fitness = Fitness(config.fitness, "fitness")
         validation = Fitness(config.validation, "validation") if config.validation else None
-        store = _open_store(config, run_dir, resume, text)
+        from evomerge.models import fingerprint
+
+        sources = {ref: fingerprint(ref) for ref in search.sources()}
+        store = _open_store(config, run_dir, resume, text, sources)
         try:
             return _loop(search, fitness, validation, store, pool, progress, log)
         finally:
