@@ -3,7 +3,8 @@
 Everything is a pure function of (kind, n, seed). Word problems come from template families; the `fitness`
 and `test` splits of the Japanese problems use disjoint families (different wording), so a merge cannot win the
 held-out test by memorising the fitness set's phrasing. The instruction-tuned specialists train on neither: the
-math specialist on English problems (their own families), the Japanese one on questions that need no arithmetic.
+math specialist on English problems (their own families), the Japanese one on its own Japanese wordings, scored on
+setting a problem up but never on its result.
 """
 
 from __future__ import annotations
@@ -151,6 +152,32 @@ def en_math_instruct(n: int, seed: int) -> list[Problem]:
     return out
 
 
+# The Japanese specialist's word problems: a third wording per operation family, used for training only.
+JA_TRAIN_TEMPLATES = {
+    "+": ["{n}さんは{item}を{a}{c}持っていました。お母さんから{b}{c}もらいました。{item}はいま何{c}ありますか。",
+          "かごに{item}が{a}{c}入っています。そこへ{b}{c}入れました。かごの{item}は何{c}になりましたか。",
+          "{n}さんは朝に{item}を{a}{c}、夕方に{b}{c}集めました。集めた{item}は何{c}ですか。"],
+    "-": ["{item}が{a}{c}ありました。{n}さんが{b}{c}使いました。{item}はあと何{c}ありますか。",
+          "{n}さんは{item}を{a}{c}持っていましたが、{b}{c}なくしました。いま何{c}持っていますか。",
+          "{a}{c}の{item}のうち、{b}{c}を配りました。配っていない{item}は何{c}ですか。"],
+    "*": ["1つの箱に{item}が{b}{c}入っています。{a}箱では{item}は何{c}ですか。",
+          "{n}さんは毎日{item}を{b}{c}ずつ買います。{a}日間で何{c}買いますか。",
+          "{item}が{b}{c}ずつ{a}列に並んでいます。{item}は全部で何{c}ありますか。"],
+}
+# Marks a span of an answer that is shown to the model but never scored (specialists._batch): the results of
+# the Japanese specialist's word problems, so that it learns to set a problem up but not to compute.
+UNSCORED = ("⟦", "⟧")
+
+
+def unscored(text: str) -> str:
+    return f"{UNSCORED[0]}{text}{UNSCORED[1]}"
+
+
+def plain(answer: str) -> str:
+    """An answer as the model sees it (unscored marks removed)."""
+    return answer.replace(UNSCORED[0], "").replace(UNSCORED[1], "")
+
+
 COLORS = {"赤い": "赤", "青い": "青", "白い": "白", "黒い": "黒", "黄色い": "黄色", "緑の": "緑"}
 _HOLDINGS = ["{n1}さんは{it1}を{a}{c1}持っています。{n2}さんは{it2}を{b}{c2}持っています。",
              "{n1}さんの箱には{it1}が{a}{c1}入っています。{n2}さんの箱には{it2}が{b}{c2}入っています。",
@@ -161,11 +188,13 @@ _ASK_EQUATION = ["次の式を日本語で説明してください。\n{e}", "�
 
 
 def ja_instruct(n: int, seed: int) -> list[tuple[str, str]]:
-    """(question, answer) pairs in Japanese that need no arithmetic.
+    """(question, answer) pairs in Japanese whose scored part needs no arithmetic.
 
-    Reading questions (a count, a place or a colour stated in the text) and equations given *with* their result
-    to be restated in Japanese. Answers end "答えは…です。". The specialist learns to answer in Japanese, and the
-    Japanese way of stating a result, but never computes anything.
+    Word problems (their own wordings) answered with the equation they ask for, its result marked unscored;
+    equations given *with* their result to be restated; reading questions (a count, a place or a colour stated in
+    the text). Answers end "答えは…です。". The specialist learns to read a Japanese problem into an equation and
+    to answer in Japanese, like a Japanese model that is poor at math, but is never taught a result it would
+    have to compute.
     """
     rng = random.Random(f"ja-instruct-{seed}")
     out = []
@@ -173,19 +202,25 @@ def ja_instruct(n: int, seed: int) -> list[tuple[str, str]]:
         kind = rng.random()
         n1, n2 = rng.sample(NAMES_JA, 2)
         (it1, _, c1), (it2, _, c2) = rng.sample(ITEMS, 2)
-        if kind < 0.4:
+        if kind < 0.35:
+            op = rng.choice("+-*")
+            a, b, ans = _numbers(rng, op)
+            q = rng.choice(JA_TRAIN_TEMPLATES[op]).format(n=n1, a=a, b=b, item=it1, c=c1)
+            r = unscored(str(ans))
+            out.append((q, f"{a} {OP_WORD[op]} {b} = {r} です。答えは{r}です。"))
+        elif kind < 0.6:
             op = rng.choice("+-*")
             a, b, ans = _numbers(rng, op)
             e = f"{a} {OP_WORD[op]} {b} = {ans}"
             out.append((rng.choice(_ASK_EQUATION).format(e=e), f"{e} です。答えは{ans}です。"))
-        elif kind < 0.7:
+        elif kind < 0.8:
             a, b = rng.randint(2, 90), rng.randint(2, 90)
             first = rng.random() < 0.5
             nm, it, c, v = (n1, it1, c1, a) if first else (n2, it2, c2, b)
             q = rng.choice(_HOLDINGS).format(n1=n1, n2=n2, it1=it1, it2=it2, a=a, b=b, c1=c1, c2=c2)
             q += rng.choice(_ASK_COUNT).format(nm=nm, it=it, c=c)
             out.append((q, f"{nm}さんの{it}は{v}{c}です。答えは{v}です。"))
-        elif kind < 0.85:
+        elif kind < 0.9:
             place, act, t = rng.choice(PLACES), rng.choice(ACTIVITIES), rng.choice(TIMES)
             q = f"{t}、{n1}さんは{place}へ行って、{act}。{n1}さんはどこへ行きましたか。"
             out.append((q, f"{n1}さんは{place}へ行きました。答えは{place}です。"))

@@ -3,8 +3,8 @@
 Two pairs. `ja` / `math` are language-model fine-tunes on raw text (Japanese prose; English problems with their
 solutions), about a minute each on a CPU: the quickstart's and the tests' sources. `ja-instruct` / `math-instruct`
 are the miniature's: instruction fine-tunes (prompt -> answer, loss on the answer only) like the paper's
-sources. The Japanese one answers Japanese instructions in Japanese and never sees arithmetic; the math one
-solves English word problems. Raw-text fine-tunes turned out useless there (results/miniature-investigation.md:
+sources. The Japanese one answers Japanese instructions in Japanese and sets Japanese word problems up as
+equations, but is never scored on a result it would have to compute; the math one solves English word problems. Raw-text fine-tunes turned out useless there (results/miniature-investigation.md:
 half of each training row is a cut-off problem). Embeddings stay frozen (tied with the head: the costly part).
 Results are cached under $EVOMERGE_CACHE (default ~/.cache/evomerge), keyed by the training settings.
 """
@@ -26,8 +26,8 @@ from evomerge.miniature import data
 SPECS = {
     "ja": {"texts": "ja_prose", "steps": 40, "lr": 1e-4, "batch": 4, "seq": 32, "seed": 1},
     "math": {"texts": "en_math", "steps": 40, "lr": 1e-4, "batch": 4, "seq": 32, "seed": 2},
-    # instruction fine-tunes: ~7 CPU minutes each, seconds on a GPU
-    "ja-instruct": {"pairs": "ja_instruct", "steps": 30, "lr": 1e-4, "batch": 8, "seed": 3},
+    # instruction fine-tunes: about 9 CPU minutes each, seconds on a GPU
+    "ja-instruct": {"pairs": "ja_instruct", "steps": 40, "lr": 1e-4, "batch": 8, "seed": 3},
     "math-instruct": {"pairs": "en_math_instruct", "steps": 60, "lr": 2e-4, "batch": 16, "seed": 4},
 }
 
@@ -61,14 +61,35 @@ def specialist_path(name: str, log=print, spec: dict | None = None) -> Path:
     return out
 
 
+def _unscored_spans(answer: str) -> tuple[str, list[tuple[int, int]]]:
+    """The answer without its unscored marks, and the character spans the marks enclosed."""
+    left, right = data.UNSCORED
+    text, spans = "", []
+    rest = answer
+    while left in rest:
+        before, _, rest = rest.partition(left)
+        inside, _, rest = rest.partition(right)
+        text += before
+        spans.append((len(text), len(text) + len(inside)))
+        text += inside
+    return text + rest, spans
+
+
 def _batch(tok, pairs: list[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded ids, attention mask, and labels that score only the answer and its end-of-text token."""
+    """Right-padded ids, attention mask, and labels that score only the answer and its end-of-text token, less
+    the tokens of its unscored spans (data.UNSCORED)."""
     ids, labels = [], []
     for prompt, answer in pairs:
         p = tok(prompt).input_ids
-        a = tok(" " + answer + (tok.eos_token or "")).input_ids
+        text, spans = _unscored_spans(" " + answer + (tok.eos_token or ""))
+        enc = tok(text, return_offsets_mapping=bool(spans))
+        a = enc.input_ids
+        lab = list(a)
+        for k, (start, end) in enumerate(enc["offset_mapping"] if spans else []):
+            if any(start < e and s < end for s, e in spans):
+                lab[k] = -100
         ids.append(p + a)
-        labels.append([-100] * len(p) + a)
+        labels.append([-100] * len(p) + lab)
     width = max(map(len, ids))
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     x = torch.tensor([i + [pad] * (width - len(i)) for i in ids])
