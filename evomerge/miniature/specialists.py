@@ -4,8 +4,9 @@ Two pairs. `ja` / `math` are language-model fine-tunes on raw text (Japanese pro
 solutions), about a minute each on a CPU: the quickstart's and the tests' sources. `ja-instruct` / `math-instruct`
 are the miniature's: instruction fine-tunes (prompt -> answer, loss on the answer only) like the paper's
 sources. The Japanese one answers Japanese instructions in Japanese and sets Japanese word problems up as
-equations, but is never scored on a result it would have to compute; the math one solves English word problems. Raw-text fine-tunes turned out useless there (results/miniature-investigation.md:
-half of each training row is a cut-off problem). Embeddings stay frozen (tied with the head: the costly part).
+equations, but is never scored on a result it would have to compute; the math one solves English word problems.
+Raw-text fine-tunes turned out useless there (results/miniature-investigation.md: half of each training row is a
+cut-off problem). Embeddings stay frozen (tied with the head: the costly part).
 Results are cached under $EVOMERGE_CACHE (default ~/.cache/evomerge), keyed by the training settings.
 """
 
