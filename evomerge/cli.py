@@ -128,9 +128,7 @@ def eval_(model: str, config_path: Path, device: str | None, trust_remote_code: 
     lm, tok = load_for_eval(model, device or cfg.device, trust_remote_code=trust_remote_code)
     value, scores = fitness.score(lm, tok)
     if samples:
-        tmp = samples.with_name(f".{samples.name}.tmp")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in fitness.samples()), encoding="utf-8")
-        tmp.replace(samples)
+        fitness.write_samples(samples, keep_empty=True)
     if as_json:
         click.echo(json.dumps({"model": model, "fitness": value, "scores": scores}, indent=2))
     else:

@@ -123,11 +123,8 @@ def build_table(config: TableConfig, cache_dir: Path, log=print) -> dict[str, An
                 log(f"evaluating {m.name} on {task.name}")
                 _, scores = fitnesses[i].score(*loaded)
                 metrics = next(iter(scores.values()))
+                fitnesses[i].write_samples(path.with_suffix(".samples.jsonl"))  # the answers behind the cell
                 tmp = path.with_suffix(".tmp")
-                items = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in fitnesses[i].samples())
-                if items:  # the answers behind the cell, for reading
-                    tmp.write_text(items, encoding="utf-8")
-                    tmp.replace(path.with_suffix(".samples.jsonl"))
                 tmp.write_text(json.dumps({"model": ref, "task": task.name, "metrics": metrics}))
                 tmp.replace(path)
                 computed += 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -87,6 +88,18 @@ class Fitness:
     def samples(self) -> list[dict[str, Any]]:
         """Every evaluator's per-item records from the last `score`, each tagged with the evaluator's key."""
         return [{"evaluator": term.key, **rec} for term in self.terms for rec in term.evaluator.samples()]
+
+    def write_samples(self, path: Path, keep_empty: bool = False) -> bool:
+        """Write `samples()` as JSON lines, atomically; without any, write an empty file only if `keep_empty`."""
+        import json
+
+        rows = self.samples()
+        if not rows and not keep_empty:
+            return False
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        tmp.replace(path)
+        return True
 
 
 __all__ = ["Evaluator", "Options", "Fitness", "BUILTIN", "check_evaluator_config", "evaluator_class"]
