@@ -36,13 +36,14 @@ def ensure_seed(recipe: Recipe, seed: int | None = None) -> Recipe:
     return recipe
 
 
-def mask_source(seed: int, task: TensorTask) -> Callable[[int, float, torch.Size, torch.device], torch.Tensor]:
-    """DARE keep-masks keyed by (seed, output tensor, source model): independent of order and device."""
+def uniform_source(seed: int, task: TensorTask) -> Callable[[int, torch.Size, torch.device], torch.Tensor]:
+    """Uniform numbers for DARE/DELLA masks keyed by (seed, output tensor, source model): independent of order
+    and device."""
 
-    def mask(i: int, density: float, shape: torch.Size, device: torch.device) -> torch.Tensor:
-        return rng.keep_mask(rng.stream_keys(seed, task.out_name, task.inputs[i][0]), shape, density, device)
+    def uniform(i: int, shape: torch.Size, device: torch.device) -> torch.Tensor:
+        return rng.uniform_like(rng.stream_keys(seed, task.out_name, task.inputs[i][0]), shape, device)
 
-    return mask
+    return uniform
 
 
 def merge_task(
@@ -64,7 +65,7 @@ def merge_task(
         tensors.append(t.to(torch.float32))
     if not tensors[0].is_floating_point():
         return tensors[0]
-    ctx = TensorContext(task.out_name, mask_source(seed, task))
+    ctx = TensorContext(task.out_name, uniform_source(seed, task))
     return plan.method.merge(tensors, task.base, task.shared, task.per_input, ctx)
 
 

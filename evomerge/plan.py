@@ -160,6 +160,7 @@ def plan_merge(recipe: Recipe, open_model: Opener, where: str = "recipe") -> Mer
                 for p in method.params
                 if p.scope == "input" or (p.scope == "non_base" and m != base)
             })
+        method.check_task(shared, per_input, f"{where}: {out_name}")
         return TensorTask(out_name, inputs, models.index(base) if base else None, shared, per_input)
 
     def non_layer_task(name: str, sl: OutputSlice, base: str | None, scopes: _Scopes) -> TensorTask:

@@ -54,9 +54,14 @@ def uniform(keys: tuple[int, int], numel: int, device: torch.device | str = "cpu
     return out
 
 
-def keep_mask(keys: tuple[int, int], shape: torch.Size, density: float, device: torch.device | str = "cpu") -> torch.Tensor:
-    """DARE's Bernoulli(density) keep-mask, as a bool tensor of `shape`."""
+def uniform_like(keys: tuple[int, int], shape: torch.Size, device: torch.device | str = "cpu") -> torch.Tensor:
+    """`uniform` in a tensor of `shape`."""
     numel = 1
     for s in shape:
         numel *= s
-    return (uniform(keys, numel, device) < density).reshape(shape)
+    return uniform(keys, numel, device).reshape(shape)
+
+
+def keep_mask(keys: tuple[int, int], shape: torch.Size, density: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """DARE's Bernoulli(density) keep-mask, as a bool tensor of `shape`."""
+    return uniform_like(keys, shape, device) < density

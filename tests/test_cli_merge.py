@@ -157,6 +157,9 @@ BAD = {
     "slice_lengths_differ": ("merge_method: linear\nslices:\n  - sources:\n      - {{model: {ja}, layer_range: [0, 2]}}\n      - {{model: {math}, layer_range: [0, 3]}}\n", "same number of layers"),
     "no_models": ("merge_method: linear\n", "models"),
     "bad_dtype": ("merge_method: linear\ndtype: float8\nmodels:\n  - model: {ja}\n", "dtype"),
+    "della_epsilon": ("merge_method: della\nbase_model: {base}\nmodels:\n  - model: {ja}\n    parameters: {{weight: 1, density: [0.5, 0.1]}}\n", "epsilon"),
+    "model_stock_two_models": ("merge_method: model_stock\nbase_model: {base}\nmodels:\n  - model: {base}\n  - model: {ja}\n", "at least 3"),
+    "gamma_range": ("merge_method: breadcrumbs\nbase_model: {base}\nmodels:\n  - model: {ja}\n    parameters: {{weight: 1, density: 0.5, gamma: 2}}\n", "gamma"),
     "union_tokenizer": ("merge_method: linear\ntokenizer_source: union\nmodels:\n  - model: {ja}\n", "union"),
 }
 

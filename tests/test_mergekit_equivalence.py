@@ -1,8 +1,8 @@
 """Our merged tensors equal what mergekit 0.1.5 writes for the same recipe, to 1e-5, on fp32 models.
 
-DARE draws random masks; mergekit takes them from torch's global RNG, we from a counter-based hash keyed by
-seed, tensor and source. To compare the arithmetic (rescale, sign election, weights, normalisation) exactly, the
-DARE tests hand mergekit our masks: each task vector is recognised by its content, which both sides compute
+DARE and DELLA draw random masks; mergekit takes them from torch's global RNG, we from a counter-based hash keyed
+by seed, tensor and source. To compare the arithmetic (rescale, sign election, weights, normalisation) exactly,
+those tests hand mergekit our masks: each task vector is recognised by its content, which both sides compute
 bit-identically as model - base in fp32.
 """
 
@@ -31,14 +31,21 @@ def run_ours(recipe_text: str, out: Path, monkeypatch=None, seed: int = 7) -> di
     masks: dict[str, torch.Tensor] = {}
     if monkeypatch is not None:
         import evomerge.methods.task_arithmetic as ta
+        from evomerge.methods.sparsify import della_probabilities
 
-        real = ta.dare
+        real_dare, real_della = ta.dare, ta.della
 
-        def recording(delta, density, keep, rescale=True):
+        def recording_dare(delta, density, keep, rescale=True):
             masks[_key(delta)] = keep.clone()
-            return real(delta, density, keep, rescale)
+            return real_dare(delta, density, keep, rescale)
 
-        monkeypatch.setattr(ta, "dare", recording)
+        def recording_della(delta, density, epsilon, u, rescale=True):
+            if u is not None:
+                masks[_key(delta)] = u < della_probabilities(delta, density, epsilon)
+            return real_della(delta, density, epsilon, u, rescale)
+
+        monkeypatch.setattr(ta, "dare", recording_dare)
+        monkeypatch.setattr(ta, "della", recording_della)
     recipe = recipe_from_dict(yaml.safe_load(recipe_text))
     run_merge(recipe, out, device="cpu", seed=seed, progress=False)
     run_ours.masks = masks
@@ -56,9 +63,12 @@ def run_mergekit(recipe_text: str, out: Path, monkeypatch=None, masks=None) -> d
 
         real = gta.sparsify
 
+        random = (SparsificationMethod.random, SparsificationMethod.della_magprune)
+
         def with_our_masks(tensor, density, method, gamma=0, epsilon=0, rescale_norm=None):
-            if method != SparsificationMethod.random or density >= 1:
-                return real(tensor, density=density, method=method, rescale_norm=rescale_norm)
+            if method not in random or density >= 1 or density <= 0:
+                return real(tensor, density=density, method=method, gamma=gamma, epsilon=epsilon,
+                            rescale_norm=rescale_norm)
             return rescaled_masked_tensor(tensor, masks[_key(tensor)].to(tensor.dtype), rescale_norm)
 
         monkeypatch.setattr(gta, "sparsify", with_our_masks)
@@ -186,6 +196,59 @@ parameters:
   normalize: true
   rescale: false
 """, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("method", ["breadcrumbs", "breadcrumbs_ties"])
+def test_breadcrumbs(family, tmp_path, method):
+    ours = compare(f"""
+merge_method: {method}
+base_model: {family['base']}
+models:
+  - model: {family['ja']}
+    parameters: {{density: 0.6, weight: 0.5, gamma: 0.05}}
+  - model: {family['math']}
+    parameters: {{density: [0.2, 0.9], weight: 0.8}}
+  - model: {family['code']}
+    parameters: {{density: 0.97, weight: 0.3, gamma: 0.1}}
+parameters:
+  rescale: true
+""", tmp_path)
+    base = load_state(family["base"])
+    assert not torch.equal(ours["model.layers.1.mlp.up_proj.weight"], base["model.layers.1.mlp.up_proj.weight"])
+
+
+@pytest.mark.parametrize("method", ["della", "della_linear"])
+def test_della_with_shared_masks(family, tmp_path, monkeypatch, method):
+    compare(f"""
+merge_method: {method}
+base_model: {family['base']}
+models:
+  - model: {family['ja']}
+    parameters: {{density: 0.5, weight: 0.6, epsilon: 0.3}}
+  - model: {family['math']}
+    parameters: {{density: [0.3, 0.7], weight: 0.9, epsilon: 0.1}}
+  - model: {family['code']}
+    parameters: {{density: 0.6, weight: 0.4}}
+""", tmp_path, monkeypatch)
+    assert len(run_ours.masks) > 10
+
+
+@pytest.mark.parametrize("filter_wise", [False, True])
+def test_model_stock(family, tmp_path, filter_wise):
+    ours = compare(f"""
+merge_method: model_stock
+base_model: {family['base']}
+models:
+  - model: {family['base']}
+  - model: {family['ja']}
+  - model: {family['math']}
+  - model: {family['code']}
+parameters:
+  filter_wise: {str(filter_wise).lower()}
+dtype: float32
+""", tmp_path)
+    base = load_state(family["base"])
+    assert not torch.equal(ours["model.layers.0.self_attn.q_proj.weight"], base["model.layers.0.self_attn.q_proj.weight"])
 
 
 def test_slerp_mergekit_docs_recipe(family, tmp_path):

@@ -185,6 +185,34 @@ def test_layer_group_genome_with_split_filters(family, target, tmp_path):
     np.testing.assert_allclose(merged[name].numpy(), expect.numpy(), atol=1e-6)
 
 
+def test_della_genome_defaults_and_density_epsilon_check(family, target, tmp_path):
+    """Evolving DELLA's epsilon: its genes default to [0, 0.5] (its own range), and density bounds that would let
+    density +- epsilon leave (0, 1) are refused before the search, naming genome.bounds."""
+    from evomerge.errors import UserError
+    from evomerge.models import ModelPool
+    from evomerge.search.loop import Search
+
+    cfg = make_config(family, target)
+    cfg["merge"]["merge_method"] = "della"
+    cfg["genome"] = {"parameters": ["weight", "density"]}
+    with ModelPool() as pool, pytest.raises(UserError, match=r"bounds.density inside \(0.15, 0.85\)") as err:
+        Search.build(search_config_from_dict(cfg, "test"), pool)
+    assert "genome.bounds" in str(err.value)
+    cfg["genome"] = {"parameters": ["weight", "density", "epsilon"],
+                     "bounds": {"density": [0.3, 0.7], "epsilon": [0, 0.25]}}
+    with ModelPool() as pool:
+        s = Search.build(search_config_from_dict(cfg, "test"), pool)
+        assert [(g.param, g.low, g.high) for g in s.genome.genes if g.model == str(family["ja"])] == [
+            ("weight", 0.0, 1.0), ("density", 0.3, 0.7), ("epsilon", 0.0, 0.25)]
+        cfg["genome"]["bounds"] = {"density": [0.3, 0.7]}  # epsilon's default bounds [0, 0.5] leave (0, 1)
+        with pytest.raises(UserError, match="epsilon up to 0.5"):
+            Search.build(search_config_from_dict(cfg, "test"), pool)
+    rng_ = np.random.default_rng(0)
+    for _ in range(5):  # every candidate in the box merges
+        recipe = s.candidate(rng_.uniform(size=len(s.genome)))
+        run_merge(recipe, tmp_path / "m", device="cpu", progress=False, force=True)
+
+
 @pytest.mark.parametrize("change, expected", [
     (lambda c: c["fitness"][0].update(name="nope"), "unknown evaluator"),
     (lambda c: c["genome"].update(parameters=["density"]), "density"),

@@ -5,12 +5,24 @@ from __future__ import annotations
 from evomerge.errors import UserError
 from evomerge.methods.base import MergeMethod, ParamSpec, TensorContext
 from evomerge.methods.linear import LINEAR
+from evomerge.methods.model_stock import MODEL_STOCK
 from evomerge.methods.passthrough import PASSTHROUGH
 from evomerge.methods.slerp import SLERP
-from evomerge.methods.task_arithmetic import DARE_LINEAR, DARE_TIES, TASK_ARITHMETIC, TIES
+from evomerge.methods.task_arithmetic import (
+    BREADCRUMBS,
+    BREADCRUMBS_TIES,
+    DARE_LINEAR,
+    DARE_TIES,
+    DELLA,
+    DELLA_LINEAR,
+    TASK_ARITHMETIC,
+    TIES,
+)
 
 _REGISTRY: dict[str, MergeMethod] = {
-    m.name: m for m in (LINEAR, TASK_ARITHMETIC, TIES, DARE_TIES, DARE_LINEAR, SLERP, PASSTHROUGH)
+    m.name: m
+    for m in (LINEAR, TASK_ARITHMETIC, TIES, DARE_TIES, DARE_LINEAR, BREADCRUMBS, BREADCRUMBS_TIES, DELLA,
+              DELLA_LINEAR, MODEL_STOCK, SLERP, PASSTHROUGH)
 }
 
 

@@ -61,10 +61,15 @@ def _fmt(v: float | None) -> str:
 
 @dataclass
 class TensorContext:
-    """Per-tensor facts a method may need: the tensor's name, and a DARE mask source keyed by input index."""
+    """Per-tensor facts a method may need: the tensor's name, and reproducible uniform numbers per input index
+    (from evomerge.rng, keyed by seed, tensor and source), from which DARE and DELLA draw their masks."""
 
     name: str
-    mask: Callable[[int, float, torch.Size, torch.device], torch.Tensor] | None = None
+    uniform: Callable[[int, torch.Size, torch.device], torch.Tensor] | None = None
+
+    def mask(self, i: int, density: float, shape: torch.Size, device: torch.device) -> torch.Tensor:
+        """DARE's Bernoulli(density) keep-mask for input i."""
+        return self.uniform(i, shape, device) < density
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,9 @@ class MergeMethod(ABC):
         if self.max_inputs is not None and n_inputs > self.max_inputs:
             exact = "exactly" if self.min_inputs == self.max_inputs else "at most"
             raise UserError(f"merge method {self.name} takes {exact} {self.max_inputs} models, got {n_inputs}", where)
+
+    def check_task(self, shared: dict[str, Any], per_input: list[dict[str, Any]], where: str) -> None:
+        """Checks across parameters (e.g. DELLA's density +- epsilon), run while planning: before any output."""
 
     @abstractmethod
     def merge(

@@ -39,8 +39,10 @@ class GenomeConfig(_Strict):
                 raise ValueError(f"bounds for {name} must be [low, high] with low < high")
         return v
 
-    def bound(self, param: str) -> tuple[float, float]:
-        return self.bounds.get(param, (0.0, 1.0))
+    def bound(self, param: str, low: float | None = None, high: float | None = None) -> tuple[float, float]:
+        """The user's bounds, else [0, 1] narrowed to the parameter's own range (DELLA's epsilon: [0, 0.5])."""
+        default = (max(0.0, low if low is not None else 0.0), min(1.0, high if high is not None else 1.0))
+        return self.bounds.get(param, default)
 
 
 class DataflowConfig(_Strict):

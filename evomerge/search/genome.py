@@ -46,17 +46,36 @@ def _alias(model: str, taken: set[str]) -> str:
     return alias
 
 
+def _check_della_bounds(config: GenomeConfig, template: Recipe, where: str) -> None:
+    """DELLA refuses a density within epsilon of 0 or 1; say so once, before the search, not per candidate."""
+    if "epsilon" in config.parameters:
+        eps = config.bound("epsilon", 0.0, 0.5)[1]
+    else:
+        fixed = [template.parameters.get("epsilon", 0.15)] + [m.parameters.get("epsilon", 0.15) for m in template.models]
+        if not all(isinstance(e, (int, float)) for e in fixed):
+            return  # gradients or filters: the per-tensor check at merge time decides
+        eps = max(fixed)
+    lo, hi = config.bound("density", 0.0, 1.0)
+    if lo - eps <= 0 or hi + eps >= 1:
+        raise UserError(f"{template.merge_method} needs density +- epsilon inside (0, 1), and density in [{lo:g}, "
+                        f"{hi:g}] with epsilon up to {eps:g} leaves it; set bounds.density inside ({eps:g}, "
+                        f"{1 - eps:g})", f"{where}.bounds")
+
+
 class Genome:
     def __init__(self, config: GenomeConfig, template: Recipe, num_layers: int, where: str = "genome"):
         self.config, self.template, self.num_layers = config, template, num_layers
         method = get_method(template.merge_method)
+        specs = {}
         for p in config.parameters:
-            spec = method.param(p)
+            spec = specs[p] = method.param(p)
             if spec is None or spec.kind is bool:
                 raise UserError(f"{p!r} is not a numeric parameter of {method.name}", f"{where}.parameters")
-            lo, hi = config.bound(p)
+            lo, hi = config.bound(p, spec.low, spec.high)
             if (spec.low is not None and lo < spec.low) or (spec.high is not None and hi > spec.high):
                 raise UserError(f"bounds for {p} leave the allowed range [{spec.low}, {spec.high}]", f"{where}.bounds")
+        if template.merge_method in ("della", "della_linear") and "density" in config.parameters:
+            _check_della_bounds(config, template, where)
         models = [m.model for m in template.models]
         evolving = config.models or [m for m in models if m != template.base_model]
         for m in evolving:
@@ -83,7 +102,7 @@ class Genome:
                             name += f".g{g}"
                         if config.split:
                             name += f".{f or 'rest'}"
-                        genes.append(Gene(name, m, p, g, f, *config.bound(p)))
+                        genes.append(Gene(name, m, p, g, f, *config.bound(p, specs[p].low, specs[p].high)))
         self.genes: list[Gene] = genes
 
     def __len__(self) -> int:
