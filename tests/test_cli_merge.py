@@ -160,6 +160,8 @@ BAD = {
     "della_epsilon": ("merge_method: della\nbase_model: {base}\nmodels:\n  - model: {ja}\n    parameters: {{weight: 1, density: [0.5, 0.1]}}\n", "epsilon"),
     "model_stock_two_models": ("merge_method: model_stock\nbase_model: {base}\nmodels:\n  - model: {base}\n  - model: {ja}\n", "at least 3"),
     "gamma_range": ("merge_method: breadcrumbs\nbase_model: {base}\nmodels:\n  - model: {ja}\n    parameters: {{weight: 1, density: 0.5, gamma: 2}}\n", "gamma"),
+    "nuslerp_three_models": ("merge_method: nuslerp\nmodels:\n  - model: {ja}\n    parameters: {{weight: 1}}\n  - model: {math}\n    parameters: {{weight: 1}}\n  - model: {code}\n    parameters: {{weight: 1}}\n", "exactly 2 models besides"),
+    "nearswap_no_t": ("merge_method: nearswap\nbase_model: {ja}\nmodels:\n  - model: {ja}\n  - model: {math}\n", "'t'"),
     "union_tokenizer": ("merge_method: linear\ntokenizer_source: union\nmodels:\n  - model: {ja}\n", "union"),
 }
 

@@ -251,6 +251,50 @@ dtype: float32
     assert not torch.equal(ours["model.layers.0.self_attn.q_proj.weight"], base["model.layers.0.self_attn.q_proj.weight"])
 
 
+@pytest.mark.parametrize("topk", [1.0, 0.4])
+def test_sce(family, tmp_path, topk):
+    compare(f"""
+merge_method: sce
+base_model: {family['base']}
+models:
+  - model: {family['ja']}
+  - model: {family['math']}
+  - model: {family['code']}
+parameters:
+  select_topk: {topk}
+""", tmp_path)
+
+
+@pytest.mark.parametrize("options", ["{}", "{nuslerp_flatten: false}", "{nuslerp_flatten: false, nuslerp_row_wise: true}"])
+@pytest.mark.parametrize("with_base", [True, False])
+def test_nuslerp(family, tmp_path, options, with_base):
+    base = f"base_model: {family['base']}\n" if with_base else ""
+    compare(f"""
+merge_method: nuslerp
+{base}models:
+  - model: {family['ja']}
+    parameters: {{weight: 0.3}}
+  - model: {family['math']}
+    parameters: {{weight: [0.9, 0.2]}}
+parameters: {options}
+""", tmp_path)
+
+
+def test_nearswap(family, tmp_path):
+    ours = compare(f"""
+merge_method: nearswap
+base_model: {family['ja']}
+models:
+  - model: {family['ja']}
+  - model: {family['math']}
+parameters:
+  t: [0.001, 0.05]
+""", tmp_path)
+    ja = load_state(family["ja"])
+    name = "model.layers.0.mlp.up_proj.weight"
+    assert not torch.equal(ours[name], ja[name])
+
+
 def test_slerp_mergekit_docs_recipe(family, tmp_path):
     compare(f"""
 slices:

@@ -25,15 +25,22 @@ def magnitude(delta: torch.Tensor, density: float, rescale: bool = False) -> tor
     if density <= 0 or delta.numel() == 0:
         return torch.zeros_like(delta)
     flat = delta.reshape(-1)
-    k = max(1, int(density * flat.numel()))
-    a = flat.abs()
-    thr = torch.kthvalue(a.cpu() if a.is_cuda else a, a.numel() - k + 1).values.to(a.device)
-    greater = a > thr
-    equal = a == thr
-    room = k - int(greater.sum())
-    keep = greater | (equal & (equal.cumsum(0) <= room))
+    keep = top_k(flat.abs(), max(1, int(density * flat.numel())))
     kept = torch.where(keep, flat, 0.0).reshape_as(delta)
     return l1_rescale(delta, kept) if rescale else kept
+
+
+def top_k(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool mask of the k largest of a 1-d tensor, equal values lowest index first."""
+    if k <= 0:
+        return torch.zeros_like(values, dtype=torch.bool)
+    if k >= values.numel():
+        return torch.ones_like(values, dtype=torch.bool)
+    thr = torch.kthvalue(values.cpu() if values.is_cuda else values, values.numel() - k + 1).values.to(values.device)
+    greater = values > thr
+    equal = values == thr
+    room = k - int(greater.sum())
+    return greater | (equal & (equal.cumsum(0) <= room))
 
 
 def dare(delta: torch.Tensor, density: float, keep: torch.Tensor | None, rescale: bool = True) -> torch.Tensor:
