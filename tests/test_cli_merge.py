@@ -162,6 +162,7 @@ BAD = {
     "gamma_range": ("merge_method: breadcrumbs\nbase_model: {base}\nmodels:\n  - model: {ja}\n    parameters: {{weight: 1, density: 0.5, gamma: 2}}\n", "gamma"),
     "nuslerp_three_models": ("merge_method: nuslerp\nmodels:\n  - model: {ja}\n    parameters: {{weight: 1}}\n  - model: {math}\n    parameters: {{weight: 1}}\n  - model: {code}\n    parameters: {{weight: 1}}\n", "exactly 2 models besides"),
     "nearswap_no_t": ("merge_method: nearswap\nbase_model: {ja}\nmodels:\n  - model: {ja}\n  - model: {math}\n", "'t'"),
+    "karcher_max_iter": ("merge_method: karcher\nparameters: {{max_iter: 2.5}}\nmodels:\n  - model: {ja}\n  - model: {math}\n", "max_iter: expected a whole number"),
     "union_tokenizer": ("merge_method: linear\ntokenizer_source: union\nmodels:\n  - model: {ja}\n", "union"),
 }
 

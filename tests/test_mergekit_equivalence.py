@@ -280,6 +280,33 @@ parameters: {options}
 """, tmp_path)
 
 
+@pytest.mark.parametrize("with_base", [True, False])
+def test_multislerp(family, tmp_path, with_base):
+    base = f"base_model: {family['base']}\n" if with_base else ""
+    compare(f"""
+merge_method: multislerp
+{base}models:
+  - model: {family['ja']}
+    parameters: {{weight: 0.5}}
+  - model: {family['math']}
+    parameters: {{weight: [0.2, 0.9]}}
+  - model: {family['code']}
+    parameters: {{weight: 0.3}}
+""", tmp_path)
+
+
+@pytest.mark.parametrize("options", ["{}", "{max_iter: 2, tol: 0.001}"])
+def test_karcher(family, tmp_path, options):
+    compare(f"""
+merge_method: karcher
+models:
+  - model: {family['ja']}
+  - model: {family['math']}
+  - model: {family['code']}
+parameters: {options}
+""", tmp_path)
+
+
 def test_nearswap(family, tmp_path):
     ours = compare(f"""
 merge_method: nearswap

@@ -9,7 +9,7 @@ from evomerge.methods.model_stock import MODEL_STOCK
 from evomerge.methods.nearswap import NEARSWAP
 from evomerge.methods.passthrough import PASSTHROUGH
 from evomerge.methods.sce import SCE
-from evomerge.methods.slerp import NUSLERP, SLERP
+from evomerge.methods.slerp import KARCHER, MULTISLERP, NUSLERP, SLERP
 from evomerge.methods.task_arithmetic import (
     BREADCRUMBS,
     BREADCRUMBS_TIES,
@@ -24,7 +24,7 @@ from evomerge.methods.task_arithmetic import (
 _REGISTRY: dict[str, MergeMethod] = {
     m.name: m
     for m in (LINEAR, TASK_ARITHMETIC, TIES, DARE_TIES, DARE_LINEAR, BREADCRUMBS, BREADCRUMBS_TIES, DELLA,
-              DELLA_LINEAR, MODEL_STOCK, SCE, SLERP, NUSLERP, NEARSWAP, PASSTHROUGH)
+              DELLA_LINEAR, MODEL_STOCK, SCE, SLERP, NUSLERP, MULTISLERP, KARCHER, NEARSWAP, PASSTHROUGH)
 }
 
 

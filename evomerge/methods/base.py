@@ -42,6 +42,13 @@ class ParamSpec:
             if isinstance(value, str) and value.lower() in ("true", "false"):
                 return value.lower() == "true"
             raise UserError(f"expected true or false, got {value!r}", where)
+        if self.kind is int:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+                raise UserError(f"expected a whole number, got {value!r}", where)
+            value = int(value)
+            if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+                raise UserError(f"{value} is out of range [{_fmt(self.low)}, {_fmt(self.high)}]", where)
+            return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             try:
                 value = float(value)  # mergekit accepts "1e-3" written as a string

@@ -3,8 +3,6 @@ Each element moves towards the other model by min(1, t / |base - other|): differ
 
 from __future__ import annotations
 
-import torch
-
 from evomerge.methods.base import MergeMethod, ParamSpec
 
 

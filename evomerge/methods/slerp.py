@@ -1,5 +1,6 @@
-"""Spherical interpolation: slerp (base to one other model, each tensor one vector) and nuslerp (two models by
-their weights, optionally as task vectors from a base, per row or per tensor)."""
+"""Spherical interpolation: slerp (base to one other model, each tensor one vector), nuslerp (two models by their
+weights, optionally as task vectors from a base, per row or per tensor), and weighted means of many models on
+the sphere: multislerp (one step in the tangent space) and karcher (the Karcher mean, iterated)."""
 
 from __future__ import annotations
 
@@ -99,4 +100,95 @@ NUSLERP = NuSlerp(
     base="optional",
     min_inputs=2,
     description="slerp of two models (or their task vectors from a base) at t = w2 / (w1 + w2)",
+)
+
+
+class MultiSlerp(MergeMethod):
+    """Project the non-base models (their task vectors, with a base) onto the unit sphere, average them in the
+    tangent space at their weighted mean direction, map back, and scale by the weighted mean norm."""
+
+    def check_inputs(self, n_inputs, has_base, where):
+        if n_inputs - has_base < 1:
+            raise UserError("merge method multislerp needs at least 1 model besides the base_model", where)
+
+    def merge(self, tensors, base, shared, per_input, ctx):
+        others = [i for i in range(len(tensors)) if i != base]
+        if len(others) == 1:
+            return tensors[others[0]]
+        eps = shared["eps"]
+        stacked = torch.stack([tensors[i] for i in others])
+        if base is not None:
+            stacked = stacked - tensors[base]
+        flat = stacked.reshape(len(others), -1)
+        w = torch.tensor([per_input[i]["weight"] for i in others], dtype=flat.dtype, device=flat.device)
+        if shared["normalize_weights"]:
+            w = w / w.sum()
+        norms = flat.norm(dim=-1, keepdim=True)
+        units = flat / (norms + eps)
+        mean = (units * w.view(-1, 1)).sum(0)
+        mean_norm = mean.norm()
+        if mean_norm < eps:
+            if len(others) != 2:
+                raise UserError("multislerp: the weighted directions cancel out (antipodal models with balancing "
+                                "weights); change the weights", ctx.name)
+            out = (stacked[0] * w[0] + stacked[1] * w[1])
+            return out if base is None else out + tensors[base]
+        mean = mean / mean_norm
+        tangent = ((units - (units * mean).sum(-1, keepdim=True) * mean) * w.view(-1, 1)).sum(0)
+        length = tangent.norm() + eps
+        out = (mean * torch.cos(length) + tangent * (torch.sin(length) / length)) * (norms.squeeze(-1) * w).sum()
+        out = out.reshape(tensors[0].shape)
+        return out if base is None else out + tensors[base]
+
+
+class Karcher(MergeMethod):
+    """The Karcher (Riemannian) mean of all inputs' directions with equal weights, by at most `max_iter`
+    gradient steps until the step is below `tol`, scaled by the mean norm. Inputs with norm <= tol are left out
+    of the direction."""
+
+    def merge(self, tensors, base, shared, per_input, ctx):
+        if len(tensors) == 1:
+            return tensors[0]
+        tol = shared["tol"]
+        alphas = [1.0 / len(tensors)] * len(tensors)
+        norms = [t.norm() for t in tensors]
+        valid = [i for i, n in enumerate(norms) if n.item() > tol]
+        if not valid:
+            return torch.zeros_like(tensors[0])
+        total = sum(alphas[i] for i in valid)
+        weights = [alphas[i] / total for i in valid]
+        units = [tensors[i] / norms[i] for i in valid]
+        mean = sum(a * u for a, u in zip(weights, units))
+        mean = units[0].clone() if mean.norm().item() < tol else mean / mean.norm()
+        for _ in range(shared["max_iter"]):
+            step = torch.zeros_like(mean)
+            for a, u in zip(weights, units):
+                dot = torch.dot(mean.flatten(), u.flatten()).clamp(-1.0, 1.0)
+                theta = torch.arccos(dot)
+                if theta.item() >= tol:
+                    step += a * (theta / torch.sin(theta)) * (u - dot * mean)
+            length = step.norm()
+            if length.item() < tol:
+                break
+            mean = torch.cos(length) * mean + torch.sin(length) * (step / length)
+            if mean.norm().item() > tol:
+                mean = mean / mean.norm()
+        return sum(a * n for a, n in zip(alphas, norms)) * mean
+
+
+MULTISLERP = MultiSlerp(
+    name="multislerp",
+    params=(
+        ParamSpec("weight", scope="non_base"),
+        ParamSpec("normalize_weights", kind=bool, default=True),
+        ParamSpec("eps", default=1e-8, low=0.0),
+    ),
+    base="optional",
+    description="weighted spherical mean of any number of models (or task vectors), one tangent-space step",
+)
+KARCHER = Karcher(
+    name="karcher",
+    params=(ParamSpec("max_iter", kind=int, default=10, low=0), ParamSpec("tol", default=1e-5, low=0.0)),
+    base="optional",
+    description="Karcher mean of all inputs on the sphere, scaled by their mean norm",
 )

@@ -57,9 +57,9 @@ def _check_della_bounds(config: GenomeConfig, template: Recipe, where: str) -> N
         eps = max(fixed)
     lo, hi = config.bound("density", 0.0, 1.0)
     if lo - eps <= 0 or hi + eps >= 1:
-        raise UserError(f"{template.merge_method} needs density +- epsilon inside (0, 1), and density in [{lo:g}, "
-                        f"{hi:g}] with epsilon up to {eps:g} leaves it; set bounds.density inside ({eps:g}, "
-                        f"{1 - eps:g})", f"{where}.bounds")
+        raise UserError(f"{template.merge_method} needs density +- epsilon inside (0, 1), which density bounds "
+                        f"[{lo:g}, {hi:g}] with epsilon up to {eps:g} can leave; set bounds.density inside "
+                        f"({eps:g}, {1 - eps:g})", f"{where}.bounds")
 
 
 class Genome:
@@ -69,8 +69,8 @@ class Genome:
         specs = {}
         for p in config.parameters:
             spec = specs[p] = method.param(p)
-            if spec is None or spec.kind is bool:
-                raise UserError(f"{p!r} is not a numeric parameter of {method.name}", f"{where}.parameters")
+            if spec is None or spec.kind is not float:
+                raise UserError(f"{p!r} is not a real-valued parameter of {method.name}", f"{where}.parameters")
             lo, hi = config.bound(p, spec.low, spec.high)
             if (spec.low is not None and lo < spec.low) or (spec.high is not None and hi > spec.high):
                 raise UserError(f"bounds for {p} leave the allowed range [{spec.low}, {spec.high}]", f"{where}.bounds")
