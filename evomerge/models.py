@@ -2,7 +2,8 @@
 
 A model reference is a local Hugging Face folder (single or sharded safetensors), a `.gguf` file (or a folder
 holding one; dequantised through transformers, so read whole: GGUF sources are small quantised models), or a
-hub id `org/name[@revision]`, downloaded (safetensors and config files only) through huggingface_hub.
+hub id `org/name[@revision]`, downloaded (safetensors and config files only) through huggingface_hub; any of
+them followed by `+ADAPTER` adds a PEFT LoRA adapter (evomerge/lora.py).
 Pickled checkpoints (`.bin`, `.pt`) are refused: loading them runs arbitrary code.
 """
 
@@ -46,6 +47,7 @@ class ModelSource:
     config: Any
     infos: dict[str, TensorInfo]
     gguf_file: str | None = None
+    lora: Any = None  # an evomerge.lora.Adapter folded in as tensors are read (`model+adapter` references)
     _files: dict[str, Path] = field(default_factory=dict, repr=False)
     _handles: dict[Path, Any] = field(default_factory=dict, repr=False)
     _memory: dict[str, torch.Tensor] | None = field(default=None, repr=False)
@@ -58,6 +60,10 @@ class ModelSource:
         return name in self.infos
 
     def get(self, name: str) -> torch.Tensor:
+        t = self._read(name)
+        return t if self.lora is None else self.lora.apply(name, t)
+
+    def _read(self, name: str) -> torch.Tensor:
         if self._memory is not None:
             return self._memory[name]
         path = self._files[name]
@@ -77,14 +83,16 @@ class ModelSource:
 
 
 def resolve_reference(ref: str) -> tuple[Path, str | None]:
-    """(local folder, gguf file name or None) for a model reference, downloading hub ids."""
+    """(local folder, gguf file name or None) for a model reference, downloading hub ids. For `model+adapter`, the
+    model's (the adapter is applied by `open_model` and `evomerge.lora.fold_into_module`)."""
+    from evomerge.lora import split_reference
+
+    ref = split_reference(ref)[0]
     if ref.startswith("builtin:"):
         from evomerge.assets import builtin_model
 
         path = builtin_model(ref.removeprefix("builtin:"))
         return (path, None) if path.is_dir() else (path.parent, path.name)
-    if "+" in ref and not Path(ref).exists():
-        raise UserError("LoRA references (model+adapter) are not supported; merge the adapter first", ref)
     path = Path(ref).expanduser()
     if path.is_file():
         if path.suffix == ".gguf":
@@ -108,6 +116,11 @@ def fingerprint(ref: str) -> str:
     builtin, a re-exported run). Hub ids are keyed by their name and revision; they are not fetched."""
     import hashlib
 
+    from evomerge.lora import split_reference
+
+    model, adapter = split_reference(ref)
+    if adapter is not None:
+        return hashlib.sha256(f"{fingerprint(model)}+{fingerprint(adapter)}".encode()).hexdigest()[:16]
     if ref.startswith("builtin:"):
         from evomerge.assets import builtin_model
 
@@ -146,6 +159,21 @@ def _load_config(folder: Path, ref: str, gguf_file: str | None = None) -> Any:
 
 
 def open_model(ref: str) -> ModelSource:
+    from evomerge.lora import open_adapter, split_reference
+
+    model_ref, adapter_ref = split_reference(ref)
+    if adapter_ref is None:
+        return _open_plain(ref)
+    src = _open_plain(model_ref)
+    src.ref = ref
+    src.lora = open_adapter(adapter_ref)
+    missing = sorted(n for n in src.lora.targets() if n not in src.infos)
+    if missing:
+        raise UserError(f"the adapter changes {missing[0]}, which {model_ref} does not have", ref)
+    return src
+
+
+def _open_plain(ref: str) -> ModelSource:
     folder, gguf_file = resolve_reference(ref)
     if gguf_file is not None:
         return _open_gguf(ref, folder, gguf_file)

@@ -32,14 +32,25 @@ def load_for_eval(ref: str, device: str = "auto", dtype: str | None = None,
             processor = AutoProcessor.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
         except Exception as e:
             raise UserError(f"cannot load the vision-language model: {reason(e)}", ref) from None
+        _fold_adapter(model, ref)
         return model.to(pick_device(device)).eval(), processor
     try:
         model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file, dtype=dtype or "auto",
                                                      trust_remote_code=trust_remote_code)
     except Exception as e:
         raise UserError(f"cannot load the model: {reason(e)}", ref) from None
+    _fold_adapter(model, ref)
     model.to(pick_device(device)).eval()
     return model, load_tokenizer(folder, gguf_file)
+
+
+def _fold_adapter(model: Any, ref: str) -> None:
+    """`MODEL+ADAPTER`: the LoRA adapter folded into the loaded model's weights."""
+    from evomerge.lora import fold_into_module, open_adapter, split_reference
+
+    adapter = split_reference(ref)[1]
+    if adapter is not None:
+        fold_into_module(model, open_adapter(adapter), ref)
 
 
 def _is_vlm_folder(folder) -> bool:
