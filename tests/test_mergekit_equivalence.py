@@ -307,6 +307,33 @@ parameters: {options}
 """, tmp_path)
 
 
+def test_arcee_fusion(family, tmp_path):
+    ours = compare(f"""
+merge_method: arcee_fusion
+base_model: {family['base']}
+models:
+  - model: {family['base']}
+  - model: {family['ja']}
+""", tmp_path)
+    base, ja = load_state(family["base"]), load_state(family["ja"])
+    name = "model.layers.0.mlp.down_proj.weight"
+    took = ours[name] == ja[name]
+    assert 0 < took.float().mean() < 0.5  # some, not most, of the fine-tune's values
+    assert torch.equal(ours[name][~took], base[name][~took])
+
+
+def test_arcee_fusion_samples_large_tensors_reproducibly():
+    from evomerge import rng
+    from evomerge.methods.arcee_fusion import SAMPLE, outlier_fence
+
+    values = torch.randn(3 * SAMPLE, generator=torch.Generator().manual_seed(0)).abs()
+    u = rng.uniform_like(rng.stream_keys(0, "t", "m"), torch.Size([SAMPLE]))
+    fence = outlier_fence(values, u)
+    assert torch.equal(fence, outlier_fence(values, u.clone()))
+    exact = torch.quantile(values[:SAMPLE], torch.tensor([0.25, 0.5, 0.75]))  # |N(0,1)|: same distribution
+    assert fence.item() == pytest.approx((exact[1] + 1.5 * (exact[2] - exact[0])).item(), rel=0.01)
+
+
 def test_nearswap(family, tmp_path):
     ours = compare(f"""
 merge_method: nearswap

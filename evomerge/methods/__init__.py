@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from evomerge.errors import UserError
 from evomerge.methods.base import MergeMethod, ParamSpec, TensorContext
+from evomerge.methods.arcee_fusion import ARCEE_FUSION
 from evomerge.methods.linear import LINEAR
 from evomerge.methods.model_stock import MODEL_STOCK
 from evomerge.methods.nearswap import NEARSWAP
@@ -24,7 +25,7 @@ from evomerge.methods.task_arithmetic import (
 _REGISTRY: dict[str, MergeMethod] = {
     m.name: m
     for m in (LINEAR, TASK_ARITHMETIC, TIES, DARE_TIES, DARE_LINEAR, BREADCRUMBS, BREADCRUMBS_TIES, DELLA,
-              DELLA_LINEAR, MODEL_STOCK, SCE, SLERP, NUSLERP, MULTISLERP, KARCHER, NEARSWAP, PASSTHROUGH)
+              DELLA_LINEAR, MODEL_STOCK, SCE, SLERP, NUSLERP, MULTISLERP, KARCHER, NEARSWAP, ARCEE_FUSION, PASSTHROUGH)
 }
 
 
