@@ -93,6 +93,14 @@ def compare(recipe_text: str, tmp_path: Path, monkeypatch=None) -> dict[str, tor
     return ours
 
 
+def test_every_mergekit_method_is_known():
+    from mergekit.merge_methods.registry import registered_methods
+
+    from evomerge.methods import method_names
+
+    assert sorted(method_names()) == sorted(m.spec.name for m in registered_methods())
+
+
 def test_linear(family, tmp_path):
     compare(f"""
 merge_method: linear
@@ -332,6 +340,21 @@ def test_arcee_fusion_samples_large_tensors_reproducibly():
     assert torch.equal(fence, outlier_fence(values, u.clone()))
     exact = torch.quantile(values[:SAMPLE], torch.tensor([0.25, 0.5, 0.75]))  # |N(0,1)|: same distribution
     assert fence.item() == pytest.approx((exact[1] + 1.5 * (exact[2] - exact[0])).item(), rel=0.01)
+
+
+@pytest.mark.parametrize("method, options", [
+    ("ram", "{epsilon: 0.02}"), ("ramplus_tl", "{epsilon: 0.02}"), ("ramplus_tl", "{epsilon: 0.03, r: 0.5, alpha: 2}"),
+])
+def test_ram(family, tmp_path, method, options):
+    compare(f"""
+merge_method: {method}
+base_model: {family['base']}
+models:
+  - model: {family['ja']}
+  - model: {family['math']}
+  - model: {family['code']}
+parameters: {options}
+""", tmp_path)
 
 
 def test_nearswap(family, tmp_path):

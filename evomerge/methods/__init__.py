@@ -9,6 +9,7 @@ from evomerge.methods.linear import LINEAR
 from evomerge.methods.model_stock import MODEL_STOCK
 from evomerge.methods.nearswap import NEARSWAP
 from evomerge.methods.passthrough import PASSTHROUGH
+from evomerge.methods.ram import RAM, RAMPLUS_TL
 from evomerge.methods.sce import SCE
 from evomerge.methods.slerp import KARCHER, MULTISLERP, NUSLERP, SLERP
 from evomerge.methods.task_arithmetic import (
@@ -25,7 +26,7 @@ from evomerge.methods.task_arithmetic import (
 _REGISTRY: dict[str, MergeMethod] = {
     m.name: m
     for m in (LINEAR, TASK_ARITHMETIC, TIES, DARE_TIES, DARE_LINEAR, BREADCRUMBS, BREADCRUMBS_TIES, DELLA,
-              DELLA_LINEAR, MODEL_STOCK, SCE, SLERP, NUSLERP, MULTISLERP, KARCHER, NEARSWAP, ARCEE_FUSION, PASSTHROUGH)
+              DELLA_LINEAR, MODEL_STOCK, SCE, SLERP, NUSLERP, MULTISLERP, KARCHER, NEARSWAP, ARCEE_FUSION, RAM, RAMPLUS_TL, PASSTHROUGH)
 }
 
 

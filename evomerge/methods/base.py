@@ -69,7 +69,7 @@ def _fmt(v: float | None) -> str:
 @dataclass
 class TensorContext:
     """Per-tensor facts a method may need: the tensor's name, and reproducible uniform numbers per input index
-    (from evomerge.rng, keyed by seed, tensor and source), from which DARE and DELLA draw their masks."""
+    (from evomerge.rng, keyed by seed, tensor and source): DARE's and DELLA's masks, Arcee Fusion's sample."""
 
     name: str
     uniform: Callable[[int, torch.Size, torch.device], torch.Tensor] | None = None
