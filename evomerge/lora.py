@@ -66,17 +66,11 @@ def _folder(ref: str) -> Path:
     path = Path(ref).expanduser()
     if path.is_dir():
         return path
-    from evomerge.models import HUB_ID
+    from evomerge.models import HUB_ID, download
 
     if ref.startswith((".", "/", "~")) or not HUB_ID.match(ref):
         raise UserError("LoRA adapter not found (no such folder)", ref)
-    repo, _, revision = ref.partition("@")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(repo, revision=revision or None, allow_patterns=_HUB_PATTERNS))
-    except Exception as e:
-        raise UserError(f"cannot fetch the adapter from the Hugging Face hub: {reason(e, 160, True)}", ref) from None
+    return download(ref, _HUB_PATTERNS)
 
 
 def _pattern_value(patterns: dict, module: str, default):

@@ -107,7 +107,7 @@ def resolve_reference(ref: str) -> tuple[Path, str | None]:
         return path, None
     if ref.startswith((".", "/", "~")) or not HUB_ID.match(ref):
         raise UserError("model not found (no such folder or file)", ref)
-    return _download(ref), None
+    return download(ref), None
 
 
 def fingerprint(ref: str) -> str:
@@ -137,12 +137,13 @@ def fingerprint(ref: str) -> str:
     return h.hexdigest()[:16]
 
 
-def _download(ref: str) -> Path:
+def download(ref: str, patterns: list[str] = HUB_PATTERNS) -> Path:
+    """The hub repo `org/name[@revision]`, only the files matching `patterns`, as a local folder."""
     repo, _, revision = ref.partition("@")
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(repo, revision=revision or None, allow_patterns=HUB_PATTERNS))
+        return Path(snapshot_download(repo, revision=revision or None, allow_patterns=patterns))
     except Exception as e:  # offline, unknown repo, gated repo, network error: all the user's to fix
         raise UserError(f"cannot fetch from the Hugging Face hub: {reason(e, 160, True)}", ref) from None
 

@@ -1,9 +1,10 @@
 """The task-arithmetic family: task_arithmetic, ties, dare_ties, dare_linear, breadcrumbs(_ties), della(_linear).
 
 delta_i = model_i - base; each delta is sparsified with its own density (ties: top magnitudes, dare: random
-keep, breadcrumbs: top magnitudes less the gamma largest outliers, della: random keep more likely the larger the
-magnitude, density +- epsilon), scaled by its weight; ties/dare_ties elect a sign per element (sign of the weighted sum) and drop entries
-that disagree; normalize divides by the sum of the weights of the kept entries; result = base + lambda * mixed.
+keep, breadcrumbs: top magnitudes less the gamma largest outliers, della: random keep, more likely the larger the
+magnitude, density +- epsilon), scaled by its weight; the *ties methods and della elect a sign per element (sign
+of the weighted sum) and drop entries that disagree; normalize divides by the sum of the weights of the kept
+entries; result = base + lambda * mixed.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from evomerge.errors import UserError
-from evomerge.methods import get_method
+from evomerge.methods import ParamSpec, get_method
 from evomerge.recipe import Recipe, recipe_from_dict
 from evomerge.search.config import GenomeConfig
 
@@ -46,14 +46,15 @@ def _alias(model: str, taken: set[str]) -> str:
     return alias
 
 
-def _check_della_bounds(config: GenomeConfig, template: Recipe, where: str) -> None:
+def _check_epsilon_bounds(config: GenomeConfig, template: Recipe, eps_spec: ParamSpec, where: str) -> None:
     """DELLA refuses a density within epsilon of 0 or 1; say so once, before the search, not per candidate."""
     if "epsilon" in config.parameters:
-        eps = config.bound("epsilon", 0.0, 0.5)[1]
+        eps = config.bound("epsilon", eps_spec.low, eps_spec.high)[1]
     else:
-        fixed = [template.parameters.get("epsilon", 0.15)] + [m.parameters.get("epsilon", 0.15) for m in template.models]
+        fixed = [template.parameters.get("epsilon", eps_spec.default)]
+        fixed += [m.parameters.get("epsilon", eps_spec.default) for m in template.models]
         if not all(isinstance(e, (int, float)) for e in fixed):
-            return  # gradients or filters: the per-tensor check at merge time decides
+            return  # gradients or filters: the per-tensor check while planning decides
         eps = max(fixed)
     lo, hi = config.bound("density", 0.0, 1.0)
     if lo - eps <= 0 or hi + eps >= 1:
@@ -74,8 +75,9 @@ class Genome:
             lo, hi = config.bound(p, spec.low, spec.high)
             if (spec.low is not None and lo < spec.low) or (spec.high is not None and hi > spec.high):
                 raise UserError(f"bounds for {p} leave the allowed range [{spec.low}, {spec.high}]", f"{where}.bounds")
-        if template.merge_method in ("della", "della_linear") and "density" in config.parameters:
-            _check_della_bounds(config, template, where)
+        eps_spec = method.param("epsilon")
+        if eps_spec is not None and "density" in config.parameters:
+            _check_epsilon_bounds(config, template, eps_spec, where)
         models = [m.model for m in template.models]
         evolving = config.models or [m for m in models if m != template.base_model]
         for m in evolving:
