@@ -7,9 +7,11 @@ from pathlib import Path
 
 import click
 
+from evomerge.devices import pick_device
 from evomerge.errors import UserError
 
 EXIT_USER_ERROR = 2
+EXIT_NO_RESULT = 1  # a search that ran but has no completed trial, so no best
 
 
 def _size(text: str) -> int:
@@ -42,6 +44,7 @@ def merge(recipe: Path, out_dir: Path, device: str, force: bool, seed: int | Non
     from evomerge.recipe import load_recipe
 
     shard = _size(max_shard_size)
+    pick_device(device, "--device")
     parsed = load_recipe(recipe)
     check_out_dir(out_dir, force)
     plan = run_merge(parsed, out_dir, device=device, seed=seed, force=force, max_shard_size=shard,
@@ -62,8 +65,13 @@ def search(config: Path, run_dir: Path, resume: bool, quiet: bool) -> None:
     from evomerge.search.loop import run_search
 
     cfg = load_search_config(config)
-    run_search(cfg, run_dir, resume=resume, progress=not quiet, config_text=config.read_text(encoding="utf-8"),
-               log=lambda m: click.echo(m, err=True))
+    best = run_search(cfg, run_dir, resume=resume, progress=not quiet,
+                      config_text=config.read_text(encoding="utf-8"), log=lambda m: click.echo(m, err=True))
+    if best is None:
+        from evomerge.search.loop import no_best_reason
+
+        click.echo(f"error: {run_dir}: {no_best_reason(run_dir)}", err=True)
+        sys.exit(EXIT_NO_RESULT)
 
 
 @cli.command()
@@ -82,7 +90,9 @@ def status(run_dir: Path, as_json: bool) -> None:
     click.echo(f"{info['completed']} complete, {info['failed']} failed, {info['running']} running "
                f"of {info['budget']} trials; {info['generations']} generations")
     best = info["best"]
-    if best:
+    if not best:
+        click.echo("best: none yet (no trial has completed)")
+    else:
         click.echo(f"best: trial {best['trial']}, fitness {best['fitness']:.6g}")
         for k, v in best["params"].items():
             click.echo(f"  {k} = {v:.4f}")
@@ -99,7 +109,9 @@ def export(run_dir: Path, out_dir: Path, trial: str, device: str, force: bool, q
     """Write a trial of RUN_DIR (the best by default) as a Hugging Face model in OUT_DIR."""
     from evomerge.search.loop import export_trial
 
-    t = export_trial(run_dir, out_dir, trial, device=device, force=force, progress=not quiet)
+    pick_device(device, "--device")
+    t = export_trial(run_dir, out_dir, trial, device=device, force=force, progress=not quiet,
+                     log=lambda m: click.echo(m, err=True))
     click.echo(f"wrote {out_dir} (trial {t.id}, fitness {t.fitness:.6g})")
 
 
@@ -124,6 +136,7 @@ def eval_(model: str, config_path: Path, device: str | None, trust_remote_code: 
     if samples is not None and not samples.parent.is_dir():
         raise UserError(f"folder {samples.parent} does not exist", "--samples")
     cfg = load_search_config(config_path)
+    pick_device(device or cfg.device, "--device" if device else f"{config_path}: device")
     fitness = Fitness(cfg.fitness, f"{config_path}: fitness")
     lm, tok = load_for_eval(model, device or cfg.device, trust_remote_code=trust_remote_code)
     value, scores = fitness.score(lm, tok)

@@ -46,6 +46,9 @@ class DataflowPath(BaseModel):
     model_a: str
     model_b: str
     hops: list[Hop]
+    # the dtype the candidate was scored in (the search's `dataflow.dtype`); the export writes this dtype, so the
+    # exported model is the scored one. None: the models' own dtype.
+    dtype: Literal["float32", "float16", "bfloat16"] | None = None
 
     @model_validator(mode="after")
     def _ends_in_a(self) -> "DataflowPath":
@@ -56,7 +59,7 @@ class DataflowPath(BaseModel):
         return self
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump({"dataflow": self.model_dump(mode="json")}, sort_keys=False)
+        return yaml.safe_dump({"dataflow": self.model_dump(mode="json", exclude_none=True)}, sort_keys=False)
 
     @classmethod
     def from_yaml(cls, text: str) -> "DataflowPath":
@@ -74,8 +77,11 @@ class DataflowPath(BaseModel):
         from evomerge.recipe import recipe_from_dict
 
         slices = [{"sources": [{"model": self.ref(h), "layer_range": [h.layer, h.layer + 1]}]} for h in self.hops]
-        return recipe_from_dict({"merge_method": "passthrough", "slices": slices, "base_model": self.model_a,
-                                 "output_model": self.model_a}, "data-flow path")
+        data = {"merge_method": "passthrough", "slices": slices, "base_model": self.model_a,
+                "output_model": self.model_a}
+        if self.dtype is not None:
+            data["dtype"] = self.dtype
+        return recipe_from_dict(data, "data-flow path")
 
 
 class _HopLayer(torch.nn.Module):
@@ -133,6 +139,21 @@ def path_config(config: Any, path: DataflowPath, layer_types_b: list | None = No
         types_b = layer_types_b or types_a
         tc.layer_types = [(types_a if h.model == "a" else types_b)[h.layer] for h in path.hops]
     return cfg
+
+
+def check_layer_shapes(a: Any, b: Any) -> None:
+    """Refuse two sources (ModelSource) whose decoder layers differ in tensors or shapes, from their file headers
+    alone: a path can only run B's layers on A's hidden states if the layers are alike."""
+    from evomerge.architecture import detect_layout
+
+    la, lb = detect_layout(a.names(), a.config, a.ref), detect_layout(b.names(), b.config, b.ref)
+    shapes_b = {k: b.infos[lb.layer_tensor(0, k)].shape for k in lb.layer_keys}
+    for key in la.layer_keys:
+        shape = a.infos[la.layer_tensor(0, key)].shape
+        if shapes_b.get(key) != shape:
+            got = "no such tensor" if key not in shapes_b else f"{list(shapes_b[key])}"
+            raise UserError(f"models A and B have different layer shapes (layers.0.{key}: {list(shape)} in A, "
+                            f"{got} in B)", "dataflow.model_b")
 
 
 class HopModel:
@@ -216,8 +237,8 @@ def export_dataflow(path: DataflowPath, out: Path, *, force: bool = False, progr
                     card_extra: str = "") -> None:
     """Write a path as a Hugging Face model folder (custom code only when some scale is not 1)."""
     import json
-    import tempfile
 
+    from evomerge.export import staged_output
     from evomerge.merge import run_merge
 
     recipe = path.as_recipe()
@@ -225,9 +246,8 @@ def export_dataflow(path: DataflowPath, out: Path, *, force: bool = False, progr
     if path.has_scales():
         extra += ("\n\nThis model scales the hidden state entering each layer (data-flow merge); load it with "
                   "`trust_remote_code=True`.")
-    with tempfile.TemporaryDirectory(dir=Path(out).parent, prefix=f".{Path(out).name}.dfs-") as tmp:
-        staged = Path(tmp) / "model"
-        run_merge(recipe, staged, device="cpu", progress=progress, card_extra=extra)
+    with staged_output(Path(out), force) as staged:
+        run_merge(recipe, staged, device="cpu", progress=progress, card_extra=extra, staged=False)
         (staged / "evomerge_dataflow.yaml").write_text(path.to_yaml(), encoding="utf-8")
         if path.has_scales():
             cfg = json.loads((staged / "config.json").read_text())
@@ -244,11 +264,6 @@ def export_dataflow(path: DataflowPath, out: Path, *, force: bool = False, progr
             if vlm:
                 _rename_to_runtime(staged)
             (staged / "config.json").write_text(json.dumps(cfg, indent=2))
-        from evomerge.export import staged_output
-
-        with staged_output(Path(out), force) as final:
-            for f in staged.iterdir():
-                f.rename(final / f.name)
 
 
 def _rename_to_runtime(folder: Path) -> None:

@@ -6,10 +6,12 @@ an interrupted or failed merge never leaves something that looks like a model.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import shutil
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,11 +40,59 @@ def check_out_dir(out: Path, force: bool) -> None:
         raise UserError("the parent folder of the output does not exist", str(out))
 
 
+def _try_lock(path: Path):
+    """An open file holding an exclusive flock on `path`, or None if another process holds it."""
+    import fcntl
+
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        return None
+    return fh
+
+
+def remove_stale_partials(out: Path) -> list[Path]:
+    """Remove the `.OUT.partial-*` folders that killed writes to `out` left behind (full model size each).
+
+    Each writer holds an flock on `.OUT.partial-XXXX.lock` for as long as it writes, and the kernel drops it when
+    the writer dies: a partial folder whose lock can be taken (or that has no lock file, as older versions wrote)
+    belongs to nobody alive. A folder whose writer is still running is left alone."""
+    removed = []
+    for folder in out.parent.glob(f".{out.name}.partial-*"):
+        if not folder.is_dir():
+            continue
+        lock_path = folder.with_name(folder.name + ".lock")
+        fh = _try_lock(lock_path) if lock_path.exists() else None
+        if lock_path.exists() and fh is None:
+            continue  # a live writer
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+        if fh is not None:
+            lock_path.unlink(missing_ok=True)
+            fh.close()
+    for lock_path in out.parent.glob(f".{out.name}.partial-*.lock"):  # a writer killed before its folder existed
+        fh = _try_lock(lock_path)
+        if fh is not None and not lock_path.with_suffix("").exists():
+            lock_path.unlink(missing_ok=True)
+        if fh is not None:
+            fh.close()
+    return removed
+
+
 @contextmanager
 def staged_output(out: Path, force: bool) -> Iterator[Path]:
-    """Yield a temporary folder; on success it replaces `out`, on any failure it is removed."""
+    """Yield a temporary folder; on success it replaces `out`, on any failure it is removed. Stale temporary
+    folders of earlier, killed writes to `out` are removed first."""
     check_out_dir(out, force)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    remove_stale_partials(out)
+    fd, lock_name = tempfile.mkstemp(prefix=f".{out.name}.partial-", suffix=".lock", dir=out.parent)
+    os.close(fd)
+    lock_path = Path(lock_name)
+    lock = _try_lock(lock_path)  # held until the folder is in place; the kernel drops it if we are killed
+    tmp = lock_path.with_suffix("")
+    tmp.mkdir()
     try:
         yield tmp
         if out.exists():
@@ -55,6 +105,10 @@ def staged_output(out: Path, force: bool) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        lock_path.unlink(missing_ok=True)
+        if lock is not None:
+            lock.close()
 
 
 class ShardWriter:
@@ -126,7 +180,12 @@ def output_config(config: Any, plan: MergePlan, dtype: torch.dtype | None) -> An
     return cfg
 
 
+def has_tokenizer(src: ModelSource) -> bool:
+    return src.gguf_file is not None or any((src.folder / name).exists() for name in TOKENIZER_FILES)
+
+
 def copy_tokenizer(src: ModelSource, out: Path) -> None:
+    """The tokenizer (and processor) files of `src`; a source without any copies nothing (`has_tokenizer`)."""
     if src.gguf_file is not None:
         from transformers import AutoTokenizer
 
@@ -135,13 +194,9 @@ def copy_tokenizer(src: ModelSource, out: Path) -> None:
         except Exception as e:
             raise UserError(f"cannot read the tokenizer: {reason(e)}", src.ref) from None
         return
-    copied = False
     for name in TOKENIZER_FILES:
         if (src.folder / name).exists():
             shutil.copy(src.folder / name, out / name)
-            copied = True
-    if not copied:
-        raise UserError("the tokenizer source has no tokenizer files", src.ref)
 
 
 def copy_generation_config(src: ModelSource, out: Path, config: Any) -> None:
@@ -188,11 +243,17 @@ def tokenizer_donor(recipe: Recipe, plan: MergePlan, open_model) -> ModelSource:
 
 
 def export_merge(run, out: Path, *, force: bool = False, max_shard_size: int = 5 * 2**30, progress: bool = True,
-                 card_extra: str = "") -> None:
-    """Stream a MergeRun's tensors into a complete model folder at `out`."""
+                 card_extra: str = "", staged: bool = True) -> None:
+    """Stream a MergeRun's tensors into a complete model folder at `out` (`staged=False`: straight into `out`, an
+    empty folder that the caller stages itself)."""
     plan, recipe, pool = run.plan, run.recipe, run.pool
     tok_src = tokenizer_donor(recipe, plan, pool.get)  # fail on a bad tokenizer source before the long part
-    with staged_output(out, force) as tmp:
+    if not has_tokenizer(tok_src):  # as mergekit does: the weights are still worth having; say so, up front too
+        plan.warnings.append(f"{tok_src.ref} has no tokenizer files, so the output has none: copy them in, or set "
+                             "`tokenizer_source:` to a model that has them")
+        if progress:
+            tqdm.write(f"warning: {plan.warnings[-1]}", file=sys.stderr)
+    with (staged_output(out, force) if staged else contextlib.nullcontext(out)) as tmp:
         writer = ShardWriter(tmp, max_shard_size)
         bar = tqdm(run.tensors(), total=len(plan.tasks), desc="merging", unit="tensor", disable=not progress)
         for name, tensor in bar:

@@ -15,7 +15,8 @@ import torch
 
 from evomerge.errors import UserError
 from evomerge.export import output_config
-from evomerge.merge import DTYPES, merge_task, pick_device
+from evomerge.devices import pick_device
+from evomerge.merge import DTYPES, merge_task
 from evomerge.models import ModelPool
 from evomerge.plan import MergePlan, is_vlm, plan_merge
 from evomerge.recipe import Recipe

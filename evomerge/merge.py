@@ -10,6 +10,7 @@ from typing import Callable, Iterator
 import torch
 
 from evomerge import rng
+from evomerge.devices import pick_device
 from evomerge.errors import UserError
 from evomerge.methods import TensorContext
 from evomerge.models import ModelPool
@@ -17,14 +18,6 @@ from evomerge.plan import MergePlan, TensorTask, plan_merge
 from evomerge.recipe import Recipe
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
-
-
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for, but no CUDA GPU is available")
-    return torch.device(device)
 
 
 def ensure_seed(recipe: Recipe, seed: int | None = None) -> Recipe:
@@ -37,11 +30,11 @@ def ensure_seed(recipe: Recipe, seed: int | None = None) -> Recipe:
 
 
 def uniform_source(seed: int, task: TensorTask) -> Callable[[int, torch.Size, torch.device], torch.Tensor]:
-    """Uniform numbers for DARE/DELLA masks keyed by (seed, output tensor, source model): independent of order
-    and device."""
+    """Uniform numbers for DARE/DELLA masks keyed by (seed, output tensor, source position; `rng.mask_keys`):
+    independent of order, device and where the model files live."""
 
     def uniform(i: int, shape: torch.Size, device: torch.device) -> torch.Tensor:
-        return rng.uniform_like(rng.stream_keys(seed, task.out_name, task.inputs[i][0]), shape, device)
+        return rng.uniform_like(rng.mask_keys(seed, task.out_name, i), shape, device)
 
     return uniform
 
@@ -106,13 +99,14 @@ def prepare(recipe: Recipe, pool: ModelPool, device: str = "auto", seed: int | N
 
 def run_merge(recipe: Recipe, out_dir: str | Path, *, device: str = "auto", seed: int | None = None,
               force: bool = False, max_shard_size: int = 5 * 2**30, progress: bool = True,
-              where: str = "recipe", card_extra: str = "") -> MergePlan:
+              where: str = "recipe", card_extra: str = "", staged: bool = True) -> MergePlan:
     """Merge and export in one go: the library form of `evomerge merge`."""
     from evomerge.export import check_out_dir, export_merge
 
-    check_out_dir(Path(out_dir), force)
+    if staged:
+        check_out_dir(Path(out_dir), force)
     with ModelPool() as pool:
         run = prepare(recipe, pool, device, seed, where)
         export_merge(run, Path(out_dir), force=force, max_shard_size=max_shard_size, progress=progress,
-                     card_extra=card_extra)
+                     card_extra=card_extra, staged=staged)
         return run.plan

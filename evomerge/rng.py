@@ -24,6 +24,13 @@ def stream_keys(seed: int, *parts: str) -> tuple[int, int]:
     return int.from_bytes(h[:4], "little"), int.from_bytes(h[4:], "little")
 
 
+def mask_keys(seed: int, tensor: str, source_index: int) -> tuple[int, int]:
+    """The stream of a DARE/DELLA mask: (seed, output tensor name, the source's position among that tensor's
+    inputs). Positions come from the recipe, not from where the model files live, so the same recipe over the
+    same files gives the same masks whether a source is named by hub id, cache folder or a moved copy."""
+    return stream_keys(seed, tensor, f"source{source_index}")
+
+
 def _fmix32_(h: torch.Tensor) -> torch.Tensor:
     """murmur3's finaliser, in place, on 32-bit values held in int64 (products may wrap; low 32 bits stay exact)."""
     h ^= h >> 16

@@ -6,7 +6,7 @@ from typing import Any
 
 from evomerge.errors import UserError, reason
 from evomerge.live import load_tokenizer
-from evomerge.merge import pick_device
+from evomerge.devices import pick_device
 from evomerge.models import open_model, resolve_reference
 
 
@@ -16,6 +16,7 @@ def load_for_eval(ref: str, device: str = "auto", dtype: str | None = None,
 
     from transformers import AutoModelForCausalLM
 
+    target = pick_device(device)  # a bad or missing device fails before the model is read
     folder, gguf_file = resolve_reference(ref)
     if gguf_file is None:
         open_model(ref)  # refuses pickled checkpoints before transformers would read them
@@ -33,14 +34,14 @@ def load_for_eval(ref: str, device: str = "auto", dtype: str | None = None,
         except Exception as e:
             raise UserError(f"cannot load the vision-language model: {reason(e)}", ref) from None
         _fold_adapter(model, ref)
-        return model.to(pick_device(device)).eval(), processor
+        return model.to(target).eval(), processor
     try:
         model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file, dtype=dtype or "auto",
                                                      trust_remote_code=trust_remote_code)
     except Exception as e:
         raise UserError(f"cannot load the model: {reason(e)}", ref) from None
     _fold_adapter(model, ref)
-    model.to(pick_device(device)).eval()
+    model.to(target).eval()
     return model, load_tokenizer(folder, gguf_file)
 
 

@@ -213,27 +213,6 @@ def test_della_genome_defaults_and_density_epsilon_check(family, target, tmp_pat
         run_merge(recipe, tmp_path / "m", device="cpu", progress=False, force=True)
 
 
-@pytest.mark.parametrize("change, expected", [
-    (lambda c: c["fitness"][0].update(name="nope"), "unknown evaluator"),
-    (lambda c: c["genome"].update(parameters=["density"]), "density"),
-    (lambda c: c["optimizer"].update(name="sgd"), "optimizer.name"),
-    (lambda c: c.update(budget={"max_trials": 0}), "max_trials"),
-    (lambda c: c.update(fitness=[]), "fitness"),
-    (lambda c: c["merge"].update(merge_method="nonsense"), "unknown merge method"),
-    (lambda c: c.update(genome={"parameters": ["weight"], "bounds": {"weight": [1, 0]}}), "bounds"),
-    (lambda c: c.update(extra_key=1), "extra_key"),
-], ids=["evaluator", "param", "optimizer", "budget", "no-fitness", "method", "bounds", "unknown-key"])
-def test_bad_search_configs(family, target, tmp_path, capsys, change, expected):
-    cfg = make_config(family, target)
-    change(cfg)
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    assert cli("search", path, "--run-dir", tmp_path / "run") == 2
-    err = capsys.readouterr().err
-    assert expected in err and "Traceback" not in err
-    assert not (tmp_path / "run").exists()
-
-
 def test_run_dir_guards(family, target, tmp_path, capsys):
     cfg = make_config(family, target, budget=6)
     search(cfg, tmp_path / "run")

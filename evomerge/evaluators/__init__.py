@@ -48,8 +48,12 @@ def _options(cls: type[Evaluator], cfg: Any, where: str) -> Options:
 
 
 def check_evaluator_config(cfg: Any, where: str) -> None:
-    """Validate an evaluator's name and options without loading its data."""
-    _options(evaluator_class(cfg.name, where), cfg, where)
+    """Validate an evaluator's name, options and metric without loading its data."""
+    cls = evaluator_class(cfg.name, where)
+    _options(cls, cfg, where)
+    if cfg.metric is not None and cls.metrics is not None and cfg.metric not in cls.metrics:
+        raise UserError(f"evaluator {cfg.name} has no metric {cfg.metric!r} (it gives: {', '.join(cls.metrics)})",
+                        f"{where}.metric")
 
 
 @dataclass
@@ -84,6 +88,15 @@ class Fitness:
             scores[term.key] = metrics
             total += term.weight * metrics[metric]
         return total, scores
+
+    def data_fingerprints(self, section: str) -> dict[str, str]:
+        """{section[i] evaluator: data hash} for every evaluator with data of its own (see Evaluator)."""
+        out = {}
+        for i, term in enumerate(self.terms):
+            key = term.evaluator.data_fingerprint()
+            if key is not None:
+                out[f"{section}[{i}] {term.key}"] = key
+        return out
 
     def samples(self) -> list[dict[str, Any]]:
         """Every evaluator's per-item records from the last `score`, each tagged with the evaluator's key."""

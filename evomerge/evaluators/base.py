@@ -20,6 +20,9 @@ class Evaluator(ABC):
     name: ClassVar[str]
     Options: ClassVar[type[Options]] = Options
     default_metric: ClassVar[str]
+    # the metric names `evaluate` returns, when they are known before it runs (None: they depend on the options,
+    # as lm-eval's TASK/METRIC names do); a config naming another metric is refused before anything is written
+    metrics: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, options: Options, where: str = ""):
         """Load data here (once per search); `where` names the config entry in error messages."""
@@ -28,6 +31,11 @@ class Evaluator(ABC):
     @abstractmethod
     def evaluate(self, model: Any, tokenizer: Any) -> dict[str, float]:
         """Score a loaded causal LM; returns metric name -> value (higher is better)."""
+
+    def data_fingerprint(self) -> str | None:
+        """A hash of the data this evaluator scores on (`evaluators.data.digest`), recorded with a search and
+        compared on resume; None if the evaluator has no data of its own to change."""
+        return None
 
     def samples(self) -> list[dict[str, Any]]:
         """One record per item of the last `evaluate` (prompt, answer, what the model said, its scores), so that a

@@ -34,6 +34,21 @@ def load_records(spec: str, where: str) -> list[dict[str, Any]]:
         raise UserError(f"{spec} is not valid JSON lines: {e}", where) from None
 
 
+def digest(*parts: Any) -> str:
+    """A short content hash of loaded evaluation data (records, text, image bytes), so that a resumed search can
+    tell that its fitness data changed (an edited file, another hub revision) even where the name did not."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, bytes):
+            h.update(part)
+        else:
+            h.update(json.dumps(part, sort_keys=True, ensure_ascii=False, default=str).encode())
+        h.update(b"\x00")
+    return h.hexdigest()[:16]
+
+
 def require_fields(records: list[dict[str, Any]], fields: list[str], spec: str, where: str) -> None:
     if not records:
         raise UserError(f"{spec} holds no records", where)

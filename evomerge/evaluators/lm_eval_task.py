@@ -33,6 +33,17 @@ class LmEval(Evaluator):
         except ImportError:
             raise UserError("the lm_eval evaluator needs lm-eval: pip install 'evomerge[lm-eval]'", where) from None
 
+    def data_fingerprint(self) -> str:
+        """lm-eval's tasks come with the package (and its dataset revisions), plus any task files of your own."""
+        from pathlib import Path
+
+        import lm_eval
+
+        from evomerge.evaluators.data import digest
+
+        own = sorted(Path(self.options.include_path).rglob("*")) if self.options.include_path else []
+        return digest(getattr(lm_eval, "__version__", ""), *[(str(p), p.read_bytes()) for p in own if p.is_file()])
+
     def evaluate(self, model: Any, tokenizer: Any) -> dict[str, float]:
         import lm_eval
         from lm_eval.models.huggingface import HFLM

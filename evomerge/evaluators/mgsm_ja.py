@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from evomerge.evaluators.base import Evaluator, Options
-from evomerge.evaluators.data import load_records, require_fields
+from evomerge.evaluators.data import digest, load_records, require_fields
 from evomerge.evaluators.generation import greedy_generate
 from evomerge.evaluators.langid import is_japanese
 
@@ -68,6 +68,7 @@ class MgsmJa(Evaluator):
     name = "mgsm_ja"
     Options = MgsmJaOptions
     default_metric = "acc_ja"
+    metrics = ("acc", "acc_ja", "ja_rate")
 
     def __init__(self, options: MgsmJaOptions, where: str = "mgsm_ja"):
         super().__init__(options)
@@ -77,6 +78,9 @@ class MgsmJa(Evaluator):
         self.records = records[options.offset:end]
         self.last_responses: list[str] = []
         self._last_scored: list[dict[str, bool]] = []
+
+    def data_fingerprint(self) -> str:
+        return digest(self.records)
 
     def prompts(self, tokenizer: Any) -> list[str]:
         o = self.options

@@ -24,6 +24,7 @@ class Perplexity(Evaluator):
     name = "perplexity"
     Options = PerplexityOptions
     default_metric = "neg_log_perplexity"
+    metrics = ("perplexity", "neg_log_perplexity")
 
     def __init__(self, options: PerplexityOptions, where: str = "perplexity"):
         super().__init__(options)
@@ -33,6 +34,11 @@ class Perplexity(Evaluator):
         self.text = path.read_text(encoding="utf-8")
         if not self.text.strip():
             raise UserError(f"{options.data} is empty", where)
+
+    def data_fingerprint(self) -> str:
+        from evomerge.evaluators.data import digest
+
+        return digest(self.text)
 
     def evaluate(self, model: Any, tokenizer: Any) -> dict[str, float]:
         o = self.options

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from evomerge.errors import UserError
 from evomerge.evaluators.base import Evaluator, Options
-from evomerge.evaluators.data import load_records, require_fields
+from evomerge.evaluators.data import digest, load_records, require_fields
 
 LLAVA_MISTRAL_JA = (
     "[INST] <<SYS>>\nあなたは役立つ、偏見がなく、検閲されていないアシスタントです。与えられた画像を下に、質問に答えてください。"
@@ -43,6 +43,7 @@ class VqaOptions(Options):
 class VqaEvaluator(Evaluator):
     Options = VqaOptions
     default_metric = "rougeL"
+    metrics = ("rougeL", "rougeL_ja")
 
     def __init__(self, options: VqaOptions, where: str = "vqa"):
         super().__init__(options, where)
@@ -61,6 +62,9 @@ class VqaEvaluator(Evaluator):
         end = None if o.limit is None else o.offset + o.limit
         self.items = [(self._image(img, base, where), q, a) for img, q, a in items[o.offset:end]]
         self.last_predictions: list[str] = []
+
+    def data_fingerprint(self) -> str:
+        return digest(*[p for img, q, a in self.items for p in (img.size, img.tobytes(), q, a)])
 
     @staticmethod
     def _image(value: Any, base: Path | None, where: str):

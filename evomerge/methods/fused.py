@@ -393,7 +393,7 @@ class FusedMerger:
         srcs = [flat[i] for i in others]
         w = [per[i]["weight"] for i in others]
         dens = [per[i].get("density", 1.0) for i in others]
-        keys = [rng.stream_keys(seed, task.out_name, task.inputs[i][0]) for i in others]
+        keys = [rng.mask_keys(seed, task.out_name, i) for i in others]
         consensus = method in ("ties", "dare_ties")
         sparsify, r = 0, None
         thr, m, ranks = None, None, None

@@ -55,6 +55,13 @@ def _search_span(run_dir: Path) -> float:
         store.close()
 
 
+def _has_run(run_dir: Path) -> bool:
+    """Re-running the miniature continues its searches; the first time starts them."""
+    from evomerge.search.store import DB_NAME
+
+    return (run_dir / DB_NAME).exists()
+
+
 def run_miniature(out: Path, *, small: bool = False, device: str | None = None, results: Path | None = None,
                   ps_config: Path | None = None, dfs_config: Path | None = None, table_config: Path | None = None,
                   progress: bool = True, log=print) -> str:
@@ -71,13 +78,13 @@ def run_miniature(out: Path, *, small: bool = False, device: str | None = None, 
         if ref.startswith("builtin:"):
             builtin_model(ref.removeprefix("builtin:"))
     timings["specialists (build or cache)"] = time.time() - start
-    run_search(ps, out / "ps", resume=True, progress=progress, log=log)
+    run_search(ps, out / "ps", resume=_has_run(out / "ps"), progress=progress, log=log)
 
     dfs = load_search_config(dfs_path).model_dump(mode="json")
     dfs["dataflow"]["model_a"] = _point_at(dfs["dataflow"]["model_a"], out)
     dfs = _override(search_config_from_dict(dfs, str(dfs_path)), small, device, SMALL["dfs_trials"], SMALL["limit"],
                     str(dfs_path))
-    run_search(dfs, out / "ps-dfs", resume=True, progress=progress, log=log)
+    run_search(dfs, out / "ps-dfs", resume=_has_run(out / "ps-dfs"), progress=progress, log=log)
 
     table = load_table_config(table_path).model_dump(mode="json")
     for m in table["models"]:

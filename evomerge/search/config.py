@@ -24,12 +24,12 @@ class _Strict(BaseModel):
 class GenomeConfig(_Strict):
     """Which recipe parameters evolve, and at what granularity."""
 
-    parameters: list[str] = Field(default_factory=lambda: ["weight", "density"])
+    parameters: list[str] = Field(default_factory=lambda: ["weight", "density"], min_length=1)
     granularity: Literal["model", "layer_group", "layer"] = "model"
     group_size: int = Field(4, ge=1)
     split: list[str] = Field(default_factory=list)  # tensor-name filters, e.g. [self_attn, mlp]
     bounds: dict[str, tuple[float, float]] = Field(default_factory=dict)
-    models: list[str] | None = None  # which sources evolve; default: every non-base model
+    models: list[str] | None = Field(None, min_length=1)  # which sources evolve; default: every non-base model
 
     @field_validator("bounds")
     @classmethod
@@ -55,7 +55,7 @@ class DataflowConfig(_Strict):
     scale_bounds: tuple[float, float] = (0.0, 2.0)
     init_on: float = 2.0  # A's first-repetition slots start this many step sizes above the threshold
     init_off: float = 0.0  # every other slot starts here (0: on the threshold)
-    dtype: str | None = None
+    dtype: Literal["float32", "float16", "bfloat16"] | None = None  # the live models' and the export's dtype
 
     @field_validator("scale_bounds")
     @classmethod
@@ -73,6 +73,15 @@ class OptimizerConfig(_Strict):
     x0: float | dict[str, float] = 0.5  # normalised start, per gene or for all
     seed: int = Field(0, ge=0)
     separable: bool = False  # diagonal CMA, for large genomes
+
+    @field_validator("x0")
+    @classmethod
+    def _x0_in_box(cls, v: float | dict[str, float]) -> float | dict[str, float]:
+        for name, x in (v.items() if isinstance(v, dict) else [("x0", v)]):
+            if not (math.isfinite(x) and 0.0 <= x <= 1.0):
+                where = "" if name == "x0" else f" for {name}"
+                raise ValueError(f"x0{where} is {x}; genes are normalised to [0, 1], so x0 must lie in [0, 1]")
+        return v
 
     def population(self, n_genes: int) -> int:
         return self.popsize or 4 + int(math.floor(3 * math.log(n_genes)))
@@ -161,7 +170,10 @@ def search_config_from_dict(data: Any, where: str) -> SearchConfig:
         raise UserError(_first_pydantic_error(e), where) from None
     if config.merge is not None:
         config.template(where)
+    from evomerge.devices import check_device
     from evomerge.evaluators import check_evaluator_config
+
+    check_device(config.device, f"{where}: device")
 
     for section in ("fitness", "validation"):
         for i, ev in enumerate(getattr(config, section)):

@@ -61,4 +61,4 @@ class DataflowGenome:
                 scale = float(lo + x[n + k] * (hi - lo)) if self.config.scales else 1.0
                 hops.append(Hop(model=m, layer=i, scale=scale))
         hops.append(Hop(model="a", layer=self.layers_a - 1))
-        return DataflowPath(model_a=self.model_a, model_b=self.model_b, hops=hops)
+        return DataflowPath(model_a=self.model_a, model_b=self.model_b, hops=hops, dtype=self.config.dtype)

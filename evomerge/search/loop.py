@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +25,10 @@ from evomerge.models import ModelPool
 from evomerge.search.config import SearchConfig, search_config_from_dict
 from evomerge.search.genome import Genome
 from evomerge.search.optimizers import make_optimizer
-from evomerge.search.store import RunStore, Trial
+from evomerge.search.store import DB_NAME, LOCK_NAME, RunLock, RunStore, Trial
 
 CONFIG_FILE = "config.yaml"
+MASK_KEYS = "source-position"  # how this version keys DARE masks (evomerge.rng.mask_keys); runs record it
 BEST_RECIPE = "best_recipe.yaml"
 
 
@@ -44,7 +46,7 @@ def resolve_run_ref(ref: str, log=print) -> str:
     if not (out / "config.json").exists() or current != str(best["trial"]):
         log(f"exporting the best model of {run_dir} (trial {best['trial']}) to {out}")
         marker.unlink(missing_ok=True)
-        export_trial(run_dir, out, "best", progress=False, force=True)
+        export_trial(run_dir, out, "best", progress=False, force=True, log=log)
         marker.write_text(f"{best['trial']}\n")
     return str(out)
 
@@ -64,12 +66,20 @@ class Search:
 
             d = config.dataflow
             a, b = resolve_run_ref(d.model_a, log), resolve_run_ref(d.model_b, log)
+            from evomerge.dataflow import check_layer_shapes
+
+            check_layer_shapes(pool.get(a), pool.get(b))
             genome = DataflowGenome(d, a, b, num_layers(pool.get(a).config), num_layers(pool.get(b).config),
                                     config.optimizer.sigma0)
             return cls(config, genome, config.optimizer.seed)
         template = config.template(where)
+        for ref in template.referenced_models():
+            pool.get(ref)  # every source opens (exists, has weights and a config) before anything is written
         donor = template.base_model or template.models[0].model
         genome = Genome(config.genome, template, num_layers(pool.get(donor).config), f"{where}: genome")
+        if len(genome) == 0:
+            raise UserError("the genome has no genes: no source model has a parameter to evolve",
+                            f"{where}: genome")
         seed = template.seed if template.seed is not None else config.optimizer.seed
         return cls(config, genome, seed)
 
@@ -90,6 +100,16 @@ class Search:
         """A recipe (parameter space) or a path (data flow); both know `to_yaml`."""
         return self.genome.path(x) if self.dataflow else self.genome.recipe(x, self.seed)
 
+    def check(self, pool: ModelPool) -> None:
+        """What building the live model would refuse, without building it (for executors that build it
+        elsewhere): the first candidate's merge plans (data flow: `build` compared the layer shapes)."""
+        if self.dataflow:
+            return None
+        from evomerge.plan import plan_merge
+
+        plan_merge(self.candidate(self.x0()), pool.get, "search config: merge")
+        return None
+
     def live(self, pool: ModelPool):
         if self.dataflow:
             from evomerge.dataflow import DataflowLive
@@ -106,63 +126,117 @@ class Search:
                          devices=devices)
 
 
-def _open_store(config: SearchConfig, run_dir: Path, resume: bool, config_text: str,
-                sources: dict[str, str] | None = None) -> RunStore:
-    existing = (run_dir / "run.sqlite").exists()
-    if existing and not resume:
+def check_run_dir(run_dir: Path, resume: bool) -> None:
+    """Refuse a run folder that does not fit the request, before anything is loaded or written."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError("--run-dir is a file, not a folder", str(run_dir))
+    has_run = (run_dir / DB_NAME).exists()
+    if resume and not has_run:
+        what = "does not exist" if not run_dir.exists() else "holds no run"
+        raise UserError(f"nothing to resume: the folder {what} (leave out --resume to start a new run)",
+                        str(run_dir))
+    if has_run and not resume:
         raise UserError("this run folder already holds a run; add --resume to continue it", str(run_dir))
-    if run_dir.exists() and not existing and any(run_dir.iterdir()):
+    if not has_run and run_dir.exists() and any(p.name != LOCK_NAME for p in run_dir.iterdir()):
         raise UserError("the run folder exists and is not empty", str(run_dir))
+
+
+def _open_store(config: SearchConfig, run_dir: Path, resume: bool, config_text: str, sources: dict[str, str],
+                data: dict[str, str]) -> RunStore:
     store = RunStore(run_dir, create=True)
-    if existing:
-        if store.get_meta("fingerprint") != config.fingerprint():
-            store.close()
-            raise UserError("the config differs from the one this run started with (only `budget` may change)",
-                            str(run_dir))
-        before = json.loads(store.get_meta("sources") or "{}")
-        changed = [ref for ref, key in (sources or {}).items() if ref in before and before[ref] != key]
-        if changed:
-            store.close()
-            raise UserError(f"model {changed[0]} changed since this run started (its trials were scored on the old "
-                            "one); start a new run folder", str(run_dir))
-    else:
-        store.set_meta("fingerprint", config.fingerprint())
-        store.set_meta("created", str(time.time()))
-    store.set_meta("config", json.dumps(config.model_dump(mode="json")))
-    if sources:
+    try:
+        if resume:
+            if store.get_meta("fingerprint") != config.fingerprint():
+                raise UserError("the config differs from the one this run started with (only `budget` may change)",
+                                str(run_dir))
+            _same_as_before(store, "sources", sources, "model {} changed since this run started (its trials were "
+                            "scored on the old one); start a new run folder", run_dir)
+            _same_as_before(store, "data", data, "the data of {} changed since this run started (its trials were "
+                            "scored on the old data); restore it or start a new run folder", run_dir)
+        else:
+            store.set_meta("fingerprint", config.fingerprint())
+            store.set_meta("created", str(time.time()))
+            store.set_meta("mask_keys", MASK_KEYS)
+        store.set_meta("config", json.dumps(config.model_dump(mode="json")))
         store.set_meta("sources", json.dumps(sources))
-    (run_dir / CONFIG_FILE).write_text(config_text, encoding="utf-8")
+        store.set_meta("data", json.dumps(data))
+        (run_dir / CONFIG_FILE).write_text(config_text, encoding="utf-8")
+    except BaseException:
+        store.close()
+        raise
     return store
 
 
-def load_run_config(run_dir: Path) -> SearchConfig:
-    store = RunStore(run_dir)
-    try:
-        return search_config_from_dict(json.loads(store.get_meta("config")), str(run_dir))
-    finally:
-        store.close()
+def _same_as_before(store: RunStore, key: str, now: dict[str, str], message: str, run_dir: Path) -> None:
+    """Refuse a resume whose models or data differ from those the recorded trials were scored on."""
+    before = json.loads(store.get_meta(key) or "{}")
+    changed = [name for name, value in now.items() if name in before and before[name] != value]
+    if changed:
+        raise UserError(message.format(changed[0]), str(run_dir))
 
 
 def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True,
                config_text: str | None = None, log=print) -> Trial | None:
-    """Run (or resume) a search to its budget; returns the best trial."""
-    run_dir = Path(run_dir)
-    text = config_text or yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
-    from evomerge.evaluators import Fitness
+    """Run (or resume) a search to its budget; returns the best trial (None if no trial completed).
 
+    Everything that can be checked without scoring a candidate (run folder, device, genome, optimiser start,
+    models present and compatible, fitness data) is checked before the run folder is touched; a new run that
+    still fails before its first trial leaves nothing behind. The run folder is locked while the search runs.
+    """
+    run_dir = Path(run_dir)
+    check_run_dir(run_dir, resume)
+    text = config_text or yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    from evomerge.devices import pick_device
+    from evomerge.evaluators import Fitness
+    from evomerge.models import fingerprint
+
+    pick_device(config.device, "search config: device")
     with ModelPool() as pool:
-        # genome and fitness errors (bad data files...) surface before the run folder is touched
         search = Search.build(config, pool, log=log)
+        opt = make_optimizer(config.optimizer, search.x0(), search.genome.names)
         fitness = Fitness(config.fitness, "fitness")
         validation = Fitness(config.validation, "validation") if config.validation else None
-        from evomerge.models import fingerprint
-
         sources = {ref: fingerprint(ref) for ref in search.sources()}
-        store = _open_store(config, run_dir, resume, text, sources)
+        data = fitness.data_fingerprints("fitness")
+        if validation is not None:
+            data.update(validation.data_fingerprints("validation"))
+        # the local executor's live model is built here, so that sources that cannot be merged (missing,
+        # incompatible shapes) fail before the run folder exists; Ray workers build their own
+        live = search.live(pool) if config.executor.name == "local" else search.check(pool)
+        created = not run_dir.exists()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(run_dir)
         try:
-            return _loop(search, fitness, validation, store, pool, progress, log)
+            lock.acquire()
+        except BaseException:
+            if created:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        store = None
+        try:
+            check_run_dir(run_dir, resume)  # again, now that no other process can be starting a run here
+            store = _open_store(config, run_dir, resume, text, sources, data)
+            return _loop(search, opt, fitness, validation, store, pool, live, progress, log)
+        except BaseException:
+            if not resume and (store is None or store.count("complete") + store.count("failed") == 0):
+                _remove_new_run(run_dir, created, store)
+                store = None
+            raise
         finally:
-            store.close()
+            if store is not None:
+                store.close()
+            lock.release()
+
+
+def _remove_new_run(run_dir: Path, created: bool, store: RunStore | None) -> None:
+    """A new run that failed before its first trial leaves nothing that would block the corrected config."""
+    if store is not None:
+        store.close()
+    if created:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for name in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", CONFIG_FILE, BEST_RECIPE, LOCK_NAME):
+        (run_dir / name).unlink(missing_ok=True)
 
 
 @dataclass
@@ -228,10 +302,9 @@ def replay(opt, store: RunStore, failed_fitness: float) -> int:
     return gen
 
 
-def _loop(search: Search, fitness, validation, store: RunStore, pool: ModelPool, progress: bool,
+def _loop(search: Search, opt, fitness, validation, store: RunStore, pool: ModelPool, live, progress: bool,
           log) -> Trial | None:
     config, genome = search.config, search.genome
-    opt = make_optimizer(config.optimizer, search.x0(), genome.names)
     gen = replay(opt, store, config.failed_fitness)
     if gen:
         log(f"resumed after {gen} finished generations ({store.count('complete')} complete, "
@@ -243,14 +316,13 @@ def _loop(search: Search, fitness, validation, store: RunStore, pool: ModelPool,
 
         run_ray(search, opt, gen, validation, store, progress, log)
         return _finish(store, log)
-    return _local(search, opt, gen, fitness, validation, store, pool, progress, log)
+    return _local(search, opt, gen, fitness, validation, store, live, progress, log)
 
 
-def _local(search: Search, opt, gen: int, fitness, validation, store: RunStore, pool: ModelPool, progress: bool,
+def _local(search: Search, opt, gen: int, fitness, validation, store: RunStore, live, progress: bool,
            log) -> Trial | None:
     config, genome = search.config, search.genome
     pop, budget = opt.popsize, config.budget
-    live = search.live(pool)
     t_start = time.time()
     finished = store.count("complete") + store.count("failed")
     bar = tqdm(total=budget.max_trials, initial=min(finished, budget.max_trials), desc="trials", unit="trial",
@@ -337,7 +409,9 @@ def _validate_generation(search: Search, live, validation, store: RunStore, gen:
 
 def _finish(store: RunStore, log) -> Trial | None:
     best = store.result()
-    if best is not None:
+    if best is None:
+        log(f"no trial completed ({store.count('failed')} failed): the run has no best")
+    else:
         (store.folder / BEST_RECIPE).write_text(best.recipe, encoding="utf-8")
         val = f", validation {best.val_fitness:.6g}" if best.val_fitness is not None else ""
         log(f"best: trial {best.id}, fitness {best.fitness:.6g}{val}")
@@ -346,6 +420,19 @@ def _finish(store: RunStore, log) -> Trial | None:
         log("  " + ", ".join(f"{k}={v:.4f}" for k, v in shown) + more)
         log(f"  recipe: {store.folder / BEST_RECIPE}")
     return best
+
+
+def no_best_reason(run_dir: str | Path) -> str:
+    """Why a run has no best trial, in one line (what `search` prints before exiting non-zero)."""
+    store = RunStore(Path(run_dir))
+    try:
+        failed = store.trials("failed")
+    finally:
+        store.close()
+    if not failed:
+        return "no trial completed (the budget ended before the first one finished), so there is no best"
+    return (f"no trial completed: all {len(failed)} failed, so there is no best; the first error was: "
+            f"{(failed[0].error or '')[:300]}")
 
 
 def _fitness_of(trial: Trial | None, failed: float) -> float:
@@ -390,6 +477,15 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         store.close()
 
 
+def run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The search config a run was started with, as recorded in its store."""
+    store = RunStore(Path(run_dir))
+    try:
+        return json.loads(store.get_meta("config"))
+    finally:
+        store.close()
+
+
 def trial_candidate(run_dir: str | Path, trial: str = "best"):
     """The exact candidate of a trial ('best' or an id): a Recipe, or a DataflowPath for data-flow runs."""
     from evomerge.dataflow import DataflowPath
@@ -412,19 +508,32 @@ def trial_candidate(run_dir: str | Path, trial: str = "best"):
         store.close()
     data = yaml.safe_load(t.recipe)
     if isinstance(data, dict) and "dataflow" in data:
-        return DataflowPath.model_validate(data["dataflow"]), t
+        path = DataflowPath.model_validate(data["dataflow"])
+        if path.dtype is None:  # recorded before paths carried their dtype: the run's config has it
+            path.dtype = ((run_config(run_dir).get("dataflow") or {}).get("dtype"))
+        return path, t
     return recipe_from_dict(data, f"trial {t.id}"), t
 
 
 def export_trial(run_dir: str | Path, out: str | Path, trial: str = "best", *, device: str = "auto",
-                 force: bool = False, progress: bool = True) -> Trial:
+                 force: bool = False, progress: bool = True, log=print) -> Trial:
     """Write a trial as a Hugging Face model folder (what `evomerge export` does)."""
     from evomerge.dataflow import DataflowPath, export_dataflow
     from evomerge.export import check_out_dir
     from evomerge.merge import run_merge
+    from evomerge.methods import get_method
 
     cand, t = trial_candidate(run_dir, trial)
     check_out_dir(Path(out), force)
+    if not isinstance(cand, DataflowPath) and get_method(cand.merge_method).randomised:
+        store = RunStore(Path(run_dir))
+        try:
+            keyed = store.get_meta("mask_keys")
+        finally:
+            store.close()
+        if keyed != MASK_KEYS:
+            log(f"warning: {run_dir} was recorded before DARE masks were keyed by source position: the exported "
+                "model's masks differ from the scored one's (score it with `evomerge eval`)")
     scores = "; ".join(k + " " + ", ".join(f"{m}={x:.4g}" for m, x in v.items() if m != "seconds")
                        for k, v in t.scores.items())
     extra = f"Found by evolutionary search: trial {t.id}, fitness {t.fitness:.6g} ({scores})."

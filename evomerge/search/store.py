@@ -63,90 +63,135 @@ class Trial:
 
 
 class RunStore:
+    """The run folder's database. Opened to read (status, export, report) it must already hold a run; opened with
+    `create=True` (a search) it is made if missing. A damaged file is a one-line UserError naming it, never a
+    traceback; `RunLock` keeps a second process out of a run that is being written."""
+
     def __init__(self, folder: Path, create: bool = False):
         self.folder = Path(folder)
-        path = self.folder / DB_NAME
-        if not path.exists() and not create:
+        self.path = self.folder / DB_NAME
+        if self.folder.exists() and not self.folder.is_dir():
+            raise UserError("the run folder is a file, not a folder", str(folder))
+        if not self.path.exists() and not create:
             raise UserError("not a run folder (no run.sqlite)", str(folder))
+        fresh = not self.path.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path), isolation_level=None)  # autocommit; explicit transactions below
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
-        self._migrate()
+        try:
+            self.db = sqlite3.connect(str(self.path), isolation_level=None)  # autocommit; one statement per write
+        except sqlite3.Error as e:
+            raise UserError(f"cannot open the run database: {e}", str(self.path)) from None
+        try:
+            if not fresh:
+                self._check_readable()
+            self._q("PRAGMA journal_mode=WAL")  # a crash or kill never leaves a half-written commit
+            self._q("PRAGMA synchronous=NORMAL")  # with WAL: durable against process crashes
+            if fresh or create:
+                self.db.executescript(SCHEMA)
+                self._migrate()
+        except sqlite3.DatabaseError as e:
+            self.db.close()
+            raise UserError(_damage(self.path, e), str(self.path)) from None
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _check_readable(self) -> None:
+        """A run database that is empty, not a database or damaged fails here, before anything reads it."""
+        if self.path.stat().st_size == 0:
+            raise UserError("the run database is empty (0 bytes): the run's records are lost; start a new run "
+                            "folder (a backup of run.sqlite, if you have one, can replace it)", str(self.path))
+        ok = self._q("PRAGMA quick_check").fetchone()[0]
+        if ok != "ok":
+            raise sqlite3.DatabaseError(f"integrity check: {ok}")
+        tables = {r[0] for r in self._q("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not {"meta", "trials", "generations"} <= tables or self.get_meta("config") is None:
+            raise UserError("this database holds no evomerge run (no config recorded)", str(self.path))
 
     def _migrate(self) -> None:
         """Add columns that runs made by older versions lack (they are all nullable)."""
-        have = {row[1] for row in self.db.execute("PRAGMA table_info(trials)")}
+        have = {row[1] for row in self._q("PRAGMA table_info(trials)")}
         for column, kind in (("val_fitness", "REAL"), ("val_scores", "TEXT"), ("ask_index", "INTEGER"),
                              ("told", "INTEGER")):
             if column not in have:
-                self.db.execute(f"ALTER TABLE trials ADD COLUMN {column} {kind}")
+                self._q(f"ALTER TABLE trials ADD COLUMN {column} {kind}")
+
+    def _q(self, sql: str, args: tuple | list = ()) -> sqlite3.Cursor:
+        """Every statement goes through here, so damage found mid-run is a UserError naming the file."""
+        try:
+            return self.db.execute(sql, args)
+        except sqlite3.DatabaseError as e:
+            raise UserError(_damage(self.path, e), str(self.path)) from None
+
+    def _many(self, sql: str, rows: list) -> None:
+        try:
+            self.db.executemany(sql, rows)
+        except sqlite3.DatabaseError as e:
+            raise UserError(_damage(self.path, e), str(self.path)) from None
 
     def close(self) -> None:
         self.db.close()
 
     # -- meta --------------------------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
-        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        row = self._q("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return row[0] if row else None
 
     def set_meta(self, key: str, value: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+        self._q("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     # -- trials ------------------------------------------------------------------------------------------------
     def start_trial(self, trial_id: int, generation: int, genes: list[float], params: dict, recipe: str,
                     ask_index: int | None = None) -> None:
-        self.db.execute(
+        self._q(
             "INSERT OR REPLACE INTO trials (id, generation, genes, params, recipe, status, started, ask_index) "
             "VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
             (trial_id, generation, json.dumps(genes), json.dumps(params), recipe, time.time(), ask_index),
         )
 
     def mark_told(self, trial_ids: list[int]) -> None:
-        self.db.executemany("UPDATE trials SET told=? WHERE id=?", [(k, t) for k, t in enumerate(trial_ids)])
+        self._many("UPDATE trials SET told=? WHERE id=?", [(k, t) for k, t in enumerate(trial_ids)])
 
     def generation_trials(self, generation: int) -> list[Trial]:
-        rows = self.db.execute(f"SELECT {_COLS} FROM trials WHERE generation=? ORDER BY ask_index, id", (generation,))
+        rows = self._q(f"SELECT {_COLS} FROM trials WHERE generation=? ORDER BY ask_index, id", (generation,))
         return [_trial(r) for r in rows]
 
     def next_id(self) -> int:
-        return self.db.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM trials").fetchone()[0]
+        return self._q("SELECT COALESCE(MAX(id) + 1, 0) FROM trials").fetchone()[0]
 
     def finish_trial(self, trial_id: int, fitness: float, scores: dict, merge_s: float, eval_s: float) -> None:
-        self.db.execute(
+        self._q(
             "UPDATE trials SET status='complete', fitness=?, scores=?, error=NULL, finished=?, merge_s=?, eval_s=? "
             "WHERE id=?", (fitness, json.dumps(scores), time.time(), merge_s, eval_s, trial_id),
         )
 
     def fail_trial(self, trial_id: int, error: str, merge_s: float | None = None) -> None:
-        self.db.execute(
+        self._q(
             "UPDATE trials SET status='failed', fitness=NULL, error=?, finished=?, merge_s=? WHERE id=?",
             (error[:2000], time.time(), merge_s, trial_id),
         )
 
     def trial(self, trial_id: int) -> Trial | None:
-        row = self.db.execute(f"SELECT {_COLS} FROM trials WHERE id=?", (trial_id,)).fetchone()
+        row = self._q(f"SELECT {_COLS} FROM trials WHERE id=?", (trial_id,)).fetchone()
         return _trial(row) if row else None
 
     def trials(self, status: str | None = None) -> list[Trial]:
         q = f"SELECT {_COLS} FROM trials" + (" WHERE status=?" if status else "") + " ORDER BY id"
-        return [_trial(r) for r in self.db.execute(q, (status,) if status else ())]
+        return [_trial(r) for r in self._q(q, (status,) if status else ())]
 
     def count(self, status: str) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM trials WHERE status=?", (status,)).fetchone()[0]
+        return self._q("SELECT COUNT(*) FROM trials WHERE status=?", (status,)).fetchone()[0]
 
     def best(self) -> Trial | None:
-        row = self.db.execute(
+        row = self._q(
             f"SELECT {_COLS} FROM trials WHERE status='complete' ORDER BY fitness DESC, id ASC LIMIT 1").fetchone()
         return _trial(row) if row else None
 
     def set_validation(self, trial_id: int, fitness: float, scores: dict) -> None:
-        self.db.execute("UPDATE trials SET val_fitness=?, val_scores=? WHERE id=?",
+        self._q("UPDATE trials SET val_fitness=?, val_scores=? WHERE id=?",
                         (fitness, json.dumps(scores), trial_id))
 
     def best_validated(self) -> Trial | None:
-        row = self.db.execute(f"SELECT {_COLS} FROM trials WHERE val_fitness IS NOT NULL "
+        row = self._q(f"SELECT {_COLS} FROM trials WHERE val_fitness IS NOT NULL "
                               "ORDER BY val_fitness DESC, id ASC LIMIT 1").fetchone()
         return _trial(row) if row else None
 
@@ -156,14 +201,43 @@ class RunStore:
 
     # -- generations -------------------------------------------------------------------------------------------
     def finish_generation(self, generation: int, state: dict, fitness: list[float]) -> None:
-        self.db.execute(
+        self._q(
             "INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?)",
             (generation, json.dumps(state), max(fitness), sum(fitness) / len(fitness), time.time()),
         )
 
     def generations(self) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT generation, state, best_fitness, mean_fitness FROM generations ORDER BY 1")
+        rows = self._q("SELECT generation, state, best_fitness, mean_fitness FROM generations ORDER BY 1")
         return [{"generation": g, "state": json.loads(s), "best": b, "mean": m} for g, s, b, m in rows]
+
+
+def _readable_trials(path: Path) -> tuple[int, int] | None:
+    """(trials, complete trials) that can still be read from a damaged database, or None if none can."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    n = complete = 0
+    try:
+        for (status,) in db.execute("SELECT status FROM trials ORDER BY id"):
+            n += 1
+            complete += status == "complete"
+    except sqlite3.Error:
+        pass
+    finally:
+        db.close()
+    return (n, complete) if n else None
+
+
+def _damage(path: Path, exc: Exception) -> str:
+    """One line: what is wrong with the run database, what can still be read, and what to do next."""
+    what = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    readable = _readable_trials(path)
+    left = (f"{readable[0]} trials ({readable[1]} complete) can still be read; " if readable
+            else "no trial can be read from it; ")
+    return (f"the run database is damaged ({what}); {left}back up the run folder, then try "
+            f"`sqlite3 {path.name} .recover | sqlite3 recovered.sqlite` and use recovered.sqlite as {path.name}, "
+            "or start a new run folder")
 
 
 _COLS = ("id, generation, genes, params, recipe, status, fitness, scores, error, merge_s, eval_s, val_fitness, "
@@ -174,3 +248,51 @@ def _trial(r) -> Trial:
     return Trial(r[0], r[1], json.loads(r[2]), json.loads(r[3]), r[4], r[5], r[6],
                  json.loads(r[7]) if r[7] else {}, r[8], r[9], r[10], r[11], json.loads(r[12]) if r[12] else None,
                  r[13], r[14])
+
+
+LOCK_NAME = "run.lock"
+
+
+class RunLock:
+    """One writer per run folder. The lock is an flock on RUN_DIR/run.lock, which the kernel drops when its
+    process dies (killed, crashed, machine rebooted), so a stale lock is taken over with no guessing about pids;
+    the file names the holder so that a refused second process can say who runs the search."""
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / LOCK_NAME
+        self._fh = None
+
+    def acquire(self) -> "RunLock":
+        import fcntl
+        import os
+        import socket
+
+        fh = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise UserError(f"another process is running this search ({holder}); wait for it to end or stop it",
+                            str(self.path.parent)) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def release(self) -> None:
+        if self._fh is not None:
+            import fcntl
+
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -1,0 +1,99 @@
+"""The corpus of broken inputs: every way of breaking a search config or a run folder that the tests check.
+
+Add a case here and tests/test_reliability.py runs it. A config case is (id, change, expected): `change(cfg, ctx)`
+breaks a working search config in place (`ctx` has the tiny model family, a scratch folder and a model of another
+shape); the command must exit 2 with one line containing `expected`, no traceback, and no run folder left behind.
+A run-folder case is (id, damage): `damage(path)` spoils run.sqlite in place.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+
+def _set(path: str, value: Any) -> Callable[[dict, Any], None]:
+    """A change that sets cfg[a][b]... = value (integers index lists)."""
+    keys = [int(k) if k.isdigit() else k for k in path.split(".")]
+
+    def change(cfg: dict, ctx: Any) -> None:
+        node = cfg
+        for k in keys[:-1]:
+            node = node[k]
+        node[keys[-1]] = value(ctx) if callable(value) else value
+
+    return change
+
+
+def _dataflow_with_other_shapes(cfg: dict, ctx: Any) -> None:
+    cfg.pop("merge")
+    cfg.pop("genome")
+    cfg["dataflow"] = {"model_a": str(ctx.family["ja"]), "model_b": str(ctx.wide), "repeats": 1}
+
+
+SEARCH_CONFIGS: list[tuple[str, Callable[[dict, Any], None], str]] = [
+    # rejected while reading the config
+    ("unknown-evaluator", _set("fitness.0.name", "nope"), "unknown evaluator"),
+    ("metric-the-evaluator-lacks", _set("fitness.0.metric", "accuracy"), "fitness[0].metric"),
+    ("param-the-method-lacks", _set("genome.parameters", ["weight", "nonsense"]), "nonsense"),
+    ("empty-genome", _set("genome.parameters", []), "genome.parameters"),
+    ("x0-outside-box", _set("optimizer.x0", 5.0), "optimizer.x0"),
+    ("x0-per-gene-outside-box", _set("optimizer.x0", {"ja.weight": -1.0}), "x0 for ja.weight"),
+    ("optimizer-name", _set("optimizer.name", "sgd"), "optimizer.name"),
+    ("zero-budget", _set("budget", {"max_trials": 0}), "max_trials"),
+    ("no-fitness", _set("fitness", []), "fitness"),
+    ("merge-method", _set("merge.merge_method", "nonsense"), "unknown merge method"),
+    ("reversed-bounds", _set("genome", {"parameters": ["weight"], "bounds": {"weight": [1, 0]}}), "bounds"),
+    ("unknown-key", _set("extra_key", 1), "extra_key"),
+    ("device-banana", _set("device", "banana"), "not a device"),
+    ("device-missing-gpu", _set("device", "cuda:0"), "no CUDA GPU"),
+    ("dataflow-dtype", lambda c, ctx: (_dataflow_with_other_shapes(c, ctx), c["dataflow"].update(dtype="fp8")),
+     "dataflow.dtype"),
+    # rejected once the models or data are opened, still before the run folder is made
+    ("missing-source", _set("merge.models.0.model", lambda ctx: str(ctx.tmp / "no-such-model")), "model not found"),
+    ("missing-fitness-data", _set("fitness.0.data", lambda ctx: str(ctx.tmp / "no-such.txt")), "no such text file"),
+    ("x0-unknown-gene", _set("optimizer.x0", {"nope.weight": 0.5}), "x0 names unknown genes"),
+    ("genome-selects-no-model", _set("genome.models", []), "genome.models"),
+    ("genome-names-another-model", _set("genome.models", ["org/other"]), "is not one of merge.models"),
+    ("dataflow-other-shapes", _dataflow_with_other_shapes, "different layer shapes"),
+]
+
+
+def _random_bytes(path: Path) -> None:
+    path.write_bytes(os.urandom(path.stat().st_size))
+
+
+def _truncated(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _zero_bytes(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def _torn_page(path: Path) -> None:
+    """The last page overwritten with noise: the header and the first pages still read."""
+    data = bytearray(path.read_bytes())
+    data[-4096:] = os.urandom(4096)
+    path.write_bytes(bytes(data))
+
+
+def _not_a_run(path: Path) -> None:
+    import sqlite3
+
+    path.unlink()
+    db = sqlite3.connect(str(path))
+    db.execute("CREATE TABLE other (x)")
+    db.commit()
+    db.close()
+
+
+RUN_DATABASES: list[tuple[str, Callable[[Path], None], str]] = [
+    ("random-bytes", _random_bytes, "damaged"),
+    ("truncated", _truncated, "run.sqlite"),
+    ("zero-bytes", _zero_bytes, "empty (0 bytes)"),
+    ("torn-last-page", _torn_page, "run.sqlite"),
+    ("another-database", _not_a_run, "holds no evomerge run"),
+]
