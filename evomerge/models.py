@@ -10,7 +10,6 @@ Pickled checkpoints (`.bin`, `.pt`) are refused: loading them runs arbitrary cod
 from __future__ import annotations
 
 import json
-import re
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +19,8 @@ import torch
 from safetensors import safe_open
 
 from evomerge.errors import UserError, reason
+from evomerge.references import HUB_ID, download, resolve_scheme, scheme_of, split_reference
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+(@[\w.\-/]+)?$")
-HUB_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.json", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
 TOKENIZER_FILES = (
     "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model", "added_tokens.json",
     "merges.txt", "vocab.json", "vocab.txt", "chat_template.jinja", "chat_template.json",
@@ -85,13 +83,9 @@ class ModelSource:
 def resolve_reference(ref: str) -> tuple[Path, str | None]:
     """(local folder, gguf file name or None) for a model reference, downloading hub ids. For `model+adapter`, the
     model's (the adapter is applied by `open_model` and `evomerge.lora.fold_into_module`)."""
-    from evomerge.lora import split_reference
-
     ref = split_reference(ref)[0]
-    if ref.startswith("builtin:"):
-        from evomerge.assets import builtin_model
-
-        path = builtin_model(ref.removeprefix("builtin:"))
+    if scheme_of(ref):
+        path = resolve_scheme(ref)
         return (path, None) if path.is_dir() else (path.parent, path.name)
     path = Path(ref).expanduser()
     if path.is_file():
@@ -116,15 +110,11 @@ def fingerprint(ref: str) -> str:
     builtin, a re-exported run). Hub ids are keyed by their name and revision; they are not fetched."""
     import hashlib
 
-    from evomerge.lora import split_reference
-
     model, adapter = split_reference(ref)
     if adapter is not None:
         return hashlib.sha256(f"{fingerprint(model)}+{fingerprint(adapter)}".encode()).hexdigest()[:16]
-    if ref.startswith("builtin:"):
-        from evomerge.assets import builtin_model
-
-        path = builtin_model(ref.removeprefix("builtin:"))
+    if scheme_of(ref):
+        path = resolve_scheme(ref)
     else:
         path = Path(ref).expanduser()
         if not path.exists():
@@ -135,17 +125,6 @@ def fingerprint(ref: str) -> str:
         st = f.stat()
         h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
-
-
-def download(ref: str, patterns: list[str] = HUB_PATTERNS) -> Path:
-    """The hub repo `org/name[@revision]`, only the files matching `patterns`, as a local folder."""
-    repo, _, revision = ref.partition("@")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(repo, revision=revision or None, allow_patterns=patterns))
-    except Exception as e:  # offline, unknown repo, gated repo, network error: all the user's to fix
-        raise UserError(f"cannot fetch from the Hugging Face hub: {reason(e, 160, True)}", ref) from None
 
 
 def _load_config(folder: Path, ref: str, gguf_file: str | None = None) -> Any:
@@ -160,7 +139,7 @@ def _load_config(folder: Path, ref: str, gguf_file: str | None = None) -> Any:
 
 
 def open_model(ref: str) -> ModelSource:
-    from evomerge.lora import open_adapter, split_reference
+    from evomerge.lora import open_adapter
 
     model_ref, adapter_ref = split_reference(ref)
     if adapter_ref is None:
@@ -250,3 +229,12 @@ class ModelPool:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def load_tokenizer(folder, gguf_file: str | None = None) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from evomerge.architecture import Layout, detect_layout
+from evomerge.architecture import Layout, detect_layout, is_vlm
 from evomerge.errors import UserError
 from evomerge.methods import MergeMethod, get_method
 from evomerge.methods.base import ParamSpec
@@ -195,10 +195,6 @@ def plan_merge(recipe: Recipe, open_model: Opener, where: str = "recipe") -> Mer
         tasks.append(non_layer_task(name, last, last_base, last_scopes))
 
     return MergePlan(method, tasks, layer_sources, donor, donor_layout, warnings)
-
-
-def is_vlm(config: Any) -> bool:
-    return getattr(config, "text_config", None) is not None and getattr(config, "vision_config", None) is not None
 
 
 def lm_root(layout: Layout) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from evomerge.errors import UserError, reason
-from evomerge.live import load_tokenizer
+from evomerge.architecture import is_vlm
 from evomerge.devices import pick_device
-from evomerge.models import open_model, resolve_reference
+from evomerge.models import load_tokenizer, open_model, resolve_reference
 
 
 def load_for_eval(ref: str, device: str = "auto", dtype: str | None = None,
@@ -24,7 +24,7 @@ def load_for_eval(ref: str, device: str = "auto", dtype: str | None = None,
         if config.get("auto_map") and not trust_remote_code:
             raise UserError("this model ships its own modeling code (auto_map in config.json); "
                             "pass --trust-remote-code if you trust it", ref)
-    if gguf_file is None and _is_vlm_folder(folder):
+    if gguf_file is None and is_vlm(json.loads((folder / "config.json").read_text())):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         try:
@@ -47,15 +47,9 @@ def load_for_eval(ref: str, device: str = "auto", dtype: str | None = None,
 
 def _fold_adapter(model: Any, ref: str) -> None:
     """`MODEL+ADAPTER`: the LoRA adapter folded into the loaded model's weights."""
-    from evomerge.lora import fold_into_module, open_adapter, split_reference
+    from evomerge.lora import fold_into_module, open_adapter
+    from evomerge.references import split_reference
 
     adapter = split_reference(ref)[1]
     if adapter is not None:
         fold_into_module(model, open_adapter(adapter), ref)
-
-
-def _is_vlm_folder(folder) -> bool:
-    import json
-
-    cfg = json.loads((folder / "config.json").read_text())
-    return "vision_config" in cfg and "text_config" in cfg

@@ -76,7 +76,7 @@ def _value(task: TableTask, metrics: dict[str, float], default_metric: str | Non
 
 
 def resolve_ref(ref: str, cache_dir: Path, log=print) -> str:
-    from evomerge.search.loop import resolve_run_ref
+    from evomerge.search.results import resolve_run_ref
 
     if not ref.startswith("recipe:"):
         return resolve_run_ref(ref, log)

@@ -12,7 +12,9 @@ from safetensors.torch import save_file
 from evomerge.dataflow import DataflowPath, Hop, HopModel
 from evomerge.models import ModelPool
 from evomerge.search.config import search_config_from_dict
-from evomerge.search.loop import Search, run_search, run_status
+from evomerge.search.driver import run_search
+from evomerge.search.results import run_status
+from evomerge.search.spaces import make_space
 from test_cli_merge import cli
 from test_search import trials
 
@@ -66,7 +68,7 @@ def search(cfg, run_dir, resume=False):
 def test_genome_layout_and_identity_start(family, other, target_logits):
     config = search_config_from_dict(dfs_config(family, target_logits, other, scales=True), "test")
     with ModelPool() as pool:
-        s = Search.build(config, pool)
+        s = make_space(config, pool)
     # A's layers 1..2 (its ends are fixed) + B's 4 layers; indicator and scale per slot
     assert len(s.genome) == 2 * (2 + 4)
     start = s.candidate(s.x0())
@@ -125,7 +127,7 @@ def test_ps_then_dfs_chains_the_ps_result_in_as_model_a(family, other, target_lo
     assert ps_best  # the PS result really is a model folder
 
     # best_model remembers its trial; a run whose best has changed since is exported again
-    from evomerge.search.loop import resolve_run_ref, run_status
+    from evomerge.search.results import resolve_run_ref, run_status
 
     marker, trial = tmp_path / "ps" / "best_model.trial", run_status(tmp_path / "ps")["best"]["trial"]
     assert marker.read_text().strip() == str(trial)

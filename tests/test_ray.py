@@ -11,7 +11,7 @@ pytest.importorskip("ray")
 
 from test_search import make_config, search, target, trials  # noqa: E402,F401
 
-from evomerge.search.loop import run_status  # noqa: E402
+from evomerge.search.results import run_status  # noqa: E402
 from evomerge.search.store import RunStore  # noqa: E402
 
 TESTS = Path(__file__).parent

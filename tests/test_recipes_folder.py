@@ -30,13 +30,14 @@ def test_offline_recipe_runs(path, tmp_path, monkeypatch):
 
     from evomerge import assets
     from evomerge.errors import UserError
+    from evomerge.miniature import builtins
 
     try:
         assets.smollm2_gguf()
     except UserError as e:
         pytest.skip(str(e))
-    for slow, quick in assets.SLOW_BUILTINS.items():
-        monkeypatch.setitem(assets.BUILTINS, slow, assets.BUILTINS[quick])
+    for slow, quick in builtins.SLOW_BUILTINS.items():
+        monkeypatch.setitem(builtins.BUILTINS, slow, builtins.BUILTINS[quick])
     assert cli("merge", path, tmp_path / "out", "--quiet") == 0
     AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"))
 

@@ -16,7 +16,8 @@ from conftest import load_state
 from evomerge.merge import run_merge
 from evomerge.recipe import recipe_from_dict
 from evomerge.search.config import search_config_from_dict
-from evomerge.search.loop import run_search, run_status, trial_candidate
+from evomerge.search.driver import run_search
+from evomerge.search.results import run_status, trial_candidate
 from evomerge.search.store import RunStore
 from test_cli_merge import cli
 
@@ -159,14 +160,14 @@ def test_cli_status_export_and_eval_reproduce_the_fitness(family, tmp_path, caps
 
 def test_layer_group_genome_with_split_filters(family, target, tmp_path):
     from evomerge.models import ModelPool
-    from evomerge.search.loop import Search
+    from evomerge.search.spaces import make_space
 
     cfg = make_config(family, target)
     cfg["genome"] = {"parameters": ["weight"], "granularity": "layer_group", "group_size": 2,
                      "split": ["self_attn", "mlp"]}
     config = search_config_from_dict(cfg, "test")
     with ModelPool() as pool:
-        s = Search.build(config, pool)
+        s = make_space(config, pool)
     assert len(s.genome) == 2 * 2 * 3  # 2 sources x 2 layer groups x (self_attn, mlp, rest)
     x = np.linspace(0.05, 0.95, len(s.genome))
     values = s.genome.values(x)
@@ -190,23 +191,23 @@ def test_della_genome_defaults_and_density_epsilon_check(family, target, tmp_pat
     density +- epsilon leave (0, 1) are refused before the search, naming genome.bounds."""
     from evomerge.errors import UserError
     from evomerge.models import ModelPool
-    from evomerge.search.loop import Search
+    from evomerge.search.spaces import make_space
 
     cfg = make_config(family, target)
     cfg["merge"]["merge_method"] = "della"
     cfg["genome"] = {"parameters": ["weight", "density"]}
     with ModelPool() as pool, pytest.raises(UserError, match=r"bounds.density inside \(0.15, 0.85\)") as err:
-        Search.build(search_config_from_dict(cfg, "test"), pool)
+        make_space(search_config_from_dict(cfg, "test"), pool)
     assert "genome.bounds" in str(err.value)
     cfg["genome"] = {"parameters": ["weight", "density", "epsilon"],
                      "bounds": {"density": [0.3, 0.7], "epsilon": [0, 0.25]}}
     with ModelPool() as pool:
-        s = Search.build(search_config_from_dict(cfg, "test"), pool)
+        s = make_space(search_config_from_dict(cfg, "test"), pool)
         assert [(g.param, g.low, g.high) for g in s.genome.genes if g.model == str(family["ja"])] == [
             ("weight", 0.0, 1.0), ("density", 0.3, 0.7), ("epsilon", 0.0, 0.25)]
         cfg["genome"]["bounds"] = {"density": [0.3, 0.7]}  # epsilon's default bounds [0, 0.5] leave (0, 1)
         with pytest.raises(UserError, match="epsilon up to 0.5"):
-            Search.build(search_config_from_dict(cfg, "test"), pool)
+            make_space(search_config_from_dict(cfg, "test"), pool)
     rng_ = np.random.default_rng(0)
     for _ in range(5):  # every candidate in the box merges
         recipe = s.candidate(rng_.uniform(size=len(s.genome)))

@@ -24,21 +24,9 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from evomerge.architecture import layers_and_scales
+
 FAMILY = ("llama", "mistral", "qwen2")
-
-
-def _decoder_parts(model: Any) -> tuple[Any, list[tuple[Any, float]]] | None:
-    inner = getattr(model, "model", None)
-    layers = getattr(inner, "layers", None)
-    if inner is None or layers is None or not hasattr(model, "lm_head"):
-        return None
-    out = []
-    for layer in layers:
-        scale = 1.0
-        if hasattr(layer, "hop_index"):  # a data-flow hop: the shared layer and its input scale
-            layer, scale = layer.layer, layer.scale
-        out.append((layer, scale))
-    return inner, out
 
 
 def supports(model: Any, max_len: int | None = None) -> str | None:
@@ -46,7 +34,7 @@ def supports(model: Any, max_len: int | None = None) -> str | None:
     cfg = model.config
     if getattr(cfg, "model_type", None) not in FAMILY:
         return f"model type {getattr(cfg, 'model_type', None)!r} is not in the Llama family"
-    parts = _decoder_parts(model)
+    parts = layers_and_scales(model)
     if parts is None:
         return "no decoder layers found"
     inner, layers = parts
@@ -95,7 +83,7 @@ class Engine:
     # -- model pieces -------------------------------------------------------------------------------------------
 
     def _parts(self):
-        return _decoder_parts(self.model)  # looked up per call: hop models and live merges change underneath
+        return layers_and_scales(self.model)  # looked up per call: hop models and live merges change underneath
 
     def _rope(self, attn: Any) -> Callable:
         return sys.modules[type(attn).__module__].apply_rotary_pos_emb

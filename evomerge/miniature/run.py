@@ -15,9 +15,9 @@ import platform
 import time
 from pathlib import Path
 
-from evomerge.assets import builtin_model
+from evomerge.miniature.builtins import builtin_model
 from evomerge.search.config import load_search_config, search_config_from_dict
-from evomerge.search.loop import run_search
+from evomerge.search.driver import run_search
 from evomerge.table import TableConfig, build_table, load_table_config, to_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,12 +47,8 @@ def _search_span(run_dir: Path) -> float:
     """Seconds from the first trial's start to the last trial's end (model loading excluded)."""
     from evomerge.search.store import RunStore
 
-    store = RunStore(run_dir)
-    try:
-        first, last = store.db.execute("SELECT MIN(started), MAX(finished) FROM trials").fetchone()
-        return (last - first) if first and last else 0.0
-    finally:
-        store.close()
+    with RunStore(run_dir) as store:
+        return store.trial_span()
 
 
 def _has_run(run_dir: Path) -> bool:

@@ -1,8 +1,10 @@
-"""The run store: one SQLite file per run folder, the single source of truth for a search.
+"""The run store: it owns the run folder, and its SQLite file is the single source of truth for a search.
 
-Every trial is committed as soon as it finishes (WAL journal, so a SIGKILL loses at most the trial in flight),
-together with its genes, its exact recipe (seed included), per-evaluator scores, status and timings. After every
-generation the optimiser's summary state is recorded too.
+Each statement commits on its own (autocommit, WAL journal): a trial's row is written when it starts and updated
+when it finishes, so a SIGKILL loses at most the trial in flight. A trial holds its genes, its exact candidate
+(seed included), per-evaluator scores, status and timings; after every generation the optimiser's summary state
+is recorded too. The folder's other files (the config as the user wrote it, the best recipe so far, the lock) are
+written here as well; no other module runs SQL on the database or writes into the folder.
 """
 
 from __future__ import annotations
@@ -10,13 +12,16 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from evomerge.errors import UserError
 
 DB_NAME = "run.sqlite"
+CONFIG_FILE = "config.yaml"
+BEST_RECIPE = "best_recipe.yaml"
+MASK_KEYS = "source-position"  # how this version keys DARE masks (evomerge.rng.mask_keys); new runs record it
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS trials (
@@ -80,6 +85,7 @@ class RunStore:
             self.db = sqlite3.connect(str(self.path), isolation_level=None)  # autocommit; one statement per write
         except sqlite3.Error as e:
             raise UserError(f"cannot open the run database: {e}", str(self.path)) from None
+        self.db.row_factory = sqlite3.Row
         try:
             if not fresh:
                 self._check_readable()
@@ -130,6 +136,36 @@ class RunStore:
 
     def close(self) -> None:
         self.db.close()
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- the folder's files ------------------------------------------------------------------------------------
+    def write_config_text(self, text: str) -> None:
+        """The config as the user wrote it (comments and all), beside the parsed one in the database."""
+        (self.folder / CONFIG_FILE).write_text(text, encoding="utf-8")
+
+    def write_best_recipe(self, trial: "Trial") -> Path:
+        path = self.folder / BEST_RECIPE
+        path.write_text(trial.recipe, encoding="utf-8")
+        return path
+
+    def config(self) -> dict[str, Any]:
+        """The search config the run was started with (JSON form)."""
+        return json.loads(self.get_meta("config"))
+
+    def genes_info(self) -> list[dict[str, Any]] | None:
+        """What each gene is (SearchSpace.genes_info), for reports; None for runs recorded before it was kept."""
+        text = self.get_meta("genes")
+        return json.loads(text) if text else None
+
+    def trial_span(self) -> float:
+        """Seconds from the first trial's start to the last trial's end (model loading excluded)."""
+        row = self._q("SELECT MIN(started), MAX(finished) FROM trials").fetchone()
+        return (row[1] - row[0]) if row[0] and row[1] else 0.0
 
     # -- meta --------------------------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
@@ -240,14 +276,15 @@ def _damage(path: Path, exc: Exception) -> str:
             "or start a new run folder")
 
 
-_COLS = ("id, generation, genes, params, recipe, status, fitness, scores, error, merge_s, eval_s, val_fitness, "
-         "val_scores, ask_index, told")
+_COLS = ", ".join(f.name for f in fields(Trial))
+_JSON = {"genes", "params", "scores", "val_scores"}
 
 
-def _trial(r) -> Trial:
-    return Trial(r[0], r[1], json.loads(r[2]), json.loads(r[3]), r[4], r[5], r[6],
-                 json.loads(r[7]) if r[7] else {}, r[8], r[9], r[10], r[11], json.loads(r[12]) if r[12] else None,
-                 r[13], r[14])
+def _trial(row: sqlite3.Row) -> Trial:
+    values = {k: row[k] for k in row.keys()}
+    for k in _JSON:
+        values[k] = json.loads(values[k]) if values[k] else ({} if k == "scores" else values[k])
+    return Trial(**values)
 
 
 LOCK_NAME = "run.lock"

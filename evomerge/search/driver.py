@@ -1,0 +1,377 @@
+"""The search driver: ask a generation, hand its candidates to an executor, record each result, close the
+generation (tell, validate), until the budget ends; resume by replay. The same driver runs every executor and
+every search space: it only sees genes, trials and outcomes.
+
+Resume: the optimiser is rebuilt from its seed and every finished generation replayed into it (each re-asked in
+its recorded order and told exactly what it was told), so the resumed run proposes what the uninterrupted run
+would have; trials already finished are taken from the store, never evaluated twice. Steady state (executors
+with several slots): when every candidate of the open generation is handed out and a slot is free, the
+optimiser draws one extra sample from the same, not yet updated distribution; the generation is told the first
+`popsize` candidates to finish, later finishers are recorded but not told.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from evomerge.errors import UserError
+from evomerge.models import ModelPool
+from evomerge.search.config import SearchConfig
+from evomerge.search.executors import Job, LocalExecutor, Lost, Outcome
+from evomerge.search.optimizers import Optimizer, make_optimizer
+from evomerge.search.spaces import SearchSpace, make_space
+from evomerge.search.store import (BEST_RECIPE, CONFIG_FILE, DB_NAME, LOCK_NAME, MASK_KEYS, RunLock, RunStore,
+                                   Trial)
+
+
+def check_run_dir(run_dir: Path, resume: bool) -> None:
+    """Refuse a run folder that does not fit the request, before anything is loaded or written."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError("--run-dir is a file, not a folder", str(run_dir))
+    has_run = (run_dir / DB_NAME).exists()
+    if resume and not has_run:
+        what = "does not exist" if not run_dir.exists() else "holds no run"
+        raise UserError(f"nothing to resume: the folder {what} (leave out --resume to start a new run)",
+                        str(run_dir))
+    if has_run and not resume:
+        raise UserError("this run folder already holds a run; add --resume to continue it", str(run_dir))
+    if not has_run and run_dir.exists() and any(p.name != LOCK_NAME for p in run_dir.iterdir()):
+        raise UserError("the run folder exists and is not empty", str(run_dir))
+
+
+def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True,
+               config_text: str | None = None, log=print) -> Trial | None:
+    """Run (or resume) a search to its budget; returns the best trial (None if no trial completed).
+
+    Everything that can be checked without scoring a candidate (run folder, device, genome, optimiser start,
+    models present and compatible, fitness data) is checked before the run folder is touched; a new run that
+    still fails before its first trial finishes leaves nothing behind. The run folder is locked while it runs.
+    """
+    from evomerge.devices import pick_device
+    from evomerge.evaluators import Fitness
+    from evomerge.models import fingerprint
+
+    run_dir = Path(run_dir)
+    check_run_dir(run_dir, resume)
+    text = config_text or yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    pick_device(config.device, "search config: device")
+    with ModelPool() as pool:
+        space = make_space(config, pool)
+        opt = make_optimizer(config.optimizer, space.x0(), space.names)
+        fitness = Fitness(config.fitness, "fitness")
+        validation = Fitness(config.validation, "validation") if config.validation else None
+        sources = {ref: fingerprint(ref) for ref in space.sources()}
+        data = fitness.data_fingerprints("fitness")
+        if validation is not None:
+            data.update(validation.data_fingerprints("validation"))
+        if config.executor.name == "ray":
+            from evomerge.search.ray_executor import RayExecutor
+
+            space.check(pool)  # the workers build their own live models
+            executor = RayExecutor(config)
+        else:  # built here, so that sources that cannot be merged fail before the run folder exists
+            executor = LocalExecutor(space, space.live(pool), fitness, validation)
+        created = not run_dir.exists()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(run_dir)
+        try:
+            lock.acquire()
+        except BaseException:
+            if created:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        store = None
+        try:
+            check_run_dir(run_dir, resume)  # again, now that no other process can be starting a run here
+            store = _open_store(config, run_dir, resume, text, sources, data, space)
+            return Driver(space, opt, store, executor, validation is not None, progress, log).run()
+        except BaseException:
+            if not resume and (store is None or store.count("complete") + store.count("failed") == 0):
+                _remove_new_run(run_dir, created, store)
+                store = None
+            raise
+        finally:
+            if store is not None:
+                store.close()
+            lock.release()
+
+
+def _open_store(config: SearchConfig, run_dir: Path, resume: bool, config_text: str, sources: dict[str, str],
+                data: dict[str, str], space: SearchSpace) -> RunStore:
+    store = RunStore(run_dir, create=True)
+    try:
+        if resume:
+            if store.get_meta("fingerprint") != config.fingerprint():
+                raise UserError("the config differs from the one this run started with (only `budget` may change)",
+                                str(run_dir))
+            _same_as_before(store, "sources", sources, "model {} changed since this run started (its trials were "
+                            "scored on the old one); start a new run folder", run_dir)
+            _same_as_before(store, "data", data, "the data of {} changed since this run started (its trials were "
+                            "scored on the old data); restore it or start a new run folder", run_dir)
+        else:
+            store.set_meta("fingerprint", config.fingerprint())
+            store.set_meta("created", str(time.time()))
+            store.set_meta("mask_keys", MASK_KEYS)
+        store.set_meta("config", json.dumps(config.model_dump(mode="json")))
+        store.set_meta("sources", json.dumps(sources))
+        store.set_meta("data", json.dumps(data))
+        store.set_meta("genes", json.dumps(space.genes_info()))
+        store.write_config_text(config_text)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _same_as_before(store: RunStore, key: str, now: dict[str, str], message: str, run_dir: Path) -> None:
+    """Refuse a resume whose models or data differ from those the recorded trials were scored on."""
+    before = json.loads(store.get_meta(key) or "{}")
+    changed = [name for name, value in now.items() if name in before and before[name] != value]
+    if changed:
+        raise UserError(message.format(changed[0]), str(run_dir))
+
+
+def _remove_new_run(run_dir: Path, created: bool, store: RunStore | None) -> None:
+    """A new run that failed before its first trial finished leaves nothing that would block the corrected
+    config."""
+    if store is not None:
+        store.close()
+    if created:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for name in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", CONFIG_FILE, BEST_RECIPE, LOCK_NAME):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def replay(opt: Optimizer, store: RunStore, failed_fitness: float) -> int:
+    """Bring a fresh optimiser to the state after the finished generations; returns the next generation.
+
+    Each generation is re-asked in its recorded order (the initial population, then any steady-state extras) and
+    told exactly the trials it was told, so the optimiser ends in the interrupted run's state.
+    """
+    pop = opt.popsize
+    done = {g["generation"] for g in store.generations()}
+    gen = 0
+    while gen in done:
+        trials = store.generation_trials(gen)
+        asked = dict(enumerate(opt.ask()))
+        for t in trials:
+            k = t.ask_index if t.ask_index is not None else trials.index(t)
+            if k >= pop:
+                asked[k] = opt.ask_extra()
+            if k not in asked or not np.allclose(asked[k], t.genes, rtol=0, atol=1e-12):
+                raise UserError(f"replaying generation {gen} did not reproduce trial {t.id}; "
+                                "the run cannot be resumed with this optimiser", str(store.folder))
+        told = sorted((t for t in trials if t.told is not None), key=lambda t: t.told) or trials[:pop]
+        opt.tell([np.array(t.genes) for t in told], [fitness_of(t, failed_fitness) for t in told])
+        gen += 1
+    return gen
+
+
+def fitness_of(trial: Trial | None, failed: float) -> float:
+    """What the optimiser is told for a trial: its fitness, or `failed_fitness` (CMA-ES uses only ranks)."""
+    return trial.fitness if trial is not None and trial.status == "complete" else failed
+
+
+@dataclass
+class _Generation:
+    index: int
+    asked: dict[int, np.ndarray]  # ask index -> genes (0..popsize-1, then steady-state extras)
+    queue: deque = field(default_factory=deque)  # ask indices waiting for a slot
+    trial_of: dict[int, int] = field(default_factory=dict)  # ask index -> trial id, once created
+    finished: list[tuple[int, int, float]] = field(default_factory=list)  # (ask index, trial id, fitness)
+
+
+class Driver:
+    def __init__(self, space: SearchSpace, opt: Optimizer, store: RunStore, executor, validate: bool,
+                 progress: bool, log):
+        self.space, self.opt, self.store, self.executor, self.log = space, opt, store, executor, log
+        self.config = space.config
+        self.budget, self.failed = self.config.budget, self.config.failed_fitness
+        self.validate, self.progress = validate, progress
+        self.steady = False
+        self.retry: deque[Job] = deque()  # lost stragglers of closed generations
+        self.to_validate: deque[Job] = deque()  # each closed generation's best, for the validation set
+
+    def run(self) -> Trial | None:
+        store, budget, pop = self.store, self.budget, self.opt.popsize
+        gen = replay(self.opt, store, self.failed)
+        if gen:
+            self.log(f"resumed after {gen} finished generations ({store.count('complete')} complete, "
+                     f"{store.count('failed')} failed trials)")
+        names = self.space.names
+        self.log(f"genome: {len(names)} genes ({', '.join(names[:6])}{', ...' if len(names) > 6 else ''}); "
+                 f"population {pop}; budget {budget.max_trials} trials")
+        self.gen = self._open(gen)
+        if self.validate:  # on resume: closed generations whose best has no validation yet
+            for g in range(gen):
+                self._queue_validation(g)
+        self.executor.start(self.log)
+        steady_asked = self.config.executor.steady_state and self.executor.slots > 1
+        self.steady = steady_asked and type(self.opt).ask_extra is not Optimizer.ask_extra
+        if steady_asked and not self.steady:
+            self.log(f"{type(self.opt).__name__} cannot draw extra samples: workers wait at generation ends")
+        t0 = time.time()
+        dispatched = store.next_id()  # trials created so far; re-running a trial does not count again
+        finished = store.count("complete") + store.count("failed")
+        self.bar = tqdm(total=budget.max_trials, initial=min(finished, budget.max_trials), desc="trials",
+                        unit="trial", disable=not self.progress, dynamic_ncols=True)
+        self.best = store.best()
+        in_flight = 0
+        try:
+            while True:
+                stop = (dispatched >= budget.max_trials
+                        or (budget.max_generations is not None and self.gen.index >= budget.max_generations)
+                        or (budget.max_minutes is not None and (time.time() - t0) / 60 > budget.max_minutes))
+                while in_flight < self.executor.slots and (self.to_validate or self.retry):
+                    self.executor.submit((self.to_validate or self.retry).popleft())
+                    in_flight += 1
+                while in_flight < self.executor.slots:
+                    job = self._next_job(stop)
+                    if job is None:
+                        break
+                    dispatched += job.new
+                    self.executor.submit(job)
+                    in_flight += 1
+                    stop = stop or dispatched >= budget.max_trials
+                if in_flight == 0:
+                    break
+                for job, result in self.executor.wait(1.0):
+                    in_flight -= 1
+                    self._done(job, result)
+        finally:
+            self.bar.close()
+            self.executor.close(store, self.log)
+        return self._finish()
+
+    def _next_job(self, stop: bool) -> Job | None:
+        """The open generation's next candidate (a re-queued one even when the budget has ended), a
+        steady-state extra, or None."""
+        g, pop = self.gen, self.opt.popsize
+        if g.queue and (not stop or g.queue[0] in g.trial_of):
+            k = g.queue.popleft()
+        elif stop:
+            return None
+        elif self.steady and len(g.asked) < 4 * pop:
+            k = max(g.asked) + 1
+            g.asked[k] = self.opt.ask_extra()
+        else:
+            return None
+        x = g.asked[k]
+        trial_id = g.trial_of.get(k)
+        if trial_id is not None:  # created before (a lost job, or the trial a killed run left running)
+            return Job("evaluate", trial_id, [float(v) for v in x], g.index, k)
+        trial_id = g.trial_of[k] = self.store.next_id()
+        candidate = self.space.candidate(x)  # built once: recorded here, applied by the executor
+        self.store.start_trial(trial_id, g.index, [float(v) for v in x], self.space.values(x), candidate.to_yaml(),
+                               ask_index=k)
+        return Job("evaluate", trial_id, [float(v) for v in x], g.index, k, candidate=candidate, new=True)
+
+    def _done(self, job: Job, result: Outcome | Lost) -> None:
+        store = self.store
+        if isinstance(result, Lost):
+            self.log(f"{'validation of ' if job.kind == 'validate' else ''}trial {job.trial_id}: {result}; "
+                     "re-queued")
+            self._requeue(job)
+            return
+        if result.status == "error":
+            raise UserError(result.error)
+        if job.kind == "validate":
+            if result.status == "complete":
+                store.set_validation(job.trial_id, result.fitness, result.scores)
+                self.log(f"validation of trial {job.trial_id}: {result.fitness:.4g}")
+            else:
+                self.log(f"validation of trial {job.trial_id} failed: {(result.error or '')[:200]}")
+            return
+        if result.status == "complete":
+            store.finish_trial(job.trial_id, result.fitness, result.scores, result.merge_s, result.eval_s)
+            if self.best is None or result.fitness > self.best.fitness:
+                self.best = store.trial(job.trial_id)
+        else:
+            store.fail_trial(job.trial_id, result.error, result.merge_s)
+            self.log(f"trial {job.trial_id} failed: {(result.error or '')[:200]}")
+        self.bar.update()
+        if self.best is not None:
+            self.bar.set_postfix(best=f"{self.best.fitness:.4g}", trial=self.best.id)
+        if job.generation == self.gen.index:
+            value = result.fitness if result.status == "complete" else self.failed
+            self.gen.finished.append((job.ask_index, job.trial_id, value))
+            if len(self.gen.finished) >= self.opt.popsize:
+                self._close()
+
+    # -- generations -------------------------------------------------------------------------------------------
+    def _open(self, index: int) -> _Generation:
+        """Ask a generation; on resume, restore its recorded extras and finished trials."""
+        g = _Generation(index, dict(enumerate(self.opt.ask())))
+        recorded = self.store.generation_trials(index)
+        for t in recorded:
+            if t.ask_index is not None and t.ask_index >= self.opt.popsize:
+                g.asked[t.ask_index] = self.opt.ask_extra()
+        by_index = {t.ask_index: t for t in recorded if t.ask_index is not None}
+        for k in sorted(g.asked):
+            t = by_index.get(k)
+            if t is not None:
+                g.trial_of[k] = t.id
+            if t is not None and t.status in ("complete", "failed"):
+                g.finished.append((k, t.id, fitness_of(t, self.failed)))
+            else:
+                g.queue.append(k)
+        return g
+
+    def _close(self) -> None:
+        """Tell the optimiser the first `popsize` finishers, remember which, record the generation, queue its
+        best for validation, and open the next generation."""
+        g, store = self.gen, self.store
+        told = g.finished[:self.opt.popsize]
+        values = [v for _, _, v in told]
+        self.opt.tell([g.asked[k] for k, _, _ in told], values)
+        store.mark_told([tid for _, tid, _ in told])
+        store.finish_generation(g.index, self.opt.snapshot(), values)
+        best = store.best()
+        if best is not None:
+            store.write_best_recipe(best)
+        self.log(f"generation {g.index}: best {max(values):.4g}, mean {np.mean(values):.4g}"
+                 + (f"; best so far {best.fitness:.4g} (trial {best.id})" if best else ""))
+        if self.validate:
+            self._queue_validation(g.index)
+        self.gen = self._open(g.index + 1)
+
+    def _queue_validation(self, gen: int) -> None:
+        """The generation's best finished trial, scored on the validation set by the next free slot (the paper
+        keeps the best-validation snapshot)."""
+        done = [t for t in self.store.generation_trials(gen) if t.status == "complete"]
+        if done:
+            top = max(done, key=lambda t: (t.fitness, -t.id))
+            if top.val_fitness is None:
+                self.to_validate.append(Job("validate", top.id, list(top.genes), gen))
+
+    def _requeue(self, job: Job) -> None:
+        if job.kind == "validate":  # it runs again in another slot
+            self.to_validate.appendleft(job)
+        elif job.generation == self.gen.index:
+            self.gen.queue.appendleft(job.ask_index)
+        else:  # a straggler of a closed generation: still evaluated, so no trial is lost
+            self.retry.append(job)
+
+    def _finish(self) -> Trial | None:
+        best = self.store.result()
+        if best is None:
+            self.log(f"no trial completed ({self.store.count('failed')} failed): the run has no best")
+            return None
+        path = self.store.write_best_recipe(best)
+        val = f", validation {best.val_fitness:.6g}" if best.val_fitness is not None else ""
+        self.log(f"best: trial {best.id}, fitness {best.fitness:.6g}{val}")
+        shown = list(best.params.items())[:12]
+        more = f", ... ({len(best.params) - 12} more)" if len(best.params) > 12 else ""
+        self.log("  " + ", ".join(f"{k}={v:.4f}" for k, v in shown) + more)
+        self.log(f"  recipe: {path}")
+        return best

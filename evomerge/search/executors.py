@@ -1,0 +1,103 @@
+"""Where candidates run. The driver (driver.py) decides what runs; an executor only runs it.
+
+A job is one trial to score, or one trial to score on the validation set. An executor has `slots` (how many jobs
+run at once), takes jobs with `submit`, and hands back finished ones from `wait`. The local executor runs each job
+in this process as it is submitted; the Ray executor (ray_executor.py) runs them on actors. Both score a
+candidate with `evaluate`, so a trial means the same wherever it ran.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from evomerge.errors import UserError
+
+
+@dataclass
+class Job:
+    kind: str  # evaluate | validate
+    trial_id: int
+    genes: list[float]
+    generation: int = -1
+    ask_index: int | None = None
+    candidate: Any = None  # the driver's, for a new trial; else the executor builds it from the genes
+    new: bool = False  # a trial created for this job (counts against the budget)
+
+
+@dataclass
+class Outcome:
+    status: str  # complete | failed | error (a UserError: the run stops)
+    fitness: float | None
+    scores: dict
+    error: str | None
+    merge_s: float | None = None
+    eval_s: float | None = None
+
+
+class Lost(Exception):
+    """The worker running a job died or hung; the driver re-queues the job."""
+
+
+def evaluate(space, live, fitness, candidate) -> Outcome:
+    """Apply one candidate to the live model and score it; failures are outcomes, not exceptions."""
+    from evomerge.live import CandidateError
+
+    t0 = time.perf_counter()
+    merge_s = None
+    try:
+        live.apply(candidate)
+        merge_s = time.perf_counter() - t0
+        value, scores = fitness.score(live.model, live.tokenizer)
+        if not np.isfinite(value):
+            raise CandidateError(f"fitness is {value}")
+    except UserError as e:  # bad input that only a candidate reveals: the run stops, naming it
+        return Outcome("error", None, {}, str(e), merge_s)
+    except Exception as e:  # a failed candidate is data, not the end of the search
+        free_memory()
+        return Outcome("failed", None, {}, f"{type(e).__name__}: {e}", merge_s)
+    return Outcome("complete", value, scores, None, merge_s, time.perf_counter() - t0 - merge_s)
+
+
+def run_job(job: Job, space, live, fitness, validation) -> Outcome:
+    """What any executor does with a job, given the space, live model and fitness it holds."""
+    candidate = job.candidate if job.candidate is not None else space.candidate(np.array(job.genes))
+    return evaluate(space, live, validation if job.kind == "validate" else fitness, candidate)
+
+
+def free_memory() -> None:
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:
+        pass
+
+
+class LocalExecutor:
+    """One job at a time, in this process, on the live model the driver built."""
+
+    slots = 1
+
+    def __init__(self, space, live, fitness, validation):
+        self.space, self.live, self.fitness, self.validation = space, live, fitness, validation
+        self._done: list[tuple[Job, Outcome]] = []
+
+    def start(self, log) -> None:
+        pass
+
+    def submit(self, job: Job) -> None:
+        self._done.append((job, run_job(job, self.space, self.live, self.fitness, self.validation)))
+
+    def wait(self, timeout: float) -> list[tuple[Job, Outcome | Lost]]:
+        done, self._done = self._done, []
+        return done
+
+    def close(self, store, log) -> None:
+        pass

@@ -1,0 +1,113 @@
+"""What a run folder gives back: its status, any trial's exact candidate, exports, and `run:DIR` references."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from evomerge.errors import UserError
+from evomerge.search.store import MASK_KEYS, RunStore, Trial
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def resolve_run_ref(ref: str, log=_stderr) -> str:
+    """`run:DIR` names the result of a finished search: its best model, exported once to DIR/best_model (and
+    again when a resumed run found a better one). Any other reference is returned as it is."""
+    if not ref.startswith("run:"):
+        return ref
+    return str(run_best_model(ref[4:], log))
+
+
+def run_best_model(run_dir: str | Path, log=_stderr) -> Path:
+    """The `run` reference scheme (evomerge/references.py): the folder of the run's best model."""
+    run_dir = Path(run_dir)
+    out = run_dir / "best_model"
+    best = run_status(run_dir)["best"]
+    if best is None:
+        raise UserError("the run has no completed trial yet", f"run:{run_dir}")
+    marker = run_dir / "best_model.trial"  # which trial best_model holds: a resumed run may have a new best
+    current = marker.read_text().strip() if marker.exists() else None
+    if not (out / "config.json").exists() or current != str(best["trial"]):
+        log(f"exporting the best model of {run_dir} (trial {best['trial']}) to {out}")
+        marker.unlink(missing_ok=True)
+        export_trial(run_dir, out, "best", progress=False, force=True, log=log)
+        marker.write_text(f"{best['trial']}\n")
+    return out
+
+
+def run_status(run_dir: str | Path) -> dict[str, Any]:
+    """What `evomerge status --json` prints."""
+    with RunStore(Path(run_dir)) as store:
+        config = store.config()
+        best = store.result()
+        gens = store.generations()
+        return {
+            "run_dir": str(run_dir),
+            "completed": store.count("complete"),
+            "failed": store.count("failed"),
+            "running": store.count("running"),
+            "budget": config["budget"]["max_trials"],
+            "generations": len(gens),
+            "best": {"trial": best.id, "fitness": best.fitness, "validation": best.val_fitness,
+                     "params": best.params, "scores": best.scores} if best else None,
+            "history": [{"generation": g["generation"], "best": g["best"], "mean": g["mean"]} for g in gens],
+        }
+
+
+def no_best_reason(run_dir: str | Path) -> str:
+    """Why a run has no best trial, in one line (what `search` prints before exiting non-zero)."""
+    with RunStore(Path(run_dir)) as store:
+        failed = store.trials("failed")
+    if not failed:
+        return "no trial completed (the budget ended before the first one finished), so there is no best"
+    return (f"no trial completed: all {len(failed)} failed, so there is no best; the first error was: "
+            f"{(failed[0].error or '')[:300]}")
+
+
+def trial_candidate(run_dir: str | Path, trial: str = "best"):
+    """The exact candidate of a trial ('best' or an id): a Recipe, or a DataflowPath for data-flow runs."""
+    from evomerge.search.spaces import candidate_from_yaml
+
+    with RunStore(Path(run_dir)) as store:
+        if trial == "best":
+            t = store.result()
+            if t is None:
+                raise UserError("the run has no completed trial yet", str(run_dir))
+        else:
+            try:
+                t = store.trial(int(trial))
+            except ValueError:
+                raise UserError(f"--trial takes 'best' or a trial id, got {trial!r}") from None
+            if t is None or t.status != "complete":
+                raise UserError(f"trial {trial} is not a completed trial of this run", str(run_dir))
+        config = store.config()
+    return candidate_from_yaml(t.recipe, f"trial {t.id}", config), t
+
+
+def export_trial(run_dir: str | Path, out: str | Path, trial: str = "best", *, device: str = "auto",
+                 force: bool = False, progress: bool = True, log=_stderr) -> Trial:
+    """Write a trial as a Hugging Face model folder (what `evomerge export` does)."""
+    from evomerge.dataflow import DataflowPath
+    from evomerge.export import check_out_dir
+    from evomerge.methods import get_method
+    from evomerge.search.spaces import export_candidate
+
+    cand, t = trial_candidate(run_dir, trial)
+    check_out_dir(Path(out), force)
+    if not isinstance(cand, DataflowPath) and get_method(cand.merge_method).randomised:
+        with RunStore(Path(run_dir)) as store:
+            keyed = store.get_meta("mask_keys")
+        if keyed != MASK_KEYS:
+            log(f"warning: {run_dir} was recorded before DARE masks were keyed by source position: the exported "
+                "model's masks differ from the scored one's (score it with `evomerge eval`)")
+    scores = "; ".join(k + " " + ", ".join(f"{m}={x:.4g}" for m, x in v.items() if m != "seconds")
+                       for k, v in t.scores.items())
+    extra = f"Found by evolutionary search: trial {t.id}, fitness {t.fitness:.6g} ({scores})."
+    if t.val_fitness is not None:
+        extra += f" Validation fitness {t.val_fitness:.6g}."
+    export_candidate(cand, Path(out), device=device, force=force, progress=progress, card_extra=extra)
+    return t
