@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evomerge.evaluators.engine import Engine  # noqa: E402
+from evomerge.generation.engine import Engine  # noqa: E402
 
 
 def config(small: bool, layers: int | None = None):

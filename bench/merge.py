@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from evomerge.methods.fused import FusedMerger  # noqa: E402
+from evomerge.runtime.fused import FusedMerger  # noqa: E402
 from evomerge.plan import TensorTask  # noqa: E402
 
 METHODS = ["linear", "task_arithmetic", "dare_linear", "dare_ties", "ties", "slerp"]

@@ -55,6 +55,20 @@ def merge(recipe: Path, out_dir: Path, device: str, force: bool, seed: int | Non
 
 
 @cli.command()
+def methods() -> None:
+    """List the merge methods, what each does, its parameters, and which run fused on a GPU."""
+    from evomerge.methods import get_method, method_names
+
+    for name in method_names():
+        m = get_method(name)
+        params = ", ".join(p.name for p in m.params) or "none"
+        notes = [n for n, on in (("needs base_model", m.base == "required"), ("seeded masks", m.randomised),
+                                 ("fused on GPU", m.fused is not None)) if on]
+        click.echo(f"{name:18} {m.description}")
+        click.echo(f"{'':18} parameters: {params}" + (f"; {', '.join(notes)}" if notes else ""))
+
+
+@cli.command()
 @click.argument("config", type=click.Path(path_type=Path))
 @click.option("--run-dir", required=True, type=click.Path(path_type=Path), help="Folder for the run's database.")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir where it stopped.")

@@ -11,13 +11,13 @@ import torch
 
 from evomerge import rng
 from evomerge.devices import pick_device
+from evomerge.dtypes import torch_dtype
 from evomerge.errors import UserError
 from evomerge.methods import TensorContext
 from evomerge.models import ModelPool
 from evomerge.plan import MergePlan, TensorTask, plan_merge
 from evomerge.recipe import Recipe
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
 def ensure_seed(recipe: Recipe, seed: int | None = None) -> Recipe:
@@ -74,10 +74,10 @@ class MergeRun:
     @property
     def out_dtype(self) -> torch.dtype | None:
         name = self.recipe.out_dtype or self.recipe.dtype
-        return DTYPES[name] if name else None
+        return torch_dtype(name) if name else None
 
     def tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
-        in_dtype = DTYPES[self.recipe.dtype] if self.recipe.dtype else None
+        in_dtype = torch_dtype(self.recipe.dtype) if self.recipe.dtype else None
 
         def fetch(model: str, name: str) -> torch.Tensor:
             return self.pool.get(model).get(name)

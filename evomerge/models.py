@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
+from evomerge.dtypes import SAFETENSORS, torch_dtype
 from evomerge.errors import UserError, reason
 from evomerge.references import HUB_ID, download, resolve_scheme, scheme_of, split_reference
 
@@ -27,7 +28,6 @@ TOKENIZER_FILES = (
     "preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json",
 )
 
-_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
 
 
 @dataclass
@@ -74,10 +74,6 @@ class ModelSource:
     def close(self) -> None:
         self._stack.close()
         self._handles.clear()
-
-    def load_all(self) -> dict[str, torch.Tensor]:
-        """Every tensor in memory (for searches, which keep sources resident)."""
-        return {n: self.get(n) for n in self.infos}
 
 
 def resolve_reference(ref: str) -> tuple[Path, str | None]:
@@ -180,7 +176,7 @@ def _open_plain(ref: str) -> ModelSource:
             with safe_open(str(f), framework="pt", device="cpu") as h:
                 for name in h.keys():
                     sl = h.get_slice(name)
-                    infos[name] = TensorInfo(tuple(sl.get_shape()), _DTYPES.get(sl.get_dtype(), torch.float32))
+                    infos[name] = TensorInfo(tuple(sl.get_shape()), torch_dtype(SAFETENSORS.get(sl.get_dtype(), "float32")))
                     owner[name] = f
         except Exception as e:
             raise UserError(f"cannot read {f.name}: {reason(e)}", ref) from None

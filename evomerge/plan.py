@@ -15,7 +15,7 @@ from evomerge.errors import UserError
 from evomerge.methods import MergeMethod, get_method
 from evomerge.methods.base import ParamSpec
 from evomerge.models import ModelSource
-from evomerge.recipe import OutputSlice, Recipe, Setting, SliceSource, evaluate_setting, parse_setting
+from evomerge.recipe import OutputSlice, Recipe, Setting, SliceSource, evaluate_setting
 
 
 @dataclass
@@ -43,10 +43,6 @@ class MergePlan:
 
 
 Opener = Callable[[str], ModelSource]
-
-
-def _parsed(raw: dict[str, Any], where: str) -> dict[str, Setting]:
-    return {k: parse_setting(v, f"{where}.{k}") for k, v in raw.items()}
 
 
 @dataclass
@@ -88,7 +84,9 @@ def normalize_slices(recipe: Recipe, open_model: Opener) -> list[OutputSlice]:
         entries.append(type(entries[0])(model=recipe.base_model))
     for entry in entries:
         n = num_layers(open_model(entry.model).config)
-        sources.append(SliceSource(model=entry.model, layer_range=(0, n), parameters=entry.parameters))
+        source = SliceSource(model=entry.model, layer_range=(0, n), parameters=entry.parameters)
+        source._settings = entry.settings()  # already parsed
+        sources.append(source)
     return [OutputSlice(sources=sources)]
 
 
@@ -106,7 +104,7 @@ def plan_merge(recipe: Recipe, open_model: Opener, where: str = "recipe") -> Mer
     donor = output_donor(recipe, open_model)
     donor_layout = layout(donor)
     donor_root = lm_root(donor_layout)
-    global_params = _parsed(recipe.parameters, f"{where}: parameters")
+    global_params = recipe.settings(f"{where}: parameters")
     known = {p.name for p in method.params}
     warnings = [
         f"parameter {name!r} is not used by {method.name}" for name in _all_param_names(recipe) if name not in known
@@ -141,8 +139,8 @@ def plan_merge(recipe: Recipe, open_model: Opener, where: str = "recipe") -> Mer
                 )
         scopes = _Scopes(
             recipe=global_params,
-            slice_=_parsed(sl.parameters, f"{loc}.parameters"),
-            sources=[(s.model, _parsed(s.parameters, f"{loc}.sources[{j}].parameters")) for j, s in enumerate(sl.sources)],
+            slice_=sl.settings(f"{loc}.parameters"),
+            sources=[(s.model, s.settings(f"{loc}.sources[{j}].parameters")) for j, s in enumerate(sl.sources)],
         )
         slice_scopes.append((sl, scopes, base))
 
@@ -241,4 +239,4 @@ def _check_inputs(out_name: str, inputs: list[tuple[str, str]], open_model: Open
 def _all_param_names(recipe: Recipe) -> set[str]:
     from evomerge.recipe import iter_parameter_blocks
 
-    return {k for _, raw in iter_parameter_blocks(recipe) for k in raw}
+    return {k for _, owner in iter_parameter_blocks(recipe) for k in owner.parameters}

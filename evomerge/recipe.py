@@ -11,13 +11,13 @@ shapes) happen when the merge is planned (`evomerge.plan`). Semantics follow mer
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from evomerge.dtypes import canonical
 from evomerge.errors import UserError, reason
 
 Scalar = Union[bool, int, float, str]
@@ -94,15 +94,26 @@ def _parse_params(raw: Any, where: str) -> dict[str, Setting]:
     return {str(k): parse_setting(v, f"{where}.{k}") for k, v in raw.items()}
 
 
-class ModelEntry(_Strict):
-    model: str
+class _WithParameters(_Strict):
+    """A recipe level that carries `parameters:`. They stay raw (they are written back as YAML) and are parsed into
+    typed Settings once, the first time they are asked for (by validation, normally), then kept."""
+
     parameters: dict[str, Any] = Field(default_factory=dict)
+    _settings: dict[str, Setting] | None = PrivateAttr(None)
+
+    def settings(self, where: str = "parameters") -> dict[str, Setting]:
+        if self._settings is None:
+            self._settings = _parse_params(self.parameters, where)
+        return self._settings
 
 
-class SliceSource(_Strict):
+class ModelEntry(_WithParameters):
+    model: str
+
+
+class SliceSource(_WithParameters):
     model: str
     layer_range: tuple[int, int]
-    parameters: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("layer_range")
     @classmethod
@@ -112,10 +123,9 @@ class SliceSource(_Strict):
         return v
 
 
-class OutputSlice(_Strict):
+class OutputSlice(_WithParameters):
     sources: list[SliceSource]
     base_model: str | None = None
-    parameters: dict[str, Any] = Field(default_factory=dict)
     residual_weight: float | None = None
 
     @field_validator("sources")
@@ -126,18 +136,15 @@ class OutputSlice(_Strict):
         return v
 
 
-DTYPES = ("float32", "float16", "bfloat16", "float64")
-_DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "half": "float16", "float": "float32"}
 
 
-class Recipe(_Strict):
+class Recipe(_WithParameters):
     """A validated merge recipe. Parameter values are parsed into `Setting`s (see `params`)."""
 
     merge_method: str
     models: list[ModelEntry] | None = None
     slices: list[OutputSlice] | None = None
     base_model: str | None = None
-    parameters: dict[str, Any] = Field(default_factory=dict)
     dtype: str | None = None
     out_dtype: str | None = None
     tokenizer_source: str | None = None
@@ -152,12 +159,7 @@ class Recipe(_Strict):
     @field_validator("dtype", "out_dtype")
     @classmethod
     def _dtype(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        v = _DTYPE_ALIASES.get(v, v)
-        if v not in DTYPES:
-            raise ValueError(f"unknown dtype {v!r}; use one of {', '.join(DTYPES)}")
-        return v
+        return v if v is None else canonical(v)
 
     @field_validator("merge_method")
     @classmethod
@@ -176,11 +178,6 @@ class Recipe(_Strict):
         if self.tokenizer_source == "union":
             raise ValueError("tokenizer_source: union (vocabulary merging) is not supported; use 'base' or a model")
         return self
-
-    # -- parsed views -------------------------------------------------------------------------------------------
-
-    def params(self, raw: dict[str, Any], where: str) -> dict[str, Setting]:
-        return _parse_params(raw, where)
 
     def referenced_models(self) -> list[str]:
         """Every model the recipe names, base first, without duplicates, in order of appearance."""
@@ -223,8 +220,11 @@ def recipe_from_dict(data: Any, where: str = "recipe") -> Recipe:
 
 
 def read_yaml_file(path: str | Path, what: str = "file") -> Any:
-    """Parse a YAML file with `yaml.safe_load`; a missing, empty or malformed file is a UserError naming it."""
-    path = Path(path)
+    """Parse a YAML file with `yaml.safe_load`; a missing, empty or malformed file is a UserError naming it.
+    `evomerge:PATH` names a file that ships with the package (evomerge/resources.py)."""
+    from evomerge.resources import resolve_path
+
+    path = resolve_path(path)
     if not path.exists():
         raise UserError("no such file", str(path))
     if path.is_dir():
@@ -246,15 +246,15 @@ def load_recipe(path: str | Path) -> Recipe:
     return recipe_from_dict(read_yaml_file(path, "recipe"), str(path))
 
 
-def iter_parameter_blocks(recipe: Recipe) -> list[tuple[str, dict[str, Any]]]:
-    """(location, raw parameters) for every parameters block of the recipe, for validation."""
-    blocks = [("parameters", recipe.parameters)]
+def iter_parameter_blocks(recipe: Recipe) -> list[tuple[str, _WithParameters]]:
+    """(location, owner) for every level of the recipe that carries parameters."""
+    blocks: list[tuple[str, _WithParameters]] = [("parameters", recipe)]
     for i, m in enumerate(recipe.models or []):
-        blocks.append((f"models[{i}].parameters", m.parameters))
+        blocks.append((f"models[{i}].parameters", m))
     for i, sl in enumerate(recipe.slices or []):
-        blocks.append((f"slices[{i}].parameters", sl.parameters))
+        blocks.append((f"slices[{i}].parameters", sl))
         for j, s in enumerate(sl.sources):
-            blocks.append((f"slices[{i}].sources[{j}].parameters", s.parameters))
+            blocks.append((f"slices[{i}].sources[{j}].parameters", s))
     return blocks
 
 
@@ -264,8 +264,8 @@ def validate_parameters(recipe: Recipe, where: str) -> None:
 
     method = get_method(recipe.merge_method)
     specs = {p.name: p for p in method.params}
-    for loc, raw in iter_parameter_blocks(recipe):
-        for name, setting in _parse_params(raw, f"{where}: {loc}").items():
+    for loc, owner in iter_parameter_blocks(recipe):
+        for name, setting in owner.settings(f"{where}: {loc}").items():
             spec = specs.get(name)
             if spec is None:
                 continue  # mergekit ignores parameters a method does not use; so do we (plan warns)
@@ -283,8 +283,3 @@ def _setting_values(setting: Setting) -> list[Scalar]:
                 out.append(item)
         return out
     return [setting]
-
-
-def is_finite_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-

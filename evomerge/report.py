@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -56,42 +55,36 @@ def plot_fitness(store: RunStore, out: Path) -> Path | None:
     return path
 
 
-_GENE = re.compile(r"^(?P<model>.+?)\.(?P<param>[a-z_]+)(?:\.g(?P<group>\d+))?(?:\.(?P<filter>[\w]+))?$")
+def parameter_grids(best: Trial, genes: list[dict] | None) -> dict[str, tuple[list[str], list[str], list[list]]]:
+    """param -> (row labels: source [filter], column labels: the layers each group covers, values), from the
+    gene metadata the run recorded (SearchSpace.genes_info). One value per model reads "all layers"."""
+    genes = [g for g in genes or [] if g.get("kind") == "parameter" and g["name"] in best.params]
+    rows: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    layers: dict[int, tuple[int, int]] = {}
+    for g in genes:
+        label = Path(g["model"].split("@")[0]).name + (f" [{g['filter']}]" if g["filter"] else "")
+        rows[g["param"]][label][g["group"]] = best.params[g["name"]]
+        layers[g["group"]] = tuple(g["layers"])
+    groups = sorted(layers)
+    columns = (["all layers"] if all(g["whole_model"] for g in genes)
+               else [f"layers {layers[g][0]}-{layers[g][1] - 1}" for g in groups])
+    return {param: (sorted(by_row), columns, [[by_row[k].get(g, float("nan")) for g in groups] for k in sorted(by_row)])
+            for param, by_row in sorted(rows.items())}
 
 
-def _group_ranges(best: Trial) -> list[tuple[int, int]]:
-    """The layer range of each group, from the recipe's slices (the genome writes one slice per group)."""
-    try:
-        data = yaml.safe_load(best.recipe)
-        return [tuple(s["sources"][0]["layer_range"]) for s in data["slices"]]
-    except (TypeError, KeyError, IndexError, ValueError, yaml.YAMLError):
-        return []
-
-
-def plot_parameters(best: Trial, out: Path) -> Path | None:
-    rows: dict[str, dict[tuple[str, str], dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
-    for name, value in best.params.items():
-        m = _GENE.match(name)
-        if not m:
-            continue
-        label = m["model"] + (f" [{m['filter']}]" if m["filter"] else "")
-        rows[m["param"]][(label, m["model"])][int(m["group"] or 0)] = value
-    if not rows:
+def plot_parameters(best: Trial, genes: list[dict] | None, out: Path) -> Path | None:
+    grids = parameter_grids(best, genes)
+    if not grids:
         return None
     plt = _plt()
-    fig, axes = plt.subplots(len(rows), 1, figsize=(8, 1.2 + 1.1 * sum(len(r) for r in rows.values())),
+    fig, axes = plt.subplots(len(grids), 1, figsize=(8, 1.2 + 1.1 * sum(len(r) for r, _, _ in grids.values())),
                              squeeze=False)
-    for ax, (param, by_row) in zip(axes[:, 0], sorted(rows.items())):
-        labels = sorted(by_row)
-        groups = max(max(v) for v in by_row.values()) + 1
-        grid = [[by_row[k].get(g, float("nan")) for g in range(groups)] for k in labels]
+    for ax, (param, (labels, columns, grid)) in zip(axes[:, 0], grids.items()):
         flat = [v for row in grid for v in row if v == v]
         lo, hi = min(0.0, min(flat)), max(1.0, max(flat))
         im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=lo, vmax=hi)
-        ax.set_yticks(range(len(labels)), [k[0] for k in labels])
-        ranges = _group_ranges(best)
-        ax.set_xticks(range(groups), [f"{a}-{b - 1}" for a, b in ranges] if len(ranges) == groups else None)
-        ax.set_xlabel(("layers" if len(ranges) == groups else "layer group") if groups > 1 else "")
+        ax.set_yticks(range(len(labels)), labels)
+        ax.set_xticks(range(len(columns)), columns)
         ax.set_title(param)
         for i, row in enumerate(grid):
             for j, v in enumerate(row):
@@ -134,13 +127,12 @@ def plot_path(best: Trial, out: Path) -> Path | None:
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "report"
-    store = RunStore(run_dir)
-    try:
+    with RunStore(run_dir) as store:
         best = store.result()
         if best is None:
             raise UserError("the run has no completed trial yet", str(run_dir))
         out.mkdir(parents=True, exist_ok=True)
-        images = [p for p in (plot_fitness(store, out), plot_parameters(best, out), plot_path(best, out)) if p]
+        images = [p for p in (plot_fitness(store, out), plot_parameters(best, store.genes_info(), out), plot_path(best, out)) if p]
         done, failed = store.count("complete"), store.count("failed")
         lines = [f"# Search report: {run_dir.name}", "",
                  f"{done} trials complete, {failed} failed, {len(store.generations())} generations.", "",
@@ -154,5 +146,3 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         lines += ["", "## Result", "", "```yaml", best.recipe.rstrip(), "```", ""]
         (out / "README.md").write_text("\n".join(lines), encoding="utf-8")
         return out
-    finally:
-        store.close()

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from evomerge.dataflow import DataflowPath, Hop, HopModel
+from evomerge.dataflow import DataflowPath, Hop
+from evomerge.runtime.dataflow import HopModel
 from evomerge.evaluators.mgsm_ja import MgsmJa, MgsmJaOptions
 from evomerge.scoring import load_for_eval
 

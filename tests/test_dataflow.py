@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from evomerge.dataflow import DataflowPath, Hop, HopModel, export_dataflow
+from evomerge.dataflow import DataflowPath, Hop, export_dataflow
+from evomerge.runtime.dataflow import HopModel
 
 
 @pytest.fixture(scope="module")

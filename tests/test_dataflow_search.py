@@ -9,7 +9,8 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from evomerge.dataflow import DataflowPath, Hop, HopModel
+from evomerge.dataflow import DataflowPath, Hop
+from evomerge.runtime.dataflow import HopModel
 from evomerge.models import ModelPool
 from evomerge.search.config import search_config_from_dict
 from evomerge.search.driver import run_search

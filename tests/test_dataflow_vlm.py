@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from evomerge.dataflow import DataflowPath, Hop, HopModel, export_dataflow
+from evomerge.dataflow import DataflowPath, Hop, export_dataflow
+from evomerge.runtime.dataflow import HopModel
 
 TARGET = [("a", 0, 1.0), ("a", 2, 1.0), ("b", 1, 1.0), ("a", 3, 1.0)]  # a1 off, b1 on
 MIXED = [("a", 0, 1.0), ("a", 1, 1.0), ("b", 1, 0.8), ("b", 2, 1.3), ("a", 1, 0.9), ("a", 3, 1.0)]

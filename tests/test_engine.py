@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from evomerge.evaluators.engine import Engine, supports
-from evomerge.evaluators.generation import greedy_generate
+from evomerge.generation.engine import Engine, supports
+from evomerge.generation.greedy import greedy_generate
 
 PROMPTS = [[1, 5, 9], [1, 7], [1, 3, 4, 5, 6, 7, 8, 9, 10, 11], [1, 20, 21, 22], [1, 40], [1, 8, 8, 8, 8], [1, 33, 2]]
 
@@ -72,8 +72,9 @@ def test_smollm2_fast_equals_hf_path_with_stop_strings(smollm2):
 def test_hop_models_and_live_merges(family):
     from transformers import AutoModelForCausalLM
 
-    from evomerge.dataflow import DataflowPath, Hop, HopModel
-    from evomerge.live import LiveMerge
+    from evomerge.dataflow import DataflowPath, Hop
+    from evomerge.runtime.dataflow import HopModel
+    from evomerge.runtime.live import LiveMerge
     from evomerge.models import ModelPool
     from evomerge.recipe import recipe_from_dict
 
@@ -104,7 +105,7 @@ def test_unsupported_models_fall_back_or_refuse(tiny_models):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from evomerge.errors import UserError
-    from evomerge.evaluators.generation import use_engine
+    from evomerge.generation.greedy import use_engine
 
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64)).eval()
     assert supports(gpt2) is not None and not use_engine(gpt2, "auto")

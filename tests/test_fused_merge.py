@@ -11,7 +11,7 @@ pytest.importorskip("triton")
 
 from evomerge.merge import merge_task  # noqa: E402
 from evomerge.methods import get_method  # noqa: E402
-from evomerge.methods.fused import FusedMerger  # noqa: E402
+from evomerge.runtime.fused import FusedMerger  # noqa: E402
 from evomerge.plan import MergePlan, TensorTask  # noqa: E402
 
 
@@ -119,7 +119,7 @@ def test_bf16_output_and_non_finite_flag():
 
 @pytest.mark.parametrize("method", ["dare_ties", "ties", "linear"])
 def test_live_model_fused_equals_reference(family, method):
-    from evomerge.live import LiveMerge
+    from evomerge.runtime.live import LiveMerge
     from evomerge.models import ModelPool
     from evomerge.recipe import recipe_from_dict
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from evomerge.evaluators.generation import greedy_generate, truncate_at_stop
+from evomerge.generation.greedy import greedy_generate, truncate_at_stop
 
 
 def test_truncate_at_stop():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from evomerge.errors import UserError
-from evomerge.placement import layer_blocks, module_device_map, parse_devices
+from evomerge.runtime.placement import layer_blocks, module_device_map, parse_devices
 
 
 def test_layer_blocks_are_contiguous_and_balanced():
@@ -44,7 +44,7 @@ def test_module_map_for_causal_lm_and_vlm(family, tiny_llava):
 
 
 def test_live_merge_through_a_spread_model_equals_single_device(family):
-    from evomerge.live import LiveMerge
+    from evomerge.runtime.live import LiveMerge
     from evomerge.models import ModelPool
     from evomerge.recipe import recipe_from_dict
 

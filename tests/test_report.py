@@ -23,15 +23,28 @@ def test_report_for_layerwise_ps_run(family, target, tmp_path, capsys):
     assert _png(out / "fitness.png") and _png(out / "parameters.png") and not (out / "path.png").exists()
     text = (out / "README.md").read_text()
     assert "| generation | best | mean |" in text and "![fitness](fitness.png)" in text
-    # the heatmap's columns are labelled with each group's layers, read from the best recipe's slices
-    from evomerge.report import _group_ranges
+    # the heatmap's rows and columns come from the gene metadata the run recorded
+    from evomerge.report import parameter_grids
     from evomerge.search.store import RunStore
 
-    store = RunStore(tmp_path / "run")
-    try:
-        assert _group_ranges(store.result()) == [(0, 2), (2, 4)]
-    finally:
-        store.close()
+    with RunStore(tmp_path / "run") as store:
+        best, genes = store.result(), store.genes_info()
+    labels, columns, grid = parameter_grids(best, genes)["weight"]
+    assert columns == ["layers 0-1", "layers 2-3"]
+    assert labels == ["ja", "ja [mlp]", "math", "math [mlp]"]
+    assert grid[1][1] == best.params["ja.weight.g1.mlp"]
+
+
+def test_one_gene_per_model_reads_all_layers(family, target, tmp_path):
+    from evomerge.report import parameter_grids
+    from evomerge.search.store import RunStore
+
+    search(make_config(family, target, budget=6), tmp_path / "run")
+    with RunStore(tmp_path / "run") as store:
+        best, genes = store.result(), store.genes_info()
+    labels, columns, grid = parameter_grids(best, genes)["weight"]
+    assert columns == ["all layers"] and labels == ["ja", "math"]
+    assert grid == [[best.params["ja.weight"]], [best.params["math.weight"]]]
 
 
 def test_report_for_dataflow_run(family, other, target_logits, tmp_path):  # noqa: F811

@@ -90,7 +90,7 @@ def test_live_vlm_merge_equals_the_exported_merge(vlm_family, tmp_path):
     """A VLM candidate merged in place (as searches do) has exactly the exported model's weights."""
     from transformers import AutoModelForImageTextToText
 
-    from evomerge.live import LiveMerge
+    from evomerge.runtime.live import LiveMerge
     from evomerge.models import ModelPool
 
     r = recipe(vlm_family)
@@ -146,7 +146,7 @@ def qwen_image_inputs():
 def test_qwen2_vl_language_model_merged_vision_untouched(qwen_family, tmp_path):
     from transformers import AutoModelForImageTextToText
 
-    from evomerge.live import LiveMerge
+    from evomerge.runtime.live import LiveMerge
     from evomerge.models import ModelPool
 
     r = recipe(qwen_family)
@@ -173,7 +173,8 @@ def test_qwen2_vl_language_model_merged_vision_untouched(qwen_family, tmp_path):
 def test_qwen2_vl_data_flow_identity_path_is_exact(qwen_family):
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
-    from evomerge.dataflow import DataflowPath, Hop, HopModel
+    from evomerge.dataflow import DataflowPath, Hop
+    from evomerge.runtime.dataflow import HopModel
 
     a = AutoModelForImageTextToText.from_pretrained(str(qwen_family["vlm"])).eval()
     b = AutoModelForCausalLM.from_pretrained(str(qwen_family["ja"])).eval()

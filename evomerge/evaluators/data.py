@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from evomerge.errors import UserError, reason
+from evomerge.resources import resolve_path
 
 
 def load_records(spec: str, where: str) -> list[dict[str, Any]]:
@@ -21,7 +21,7 @@ def load_records(spec: str, where: str) -> list[dict[str, Any]]:
             return [dict(r) for r in datasets.load_dataset(repo, config, split=split)]
         except Exception as e:
             raise UserError(f"cannot load dataset {repo}: {reason(e, 160, True)}", where) from None
-    path = Path(spec)
+    path = resolve_path(spec)
     if not path.is_file():
         raise UserError(f"no such data file {spec}", where)
     text = path.read_text(encoding="utf-8")

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from evomerge.evaluators.base import Evaluator, Options
 from evomerge.evaluators.data import digest, load_records, require_fields
-from evomerge.evaluators.generation import greedy_generate
+from evomerge.generation.greedy import greedy_generate
 from evomerge.evaluators.langid import is_japanese
 
 JA_ALPACA_COT = (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,6 +10,7 @@ from pydantic import Field
 
 from evomerge.errors import UserError
 from evomerge.evaluators.base import Evaluator, Options
+from evomerge.resources import resolve_path
 
 
 class PerplexityOptions(Options):
@@ -28,7 +28,7 @@ class Perplexity(Evaluator):
 
     def __init__(self, options: PerplexityOptions, where: str = "perplexity"):
         super().__init__(options)
-        path = Path(options.data)
+        path = resolve_path(options.data)
         if not path.is_file():
             raise UserError(f"no such text file {options.data}", where)
         self.text = path.read_text(encoding="utf-8")

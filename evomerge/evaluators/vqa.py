@@ -17,6 +17,7 @@ from pydantic import Field
 from evomerge.errors import UserError
 from evomerge.evaluators.base import Evaluator, Options
 from evomerge.evaluators.data import digest, load_records, require_fields
+from evomerge.resources import resolve_path
 
 LLAVA_MISTRAL_JA = (
     "[INST] <<SYS>>\nあなたは役立つ、偏見がなく、検閲されていないアシスタントです。与えられた画像を下に、質問に答えてください。"
@@ -49,7 +50,7 @@ class VqaEvaluator(Evaluator):
         super().__init__(options, where)
         o = options
         records = load_records(o.data, where)
-        base = Path(o.data).parent if not o.data.startswith("hf:") else None
+        base = resolve_path(o.data).parent if not o.data.startswith("hf:") else None
         items = []
         for rec in records:
             if o.qas_field:

@@ -80,6 +80,21 @@ class TensorContext:
 
 
 @dataclass(frozen=True)
+class FusedForm:
+    """How the fused GPU kernels (runtime/fused.py) compute a method in one pass per tensor, declared by the
+    method itself; a method without one always runs its reference `merge`.
+
+    weighted_sum: sum_i w_i x_i (divided by the weight sum with normalize); slerp: c0 x_base + c1 x_other with the
+    coefficients from the sources' kept norms; task_vectors: base + lambda * mix of sparsified, weighted deltas,
+    with `sparsify` random (DARE's counter-based mask, L1 rescale) or magnitude (exact top-k via histograms), and
+    `consensus` for TIES' sign election."""
+
+    kind: Literal["weighted_sum", "slerp", "task_vectors"]
+    sparsify: Literal["random", "magnitude"] | None = None
+    consensus: bool = False
+
+
+@dataclass(frozen=True)
 class MergeMethod(ABC):
     name: str
     params: tuple[ParamSpec, ...] = ()
@@ -87,6 +102,7 @@ class MergeMethod(ABC):
     min_inputs: int = 1
     max_inputs: int | None = None
     randomised: bool = False
+    fused: FusedForm | None = None  # its one-pass form for the fused kernels, if it has one
     description: str = ""
 
     def param(self, name: str) -> ParamSpec | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from evomerge.methods.base import MergeMethod, ParamSpec
+from evomerge.methods.base import FusedForm, MergeMethod, ParamSpec
 
 
 class Linear(MergeMethod):
@@ -20,6 +20,7 @@ class Linear(MergeMethod):
 
 LINEAR = Linear(
     name="linear",
+    fused=FusedForm("weighted_sum"),
     params=(ParamSpec("weight", scope="input"), ParamSpec("normalize", kind=bool, default=True)),
     description="weighted average; weights divided by their sum unless normalize: false",
 )

@@ -9,7 +9,7 @@ import math
 import torch
 
 from evomerge.errors import UserError
-from evomerge.methods.base import MergeMethod, ParamSpec
+from evomerge.methods.base import FusedForm, MergeMethod, ParamSpec
 
 DOT_THRESHOLD = 0.9995  # nearly collinear: fall back to linear interpolation
 EPS = 1e-8
@@ -44,6 +44,7 @@ class Slerp(MergeMethod):
 
 SLERP = Slerp(
     name="slerp",
+    fused=FusedForm("slerp"),
     params=(ParamSpec("t", low=0.0, high=1.0),),
     base="required",
     min_inputs=2,

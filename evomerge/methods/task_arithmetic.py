@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 
 from evomerge.errors import UserError
-from evomerge.methods.base import MergeMethod, ParamSpec
+from evomerge.methods.base import FusedForm, MergeMethod, ParamSpec
 from evomerge.methods.sparsify import dare, della, magnitude, outliers
 
 
@@ -93,18 +93,22 @@ _EPSILON = ParamSpec("epsilon", scope="non_base", default=0.15, low=0.0, high=0.
 
 TASK_ARITHMETIC = TaskArithmetic(
     name="task_arithmetic", params=_params(False, False, density=False), base="required",
+    fused=FusedForm("task_vectors"),
     description="base + lambda * sum(weight_i * (model_i - base))",
 )
 TIES = TaskArithmetic(
     name="ties", params=_params(True, False, density=True), base="required", sparsify="magnitude", consensus=True,
+    fused=FusedForm("task_vectors", "magnitude", consensus=True),
     description="TIES: top-magnitude sparsification, sign election, disjoint mean",
 )
 DARE_TIES = TaskArithmetic(
     name="dare_ties", params=_params(False, True, density=True), base="required", sparsify="random", consensus=True,
+    fused=FusedForm("task_vectors", "random", consensus=True),
     randomised=True, description="DARE masks (seeded), L1 rescale, TIES sign election",
 )
 DARE_LINEAR = TaskArithmetic(
     name="dare_linear", params=_params(False, True, density=True), base="required", sparsify="random",
+    fused=FusedForm("task_vectors", "random"),
     randomised=True, description="DARE masks (seeded), L1 rescale, weighted sum",
 )
 BREADCRUMBS = TaskArithmetic(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from evomerge.miniature import data
 
-ROOT = Path(__file__).resolve().parents[2] / "evaluators" / "data"
+ROOT = Path(__file__).resolve().parents[1] / "data"  # evomerge/data, shipped with the package
 
 
 COLORS = [("赤", "赤い", (220, 30, 30)), ("青", "青い", (30, 60, 220)), ("緑", "緑の", (30, 160, 60)),

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from evomerge.miniature.builtins import builtin_model
 from evomerge.search.config import load_search_config, search_config_from_dict
+from evomerge.resources import package_path
 from evomerge.search.driver import run_search
 from evomerge.table import TableConfig, build_table, load_table_config, to_markdown
 
-ROOT = Path(__file__).resolve().parents[2]
 RUN_PREFIX = "run:runs/miniature/"
 # --small (a 2-core CPU in under an hour, specialists included): fewer trials and fitness problems; the held-out
 # table keeps all its problems, since it is what the result is judged on
@@ -63,9 +63,9 @@ def run_miniature(out: Path, *, small: bool = False, device: str | None = None, 
                   progress: bool = True, log=print) -> str:
     timings: dict[str, float] = {}
     out.mkdir(parents=True, exist_ok=True)
-    ps_path = ps_config or ROOT / "search" / "miniature-ps.yaml"
-    dfs_path = dfs_config or ROOT / "search" / "miniature-ps-dfs.yaml"
-    table_path = table_config or ROOT / "tables" / "miniature.yaml"
+    ps_path = ps_config or package_path("configs/search/miniature-ps.yaml")
+    dfs_path = dfs_config or package_path("configs/search/miniature-ps-dfs.yaml")
+    table_path = table_config or package_path("configs/tables/miniature.yaml")
 
     ps = _override(load_search_config(ps_path), small, device, SMALL["ps_trials"], SMALL["limit"], str(ps_path))
     # build (or find cached) the builtin specialists first, so that their cost shows apart from the search's

@@ -13,7 +13,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from evomerge.dtypes import DtypeName
 from evomerge.errors import UserError
+from evomerge.search.optimizers import OptimizerConfig
 from evomerge.recipe import Recipe, _first_pydantic_error, read_yaml_file, recipe_from_dict
 
 
@@ -55,7 +57,7 @@ class DataflowConfig(_Strict):
     scale_bounds: tuple[float, float] = (0.0, 2.0)
     init_on: float = 2.0  # A's first-repetition slots start this many step sizes above the threshold
     init_off: float = 0.0  # every other slot starts here (0: on the threshold)
-    dtype: Literal["float32", "float16", "bfloat16"] | None = None  # the live models' and the export's dtype
+    dtype: DtypeName | None = None  # the live models' and the export's dtype
 
     @field_validator("scale_bounds")
     @classmethod
@@ -63,28 +65,6 @@ class DataflowConfig(_Strict):
         if not (v[0] < 1.0 < v[1]):
             raise ValueError("scale_bounds must contain 1 strictly inside: [low < 1 < high]")
         return v
-
-
-class OptimizerConfig(_Strict):
-    name: Literal["cma", "optuna"] = "cma"
-    sampler: Literal["cmaes", "tpe", "random"] = "cmaes"  # optuna only
-    popsize: int | None = Field(None, ge=2)  # default 4 + floor(3 ln n)
-    sigma0: float = Field(1 / 6, gt=0)  # in units of the [0, 1]-normalised genes
-    x0: float | dict[str, float] = 0.5  # normalised start, per gene or for all
-    seed: int = Field(0, ge=0)
-    separable: bool = False  # diagonal CMA, for large genomes
-
-    @field_validator("x0")
-    @classmethod
-    def _x0_in_box(cls, v: float | dict[str, float]) -> float | dict[str, float]:
-        for name, x in (v.items() if isinstance(v, dict) else [("x0", v)]):
-            if not (math.isfinite(x) and 0.0 <= x <= 1.0):
-                where = "" if name == "x0" else f" for {name}"
-                raise ValueError(f"x0{where} is {x}; genes are normalised to [0, 1], so x0 must lie in [0, 1]")
-        return v
-
-    def population(self, n_genes: int) -> int:
-        return self.popsize or 4 + int(math.floor(3 * math.log(n_genes)))
 
 
 class BudgetConfig(_Strict):

@@ -45,7 +45,7 @@ class Lost(Exception):
 
 def evaluate(space, live, fitness, candidate) -> Outcome:
     """Apply one candidate to the live model and score it; failures are outcomes, not exceptions."""
-    from evomerge.live import CandidateError
+    from evomerge.runtime.live import CandidateError
 
     t0 = time.perf_counter()
     merge_s = None

@@ -8,13 +8,45 @@ state the interrupted one was, and goes on to propose the same candidates.
 
 from __future__ import annotations
 
+import math
 import warnings
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from evomerge.search.config import OptimizerConfig
+
+class OptimizerConfig(BaseModel):
+    """`optimizer:` in a search config. `name` is a key of OPTIMIZERS (below)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = "cma"
+    sampler: Literal["cmaes", "tpe", "random"] = "cmaes"  # optuna only
+    popsize: int | None = Field(None, ge=2)  # default 4 + floor(3 ln n)
+    sigma0: float = Field(1 / 6, gt=0)  # in units of the [0, 1]-normalised genes
+    x0: float | dict[str, float] = 0.5  # normalised start, per gene or for all
+    seed: int = Field(0, ge=0)
+    separable: bool = False  # diagonal CMA, for large genomes
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {v!r}; known: {', '.join(OPTIMIZERS)}")
+        return v
+
+    @field_validator("x0")
+    @classmethod
+    def _x0_in_box(cls, v: float | dict[str, float]) -> float | dict[str, float]:
+        for name, x in (v.items() if isinstance(v, dict) else [("x0", v)]):
+            if not (math.isfinite(x) and 0.0 <= x <= 1.0):
+                where = "" if name == "x0" else f" for {name}"
+                raise ValueError(f"x0{where} is {x}; genes are normalised to [0, 1], so x0 must lie in [0, 1]")
+        return v
+
+    def population(self, n_genes: int) -> int:
+        return self.popsize or 4 + int(math.floor(3 * math.log(n_genes)))
 
 
 class Optimizer(ABC):
@@ -116,5 +148,9 @@ class OptunaBackend(Optimizer):
         return {"best_params": best.params if best else None, "trials": len(self.study.trials)}
 
 
+# The backends a config can name: a new backend is a class above and a line here.
+OPTIMIZERS: dict[str, type[Optimizer]] = {"cma": PyCMA, "optuna": OptunaBackend}
+
+
 def make_optimizer(config: OptimizerConfig, x0: np.ndarray, names: list[str]) -> Optimizer:
-    return {"cma": PyCMA, "optuna": OptunaBackend}[config.name](config, x0, names)
+    return OPTIMIZERS[config.name](config, x0, names)

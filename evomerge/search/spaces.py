@@ -105,11 +105,11 @@ class ParameterSpace(SearchSpace):
         return self.template.referenced_models()
 
     def live(self, pool: ModelPool):
-        from evomerge.live import LiveMerge
+        from evomerge.runtime.live import LiveMerge
 
         devices = None
         if self.config.gpus > 1:
-            from evomerge.placement import parse_devices
+            from evomerge.runtime.placement import parse_devices
 
             devices = parse_devices(self.config.gpus)
         return LiveMerge(self.candidate(self.x0()), pool, self.config.device, sources_on=self.config.sources,
@@ -125,7 +125,7 @@ class DataflowSpace(SearchSpace):
     """Which layers of two models, in what order, with what input scales (the paper's DFS): `dataflow:`."""
 
     def __init__(self, config: SearchConfig, pool: ModelPool):
-        from evomerge.dataflow import check_layer_shapes
+        from evomerge.runtime.dataflow import check_layer_shapes
         from evomerge.references import resolve_scheme
         from evomerge.search.dataflow_genome import DataflowGenome
 
@@ -163,7 +163,7 @@ class DataflowSpace(SearchSpace):
         return [self.genome.model_a, self.genome.model_b]
 
     def live(self, pool: ModelPool):
-        from evomerge.dataflow import DataflowLive
+        from evomerge.runtime.dataflow import DataflowLive
 
         return DataflowLive(self.candidate(self.x0()), self.config.dataflow.dtype, self.config.device)
 

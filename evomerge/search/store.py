@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,49 +22,40 @@ DB_NAME = "run.sqlite"
 CONFIG_FILE = "config.yaml"
 BEST_RECIPE = "best_recipe.yaml"
 MASK_KEYS = "source-position"  # how this version keys DARE masks (evomerge.rng.mask_keys); new runs record it
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS trials (
-    id INTEGER PRIMARY KEY,
-    generation INTEGER NOT NULL,
-    genes TEXT NOT NULL,           -- JSON list, normalised [0, 1]
-    params TEXT NOT NULL,          -- JSON {gene name: parameter value}
-    recipe TEXT NOT NULL,          -- YAML, exact: merging it gives the scored model
-    status TEXT NOT NULL,          -- running | complete | failed
-    fitness REAL,
-    scores TEXT,                   -- JSON {evaluator: {metric: value}}
-    error TEXT,
-    started REAL, finished REAL, merge_s REAL, eval_s REAL,
-    val_fitness REAL,              -- validation score, for each generation's best trial (if configured)
-    val_scores TEXT,
-    ask_index INTEGER,             -- order in which the optimiser proposed it within its generation
-    told INTEGER                   -- its position in the generation's update (NULL: not used, e.g. a straggler)
-);
-CREATE TABLE IF NOT EXISTS generations (
-    generation INTEGER PRIMARY KEY,
-    state TEXT NOT NULL,           -- JSON optimiser summary after this generation's update
-    best_fitness REAL, mean_fitness REAL, finished REAL
-);
-"""
+def _column(sql: str, json_value: bool = False, default: Any = None):
+    return field(default=default, metadata={"sql": sql, "json": json_value})
 
 
 @dataclass
 class Trial:
-    id: int
-    generation: int
-    genes: list[float]
-    params: dict[str, float]
-    recipe: str
-    status: str
-    fitness: float | None
-    scores: dict[str, Any]
-    error: str | None
-    merge_s: float | None
-    eval_s: float | None
-    val_fitness: float | None = None
-    val_scores: dict[str, Any] | None = None
-    ask_index: int | None = None
-    told: int | None = None
+    """One row of the trials table. The table is made from these fields (runs recorded by older versions get the
+    columns they lack), so a new recorded field is one line here plus the code that writes it."""
+
+    id: int = _column("INTEGER PRIMARY KEY")
+    generation: int = _column("INTEGER NOT NULL")
+    genes: list[float] = _column("TEXT NOT NULL", True)  # normalised to [0, 1]
+    params: dict[str, float] = _column("TEXT NOT NULL", True)  # gene name -> the value it stands for
+    recipe: str = _column("TEXT NOT NULL")  # the exact candidate (YAML): exporting it gives the scored model
+    status: str = _column("TEXT NOT NULL")  # running | complete | failed
+    fitness: float | None = _column("REAL")
+    scores: dict[str, Any] = _column("TEXT", True)  # evaluator -> metric -> value
+    error: str | None = _column("TEXT")
+    started: float | None = _column("REAL")
+    finished: float | None = _column("REAL")
+    merge_s: float | None = _column("REAL")
+    eval_s: float | None = _column("REAL")
+    val_fitness: float | None = _column("REAL")  # validation score of each generation's best (if configured)
+    val_scores: dict[str, Any] | None = _column("TEXT", True)
+    ask_index: int | None = _column("INTEGER")  # its place in its generation's asks (extras after popsize)
+    told: int | None = _column("INTEGER")  # its place in the generation's update (None: not told, a straggler)
+
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);\n"
+    "CREATE TABLE IF NOT EXISTS trials (" + ", ".join(f"{f.name} {f.metadata['sql']}" for f in fields(Trial)) + ");\n"
+    "CREATE TABLE IF NOT EXISTS generations (generation INTEGER PRIMARY KEY, state TEXT NOT NULL, "
+    "best_fitness REAL, mean_fitness REAL, finished REAL);\n"  # state: the optimiser's summary after the update
+)
 
 
 class RunStore:
@@ -114,12 +105,11 @@ class RunStore:
             raise UserError("this database holds no evomerge run (no config recorded)", str(self.path))
 
     def _migrate(self) -> None:
-        """Add columns that runs made by older versions lack (they are all nullable)."""
+        """Add the columns that runs made by older versions lack (every column added later is nullable)."""
         have = {row[1] for row in self._q("PRAGMA table_info(trials)")}
-        for column, kind in (("val_fitness", "REAL"), ("val_scores", "TEXT"), ("ask_index", "INTEGER"),
-                             ("told", "INTEGER")):
-            if column not in have:
-                self._q(f"ALTER TABLE trials ADD COLUMN {column} {kind}")
+        for f in fields(Trial):
+            if f.name not in have:
+                self._q(f"ALTER TABLE trials ADD COLUMN {f.name} {f.metadata['sql'].split()[0]}")
 
     def _q(self, sql: str, args: tuple | list = ()) -> sqlite3.Cursor:
         """Every statement goes through here, so damage found mid-run is a UserError naming the file."""
@@ -277,7 +267,7 @@ def _damage(path: Path, exc: Exception) -> str:
 
 
 _COLS = ", ".join(f.name for f in fields(Trial))
-_JSON = {"genes", "params", "scores", "val_scores"}
+_JSON = {f.name for f in fields(Trial) if f.metadata["json"]}
 
 
 def _trial(row: sqlite3.Row) -> Trial:

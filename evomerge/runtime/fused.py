@@ -303,10 +303,14 @@ class SourceStats:
     l1_device: torch.Tensor | None = None
 
 
+def _method(method: Any):
+    from evomerge.methods import get_method
+
+    return get_method(method) if isinstance(method, str) else method
+
+
 class FusedMerger:
     """Merges plan tasks into live tensors with the fused kernels. One per live model: it keeps `SourceStats`."""
-
-    METHODS = ("linear", "task_arithmetic", "ties", "dare_ties", "dare_linear", "slerp")
 
     def __init__(self, in_dtype: torch.dtype | None):
         if triton is None:
@@ -318,13 +322,15 @@ class FusedMerger:
         self.stats: dict[tuple, SourceStats] = {}
         self._ones: dict[torch.device, torch.Tensor] = {}
 
-    def supports(self, method: str, task: Any) -> bool:
+    def supports(self, method: Any, task: Any) -> bool:
+        """Whether `method` (a MergeMethod or its name) declares a fused form that fits this tensor."""
+        form = _method(method).fused
         n_src = len(task.inputs) - (task.base is not None)
-        if method not in self.METHODS or task.copy or n_src > MAX_SOURCES or n_src < 1:
+        if form is None or task.copy or n_src > MAX_SOURCES or n_src < 1:
             return False
-        if method == "linear" and len(task.inputs) > MAX_SOURCES:
+        if form.kind == "weighted_sum" and len(task.inputs) > MAX_SOURCES:
             return False
-        if method == "ties" and task.shared.get("rescale"):
+        if form.sparsify == "magnitude" and task.shared.get("rescale"):
             return False  # rare (mergekit's default is off): the reference path handles it
         return True
 
@@ -335,7 +341,7 @@ class FusedMerger:
         t = t.to(self.in_dtype) if self.in_dtype is not None else t
         return t.to(torch.float32)
 
-    def _stats(self, method: str, task: Any, tensors: list[torch.Tensor]) -> SourceStats:
+    def _stats(self, form: Any, task: Any, tensors: list[torch.Tensor]) -> SourceStats:
         key = (task.out_name, tuple(task.inputs), task.base)
         st = self.stats.get(key)
         if st is not None:
@@ -349,38 +355,40 @@ class FusedMerger:
                     continue
                 delta = self._load_ref(t) - base
                 st.l1.append(float(delta.abs().sum()))
-                if method == "ties":
+                if form.sparsify == "magnitude":
                     upper = (delta.abs().reshape(-1).view(torch.int32) >> 16).long()
                     hist = torch.bincount(upper, minlength=1 << 16)
                     cums.append(torch.cat([hist.flip(0).cumsum(0).flip(0), hist.new_zeros(1)]))
                 del delta
             if cums:
                 st.hist_cum = torch.stack(cums)
-            if method == "slerp":
+            if form.kind == "slerp":
                 a = base.reshape(-1).double()
                 other = self._load_ref(tensors[1 - task.base]).reshape(-1).double()
                 st.slerp = (a.norm().item(), other.norm().item(), float(torch.dot(a, other)))
         self.stats[key] = st
         return st
 
-    def merge_into(self, method: str, task: Any, tensors: list[torch.Tensor], out: torch.Tensor, seed: int,
+    def merge_into(self, method: Any, task: Any, tensors: list[torch.Tensor], out: torch.Tensor, seed: int,
                    bad_flag: torch.Tensor) -> None:
-        """Write the merged tensor into `out` (same shape). Sets bad_flag to 1 if any output is NaN or inf."""
+        """Write `method`'s merge (by its FusedForm) into `out` (same shape). Sets bad_flag to 1 if any output is
+        NaN or inf."""
         from evomerge import rng
 
+        form = _method(method).fused
         n = out.numel()
         grid = (triton.cdiv(n, BLOCK),)
         flat = [t.reshape(-1) for t in tensors]
         out_flat = out.view(-1)
         sh, per = task.shared, task.per_input
-        if method == "linear":
+        if form.kind == "weighted_sum":
             w = [p["weight"] for p in per]
             div = sum(w) if sh["normalize"] else 1.0
             self._launch_combine(out_flat, None, flat, w, None, n, grid, 0, False, sh["normalize"],
                                  bad_flag, norm_div=div)
             return
-        st = self._stats(method, task, tensors)
-        if method == "slerp":
+        st = self._stats(form, task, tensors)
+        if form.kind == "slerp":
             from evomerge.methods.slerp import EPS, coefficients
 
             na, nb, dot = st.slerp
@@ -394,16 +402,16 @@ class FusedMerger:
         w = [per[i]["weight"] for i in others]
         dens = [per[i].get("density", 1.0) for i in others]
         keys = [rng.mask_keys(seed, task.out_name, i) for i in others]
-        consensus = method in ("ties", "dare_ties")
+        consensus = form.consensus
         sparsify, r = 0, None
         thr, m, ranks = None, None, None
-        if method in ("dare_ties", "dare_linear") and any(d < 1 for d in dens):
+        if form.sparsify == "random" and any(d < 1 for d in dens):
             sparsify = 1
             eff = [d if d < 1 else 2.0 for d in dens]  # density >= 1 keeps everything: u < 2 always
             if sh["rescale"]:
                 r = self._rescale(base, srcs, eff, keys, st, dens, n, grid)
             dens = eff
-        elif method == "ties" and any(d < 1 for d in dens):
+        elif form.sparsify == "magnitude" and any(d < 1 for d in dens):
             sparsify = 2
             thr, m, ranks = self._thresholds(base, srcs, dens, st, n, grid)
         self._launch_combine(out_flat, base, srcs, w, r, n, grid, sparsify, consensus, sh["normalize"], bad_flag,

@@ -1,6 +1,6 @@
 """Batched greedy generation for generative fitness.
 
-Two paths with the same output: the fast engine (evaluators/engine.py: continuous batching over its own KV
+Two paths with the same output: the fast engine (generation/engine.py: continuous batching over its own KV
 cache; the default on a GPU for Llama-family models) and plain `generate` in length-sorted batches (everything
 else, and CPU by default). Sequences stop at EOS or at a stop string, and the text after the first stop string
 is cut. Output equals plain `generate` greedy decoding of each prompt.
@@ -37,7 +37,7 @@ class StopOnStrings:
 def use_engine(model: Any, choice: str, max_len: int | None = None) -> bool:
     """'fast' forces the engine (an error if it cannot run the model), 'hf' forces `generate`, 'auto' takes the
     engine on a GPU whenever it supports the model."""
-    from evomerge.evaluators.engine import supports
+    from evomerge.generation.engine import supports
 
     if choice == "hf":
         return False
@@ -53,7 +53,7 @@ def use_engine(model: Any, choice: str, max_len: int | None = None) -> bool:
 
 def engine_for(model: Any, batch_size: int) -> Any:
     """One engine per model object, kept on the model so its cache is reused across candidates."""
-    from evomerge.evaluators.engine import Engine
+    from evomerge.generation.engine import Engine
 
     engine = model.__dict__.get("_evomerge_engine")
     if engine is None or engine.max_batch != batch_size:

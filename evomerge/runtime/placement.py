@@ -78,7 +78,3 @@ def spread(model: Any, devices: list[torch.device]) -> Any:
 
     device_map = {k: (v.index if v.type == "cuda" else v.type) for k, v in module_device_map(model, devices).items()}
     return dispatch_model(model, device_map=device_map)
-
-
-def devices_in_use(model: Any) -> set[torch.device]:
-    return {p.device for p in model.parameters()}

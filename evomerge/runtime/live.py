@@ -2,21 +2,21 @@
 
 Nothing is written to disk per candidate. On CPU the candidate path runs the very same `merge_task` as `evomerge
 merge` (same planner, same float32 arithmetic, same DARE streams), so exporting a trial's recipe gives the
-model that was scored, bit for bit. On a GPU the fused kernels (methods/fused.py) compute the same function in
+model that was scored, bit for bit. On a GPU the fused kernels (runtime/fused.py) compute the same function in
 one pass per tensor; whole-tensor sums (DARE's rescale) may then differ from the export in the last float32
 bits.
 """
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 
 from evomerge.errors import UserError
 from evomerge.export import output_config
 from evomerge.devices import pick_device
-from evomerge.merge import DTYPES, merge_task
+from evomerge.dtypes import torch_dtype
+from evomerge.merge import merge_task
 from evomerge.models import ModelPool, load_tokenizer
 from evomerge.architecture import checkpoint_to_runtime, is_vlm
 from evomerge.plan import MergePlan, plan_merge
@@ -42,17 +42,17 @@ class LiveMerge:
         live on its device. Otherwise everything is on `device`."""
         from transformers import AutoModelForCausalLM
 
-        from evomerge.methods import fused as fused_kernels
+        from evomerge.runtime import fused as fused_kernels
 
         self.pool = pool
         self.device = devices[0] if devices else pick_device(device)
         plan = plan_merge(example, pool.get)
         self.names = [t.out_name for t in plan.tasks]
-        self.in_dtype = DTYPES[example.dtype] if example.dtype else None
+        self.in_dtype = torch_dtype(example.dtype) if example.dtype else None
         donor = pool.get(plan.donor)
         out_name = example.out_dtype or example.dtype
         first = plan.tasks[0].inputs[0]
-        self.dtype = DTYPES[out_name] if out_name else pool.get(first[0]).infos[first[1]].dtype
+        self.dtype = torch_dtype(out_name) if out_name else pool.get(first[0]).infos[first[1]].dtype
         config = output_config(donor.config, plan, self.dtype)
         vlm = is_vlm(config)
         if vlm:
@@ -62,7 +62,7 @@ class LiveMerge:
         with torch.device("cpu" if devices and len(devices) > 1 else self.device):
             self.model = AutoClass.from_config(config, dtype=self.dtype)
         if devices and len(devices) > 1:
-            from evomerge.placement import spread
+            from evomerge.runtime.placement import spread
 
             self.model = spread(self.model, devices)
         self.model.eval()
@@ -131,7 +131,7 @@ class LiveMerge:
         plan = plan_merge(recipe, self.pool.get)
         if [t.out_name for t in plan.tasks] != self.names:
             raise CandidateError("the candidate recipe does not produce the live model's tensors")
-        method = plan.method.name
+        method = plan.method
         bad: dict[torch.device, torch.Tensor] = {}  # one non-finite flag per device the merge writes to
         inputs = self._streamed(plan.tasks) if self.stream else ([self.fetch(*k) for k in t.inputs] for t in plan.tasks)
         with torch.no_grad():
