@@ -103,6 +103,8 @@ def status(run_dir: Path, as_json: bool) -> None:
         return
     click.echo(f"{info['completed']} complete, {info['failed']} failed, {info['running']} running "
                f"of {info['budget']} trials; {info['generations']} generations")
+    for note in info["self_check"]:
+        click.echo(f"self-check: {note}")
     best = info["best"]
     if not best:
         click.echo("best: none yet (no trial has completed)")
@@ -153,6 +155,9 @@ def eval_(model: str, config_path: Path, device: str | None, trust_remote_code: 
     pick_device(device or cfg.device, "--device" if device else f"{config_path}: device")
     fitness = Fitness(cfg.fitness, f"{config_path}: fitness")
     lm, tok = load_for_eval(model, device or cfg.device, trust_remote_code=trust_remote_code)
+    if cfg.self_check:
+        for note in fitness.check_generation(lm, tok):
+            click.echo(f"warning: {note}", err=True)
     value, scores = fitness.score(lm, tok)
     if samples:
         fitness.write_samples(samples, keep_empty=True)

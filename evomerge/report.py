@@ -138,6 +138,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
                  f"{done} trials complete, {failed} failed, {len(store.generations())} generations.", "",
                  f"**Result:** trial {best.id}, fitness {best.fitness:.6g}"
                  + (f", validation {best.val_fitness:.6g}" if best.val_fitness is not None else ""), ""]
+        lines += [f"**Self-check:** {note}" for note in store.notes("self_check")] + [""] * bool(store.notes("self_check"))
         for name, metrics in best.scores.items():
             lines.append(f"- {name}: " + ", ".join(f"{k} = {v:.4g}" for k, v in metrics.items()))
         lines += ["", "| generation | best | mean |", "|---|---|---|"]

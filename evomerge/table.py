@@ -42,6 +42,7 @@ class TableConfig(BaseModel):
     reference: dict[str, dict[str, float]] = Field(default_factory=dict)  # published numbers, printed alongside
     device: str = "auto"
     trust_remote_code: bool = False
+    self_check: bool = True  # the generation engine against `generate` on a few prompts, before the first cell
 
 
 def load_table_config(path: str | Path) -> TableConfig:
@@ -120,6 +121,9 @@ def build_table(config: TableConfig, cache_dir: Path, log=print) -> dict[str, An
                     loaded = load_for_eval(ref, config.device, trust_remote_code=config.trust_remote_code)
                 if i not in fitnesses:
                     fitnesses[i] = Fitness([task.evaluator], f"tasks[{i}]")
+                    if config.self_check:  # once per task: a fallback holds for the rest of the table
+                        for note in fitnesses[i].check_generation(*loaded):
+                            log(f"warning: {task.name}: {note}")
                 log(f"evaluating {m.name} on {task.name}")
                 _, scores = fitnesses[i].score(*loaded)
                 metrics = next(iter(scores.values()))

@@ -14,6 +14,7 @@ if not torch.cuda.is_available():  # the fused merge kernels run in Triton's int
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 VOCAB = ["<unk>", "<s>", "</s>"] + [f"w{i}" for i in range(61)]
+TARGET_HOPS = [("a", 0, 1.0), ("a", 1, 1.0), ("b", 2, 1.0), ("a", 3, 1.0)]  # the data-flow searches' optimum
 
 
 def tiny_config(arch: str = "llama", layers: int = 4, tie: bool = False, hidden: int = 32):
@@ -157,3 +158,49 @@ def smollm2():
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     return model, tok
+
+
+@pytest.fixture(scope="session")
+def target(family, tmp_path_factory):
+    """The model task_arithmetic makes with weights ja=0.3, math=0.7: the search's known optimum."""
+    from evomerge.merge import run_merge
+    from evomerge.recipe import recipe_from_dict
+
+    out = tmp_path_factory.mktemp("target") / "model"
+    run_merge(recipe_from_dict({
+        "merge_method": "task_arithmetic", "base_model": str(family["base"]),
+        "models": [{"model": str(family["ja"]), "parameters": {"weight": 0.3}},
+                   {"model": str(family["math"]), "parameters": {"weight": 0.7}}],
+    }), out, device="cpu", progress=False)
+    return out / "model.safetensors"
+
+
+@pytest.fixture(scope="session")
+def other(tmp_path_factory):
+    """A model of the same shape but unrelated weights: its layers really differ from A's."""
+    from conftest import build_model
+
+    path = tmp_path_factory.mktemp("other") / "other"
+    build_model(path, seed=77)
+    return path
+
+
+@pytest.fixture(scope="session")
+def target_logits(family, other, tmp_path_factory):
+    """Logits of the path a0 -> a1 -> b2 -> a3 on fixed inputs: the optimum of the data-flow searches."""
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    from evomerge.dataflow import DataflowPath, Hop
+    from evomerge.runtime.dataflow import HopModel
+
+    a = AutoModelForCausalLM.from_pretrained(str(family["ja"]), dtype=torch.float32).eval()
+    b = AutoModelForCausalLM.from_pretrained(str(other), dtype=torch.float32).eval()
+    path = DataflowPath(model_a=str(family["ja"]), model_b=str(other),
+                        hops=[Hop(model=m, layer=i, scale=s) for m, i, s in TARGET_HOPS])
+    ids = torch.randint(3, 64, (8, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = HopModel(a, b).build(path)(ids).logits
+    out = tmp_path_factory.mktemp("dfs") / "target.safetensors"
+    save_file({"ids": ids, "logits": logits.contiguous()}, str(out))
+    return out

@@ -12,7 +12,7 @@ import torch
 from conftest import build_model, load_state
 from evomerge.errors import UserError
 from evomerge.models import fingerprint, open_model
-from test_cli_merge import cli, write
+from helpers import cli, write
 
 peft = pytest.importorskip("peft")
 
@@ -77,7 +77,7 @@ def test_recipe_with_adapter_matches_mergekit(family, adapter, tmp_path):
     from mergekit.merge import run_merge as mk_run
     from mergekit.options import MergeOptions
 
-    from test_mergekit_equivalence import assert_same, run_ours
+    from mergekit_reference import assert_same, run_ours
 
     text = f"""
 merge_method: ties

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from evomerge.recipe import load_recipe
-from test_cli_merge import cli
+from helpers import cli
 
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
 

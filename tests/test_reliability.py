@@ -19,7 +19,7 @@ import yaml
 
 from broken_inputs import RUN_DATABASES, SEARCH_CONFIGS
 from conftest import build_model, load_state
-from test_cli_merge import cli
+from helpers import cli
 
 TESTS = Path(__file__).parent
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from test_cli_merge import cli
-from test_dataflow_search import dfs_config, other, search as dfs_search, target_logits  # noqa: F401
-from test_search import make_config, search, target  # noqa: F401
+from helpers import cli
+from helpers import dfs_config, make_config, search
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -47,8 +46,8 @@ def test_one_gene_per_model_reads_all_layers(family, target, tmp_path):
     assert grid == [[best.params["ja.weight"]], [best.params["math.weight"]]]
 
 
-def test_report_for_dataflow_run(family, other, target_logits, tmp_path):  # noqa: F811
-    dfs_search(dfs_config(family, target_logits, other, budget=16, scales=True), tmp_path / "run")
+def test_report_for_dataflow_run(family, other, target_logits, tmp_path):
+    search(dfs_config(family, target_logits, other, budget=16, scales=True), tmp_path / "run")
     assert cli("report", tmp_path / "run", "--out", tmp_path / "rep") == 0
     assert _png(tmp_path / "rep" / "path.png") and _png(tmp_path / "rep" / "fitness.png")
 

@@ -6,7 +6,7 @@ import json
 
 import yaml
 
-from test_cli_merge import cli
+from helpers import cli
 
 
 def test_table_computes_caches_and_prints(family, tmp_path, capsys, monkeypatch):

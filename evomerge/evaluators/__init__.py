@@ -89,6 +89,23 @@ class Fitness:
             total += term.weight * metrics[metric]
         return total, scores
 
+    def check_generation(self, model: Any, tokenizer: Any) -> list[str]:
+        """The self-check of the fast generation path: for each evaluator that generates with the engine here,
+        the engine's answers on a few of its prompts against `generate`'s. An evaluator whose answers differ (or
+        whose engine fails) falls back to `generate` for the rest of the run; returns one line per fallback."""
+        from evomerge.generation.greedy import check_engine
+
+        notes = []
+        for term in self.terms:
+            ev, opts = term.evaluator, term.evaluator.options
+            if not hasattr(ev, "prompts") or getattr(opts, "engine", "hf") == "hf":
+                continue
+            why = check_engine(model, tokenizer, ev.prompts(tokenizer), opts.max_new_tokens, opts.stop, opts.engine)
+            if why is not None:
+                opts.engine = "hf"
+                notes.append(f"{term.key}: {why}; generating with transformers' generate instead")
+        return notes
+
     def data_fingerprints(self, section: str) -> dict[str, str]:
         """{section[i] evaluator: data hash} for every evaluator with data of its own (see Evaluator)."""
         out = {}

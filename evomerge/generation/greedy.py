@@ -115,3 +115,24 @@ def greedy_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_toke
     finally:
         tokenizer.padding_side = old_side
     return outputs
+
+
+def check_engine(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, stop: list[str] | None,
+                 engine: str = "auto", n: int = 2) -> str | None:
+    """The engine's greedy answers against plain `generate`'s (one prompt at a time) on the first `n` prompts.
+
+    None when they agree or the engine would not run here; otherwise why not (the caller then falls back to
+    `generate` for the rest of the run). A few prompts and at most 32 new tokens: seconds on a GPU."""
+    prompts = prompts[:n]
+    new = min(max_new_tokens, 32)
+    if not prompts or not use_engine(model, engine, max(len(tokenizer(p).input_ids) for p in prompts) + new):
+        return None
+    try:
+        fast = fast_generate(model, tokenizer, prompts, new, stop or [], len(prompts), None)
+    except Exception as e:  # a kernel that fails to compile, an out-of-memory...: the engine is not usable
+        return f"the generation engine failed ({type(e).__name__}: {str(e)[:160]})"
+    reference = greedy_generate(model, tokenizer, prompts, new, stop, batch_size=1, engine="hf")
+    for i, (a, b) in enumerate(zip(fast, reference)):
+        if a != b:
+            return f"the generation engine's answer to prompt {i} differs from generate's ({a[:40]!r} vs {b[:40]!r})"
+    return None

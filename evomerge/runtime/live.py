@@ -126,6 +126,48 @@ class LiveMerge:
                 t.record_stream(compute)  # the allocator must not reuse this memory before the merge has run
             yield ts
 
+    def check_fused(self, recipe: Recipe, max_elements: int = 1 << 27) -> str | None:
+        """The fused kernels' self-check: merge `recipe` with them and with the reference, tensor by tensor
+        (all tensors, or an even spread of them up to `max_elements` for large models), and compare. None if
+        they agree (or no fused kernel runs here); otherwise why not, and the live model falls back to the
+        reference path for the rest of the run.
+
+        Tolerance: 2 units in the last place of the output dtype, relative to the tensor's largest magnitude
+        (whole-tensor sums such as DARE's rescale may differ in their last bits). A DARE mask that differs in
+        even one element moves that element by |delta| / density, far beyond it; NaN never passes."""
+        if self.fused is None:
+            return None
+        plan = plan_merge(recipe, self.pool.get)
+        tasks = [t for t in plan.tasks if self.fused.supports(plan.method, t)]
+        sizes = [self.params[t.out_name].numel() for t in tasks]
+        if sum(sizes) > max_elements:  # a bounded sample, spread over the layers
+            step = -(-sum(sizes) // max_elements)
+            tasks = tasks[::step]
+        try:
+            for task in tasks:
+                target = self.params[task.out_name]
+                tensors = [self.fetch(*k).to(target.device) for k in task.inputs]
+                out = torch.full_like(target, float("nan"))  # poisoned: every element must be written
+                flag = torch.zeros(1, dtype=torch.int32, device=target.device)
+                with torch.cuda.device(target.device) if target.is_cuda else _nothing(), torch.no_grad():
+                    self.fused.merge_into(plan.method, task, tensors, out, recipe.seed or 0, flag)
+                on_device = dict(zip(task.inputs, tensors))
+                ref = merge_task(plan, task, lambda m, n: on_device[(m, n)], recipe.seed or 0, target.device,
+                                 self.in_dtype).to(out.dtype).float()
+                got = out.float()
+                if not torch.isfinite(got).all() and torch.isfinite(ref).all():
+                    raise AssertionError(f"{task.out_name}: NaN, inf or unwritten elements")
+                tol = 2 * torch.finfo(out.dtype).eps * float(ref.abs().max()) + 1e-7
+                err = float((got - ref).abs().max())
+                if not err <= tol:
+                    raise AssertionError(f"{task.out_name}: differs from the reference merge by {err:.3g} "
+                                         f"(tolerance {tol:.3g})")
+        except Exception as e:  # a kernel that does not compile, raises, or computes something else
+            self.fused = None
+            what = str(e) if isinstance(e, AssertionError) else f"{type(e).__name__}: {str(e)[:160]}"
+            return f"the fused merge kernels failed their self-check ({what}); merging with the reference path"
+        return None
+
     def apply(self, recipe: Recipe) -> MergePlan:
         """Merge `recipe` into the live model's weights."""
         plan = plan_merge(recipe, self.pool.get)

@@ -115,6 +115,9 @@ class SearchConfig(_Strict):
     gpus: int = Field(1, ge=1)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     failed_fitness: float = -1e9  # what a failed candidate scores (CMA-ES only uses ranks)
+    # before the first candidate: the fused merge kernels against the reference merge, the generation engine
+    # against `generate`; a failure switches to the reference path (executors.Runner)
+    self_check: bool = True
     name: str | None = None
 
     @field_validator("fitness")
@@ -136,8 +139,9 @@ class SearchConfig(_Strict):
         return recipe_from_dict(self.merge, f"{where}: merge")
 
     def fingerprint(self) -> str:
-        """Hash of everything that shapes the candidates (budget and executor may change between resumes)."""
-        data = self.model_dump(mode="json", exclude={"budget", "executor"})
+        """Hash of everything that shapes the candidates (budget, executor and self_check may change between
+        resumes)."""
+        data = self.model_dump(mode="json", exclude={"budget", "executor", "self_check"})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

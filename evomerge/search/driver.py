@@ -278,6 +278,9 @@ class Driver:
 
     def _done(self, job: Job, result: Outcome | Lost) -> None:
         store = self.store
+        for note in getattr(result, "notes", None) or []:
+            self.log(f"warning: {note}")
+            store.add_note("self_check", note)
         if isinstance(result, Lost):
             self.log(f"{'validation of ' if job.kind == 'validate' else ''}trial {job.trial_id}: {result}; "
                      "re-queued")

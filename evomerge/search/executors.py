@@ -37,6 +37,7 @@ class Outcome:
     error: str | None
     merge_s: float | None = None
     eval_s: float | None = None
+    notes: list[str] | None = None  # self-check fallbacks that happened before this job ran (recorded with the run)
 
 
 class Lost(Exception):
@@ -63,10 +64,42 @@ def evaluate(space, live, fitness, candidate) -> Outcome:
     return Outcome("complete", value, scores, None, merge_s, time.perf_counter() - t0 - merge_s)
 
 
-def run_job(job: Job, space, live, fitness, validation) -> Outcome:
-    """What any executor does with a job, given the space, live model and fitness it holds."""
-    candidate = job.candidate if job.candidate is not None else space.candidate(np.array(job.genes))
-    return evaluate(space, live, validation if job.kind == "validate" else fitness, candidate)
+class Runner:
+    """What runs a job wherever it runs (this process, a Ray actor): the space, the live model and the fitness,
+    and the GPU path's self-check before the first candidate (`self_check: true`, the default): the fused merge
+    kernels against the reference merge, the generation engine against `generate`. A check that fails switches
+    this runner to the reference path; the reasons travel back with the job's outcome."""
+
+    def __init__(self, space, live, fitness, validation):
+        self.space, self.live, self.fitness, self.validation = space, live, fitness, validation
+        self.checked = not space.config.self_check
+
+    def run(self, job: Job) -> Outcome:
+        candidate = job.candidate if job.candidate is not None else self.space.candidate(np.array(job.genes))
+        notes = None
+        if not self.checked:
+            self.checked = True
+            notes = self.self_check(candidate)
+        outcome = evaluate(self.space, self.live, self.validation if job.kind == "validate" else self.fitness,
+                           candidate)
+        outcome.notes = notes
+        return outcome
+
+    def self_check(self, candidate) -> list[str]:
+        notes = []
+        check_fused = getattr(self.live, "check_fused", None)
+        if check_fused is not None:
+            why = check_fused(candidate)
+            if why:
+                notes.append(why)
+        try:
+            self.live.apply(candidate)
+        except Exception:
+            return notes  # the candidate itself fails; `evaluate` records that
+        for fitness in (self.fitness, self.validation):
+            if fitness is not None:
+                notes += fitness.check_generation(self.live.model, self.live.tokenizer)
+        return notes
 
 
 def free_memory() -> None:
@@ -86,14 +119,14 @@ class LocalExecutor:
     slots = 1
 
     def __init__(self, space, live, fitness, validation):
-        self.space, self.live, self.fitness, self.validation = space, live, fitness, validation
+        self.runner = Runner(space, live, fitness, validation)
         self._done: list[tuple[Job, Outcome]] = []
 
     def start(self, log) -> None:
         pass
 
     def submit(self, job: Job) -> None:
-        self._done.append((job, run_job(job, self.space, self.live, self.fitness, self.validation)))
+        self._done.append((job, self.runner.run(job)))
 
     def wait(self, timeout: float) -> list[tuple[Job, Outcome | Lost]]:
         done, self._done = self._done, []

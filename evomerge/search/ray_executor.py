@@ -30,20 +30,19 @@ def _worker_class(gpus: float, cpus: float):
             from evomerge.search.config import SearchConfig
             from evomerge.search.spaces import make_space
 
+            from evomerge.search.executors import Runner
+
             config = SearchConfig.model_validate(json.loads(config_json))
             self.pool = ModelPool()
-            self.space = make_space(config, self.pool)
-            self.live = self.space.live(self.pool)
-            self.fitness = Fitness(config.fitness, "fitness")
-            self.validation = Fitness(config.validation, "validation") if config.validation else None
+            space = make_space(config, self.pool)
+            validation = Fitness(config.validation, "validation") if config.validation else None
+            self.runner = Runner(space, space.live(self.pool), Fitness(config.fitness, "fitness"), validation)
 
         def ready(self) -> bool:
             return True
 
         def run(self, job: Job) -> Outcome:
-            from evomerge.search.executors import run_job
-
-            return run_job(job, self.space, self.live, self.fitness, self.validation)
+            return self.runner.run(job)
 
     return Worker
 

@@ -55,6 +55,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             "best": {"trial": best.id, "fitness": best.fitness, "validation": best.val_fitness,
                      "params": best.params, "scores": best.scores} if best else None,
             "history": [{"generation": g["generation"], "best": g["best"], "mean": g["mean"]} for g in gens],
+            "self_check": store.notes("self_check"),  # fallbacks of the GPU path (executors.Runner)
         }
 
 

@@ -147,6 +147,16 @@ class RunStore:
         """The search config the run was started with (JSON form)."""
         return json.loads(self.get_meta("config"))
 
+    def add_note(self, key: str, note: str) -> None:
+        """Append a line to a list kept in meta (self-check fallbacks...), once."""
+        notes = self.notes(key)
+        if note not in notes:
+            self.set_meta(key, json.dumps(notes + [note]))
+
+    def notes(self, key: str) -> list[str]:
+        text = self.get_meta(key)
+        return json.loads(text) if text else []
+
     def genes_info(self) -> list[dict[str, Any]] | None:
         """What each gene is (SearchSpace.genes_info), for reports; None for runs recorded before it was kept."""
         text = self.get_meta("genes")

@@ -5,65 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 import yaml
-from safetensors.torch import save_file
 
-from evomerge.dataflow import DataflowPath, Hop
-from evomerge.runtime.dataflow import HopModel
+from evomerge.dataflow import DataflowPath
 from evomerge.models import ModelPool
 from evomerge.search.config import search_config_from_dict
-from evomerge.search.driver import run_search
 from evomerge.search.results import run_status
 from evomerge.search.spaces import make_space
-from test_cli_merge import cli
-from test_search import trials
-
-TARGET_HOPS = [("a", 0, 1.0), ("a", 1, 1.0), ("b", 2, 1.0), ("a", 3, 1.0)]
-
-
-@pytest.fixture(scope="module")
-def other(tmp_path_factory):
-    """A model of the same shape but unrelated weights: its layers really differ from A's."""
-    from conftest import build_model
-
-    path = tmp_path_factory.mktemp("other") / "other"
-    build_model(path, seed=77)
-    return path
-
-
-@pytest.fixture(scope="module")
-def target_logits(family, other, tmp_path_factory):
-    """Logits of the path a0 -> a1 -> b2 -> a3 on fixed inputs: the optimum of the search below."""
-    from transformers import AutoModelForCausalLM
-
-    a = AutoModelForCausalLM.from_pretrained(str(family["ja"]), dtype=torch.float32).eval()
-    b = AutoModelForCausalLM.from_pretrained(str(other), dtype=torch.float32).eval()
-    path = DataflowPath(model_a=str(family["ja"]), model_b=str(other),
-                        hops=[Hop(model=m, layer=i, scale=s) for m, i, s in TARGET_HOPS])
-    ids = torch.randint(3, 64, (8, 12), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        logits = HopModel(a, b).build(path)(ids).logits
-    out = tmp_path_factory.mktemp("dfs") / "target.safetensors"
-    save_file({"ids": ids, "logits": logits.contiguous()}, str(out))
-    return out
-
-
-def dfs_config(family, target, other, budget=80, scales=False, **extra):
-    cfg = {
-        "dataflow": {"model_a": str(family["ja"]), "model_b": str(other), "repeats": 1, "scales": scales},
-        "optimizer": {"name": "cma", "seed": 2, "popsize": 8, "sigma0": 0.25},
-        "budget": {"max_trials": budget},
-        "fitness": [{"name": "fitness_fixtures:LogitsTarget", "target": str(target), "limit": 6}],
-        "device": "cpu",
-    }
-    cfg.update(extra)
-    return cfg
-
-
-def search(cfg, run_dir, resume=False):
-    return run_search(search_config_from_dict(cfg, "test"), run_dir, resume=resume, progress=False,
-                      log=lambda m: None)
+from helpers import cli
+from conftest import TARGET_HOPS
+from helpers import dfs_config, search, trials
 
 
 def test_genome_layout_and_identity_start(family, other, target_logits):
@@ -110,7 +61,7 @@ def test_validation_snapshot_export_and_eval(family, other, target_logits, tmp_p
 
 
 def test_ps_then_dfs_chains_the_ps_result_in_as_model_a(family, other, target_logits, tmp_path):
-    from test_search import make_config, search as ps_search
+    from helpers import make_config, search as ps_search
     from conftest import load_state
     from evomerge.merge import run_merge
     from evomerge.recipe import recipe_from_dict

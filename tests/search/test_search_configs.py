@@ -8,7 +8,7 @@ import pytest
 
 from evomerge.search.config import load_search_config
 
-CONFIGS = sorted((Path(__file__).parent.parent / "search").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "evomerge" / "configs" / "search").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -18,7 +18,7 @@ def test_config_is_valid(path):
 
 
 def test_paper_ps_config_matches_the_paper():
-    cfg = load_search_config(Path(__file__).parent.parent / "search" / "evollm-jp-v1-7b-ps.yaml")
+    cfg = load_search_config(Path(__file__).resolve().parents[2] / "evomerge" / "configs" / "search" / "evollm-jp-v1-7b-ps.yaml")
     template = cfg.template()
     assert template.merge_method == "dare_ties" and template.base_model == "mistralai/Mistral-7B-v0.1"
     assert len(template.models) == 3 and cfg.genome.parameters == ["weight", "density"]

@@ -9,12 +9,12 @@ import pytest
 
 pytest.importorskip("ray")
 
-from test_search import make_config, search, target, trials  # noqa: E402,F401
+from helpers import make_config, search, trials  # noqa: E402
 
 from evomerge.search.results import run_status  # noqa: E402
 from evomerge.search.store import RunStore  # noqa: E402
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).resolve().parents[1]  # tests/, where fitness_fixtures lives
 
 
 @pytest.fixture(autouse=True)

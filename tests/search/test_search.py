@@ -14,52 +14,12 @@ import yaml
 
 from conftest import load_state
 from evomerge.merge import run_merge
-from evomerge.recipe import recipe_from_dict
 from evomerge.search.config import search_config_from_dict
-from evomerge.search.driver import run_search
 from evomerge.search.results import run_status, trial_candidate
 from evomerge.search.store import RunStore
-from test_cli_merge import cli
+from helpers import cli, make_config, search, trials
 
-TESTS = Path(__file__).parent
-LOG = print if os.environ.get("EVOMERGE_TEST_LOG") else (lambda m: None)
-
-
-@pytest.fixture(scope="module")
-def target(family, tmp_path_factory):
-    """The model task_arithmetic makes with weights ja=0.3, math=0.7: the search's known optimum."""
-    out = tmp_path_factory.mktemp("target") / "model"
-    run_merge(recipe_from_dict({
-        "merge_method": "task_arithmetic", "base_model": str(family["base"]),
-        "models": [{"model": str(family["ja"]), "parameters": {"weight": 0.3}},
-                   {"model": str(family["math"]), "parameters": {"weight": 0.7}}],
-    }), out, device="cpu", progress=False)
-    return out / "model.safetensors"
-
-
-def make_config(family, target, optimizer=None, budget=40, **fitness_opts):
-    return {
-        "merge": {"merge_method": "task_arithmetic", "base_model": str(family["base"]),
-                  "models": [{"model": str(family["ja"])}, {"model": str(family["math"])}]},
-        "genome": {"parameters": ["weight"]},
-        "optimizer": optimizer or {"name": "cma", "seed": 3, "popsize": 6},
-        "budget": {"max_trials": budget},
-        "fitness": [{"name": "fitness_fixtures:TargetDistance", "target": str(target), **fitness_opts}],
-        "device": "cpu",
-    }
-
-
-def search(cfg: dict, run_dir: Path, resume=False):
-    config = search_config_from_dict(cfg, "test config")
-    return run_search(config, run_dir, resume=resume, progress=False, log=LOG)
-
-
-def trials(run_dir: Path):
-    store = RunStore(run_dir)
-    try:
-        return [(t.id, t.status, t.genes, t.fitness) for t in store.trials()]
-    finally:
-        store.close()
+TESTS = Path(__file__).resolve().parents[1]  # tests/, where fitness_fixtures lives
 
 
 @pytest.mark.parametrize("optimizer", [

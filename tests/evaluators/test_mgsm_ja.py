@@ -81,7 +81,7 @@ def test_default_prompt_is_the_papers():
 def test_eval_writes_the_answers_behind_the_score(family, tmp_path, capsys):
     """`evomerge eval --samples` keeps every response with its score: the metrics are their means."""
     import yaml
-    from test_cli_merge import cli
+    from helpers import cli
 
     data = tmp_path / "mgsm.jsonl"
     data.write_text("\n".join(json.dumps({"question": f"w{i} w{i+1}", "answer_number": i}) for i in range(6)))

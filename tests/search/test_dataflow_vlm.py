@@ -119,7 +119,7 @@ def vlm_target(tiny_llava, text_b, loaded, inputs, tmp_path_factory):
 
 
 def test_dfs_search_on_a_vlm_finds_the_target_path(tiny_llava, text_b, vlm_target, tmp_path):
-    from test_dataflow_search import search
+    from helpers import search
 
     cfg = {
         "dataflow": {"model_a": str(tiny_llava), "model_b": str(text_b), "repeats": 1, "scales": False},
@@ -138,7 +138,7 @@ def test_dfs_on_a_vlm_with_vqa_fitness_exports_and_rescores(tiny_llava, text_b, 
     pytest.importorskip("fugashi")
     import yaml
 
-    from test_cli_merge import cli
+    from helpers import cli
 
     cfg = {
         "dataflow": {"model_a": str(tiny_llava), "model_b": str(text_b), "repeats": 1, "scales": True},

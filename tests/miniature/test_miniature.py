@@ -77,7 +77,7 @@ def test_shipped_miniature_configs_are_valid():
     from evomerge.search.config import load_search_config
     from evomerge.table import load_table_config
 
-    root = Path(__file__).parent.parent
+    root = Path(__file__).resolve().parents[2]
     load_search_config(root / "search" / "miniature-ps.yaml")
     load_search_config(root / "search" / "miniature-ps-dfs.yaml")
     load_table_config(root / "tables" / "miniature.yaml")

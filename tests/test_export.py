@@ -1,0 +1,73 @@
+"""Writing a model folder: shards and their index, the output config, and staging that never leaves a half-model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import load_state
+from evomerge.errors import UserError
+from evomerge.export import ShardWriter, check_out_dir, staged_output
+
+
+def test_shards_split_at_the_size_limit_and_the_index_names_every_tensor(tmp_path):
+    tensors = {f"t{i}": torch.full((256,), float(i)) for i in range(5)}  # 1 KiB each
+    writer = ShardWriter(tmp_path, max_bytes=2048)
+    for name, t in tensors.items():
+        writer.add(name, t)
+    writer.close()
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    assert sorted(set(index["weight_map"].values())) == [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
+    assert index["metadata"]["total_size"] == 5 * 1024
+    state = load_state(tmp_path)
+    assert state.keys() == tensors.keys() and all(torch.equal(state[k], tensors[k]) for k in tensors)
+
+
+def test_one_shard_is_plain_model_safetensors_and_shared_storage_is_copied(tmp_path):
+    big = torch.arange(8.0)
+    writer = ShardWriter(tmp_path, max_bytes=1 << 20)
+    writer.add("a", big)
+    writer.add("b", big)  # the same storage twice (a repeated layer): safetensors refuses shared storage
+    writer.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+    assert torch.equal(load_state(tmp_path)["b"], big)
+
+
+def test_staging_replaces_only_on_success(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with staged_output(out, False) as tmp:
+            (tmp / "x").write_text("half")
+            raise RuntimeError("killed halfway")
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    with staged_output(out, False) as tmp:
+        (tmp / "x").write_text("whole")
+    with staged_output(out, True) as tmp:  # --force replaces it whole
+        (tmp / "y").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == ["y"] and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    with pytest.raises(UserError, match="not empty"):
+        check_out_dir(out, False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="existing file"):
+        check_out_dir(tmp_path / "file", True)
+    with pytest.raises(UserError, match="parent folder"):
+        check_out_dir(tmp_path / "no" / "out", False)
+
+
+def test_output_config_follows_the_merged_stack(family):
+    from evomerge.export import output_config
+    from evomerge.models import ModelPool
+    from evomerge.plan import plan_merge
+    from evomerge.recipe import recipe_from_dict
+
+    ja = str(family["ja"])
+    with ModelPool() as pool:
+        plan = plan_merge(recipe_from_dict({"merge_method": "passthrough", "slices": [
+            {"sources": [{"model": ja, "layer_range": [0, 4]}]},
+            {"sources": [{"model": ja, "layer_range": [2, 4]}]}]}), pool.get)
+        cfg = output_config(pool.get(ja).config, plan, torch.bfloat16)
+        assert pool.get(ja).config.num_hidden_layers == 4  # the source's config is not touched
+    assert cfg.num_hidden_layers == 6 and cfg.dtype == torch.bfloat16
+    assert cfg.architectures == ["LlamaForCausalLM"]
