@@ -55,6 +55,24 @@ def merge(recipe: Path, out_dir: Path, device: str, force: bool, seed: int | Non
 
 
 @cli.command()
+@click.option("--config", "config_path", default=None, help="A search config: which fast paths apply to it, and "
+              "the self-check on a small random model of its architecture.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--no-speed", is_flag=True, help="Skip the speed probe.")
+@click.option("--json", "as_json", is_flag=True)
+def doctor(config_path: str | None, device: str, no_speed: bool, as_json: bool) -> None:
+    """What this machine will do: devices, dtypes, Triton, fast paths, the GPU self-check, a speed probe."""
+    import json
+
+    from evomerge.doctor import diagnose, render
+
+    report = diagnose(config_path, device, speed=not no_speed)
+    click.echo(json.dumps(report, indent=2) if as_json else render(report))
+    if any(r["result"] == "FAILED" for r in report["rows"]):
+        sys.exit(EXIT_NO_RESULT)
+
+
+@cli.command()
 def methods() -> None:
     """List the merge methods, what each does, its parameters, and which run fused on a GPU."""
     from evomerge.methods import get_method, method_names

@@ -90,7 +90,11 @@ class LiveMerge:
             fused = self.device.type == "cuda" and fused_kernels.available()
         if fused and not fused_kernels.available():
             raise UserError("the fused merge kernels need Triton (pip install triton)")
-        self.fused = fused_kernels.FusedMerger(self.in_dtype) if fused else None
+        kernel_dtypes = (None, torch.float32, torch.float16, torch.bfloat16)  # what the kernels load and store
+        self.fused = (fused_kernels.FusedMerger(self.in_dtype)
+                      if fused and self.in_dtype in kernel_dtypes and self.dtype in kernel_dtypes[1:] else None)
+        # tensors whose sources the kernels can read (float64 sources take the reference path)
+        self.fusable = {t.out_name for t in plan.tasks if all(self.sources[k].dtype in kernel_dtypes for k in t.inputs)}
         if vlm:
             from transformers import AutoProcessor
 
@@ -138,7 +142,7 @@ class LiveMerge:
         if self.fused is None:
             return None
         plan = plan_merge(recipe, self.pool.get)
-        tasks = [t for t in plan.tasks if self.fused.supports(plan.method, t)]
+        tasks = [t for t in plan.tasks if t.out_name in self.fusable and self.fused.supports(plan.method, t)]
         sizes = [self.params[t.out_name].numel() for t in tasks]
         if sum(sizes) > max_elements:  # a bounded sample, spread over the layers
             step = -(-sum(sizes) // max_elements)
@@ -179,7 +183,7 @@ class LiveMerge:
         with torch.no_grad():
             for task, tensors in zip(plan.tasks, inputs):
                 target = self.params[task.out_name]
-                if self.fused is not None and self.fused.supports(method, task):
+                if self.fused is not None and task.out_name in self.fusable and self.fused.supports(method, task):
                     flag = bad.get(target.device)
                     if flag is None:
                         flag = bad[target.device] = torch.zeros(1, dtype=torch.int32, device=target.device)
