@@ -121,6 +121,11 @@ def status(run_dir: Path, as_json: bool) -> None:
         return
     click.echo(f"{info['completed']} complete, {info['failed']} failed, {info['running']} running "
                f"of {info['budget']} trials; {info['generations']} generations")
+    spent = info["spent"]
+    click.echo(f"spent: {spent['merge_s']:.0f}s merging, {spent['eval_s']:.0f}s scoring"
+               + (f", {spent['prompt_tokens']} prompt and {spent['generated_tokens']} generated tokens"
+                  if spent["prompt_tokens"] else "")
+               + (f"; {spent['duplicates']} repeated candidates taken from earlier trials" if spent["duplicates"] else ""))
     for note in info["self_check"]:
         click.echo(f"self-check: {note}")
     best = info["best"]

@@ -111,3 +111,19 @@ class LogitsTarget(Evaluator):
         with torch.no_grad():
             out = model(input_ids=self.ids, **self.extra).logits.float()
         return {"neg_mse": -float(((out - self.logits) ** 2).mean())}
+
+
+class CountingOptions(LogitsOptions):
+    calls_file: str | None = None
+
+
+class CountingLogitsTarget(LogitsTarget):
+    """LogitsTarget that counts its evaluations in a file (to see what a search really scored)."""
+
+    Options = CountingOptions
+
+    def evaluate(self, model, tokenizer):
+        if self.options.calls_file:
+            path = Path(self.options.calls_file)
+            path.write_text(str(int(path.read_text() or 0) + 1) if path.exists() else "1")
+        return super().evaluate(model, tokenizer)

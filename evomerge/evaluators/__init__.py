@@ -77,14 +77,20 @@ class Fitness:
             self.terms.append(Term(ev, key, cfg.weight, cfg.metric or cls.default_metric or None))
 
     def score(self, model: Any, tokenizer: Any) -> tuple[float, dict[str, dict[str, float]]]:
+        from evomerge.generation.greedy import TokenCount
+
         total, scores = 0.0, {}
         for term in self.terms:
             t0 = time.perf_counter()
+            term.evaluator.tokens = TokenCount()
             metrics = term.evaluator.evaluate(model, tokenizer)
             metric = term.metric or next(iter(metrics))
             if metric not in metrics:
                 raise UserError(f"evaluator {term.key} has no metric {metric!r} (it gives: {', '.join(metrics)})")
             metrics = dict(metrics, seconds=time.perf_counter() - t0)
+            if term.evaluator.tokens.prompt or term.evaluator.tokens.generated:  # generative: what it spent
+                metrics.update(prompt_tokens=term.evaluator.tokens.prompt,
+                               generated_tokens=term.evaluator.tokens.generated)
             scores[term.key] = metrics
             total += term.weight * metrics[metric]
         return total, scores

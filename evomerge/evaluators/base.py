@@ -26,7 +26,10 @@ class Evaluator(ABC):
 
     def __init__(self, options: Options, where: str = ""):
         """Load data here (once per search); `where` names the config entry in error messages."""
+        from evomerge.generation.greedy import TokenCount
+
         self.options = options
+        self.tokens = TokenCount()  # what the last `evaluate` spent generating (Fitness.score resets and reads it)
 
     @abstractmethod
     def evaluate(self, model: Any, tokenizer: Any) -> dict[str, float]:

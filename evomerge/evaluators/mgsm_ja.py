@@ -93,7 +93,7 @@ class MgsmJa(Evaluator):
     def evaluate(self, model: Any, tokenizer: Any) -> dict[str, float]:
         o = self.options
         responses = greedy_generate(model, tokenizer, self.prompts(tokenizer), o.max_new_tokens, o.stop, o.batch_size,
-                                    engine=o.engine)
+                                    engine=o.engine, count=self.tokens)
         self.last_responses = responses
         scored = [score(r, rec[o.answer_field]) for r, rec in zip(responses, self.records)]
         self._last_scored = scored

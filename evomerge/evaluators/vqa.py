@@ -99,6 +99,7 @@ class VqaEvaluator(Evaluator):
                                          repetition_penalty=o.repetition_penalty, do_sample=False,
                                          pad_token_id=tok.pad_token_id)
                 new = ids[:, inputs["input_ids"].shape[1]:]
+                self.tokens.add(int(inputs["attention_mask"].sum()), int((new != tok.pad_token_id).sum()))
                 out += [t.strip() for t in processor.batch_decode(new, skip_special_tokens=True)]
         finally:
             tok.padding_side = side

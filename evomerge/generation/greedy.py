@@ -8,9 +8,22 @@ is cut. Output equals plain `generate` greedy decoding of each prompt.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+
+@dataclass
+class TokenCount:
+    """What generation spent: prompt tokens read and new tokens computed (each row until it stopped)."""
+
+    prompt: int = 0
+    generated: int = 0
+
+    def add(self, prompt: int, generated: int) -> None:
+        self.prompt += prompt
+        self.generated += generated
 
 
 def truncate_at_stop(text: str, stop: list[str]) -> str:
@@ -69,8 +82,21 @@ def _eos_ids(model: Any) -> list[int]:
     return [eos] if isinstance(eos, int) else list(eos)
 
 
+def _new_tokens(new: torch.Tensor, pad: int | None, eos: list[int]) -> int:
+    """New tokens of a batch from `generate`, counted as the engine counts them: each row up to (not including)
+    its EOS; the padding after a finished row is not work the row asked for."""
+    total = 0
+    for row in new.tolist():
+        while row and row[-1] == pad:
+            row.pop()
+        if row and row[-1] in eos:
+            row.pop()
+        total += len(row)
+    return total
+
+
 def fast_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, stop: list[str],
-                  batch_size: int, progress: Any = None) -> list[str]:
+                  batch_size: int, progress: Any = None, count: TokenCount | None = None) -> list[str]:
     ids = [tokenizer(p).input_ids for p in prompts]
     tail = 32
 
@@ -80,15 +106,18 @@ def fast_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens
 
     out = engine_for(model, batch_size).generate(ids, max_new_tokens, _eos_ids(model),
                                                  should_stop if stop else None, progress)
+    if count is not None:
+        count.add(sum(map(len, ids)), sum(map(len, out)))
     return [truncate_at_stop(tokenizer.decode(t, skip_special_tokens=True), stop) for t in out]
 
 
 def greedy_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int,
                     stop: list[str] | None = None, batch_size: int = 16, progress: Any = None,
-                    engine: str = "auto") -> list[str]:
+                    engine: str = "auto", count: TokenCount | None = None) -> list[str]:
+    """Greedy continuations of `prompts`, cut at the first stop string; `count` adds up the tokens spent."""
     stop = stop or []
     if prompts and use_engine(model, engine, max(len(tokenizer(p).input_ids) for p in prompts) + max_new_tokens):
-        return fast_generate(model, tokenizer, prompts, max_new_tokens, stop, batch_size, progress)
+        return fast_generate(model, tokenizer, prompts, max_new_tokens, stop, batch_size, progress, count)
     device = next(model.parameters()).device
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
@@ -107,6 +136,8 @@ def greedy_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_toke
             with torch.no_grad():
                 out = model.generate(**enc, **kwargs)
             new = out[:, enc.input_ids.shape[1]:]
+            if count is not None:
+                count.add(int(enc.attention_mask.sum()), _new_tokens(new, tokenizer.pad_token_id, _eos_ids(model)))
             for row, i in enumerate(idx):
                 text = tokenizer.decode(new[row], skip_special_tokens=True)
                 outputs[i] = truncate_at_stop(text, stop)

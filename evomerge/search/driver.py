@@ -226,6 +226,10 @@ class Driver:
         self.bar = tqdm(total=budget.max_trials, initial=min(finished, budget.max_trials), desc="trials",
                         unit="trial", disable=not self.progress, dynamic_ncols=True)
         self.best = store.best()
+        self.scored = {}  # candidate (YAML) -> the trial that scored it: no candidate is scored twice
+        for t in store.trials("complete"):
+            if t.duplicate_of is None:
+                self.scored.setdefault(t.recipe, t.id)
         in_flight = 0
         try:
             while True:
@@ -240,9 +244,12 @@ class Driver:
                     if job is None:
                         break
                     dispatched += job.new
+                    stop = stop or dispatched >= budget.max_trials
+                    if job.kind == "duplicate":  # scored before: its result is recorded, nothing runs
+                        self._finished(job, "complete", store.trial(job.trial_id).fitness)
+                        continue
                     self.executor.submit(job)
                     in_flight += 1
-                    stop = stop or dispatched >= budget.max_trials
                 if in_flight == 0:
                     break
                 for job, result in self.executor.wait(1.0):
@@ -272,8 +279,13 @@ class Driver:
             return Job("evaluate", trial_id, [float(v) for v in x], g.index, k)
         trial_id = g.trial_of[k] = self.store.next_id()
         candidate = self.space.candidate(x)  # built once: recorded here, applied by the executor
-        self.store.start_trial(trial_id, g.index, [float(v) for v in x], self.space.values(x), candidate.to_yaml(),
-                               ask_index=k)
+        text = candidate.to_yaml()
+        self.store.start_trial(trial_id, g.index, [float(v) for v in x], self.space.values(x), text, ask_index=k)
+        twin = self.scored.get(text)
+        if twin is not None:  # the same candidate (after the genome's clipping and rounding) was scored already
+            t = self.store.trial(twin)
+            self.store.finish_trial(trial_id, t.fitness, t.scores, 0.0, 0.0, duplicate_of=twin)
+            return Job("duplicate", trial_id, [float(v) for v in x], g.index, k, new=True)
         return Job("evaluate", trial_id, [float(v) for v in x], g.index, k, candidate=candidate, new=True)
 
     def _done(self, job: Job, result: Outcome | Lost) -> None:
@@ -297,16 +309,21 @@ class Driver:
             return
         if result.status == "complete":
             store.finish_trial(job.trial_id, result.fitness, result.scores, result.merge_s, result.eval_s)
-            if self.best is None or result.fitness > self.best.fitness:
-                self.best = store.trial(job.trial_id)
+            self.scored.setdefault(store.trial(job.trial_id).recipe, job.trial_id)
         else:
             store.fail_trial(job.trial_id, result.error, result.merge_s)
             self.log(f"trial {job.trial_id} failed: {(result.error or '')[:200]}")
+        self._finished(job, result.status, result.fitness)
+
+    def _finished(self, job: Job, status: str, fitness: float | None) -> None:
+        """A trial of `job` is recorded: progress, best so far, and its place in its generation."""
+        if status == "complete" and (self.best is None or fitness > self.best.fitness):
+            self.best = self.store.trial(job.trial_id)
         self.bar.update()
         if self.best is not None:
             self.bar.set_postfix(best=f"{self.best.fitness:.4g}", trial=self.best.id)
         if job.generation == self.gen.index:
-            value = result.fitness if result.status == "complete" else self.failed
+            value = fitness if status == "complete" else self.failed
             self.gen.finished.append((job.ask_index, job.trial_id, value))
             if len(self.gen.finished) >= self.opt.popsize:
                 self._close()

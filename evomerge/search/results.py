@@ -9,6 +9,8 @@ from typing import Any
 from evomerge.errors import UserError
 from evomerge.search.store import MASK_KEYS, RunStore, Trial
 
+BOOKKEEPING = {"seconds", "prompt_tokens", "generated_tokens"}  # in a trial's scores beside the metrics
+
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr)
@@ -55,7 +57,8 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             "best": {"trial": best.id, "fitness": best.fitness, "validation": best.val_fitness,
                      "params": best.params, "scores": best.scores} if best else None,
             "history": [{"generation": g["generation"], "best": g["best"], "mean": g["mean"]} for g in gens],
-            "self_check": store.notes("self_check"),  # fallbacks of the GPU path (executors.Runner)
+            "self_check": store.notes("self_check"),
+            "spent": store.spent(),  # fallbacks of the GPU path (executors.Runner)
         }
 
 
@@ -105,7 +108,7 @@ def export_trial(run_dir: str | Path, out: str | Path, trial: str = "best", *, d
         if keyed != MASK_KEYS:
             log(f"warning: {run_dir} was recorded before DARE masks were keyed by source position: the exported "
                 "model's masks differ from the scored one's (score it with `evomerge eval`)")
-    scores = "; ".join(k + " " + ", ".join(f"{m}={x:.4g}" for m, x in v.items() if m != "seconds")
+    scores = "; ".join(k + " " + ", ".join(f"{m}={x:.4g}" for m, x in v.items() if m not in BOOKKEEPING)
                        for k, v in t.scores.items())
     extra = f"Found by evolutionary search: trial {t.id}, fitness {t.fitness:.6g} ({scores})."
     if t.val_fitness is not None:

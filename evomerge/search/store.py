@@ -48,6 +48,9 @@ class Trial:
     val_scores: dict[str, Any] | None = _column("TEXT", True)
     ask_index: int | None = _column("INTEGER")  # its place in its generation's asks (extras after popsize)
     told: int | None = _column("INTEGER")  # its place in the generation's update (None: not told, a straggler)
+    prompt_tokens: int | None = _column("INTEGER")  # what scoring it spent: prompt tokens read
+    generated_tokens: int | None = _column("INTEGER")  # and new tokens generated
+    duplicate_of: int | None = _column("INTEGER")  # the same candidate was scored before: its result, not re-run
 
 
 SCHEMA = (
@@ -194,11 +197,23 @@ class RunStore:
     def next_id(self) -> int:
         return self._q("SELECT COALESCE(MAX(id) + 1, 0) FROM trials").fetchone()[0]
 
-    def finish_trial(self, trial_id: int, fitness: float, scores: dict, merge_s: float, eval_s: float) -> None:
+    def finish_trial(self, trial_id: int, fitness: float, scores: dict, merge_s: float | None,
+                     eval_s: float | None, duplicate_of: int | None = None) -> None:
+        prompt = sum(int(m.get("prompt_tokens", 0)) for m in scores.values())
+        generated = sum(int(m.get("generated_tokens", 0)) for m in scores.values())
         self._q(
-            "UPDATE trials SET status='complete', fitness=?, scores=?, error=NULL, finished=?, merge_s=?, eval_s=? "
-            "WHERE id=?", (fitness, json.dumps(scores), time.time(), merge_s, eval_s, trial_id),
+            "UPDATE trials SET status='complete', fitness=?, scores=?, error=NULL, finished=?, merge_s=?, eval_s=?, "
+            "prompt_tokens=?, generated_tokens=?, duplicate_of=? WHERE id=?",
+            (fitness, json.dumps(scores), time.time(), merge_s, eval_s, prompt if not duplicate_of else 0,
+             generated if not duplicate_of else 0, duplicate_of, trial_id),
         )
+
+    def spent(self) -> dict[str, float]:
+        """What the run has spent so far: tokens, and seconds merging and scoring."""
+        row = self._q("SELECT COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(generated_tokens), 0), "
+                      "COALESCE(SUM(merge_s), 0), COALESCE(SUM(eval_s), 0), COUNT(duplicate_of) FROM trials").fetchone()
+        return {"prompt_tokens": row[0], "generated_tokens": row[1], "merge_s": row[2], "eval_s": row[3],
+                "duplicates": row[4]}
 
     def fail_trial(self, trial_id: int, error: str, merge_s: float | None = None) -> None:
         self._q(
