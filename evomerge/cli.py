@@ -119,7 +119,8 @@ def status(run_dir: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    click.echo(f"{info['completed']} complete, {info['failed']} failed, {info['running']} running "
+    click.echo(f"{info['completed']} complete, {info['failed']} failed, "
+               + (f"{info['raced']} raced out, " if info["raced"] else "") + f"{info['running']} running "
                f"of {info['budget']} trials; {info['generations']} generations")
     spent = info["spent"]
     click.echo(f"spent: {spent['merge_s']:.0f}s merging, {spent['eval_s']:.0f}s scoring"

@@ -127,3 +127,44 @@ class CountingLogitsTarget(LogitsTarget):
             path = Path(self.options.calls_file)
             path.write_text(str(int(path.read_text() or 0) + 1) if path.exists() else "1")
         return super().evaluate(model, tokenizer)
+
+
+class ItemOptions(Options):
+    target: str  # a safetensors file with the target model's state dict
+    scale: float = 2000.0
+
+
+class ItemTarget(Evaluator):
+    """One item per target tensor, worth exp(-scale * its mean squared error) in (0, 1]: a fitness that is a mean
+    over items, for racing, whose optimum is the target model."""
+
+    name = "item_target"
+    Options = ItemOptions
+    default_metric = "closeness"
+    metrics = ("closeness",)
+    item_range = (0.0, 1.0)
+
+    def __init__(self, options, where=""):
+        super().__init__(options, where)
+        from safetensors.torch import load_file
+
+        self.target = load_file(options.target)
+        self.names = sorted(self.target)
+
+    def num_items(self):
+        return len(self.names)
+
+    def score_items(self, model, tokenizer, indices):
+        import math
+
+        state = model.state_dict()
+        out = []
+        for i in indices:
+            t = self.target[self.names[i]]
+            mse = float(((state[self.names[i]].float() - t.float()) ** 2).mean())
+            out.append({"closeness": math.exp(-self.options.scale * mse)})
+        return out
+
+    def evaluate(self, model, tokenizer):
+        items = self.score_items(model, tokenizer, list(range(self.num_items())))
+        return {"closeness": sum(v["closeness"] for v in items) / len(items)}

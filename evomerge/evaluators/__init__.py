@@ -95,6 +95,60 @@ class Fitness:
             total += term.weight * metrics[metric]
         return total, scores
 
+    def racing_term(self) -> Term | None:
+        """The one term racing works on: a single evaluator that scores items, with a positive weight."""
+        if len(self.terms) != 1:
+            return None
+        term = self.terms[0]
+        ok = term.evaluator.item_range is not None and term.weight > 0
+        return term if ok else None
+
+    def score_raced(self, model: Any, tokenizer: Any, cut: float | None, racing: Any) -> tuple[float, dict, dict]:
+        """Score on the problems in `racing.seed`'s order, `racing.chunk` at a time, stopping when the upper
+        confidence bound on the full-set fitness falls below `cut` (None: score them all). Returns (fitness, scores,
+        race): race = {items, total, estimate, bound, raced}. A candidate that is not raced out is scored on every
+        problem, and its fitness is the full-set mean."""
+        import math
+
+        import numpy as np
+
+        from evomerge.generation.greedy import TokenCount
+
+        term = self.racing_term()
+        ev = term.evaluator
+        n = ev.num_items()
+        order = np.random.default_rng(racing.seed).permutation(n).tolist()
+        metric = term.metric or ev.default_metric
+        lo, hi = ev.item_range
+        looks = max(1, math.ceil(max(0, n - racing.min_items) / racing.chunk) + 1)
+        log_term = math.log(looks / (1 - racing.confidence))  # the confidence is split over every look
+        ev.tokens = TokenCount()
+        t0 = time.perf_counter()
+        items: dict[int, dict[str, float]] = {}
+        bound, raced = None, False
+        for start in range(0, n, racing.chunk):
+            idx = order[start:start + racing.chunk]
+            items.update(zip(idx, ev.score_items(model, tokenizer, idx)))
+            k = len(items)
+            if cut is None or k >= n or k < racing.min_items:
+                continue
+            mean = sum(v[metric] for v in items.values()) / k
+            serfling = (1 - (k - 1) / n) * log_term / (2 * k)
+            ucb = min(mean + (hi - lo) * math.sqrt(serfling), (k * mean + (n - k) * hi) / n)
+            bound = term.weight * ucb
+            if bound < cut:
+                raced = True
+                break
+        k = len(items)
+        ordered = [items[i] for i in sorted(items)]  # summed in item order, as `evaluate` sums: the same number
+        metrics = {m: sum(v[m] for v in ordered) / k for m in ordered[0]}
+        metrics.update(seconds=time.perf_counter() - t0, items=k)
+        if ev.tokens.prompt or ev.tokens.generated:
+            metrics.update(prompt_tokens=ev.tokens.prompt, generated_tokens=ev.tokens.generated)
+        value = term.weight * metrics[metric]
+        race = {"items": k, "total": n, "estimate": value, "bound": bound, "raced": raced}
+        return value, {term.key: metrics}, race
+
     def check_generation(self, model: Any, tokenizer: Any) -> list[str]:
         """The self-check of the fast generation path: for each evaluator that generates with the engine here,
         the engine's answers on a few of its prompts against `generate`'s. An evaluator whose answers differ (or

@@ -35,6 +35,16 @@ class Evaluator(ABC):
     def evaluate(self, model: Any, tokenizer: Any) -> dict[str, float]:
         """Score a loaded causal LM; returns metric name -> value (higher is better)."""
 
+    # Racing (score problems a chunk at a time): an evaluator whose metrics are means over items overrides these.
+    item_range: ClassVar[tuple[float, float] | None] = None  # the range of one item's value, for the bound
+
+    def num_items(self) -> int:
+        raise NotImplementedError(f"{self.name} cannot score problems one by one")
+
+    def score_items(self, model: Any, tokenizer: Any, indices: list[int]) -> list[dict[str, float]]:
+        """Each listed item's metric values; a metric of the whole set is their mean."""
+        raise NotImplementedError(f"{self.name} cannot score problems one by one")
+
     def data_fingerprint(self) -> str | None:
         """A hash of the data this evaluator scores on (`evaluators.data.digest`), recorded with a search and
         compared on resume; None if the evaluator has no data of its own to change."""

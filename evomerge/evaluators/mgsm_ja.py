@@ -79,8 +79,25 @@ class MgsmJa(Evaluator):
         self.last_responses: list[str] = []
         self._last_scored: list[dict[str, bool]] = []
 
+    item_range = (0.0, 1.0)
+
     def data_fingerprint(self) -> str:
         return digest(self.records)
+
+    def num_items(self) -> int:
+        return len(self.records)
+
+    def score_items(self, model: Any, tokenizer: Any, indices: list[int]) -> list[dict[str, float]]:
+        o = self.options
+        prompts = self.prompts(tokenizer)
+        responses = greedy_generate(model, tokenizer, [prompts[i] for i in indices], o.max_new_tokens, o.stop,
+                                    o.batch_size, engine=o.engine, count=self.tokens)
+        out = []
+        for i, r in zip(indices, responses):
+            s = score(r, self.records[i][o.answer_field])
+            out.append({"acc": float(s["correct"]), "acc_ja": float(s["correct"] and s["japanese"]),
+                        "ja_rate": float(s["japanese"])})
+        return out
 
     def prompts(self, tokenizer: Any) -> list[str]:
         o = self.options

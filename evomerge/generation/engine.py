@@ -79,6 +79,7 @@ class Engine:
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
         self.cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self.stats: dict[str, int] = {}  # of the last call: decode steps, rows decoded (summed over steps), prefills
+        self.prefix: tuple[int, Any] = (0, None)  # the shared prompt prefix of the current call (_shared_prefix)
 
     # -- model pieces -------------------------------------------------------------------------------------------
 
@@ -100,10 +101,12 @@ class Engine:
         self.cache = (torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
 
     def _layers_forward(self, h: torch.Tensor, positions: torch.Tensor, rows: slice, write_at: torch.Tensor | None,
-                        lengths: torch.Tensor | None, span: int = 0) -> torch.Tensor:
-        """Run every layer. Prefill (write_at None): h is [b, t, d] for cache rows `rows`, positions 0..t-1, causal.
-        Decode: h is [n, 1, d], token i goes to position write_at[i] and attends to the first lengths[i] slots;
-        `span` (a host number, so the host never waits for the GPU) is the longest of them."""
+                        lengths: torch.Tensor | None, span: int = 0, offset: int = 0) -> torch.Tensor:
+        """Run every layer. Prefill (write_at None): h is [b, t, d] for cache rows `rows` at positions
+        offset..offset+t-1, causal; with `offset`, the rows' first `offset` cache slots already hold a shared
+        prompt prefix, which every token also attends to. Decode: h is [n, 1, d], token i goes to position
+        write_at[i] and attends to the first lengths[i] slots; `span` (a host number, so the host never waits for
+        the GPU) is the longest of them."""
         inner, layers = self._parts()
         cos, sin = inner.rotary_emb(h, positions)
         ck, cv = self.cache
@@ -111,6 +114,9 @@ class Engine:
         if write_at is not None:
             idx = torch.arange(b, device=h.device)
             mask = (torch.arange(span, device=h.device)[None, :] < lengths[:, None])[:, None, None, :]
+        elif offset:  # the prefix, then causal over the new tokens
+            key = torch.arange(offset + t, device=h.device)[None, :]
+            mask = (key < offset) | (key - offset <= torch.arange(t, device=h.device)[:, None])
         for li, (layer, scale) in enumerate(layers):
             if scale != 1.0:
                 h = h * scale
@@ -120,7 +126,13 @@ class Engine:
             k = attn.k_proj(x).view(b, t, -1, self.head_dim).transpose(1, 2)
             v = attn.v_proj(x).view(b, t, -1, self.head_dim).transpose(1, 2)
             q, k = self._rope(attn)(q, k, cos, sin)
-            if write_at is None:
+            if write_at is None and offset:
+                ck[li, rows, :, offset:offset + t] = k
+                cv[li, rows, :, offset:offset + t] = v
+                o = F.scaled_dot_product_attention(q, ck[li, rows, :, :offset + t], cv[li, rows, :, :offset + t],
+                                                   attn_mask=mask, scale=attn.scaling,
+                                                   enable_gqa=self.n_kv != self.n_heads)
+            elif write_at is None:
                 ck[li, rows, :, :t] = k
                 cv[li, rows, :, :t] = v
                 o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=attn.scaling,
@@ -163,7 +175,8 @@ class Engine:
         host_len = [0] * rows  # the same on the host: spans and row moves need no device sync
         last = torch.zeros(rows, dtype=torch.long, device=device)  # the token each slot feeds next
         pending: list[torch.Tensor] = []  # tokens generated since the last sync, one [n] tensor per step
-        self.stats = {"decode_steps": 0, "row_steps": 0, "prefills": 0}
+        self.stats = {"decode_steps": 0, "row_steps": 0, "prefills": 0, "shared_prefix": 0}
+        self.prefix = self._shared_prefix([r.ids for r in reqs], inner)
 
         def finished(r: Request) -> bool:
             return (len(r.out) >= r.budget or any(t in eos for t in r.out)
@@ -223,21 +236,48 @@ class Engine:
             out.append(toks[:cut])
         return out
 
+    MIN_SHARED_PREFIX = 8  # tokens: below this, computing a prefix once saves less than it costs
+
+    def _shared_prefix(self, prompts: list[list[int]], inner: Any) -> tuple[int, Any]:
+        """The prompts' common first tokens (an instruction header, say), run through the model once; every row's
+        prefill then starts from a copy of its keys and values. (length, (keys, values)) or (0, None)."""
+        if len(prompts) < 2:
+            return 0, None
+        n = min(len(p) for p in prompts) - 1  # every row keeps at least one token of its own to prefill
+        first = prompts[0]
+        p = next((i for i in range(n) if any(q[i] != first[i] for q in prompts)), n)
+        if p < self.MIN_SHARED_PREFIX:
+            return 0, None
+        device = inner.embed_tokens.weight.device
+        ids = torch.tensor([first[:p]], device=device)
+        self._layers_forward(inner.embed_tokens(ids), torch.arange(p, device=device)[None], slice(0, 1), None, None)
+        ck, cv = self.cache
+        self.stats["shared_prefix"] = p
+        return p, (ck[:, 0:1, :, :p].clone(), cv[:, 0:1, :, :p].clone())
+
     def _prefill(self, take: list[int], reqs: list[Request], start: int, lengths: torch.Tensor,
                  last: torch.Tensor) -> list[int]:
-        """Run the prompts `take` (right-padded, causal) into slots start.. and return their first tokens."""
+        """Run the prompts `take` (right-padded, causal) into slots start.. and return their first tokens. With a
+        shared prefix, its keys and values are copied in and only each prompt's own tokens are run."""
         inner, _ = self._parts()
         device = lengths.device
-        ids = [reqs[i].ids for i in take]
+        p, kv = self.prefix
+        rows = slice(start, start + len(take))
+        if p:
+            ck, cv = self.cache
+            ck[:, rows, :, :p] = kv[0]
+            cv[:, rows, :, :p] = kv[1]
+        ids = [reqs[i].ids[p:] for i in take]
         longest = max(len(x) for x in ids)
         pad = torch.zeros(len(ids), longest, dtype=torch.long)
         for j, x in enumerate(ids):
             pad[j, : len(x)] = torch.tensor(x)
         pad = pad.to(device)
         lens = torch.tensor([len(x) for x in ids], device=device)
-        positions = torch.arange(longest, device=device)[None].expand(len(ids), -1)
-        h = self._layers_forward(inner.embed_tokens(pad), positions, slice(start, start + len(ids)), None, None)
+        positions = p + torch.arange(longest, device=device)[None].expand(len(ids), -1)
+        h = self._layers_forward(inner.embed_tokens(pad), positions, rows, None, None, offset=p)
         nxt = self.model.lm_head(h[torch.arange(len(ids), device=device), lens - 1]).argmax(-1)
+        lens = lens + p
         lengths[start: start + len(ids)] = lens
         last[start: start + len(ids)] = nxt
         return nxt.tolist()

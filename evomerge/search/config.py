@@ -97,6 +97,19 @@ class EvaluatorConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+class RacingConfig(_Strict):
+    """Racing: every candidate sees the fitness problems in one seeded order, `chunk` at a time; after each chunk a
+    candidate whose upper confidence bound on its full-set score cannot reach the generation's selection cut (the
+    mu-th best full score among the generation's finished candidates, mu = popsize // 2: CMA-ES's parents) stops.
+    The bound is Hoeffding-Serfling's for sampling without replacement, at `confidence` over all looks together,
+    and never above what perfect answers on the remaining problems would give."""
+
+    chunk: int = Field(16, ge=1)  # problems per step
+    confidence: float = Field(0.95, gt=0, lt=1)
+    min_items: int = Field(16, ge=1)  # never stop a candidate before this many problems
+    seed: int = 0  # the shared problem order (common random numbers: comparisons are paired)
+
+
 class SearchConfig(_Strict):
     merge: dict[str, Any] | None = None
     dataflow: DataflowConfig | None = None
@@ -114,6 +127,7 @@ class SearchConfig(_Strict):
     # executor ray, each actor owns this many (gpus_per_worker follows it)
     gpus: int = Field(1, ge=1)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    racing: RacingConfig | None = None  # off by default: every candidate sees every problem
     failed_fitness: float = -1e9  # what a failed candidate scores (CMA-ES only uses ranks)
     # before the first candidate: the fused merge kernels against the reference merge, the generation engine
     # against `generate`; a failure switches to the reference path (executors.Runner)

@@ -69,6 +69,9 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
         opt = make_optimizer(config.optimizer, space.x0(), space.names)
         fitness = Fitness(config.fitness, "fitness")
         validation = Fitness(config.validation, "validation") if config.validation else None
+        if config.racing is not None and fitness.racing_term() is None:
+            raise UserError("racing needs one fitness evaluator, with a positive weight, that scores problems one "
+                            "by one (mgsm_ja, or your own with Evaluator.score_items)", "search config: racing")
         sources = {ref: fingerprint(ref) for ref in space.sources()}
         data = fitness.data_fingerprints("fitness")
         if validation is not None:
@@ -178,8 +181,9 @@ def replay(opt: Optimizer, store: RunStore, failed_fitness: float) -> int:
 
 
 def fitness_of(trial: Trial | None, failed: float) -> float:
-    """What the optimiser is told for a trial: its fitness, or `failed_fitness` (CMA-ES uses only ranks)."""
-    return trial.fitness if trial is not None and trial.status == "complete" else failed
+    """What the optimiser is told for a trial: its fitness (a raced-out trial's estimate), or `failed_fitness`
+    (CMA-ES uses only ranks)."""
+    return trial.fitness if trial is not None and trial.status in ("complete", "raced") else failed
 
 
 @dataclass
@@ -189,6 +193,7 @@ class _Generation:
     queue: deque = field(default_factory=deque)  # ask indices waiting for a slot
     trial_of: dict[int, int] = field(default_factory=dict)  # ask index -> trial id, once created
     finished: list[tuple[int, int, float]] = field(default_factory=list)  # (ask index, trial id, fitness)
+    full: list[float] = field(default_factory=list)  # fitness of its trials scored on every problem (racing's cut)
 
 
 class Driver:
@@ -276,7 +281,7 @@ class Driver:
         x = g.asked[k]
         trial_id = g.trial_of.get(k)
         if trial_id is not None:  # created before (a lost job, or the trial a killed run left running)
-            return Job("evaluate", trial_id, [float(v) for v in x], g.index, k)
+            return Job("evaluate", trial_id, [float(v) for v in x], g.index, k, cut=self._cut())
         trial_id = g.trial_of[k] = self.store.next_id()
         candidate = self.space.candidate(x)  # built once: recorded here, applied by the executor
         text = candidate.to_yaml()
@@ -286,7 +291,18 @@ class Driver:
             t = self.store.trial(twin)
             self.store.finish_trial(trial_id, t.fitness, t.scores, 0.0, 0.0, duplicate_of=twin)
             return Job("duplicate", trial_id, [float(v) for v in x], g.index, k, new=True)
-        return Job("evaluate", trial_id, [float(v) for v in x], g.index, k, candidate=candidate, new=True)
+        return Job("evaluate", trial_id, [float(v) for v in x], g.index, k, candidate=candidate, new=True,
+                   cut=self._cut())
+
+    def _cut(self) -> float | None:
+        """Racing's threshold for the next candidate: the mu-th best full-set fitness among its generation's
+        finished candidates (mu = popsize // 2, CMA-ES's parents); below it a candidate cannot be a parent.
+        None until mu candidates are in (they are scored on every problem)."""
+        if self.config.racing is None:
+            return None
+        mu = max(1, self.opt.popsize // 2)
+        full = sorted(self.gen.full, reverse=True)
+        return full[mu - 1] if len(full) >= mu else None
 
     def _done(self, job: Job, result: Outcome | Lost) -> None:
         store = self.store
@@ -307,9 +323,11 @@ class Driver:
             else:
                 self.log(f"validation of trial {job.trial_id} failed: {(result.error or '')[:200]}")
             return
-        if result.status == "complete":
-            store.finish_trial(job.trial_id, result.fitness, result.scores, result.merge_s, result.eval_s)
-            self.scored.setdefault(store.trial(job.trial_id).recipe, job.trial_id)
+        if result.status in ("complete", "raced"):
+            store.finish_trial(job.trial_id, result.fitness, result.scores, result.merge_s, result.eval_s,
+                               race=result.race)
+            if result.status == "complete":
+                self.scored.setdefault(store.trial(job.trial_id).recipe, job.trial_id)
         else:
             store.fail_trial(job.trial_id, result.error, result.merge_s)
             self.log(f"trial {job.trial_id} failed: {(result.error or '')[:200]}")
@@ -323,8 +341,10 @@ class Driver:
         if self.best is not None:
             self.bar.set_postfix(best=f"{self.best.fitness:.4g}", trial=self.best.id)
         if job.generation == self.gen.index:
-            value = fitness if status == "complete" else self.failed
+            value = fitness if status in ("complete", "raced") else self.failed
             self.gen.finished.append((job.ask_index, job.trial_id, value))
+            if status == "complete":
+                self.gen.full.append(fitness)
             if len(self.gen.finished) >= self.opt.popsize:
                 self._close()
 
@@ -341,8 +361,10 @@ class Driver:
             t = by_index.get(k)
             if t is not None:
                 g.trial_of[k] = t.id
-            if t is not None and t.status in ("complete", "failed"):
+            if t is not None and t.status in ("complete", "failed", "raced"):
                 g.finished.append((k, t.id, fitness_of(t, self.failed)))
+                if t.status == "complete":
+                    g.full.append(t.fitness)
             else:
                 g.queue.append(k)
         return g

@@ -26,6 +26,7 @@ class Job:
     generation: int = -1
     ask_index: int | None = None
     candidate: Any = None  # the driver's, for a new trial; else the executor builds it from the genes
+    cut: float | None = None  # racing: the fitness this candidate must be able to reach (None: score it all)
     new: bool = False  # a trial created for this job (counts against the budget)
 
 
@@ -38,22 +39,28 @@ class Outcome:
     merge_s: float | None = None
     eval_s: float | None = None
     notes: list[str] | None = None  # self-check fallbacks that happened before this job ran (recorded with the run)
+    race: dict | None = None  # racing: items used, total, estimate, bound, raced (out)
 
 
 class Lost(Exception):
     """The worker running a job died or hung; the driver re-queues the job."""
 
 
-def evaluate(space, live, fitness, candidate) -> Outcome:
-    """Apply one candidate to the live model and score it; failures are outcomes, not exceptions."""
+def evaluate(space, live, fitness, candidate, racing=None, cut: float | None = None) -> Outcome:
+    """Apply one candidate to the live model and score it (with `racing`, chunk by chunk against `cut`);
+    failures are outcomes, not exceptions."""
     from evomerge.runtime.live import CandidateError
 
     t0 = time.perf_counter()
     merge_s = None
+    race = None
     try:
         live.apply(candidate)
         merge_s = time.perf_counter() - t0
-        value, scores = fitness.score(live.model, live.tokenizer)
+        if racing is not None:
+            value, scores, race = fitness.score_raced(live.model, live.tokenizer, cut, racing)
+        else:
+            value, scores = fitness.score(live.model, live.tokenizer)
         if not np.isfinite(value):
             raise CandidateError(f"fitness is {value}")
     except UserError as e:  # bad input that only a candidate reveals: the run stops, naming it
@@ -61,7 +68,8 @@ def evaluate(space, live, fitness, candidate) -> Outcome:
     except Exception as e:  # a failed candidate is data, not the end of the search
         free_memory()
         return Outcome("failed", None, {}, f"{type(e).__name__}: {e}", merge_s)
-    return Outcome("complete", value, scores, None, merge_s, time.perf_counter() - t0 - merge_s)
+    status = "raced" if race and race["raced"] else "complete"
+    return Outcome(status, value, scores, None, merge_s, time.perf_counter() - t0 - merge_s, race=race)
 
 
 class Runner:
@@ -80,8 +88,11 @@ class Runner:
         if not self.checked:
             self.checked = True
             notes = self.self_check(candidate)
-        outcome = evaluate(self.space, self.live, self.validation if job.kind == "validate" else self.fitness,
-                           candidate)
+        if job.kind == "validate":
+            outcome = evaluate(self.space, self.live, self.validation, candidate)
+        else:
+            racing = self.space.config.racing
+            outcome = evaluate(self.space, self.live, self.fitness, candidate, racing, job.cut if racing else None)
         outcome.notes = notes
         return outcome
 

@@ -8,6 +8,7 @@ strict generations a Ray run equals a local run, trial for trial.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections import deque
@@ -86,7 +87,7 @@ class RayExecutor:
         now = time.time()
         if job.kind == "evaluate":
             self.first = self.first or now
-        job = Job(job.kind, job.trial_id, job.genes, job.generation, job.ask_index, new=job.new)  # genes only
+        job = dataclasses.replace(job, candidate=None)  # the worker rebuilds the candidate from the genes
         self.pending[worker.run.remote(job)] = (worker, job, now)
 
     def wait(self, timeout: float) -> list[tuple[Job, Outcome | Lost]]:

@@ -9,7 +9,7 @@ from typing import Any
 from evomerge.errors import UserError
 from evomerge.search.store import MASK_KEYS, RunStore, Trial
 
-BOOKKEEPING = {"seconds", "prompt_tokens", "generated_tokens"}  # in a trial's scores beside the metrics
+BOOKKEEPING = {"seconds", "prompt_tokens", "generated_tokens", "items"}  # in a trial's scores beside the metrics
 
 
 def _stderr(message: str) -> None:
@@ -51,6 +51,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             "run_dir": str(run_dir),
             "completed": store.count("complete"),
             "failed": store.count("failed"),
+            "raced": store.count("raced"),
             "running": store.count("running"),
             "budget": config["budget"]["max_trials"],
             "generations": len(gens),

@@ -36,7 +36,7 @@ class Trial:
     genes: list[float] = _column("TEXT NOT NULL", True)  # normalised to [0, 1]
     params: dict[str, float] = _column("TEXT NOT NULL", True)  # gene name -> the value it stands for
     recipe: str = _column("TEXT NOT NULL")  # the exact candidate (YAML): exporting it gives the scored model
-    status: str = _column("TEXT NOT NULL")  # running | complete | failed
+    status: str = _column("TEXT NOT NULL")  # running | complete | failed | raced (out: fitness is its estimate)
     fitness: float | None = _column("REAL")
     scores: dict[str, Any] = _column("TEXT", True)  # evaluator -> metric -> value
     error: str | None = _column("TEXT")
@@ -51,6 +51,9 @@ class Trial:
     prompt_tokens: int | None = _column("INTEGER")  # what scoring it spent: prompt tokens read
     generated_tokens: int | None = _column("INTEGER")  # and new tokens generated
     duplicate_of: int | None = _column("INTEGER")  # the same candidate was scored before: its result, not re-run
+    items_used: int | None = _column("INTEGER")  # racing: fitness problems scored (all, unless raced out)
+    items_total: int | None = _column("INTEGER")
+    bound: float | None = _column("REAL")  # racing: the upper confidence bound on the full-set fitness at the stop
 
 
 SCHEMA = (
@@ -198,14 +201,18 @@ class RunStore:
         return self._q("SELECT COALESCE(MAX(id) + 1, 0) FROM trials").fetchone()[0]
 
     def finish_trial(self, trial_id: int, fitness: float, scores: dict, merge_s: float | None,
-                     eval_s: float | None, duplicate_of: int | None = None) -> None:
+                     eval_s: float | None, duplicate_of: int | None = None, race: dict | None = None) -> None:
+        """A scored trial, in one statement. With `race` (racing), a raced-out trial gets status 'raced' and
+        `fitness` is the estimate the optimiser was told."""
         prompt = sum(int(m.get("prompt_tokens", 0)) for m in scores.values())
         generated = sum(int(m.get("generated_tokens", 0)) for m in scores.values())
+        race = race or {}
         self._q(
-            "UPDATE trials SET status='complete', fitness=?, scores=?, error=NULL, finished=?, merge_s=?, eval_s=?, "
-            "prompt_tokens=?, generated_tokens=?, duplicate_of=? WHERE id=?",
-            (fitness, json.dumps(scores), time.time(), merge_s, eval_s, prompt if not duplicate_of else 0,
-             generated if not duplicate_of else 0, duplicate_of, trial_id),
+            "UPDATE trials SET status=?, fitness=?, scores=?, error=NULL, finished=?, merge_s=?, eval_s=?, "
+            "prompt_tokens=?, generated_tokens=?, duplicate_of=?, items_used=?, items_total=?, bound=? WHERE id=?",
+            ("raced" if race.get("raced") else "complete", fitness, json.dumps(scores), time.time(), merge_s, eval_s,
+             prompt if duplicate_of is None else 0, generated if duplicate_of is None else 0, duplicate_of,
+             race.get("items"), race.get("total"), race.get("bound"), trial_id),
         )
 
     def spent(self) -> dict[str, float]:

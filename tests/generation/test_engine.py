@@ -113,3 +113,34 @@ def test_unsupported_models_fall_back_or_refuse(tiny_models):
         use_engine(gpt2, "fast")
     assert not use_engine(tiny_models["llama"], "auto")  # CPU: the plain path unless asked
     assert use_engine(tiny_models["llama"], "fast")
+
+
+HEADER = [1, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22]  # an instruction every prompt starts with
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2"])
+@pytest.mark.parametrize("max_batch", [8, 3])
+def test_a_shared_prompt_prefix_is_computed_once_and_changes_nothing(tiny_models, arch, max_batch):
+    model = tiny_models[arch]
+    prompts = [HEADER + tail for tail in ([5, 9], [7], [3, 4, 5, 6, 7, 8], [40, 41, 42], [33])]
+    engine = Engine(model, max_batch=max_batch, sync_every=3)
+    ours = engine.generate(prompts, 10)
+    assert engine.stats["shared_prefix"] == len(HEADER)
+    assert ours == [hf_greedy(model, p, 10) for p in prompts]
+    engine.generate([HEADER + [5], [1, 2, 3]], 4)  # no common prefix worth sharing: nothing shared
+    assert engine.stats["shared_prefix"] == 0
+
+
+def test_the_smollm2_mgsm_header_is_shared(smollm2):
+    """The ja-alpaca-cot instruction is about half of every MGSM-JA prompt: computed once per candidate."""
+    from evomerge.evaluators.mgsm_ja import JA_ALPACA_COT
+    from evomerge.generation.greedy import engine_for
+
+    model, tok = smollm2
+    prompts = [JA_ALPACA_COT.format(question=q) for q in ("りんごが3個あります。2個食べました。残りは？",
+                                                          "7たす5は？", "12 × 3 はいくつですか。")]
+    kw = dict(max_new_tokens=16, stop=["### 指示"], batch_size=3)
+    fast = greedy_generate(model, tok, prompts, engine="fast", **kw)
+    assert fast == greedy_generate(model, tok, prompts, engine="hf", **kw)
+    shared = engine_for(model, 3).stats["shared_prefix"]
+    assert shared >= 0.4 * min(len(tok(p).input_ids) for p in prompts)

@@ -38,10 +38,20 @@ def meta(run_dir: Path, key: str) -> float:
         store.close()
 
 
-def test_one_worker_equals_the_local_executor(family, target, tmp_path):  # noqa: F811
-    search(ray_config(family, target, 1, 16), tmp_path / "ray")
-    search(make_config(family, target, {"name": "cma", "seed": 4, "popsize": 8}, budget=16), tmp_path / "local")
+@pytest.mark.parametrize("racing", [False, True], ids=["full", "racing"])
+def test_one_worker_equals_the_local_executor(family, target, tmp_path, racing):  # noqa: F811
+    local = make_config(family, target, {"name": "cma", "seed": 4, "popsize": 8}, budget=16)
+    ray = ray_config(family, target, 1, 16)
+    if racing:  # racing decisions travel with the jobs: the same trials stop at the same problem
+        for cfg in (local, ray):
+            cfg["fitness"] = [{"name": "fitness_fixtures:ItemTarget", "target": str(target)}]
+            cfg["racing"] = {"chunk": 4, "min_items": 8, "confidence": 0.9}
+    search(ray, tmp_path / "ray")
+    search(local, tmp_path / "local")
     assert trials(tmp_path / "ray") == trials(tmp_path / "local")
+    if racing:
+        statuses = {t[1] for t in trials(tmp_path / "ray")}
+        assert "raced" in statuses and "complete" in statuses
 
 
 def test_validation_runs_on_workers_as_it_does_locally(family, target, tmp_path):  # noqa: F811

@@ -1,0 +1,79 @@
+"""Racing: candidates see the problems in one seeded order, a chunk at a time, and stop once their upper
+confidence bound cannot reach the generation's selection cut. Off, a run is what it always was."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from evomerge.search.store import RunStore
+from helpers import cli, make_config, search, trials
+
+
+def racing_config(family, target, budget=30, **racing):
+    cfg = make_config(family, target, budget=budget)
+    cfg["optimizer"] = {"name": "cma", "seed": 3, "popsize": 6, "sigma0": 0.3}
+    cfg["fitness"] = [{"name": "fitness_fixtures:ItemTarget", "target": str(target)}]
+    cfg["racing"] = {"chunk": 4, "min_items": 8, "confidence": 0.9, **racing}
+    return cfg
+
+
+def test_racing_stops_losers_early_and_scores_every_winner_on_the_full_set(family, target, tmp_path):
+    search(racing_config(family, target), tmp_path / "run")
+    with RunStore(tmp_path / "run") as store:
+        done = store.trials()
+        raced = [t for t in done if t.status == "raced"]
+        full = [t for t in done if t.status == "complete"]
+        assert raced and full, "the test needs both"
+        total = full[0].items_total
+        assert all(t.items_used == total and next(iter(t.scores.values()))["items"] == total for t in full)
+        for t in raced:
+            assert 8 <= t.items_used < total and t.bound is not None
+            cut = sorted((u.fitness for u in full if u.generation == t.generation and u.id < t.id), reverse=True)[2]
+            assert t.bound < cut  # could not reach the generation's 3rd best (mu = 6 // 2)
+            assert t.fitness < cut
+        for g in {t.generation for t in done}:  # each generation's best is a full-set score
+            gen = [t for t in done if t.generation == g and t.status in ("complete", "raced")]
+            assert max(gen, key=lambda t: t.fitness).status == "complete"
+        assert store.best().status == "complete"
+        used = sum(t.items_used for t in done)
+    assert used < len(done) * total  # problems saved
+    assert cli("status", tmp_path / "run") == 0
+
+
+def test_the_exported_best_rescores_exactly(family, target, tmp_path, capsys):
+    import yaml
+
+    cfg = racing_config(family, target, budget=18)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert cli("search", path, "--run-dir", tmp_path / "run", "--quiet") == 0
+    assert cli("status", tmp_path / "run", "--json") == 0
+    status = json.loads(capsys.readouterr().out)
+    assert cli("export", tmp_path / "run", tmp_path / "best", "--quiet") == 0
+    capsys.readouterr()
+    assert cli("eval", tmp_path / "best", "--config", path, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["fitness"] == status["best"]["fitness"]
+
+
+def test_a_raced_run_resumes_exactly(family, target, tmp_path):
+    search(racing_config(family, target, budget=12), tmp_path / "a")
+    search(racing_config(family, target, budget=30), tmp_path / "a", resume=True)
+    search(racing_config(family, target, budget=30), tmp_path / "b")
+    assert trials(tmp_path / "a") == trials(tmp_path / "b")
+
+
+def test_racing_off_is_todays_run_and_racing_needs_an_item_evaluator(family, target, tmp_path):
+    from evomerge.errors import UserError
+
+    cfg = racing_config(family, target, budget=12)
+    cfg.pop("racing")
+    search(cfg, tmp_path / "off")
+    with RunStore(tmp_path / "off") as store:
+        assert all(t.status == "complete" and t.items_used is None for t in store.trials())
+    bad = make_config(family, target, budget=6)
+    bad["racing"] = {}
+    with pytest.raises(UserError, match="racing needs one fitness evaluator"):
+        search(bad, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
