@@ -120,13 +120,19 @@ def status(run_dir: Path, as_json: bool) -> None:
         click.echo(json.dumps(info, indent=2))
         return
     click.echo(f"{info['completed']} complete, {info['failed']} failed, "
-               + (f"{info['raced']} raced out, " if info["raced"] else "") + f"{info['running']} running "
+               + (f"{info['raced']} raced out, " if info["raced"] else "")
+               + (f"{info['estimated']} estimated on a subset, " if info["estimated"] else "")
+               + f"{info['running']} running "
                f"of {info['budget']} trials; {info['generations']} generations")
     spent = info["spent"]
     click.echo(f"spent: {spent['merge_s']:.0f}s merging, {spent['eval_s']:.0f}s scoring"
                + (f", {spent['prompt_tokens']} prompt and {spent['generated_tokens']} generated tokens"
                   if spent["prompt_tokens"] else "")
                + (f"; {spent['duplicates']} repeated candidates taken from earlier trials" if spent["duplicates"] else ""))
+    if info["estimation_error"]:
+        e = info["estimation_error"]
+        click.echo(f"subset estimates vs full-set scores of {e['checked']} generation bests: mean error "
+                   f"{e['mean']:+.4g}, mean absolute {e['mean_abs']:.4g}, largest {e['max_abs']:.4g}")
     for note in info["self_check"]:
         click.echo(f"self-check: {note}")
     best = info["best"]

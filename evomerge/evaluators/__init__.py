@@ -139,15 +139,37 @@ class Fitness:
             if bound < cut:
                 raced = True
                 break
+        value, scores = self._item_scores(term, items, t0)
+        race = {"items": len(items), "total": n, "estimate": value, "bound": bound, "raced": raced,
+                "values": {i: v[metric] for i, v in items.items()} if len(items) == n else None}
+        return value, scores, race
+
+    def score_subset(self, model: Any, tokenizer: Any, anchors: list[int], weights: list[float]
+                     ) -> tuple[float, dict, dict]:
+        """Score the anchor problems only; the fitness is the weighted estimate of the full-set score."""
+        from evomerge.generation.greedy import TokenCount
+
+        term = self.racing_term()
+        ev = term.evaluator
+        metric = term.metric or ev.default_metric
+        ev.tokens = TokenCount()
+        t0 = time.perf_counter()
+        items = dict(zip(anchors, ev.score_items(model, tokenizer, list(anchors))))
+        _, scores = self._item_scores(term, items, t0)
+        value = term.weight * sum(w * items[a][metric] for a, w in zip(anchors, weights))
+        scores[term.key][metric] = value / term.weight  # the estimate, in the metric's own units
+        return value, scores, {"items": len(items), "total": ev.num_items(), "estimate": value, "bound": None,
+                               "raced": False, "estimated": True, "values": None}
+
+    def _item_scores(self, term: Term, items: dict[int, dict[str, float]], t0: float) -> tuple[float, dict]:
+        ev = term.evaluator
         k = len(items)
         ordered = [items[i] for i in sorted(items)]  # summed in item order, as `evaluate` sums: the same number
         metrics = {m: sum(v[m] for v in ordered) / k for m in ordered[0]}
         metrics.update(seconds=time.perf_counter() - t0, items=k)
         if ev.tokens.prompt or ev.tokens.generated:
             metrics.update(prompt_tokens=ev.tokens.prompt, generated_tokens=ev.tokens.generated)
-        value = term.weight * metrics[metric]
-        race = {"items": k, "total": n, "estimate": value, "bound": bound, "raced": raced}
-        return value, {term.key: metrics}, race
+        return term.weight * metrics[term.metric or ev.default_metric], {term.key: metrics}
 
     def check_generation(self, model: Any, tokenizer: Any) -> list[str]:
         """The self-check of the fast generation path: for each evaluator that generates with the engine here,

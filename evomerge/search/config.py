@@ -110,6 +110,14 @@ class RacingConfig(_Strict):
     seed: int = 0  # the shared problem order (common random numbers: comparisons are paired)
 
 
+class SubsetConfig(_Strict):
+    """Subset fitness: candidates after the first generation are scored on `items` anchor problems and their
+    full-set score estimated (search/subset.py); each generation's best is re-scored on the full set."""
+
+    items: int = Field(32, ge=2)
+    seed: int = 0
+
+
 class SearchConfig(_Strict):
     merge: dict[str, Any] | None = None
     dataflow: DataflowConfig | None = None
@@ -128,6 +136,7 @@ class SearchConfig(_Strict):
     gpus: int = Field(1, ge=1)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     racing: RacingConfig | None = None  # off by default: every candidate sees every problem
+    subset: SubsetConfig | None = None  # off by default
     failed_fitness: float = -1e9  # what a failed candidate scores (CMA-ES only uses ranks)
     # before the first candidate: the fused merge kernels against the reference merge, the generation engine
     # against `generate`; a failure switches to the reference path (executors.Runner)
@@ -145,6 +154,8 @@ class SearchConfig(_Strict):
     def _template(self) -> "SearchConfig":
         if (self.merge is None) == (self.dataflow is None):
             raise ValueError("give exactly one of `merge` (parameter space) or `dataflow` (layer paths)")
+        if self.racing is not None and self.subset is not None:
+            raise ValueError("give `racing` or `subset`, not both")
         if self.merge is not None and not self.merge.get("models"):
             raise ValueError("merge: the recipe template must use the `models:` form (the genome makes the slices)")
         return self

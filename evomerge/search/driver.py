@@ -8,6 +8,9 @@ would have; trials already finished are taken from the store, never evaluated tw
 with several slots): when every candidate of the open generation is handed out and a slot is free, the
 optimiser draws one extra sample from the same, not yet updated distribution; the generation is told the first
 `popsize` candidates to finish, later finishers are recorded but not told.
+
+Trial ids number the trials in the order they were created; a trial keeps its id when it is re-run (a lost
+worker, or the trial a killed run left running), and its place in its generation is its `ask_index`.
 """
 
 from __future__ import annotations
@@ -69,9 +72,10 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
         opt = make_optimizer(config.optimizer, space.x0(), space.names)
         fitness = Fitness(config.fitness, "fitness")
         validation = Fitness(config.validation, "validation") if config.validation else None
-        if config.racing is not None and fitness.racing_term() is None:
-            raise UserError("racing needs one fitness evaluator, with a positive weight, that scores problems one "
-                            "by one (mgsm_ja, or your own with Evaluator.score_items)", "search config: racing")
+        for mode in ("racing", "subset"):
+            if getattr(config, mode) is not None and fitness.racing_term() is None:
+                raise UserError(f"{mode} needs one fitness evaluator, with a positive weight, that scores problems "
+                                "one by one (mgsm_ja, or your own with Evaluator.score_items)", f"search config: {mode}")
         sources = {ref: fingerprint(ref) for ref in space.sources()}
         data = fitness.data_fingerprints("fitness")
         if validation is not None:
@@ -96,7 +100,9 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
         try:
             check_run_dir(run_dir, resume)  # again, now that no other process can be starting a run here
             store = _open_store(config, run_dir, resume, text, sources, data, space)
-            return Driver(space, opt, store, executor, validation is not None, progress, log).run()
+            term = fitness.racing_term()
+            n_items = term.evaluator.num_items() if term is not None else None
+            return Driver(space, opt, store, executor, validation is not None, progress, log, n_items).run()
         except BaseException:
             if not resume and (store is None or store.count("complete") + store.count("failed") == 0):
                 _remove_new_run(run_dir, created, store)
@@ -181,9 +187,14 @@ def replay(opt: Optimizer, store: RunStore, failed_fitness: float) -> int:
 
 
 def fitness_of(trial: Trial | None, failed: float) -> float:
-    """What the optimiser is told for a trial: its fitness (a raced-out trial's estimate), or `failed_fitness`
-    (CMA-ES uses only ranks)."""
-    return trial.fitness if trial is not None and trial.status in ("complete", "raced") else failed
+    """What the optimiser is told for a trial: its fitness (a raced-out trial's estimate; for a subset-scored
+    trial the estimate, even after its full-set check), or `failed_fitness` (CMA-ES uses only ranks)."""
+    if trial is None or trial.status not in SCORED:
+        return failed
+    return trial.estimate if trial.estimate is not None else trial.fitness
+
+
+SCORED = ("complete", "raced", "estimated")
 
 
 @dataclass
@@ -198,11 +209,12 @@ class _Generation:
 
 class Driver:
     def __init__(self, space: SearchSpace, opt: Optimizer, store: RunStore, executor, validate: bool,
-                 progress: bool, log):
+                 progress: bool, log, n_items: int | None = None):
         self.space, self.opt, self.store, self.executor, self.log = space, opt, store, executor, log
         self.config = space.config
         self.budget, self.failed = self.config.budget, self.config.failed_fitness
         self.validate, self.progress = validate, progress
+        self.n_items = n_items  # subset fitness: how many problems the fitness has
         self.steady = False
         self.retry: deque[Job] = deque()  # lost stragglers of closed generations
         self.to_validate: deque[Job] = deque()  # each closed generation's best, for the validation set
@@ -217,8 +229,10 @@ class Driver:
         self.log(f"genome: {len(names)} genes ({', '.join(names[:6])}{', ...' if len(names) > 6 else ''}); "
                  f"population {pop}; budget {budget.max_trials} trials")
         self.gen = self._open(gen)
-        if self.validate:  # on resume: closed generations whose best has no validation yet
-            for g in range(gen):
+        for g in range(gen):  # on resume: closed generations whose best has no validation or full-set check yet
+            if self.config.subset is not None:
+                self._queue_check(g)
+            if self.validate:
                 self._queue_validation(g)
         self.executor.start(self.log)
         steady_asked = self.config.executor.steady_state and self.executor.slots > 1
@@ -281,7 +295,8 @@ class Driver:
         x = g.asked[k]
         trial_id = g.trial_of.get(k)
         if trial_id is not None:  # created before (a lost job, or the trial a killed run left running)
-            return Job("evaluate", trial_id, [float(v) for v in x], g.index, k, cut=self._cut())
+            return Job("evaluate", trial_id, [float(v) for v in x], g.index, k, cut=self._cut(),
+                       anchors=self._anchors(g.index))
         trial_id = g.trial_of[k] = self.store.next_id()
         candidate = self.space.candidate(x)  # built once: recorded here, applied by the executor
         text = candidate.to_yaml()
@@ -292,7 +307,7 @@ class Driver:
             self.store.finish_trial(trial_id, t.fitness, t.scores, 0.0, 0.0, duplicate_of=twin)
             return Job("duplicate", trial_id, [float(v) for v in x], g.index, k, new=True)
         return Job("evaluate", trial_id, [float(v) for v in x], g.index, k, candidate=candidate, new=True,
-                   cut=self._cut())
+                   cut=self._cut(), anchors=self._anchors(g.index))
 
     def _cut(self) -> float | None:
         """Racing's threshold for the next candidate: the mu-th best full-set fitness among its generation's
@@ -323,7 +338,20 @@ class Driver:
             else:
                 self.log(f"validation of trial {job.trial_id} failed: {(result.error or '')[:200]}")
             return
-        if result.status in ("complete", "raced"):
+        if job.kind == "check":  # subset fitness: a generation's best, now scored on every problem
+            if result.status == "complete":
+                estimate = store.trial(job.trial_id).fitness
+                store.promote(job.trial_id, result.fitness, result.scores, result.race)
+                self.log(f"generation {job.generation}: trial {job.trial_id} estimated {estimate:.4g}, full set "
+                         f"{result.fitness:.4g} (error {estimate - result.fitness:+.3g})")
+                if self.best is None or result.fitness > self.best.fitness:
+                    self.best = store.trial(job.trial_id)
+                if self.validate:
+                    self._queue_validation(job.generation)
+            else:
+                self.log(f"the full-set check of trial {job.trial_id} failed: {(result.error or '')[:200]}")
+            return
+        if result.status in SCORED:
             store.finish_trial(job.trial_id, result.fitness, result.scores, result.merge_s, result.eval_s,
                                race=result.race)
             if result.status == "complete":
@@ -341,7 +369,7 @@ class Driver:
         if self.best is not None:
             self.bar.set_postfix(best=f"{self.best.fitness:.4g}", trial=self.best.id)
         if job.generation == self.gen.index:
-            value = fitness if status in ("complete", "raced") else self.failed
+            value = fitness if status in SCORED else self.failed
             self.gen.finished.append((job.ask_index, job.trial_id, value))
             if status == "complete":
                 self.gen.full.append(fitness)
@@ -361,7 +389,7 @@ class Driver:
             t = by_index.get(k)
             if t is not None:
                 g.trial_of[k] = t.id
-            if t is not None and t.status in ("complete", "failed", "raced"):
+            if t is not None and t.status in ("failed", *SCORED):
                 g.finished.append((k, t.id, fitness_of(t, self.failed)))
                 if t.status == "complete":
                     g.full.append(t.fitness)
@@ -385,7 +413,35 @@ class Driver:
                  + (f"; best so far {best.fitness:.4g} (trial {best.id})" if best else ""))
         if self.validate:
             self._queue_validation(g.index)
+        if self.config.subset is not None:
+            self._queue_check(g.index)
         self.gen = self._open(g.index + 1)
+
+    def _queue_check(self, gen: int) -> None:
+        """Subset fitness: the generation's best by estimate is scored on every problem next."""
+        done = [t for t in self.store.generation_trials(gen) if t.status in ("complete", "estimated")]
+        if done:
+            top = max(done, key=lambda t: (fitness_of(t, self.failed), -t.id))
+            if top.status == "estimated":
+                self.to_validate.append(Job("check", top.id, list(top.genes), gen))
+
+    def _anchors(self, gen: int) -> tuple[list[int], list[float]] | None:
+        """Subset fitness: generation `gen`'s anchor problems and weights, chosen from the item results of every
+        candidate scored on the full set so far, once (kept in the store, so a resumed run uses the same)."""
+        if self.config.subset is None or gen == 0:
+            return None
+        key = f"anchors.{gen}"
+        text = self.store.get_meta(key)
+        if text is None:
+            from evomerge.search.subset import choose_anchors
+
+            results = [dict(enumerate(t.item_values)) for t in self.store.trials("complete") if t.item_values]
+            anchors, weights = choose_anchors(results, self.n_items, self.config.subset.items,
+                                              self.config.subset.seed + gen)
+            text = json.dumps([anchors, weights])
+            self.store.set_meta(key, text)
+        anchors, weights = json.loads(text)
+        return anchors, weights
 
     def _queue_validation(self, gen: int) -> None:
         """The generation's best finished trial, scored on the validation set by the next free slot (the paper
@@ -397,7 +453,7 @@ class Driver:
                 self.to_validate.append(Job("validate", top.id, list(top.genes), gen))
 
     def _requeue(self, job: Job) -> None:
-        if job.kind == "validate":  # it runs again in another slot
+        if job.kind in ("validate", "check"):  # it runs again in another slot
             self.to_validate.appendleft(job)
         elif job.generation == self.gen.index:
             self.gen.queue.appendleft(job.ask_index)

@@ -27,6 +27,7 @@ class Job:
     ask_index: int | None = None
     candidate: Any = None  # the driver's, for a new trial; else the executor builds it from the genes
     cut: float | None = None  # racing: the fitness this candidate must be able to reach (None: score it all)
+    anchors: tuple[list[int], list[float]] | None = None  # subset fitness: the problems to score, their weights
     new: bool = False  # a trial created for this job (counts against the budget)
 
 
@@ -46,9 +47,9 @@ class Lost(Exception):
     """The worker running a job died or hung; the driver re-queues the job."""
 
 
-def evaluate(space, live, fitness, candidate, racing=None, cut: float | None = None) -> Outcome:
-    """Apply one candidate to the live model and score it (with `racing`, chunk by chunk against `cut`);
-    failures are outcomes, not exceptions."""
+def evaluate(live, score, candidate) -> Outcome:
+    """Apply one candidate to the live model and score it with `score(model, tokenizer) -> (fitness, scores,
+    item record or None)`; failures are outcomes, not exceptions."""
     from evomerge.runtime.live import CandidateError
 
     t0 = time.perf_counter()
@@ -57,10 +58,7 @@ def evaluate(space, live, fitness, candidate, racing=None, cut: float | None = N
     try:
         live.apply(candidate)
         merge_s = time.perf_counter() - t0
-        if racing is not None:
-            value, scores, race = fitness.score_raced(live.model, live.tokenizer, cut, racing)
-        else:
-            value, scores = fitness.score(live.model, live.tokenizer)
+        value, scores, race = score(live.model, live.tokenizer)
         if not np.isfinite(value):
             raise CandidateError(f"fitness is {value}")
     except UserError as e:  # bad input that only a candidate reveals: the run stops, naming it
@@ -68,8 +66,19 @@ def evaluate(space, live, fitness, candidate, racing=None, cut: float | None = N
     except Exception as e:  # a failed candidate is data, not the end of the search
         free_memory()
         return Outcome("failed", None, {}, f"{type(e).__name__}: {e}", merge_s)
-    status = "raced" if race and race["raced"] else "complete"
+    status = "raced" if race and race["raced"] else "estimated" if race and race.get("estimated") else "complete"
     return Outcome(status, value, scores, None, merge_s, time.perf_counter() - t0 - merge_s, race=race)
+
+
+@dataclass(frozen=True)
+class _EveryItem:  # score_raced settings that score every problem in one pass
+    chunk: int = 1 << 30
+    confidence: float = 0.5
+    min_items: int = 1
+    seed: int = 0
+
+
+EVERY_ITEM = _EveryItem()
 
 
 class Runner:
@@ -88,13 +97,23 @@ class Runner:
         if not self.checked:
             self.checked = True
             notes = self.self_check(candidate)
-        if job.kind == "validate":
-            outcome = evaluate(self.space, self.live, self.validation, candidate)
-        else:
-            racing = self.space.config.racing
-            outcome = evaluate(self.space, self.live, self.fitness, candidate, racing, job.cut if racing else None)
+        outcome = evaluate(self.live, self.scorer(job), candidate)
         outcome.notes = notes
         return outcome
+
+    def scorer(self, job: Job):
+        """How this job is scored: the validation set; every problem one by one (item results kept); racing
+        against the job's cut; the job's anchor problems (subset fitness); or the plain fitness."""
+        config, fitness = self.space.config, self.fitness
+        if job.kind == "validate":
+            return lambda m, t: (*self.validation.score(m, t), None)
+        if config.racing is not None and job.kind == "evaluate":
+            return lambda m, t: fitness.score_raced(m, t, job.cut, config.racing)
+        if config.subset is not None and job.anchors is not None:
+            return lambda m, t: fitness.score_subset(m, t, *job.anchors)
+        if config.subset is not None:  # the first generation and each generation's check: the full set
+            return lambda m, t: fitness.score_raced(m, t, None, EVERY_ITEM)
+        return lambda m, t: (*fitness.score(m, t), None)
 
     def self_check(self, candidate) -> list[str]:
         notes = []

@@ -27,17 +27,15 @@ def resolve_run_ref(ref: str, log=_stderr) -> str:
 def run_best_model(run_dir: str | Path, log=_stderr) -> Path:
     """The `run` reference scheme (evomerge/references.py): the folder of the run's best model."""
     run_dir = Path(run_dir)
-    out = run_dir / "best_model"
-    best = run_status(run_dir)["best"]
-    if best is None:
-        raise UserError("the run has no completed trial yet", f"run:{run_dir}")
-    marker = run_dir / "best_model.trial"  # which trial best_model holds: a resumed run may have a new best
-    current = marker.read_text().strip() if marker.exists() else None
-    if not (out / "config.json").exists() or current != str(best["trial"]):
-        log(f"exporting the best model of {run_dir} (trial {best['trial']}) to {out}")
-        marker.unlink(missing_ok=True)
-        export_trial(run_dir, out, "best", progress=False, force=True, log=log)
-        marker.write_text(f"{best['trial']}\n")
+    with RunStore(run_dir) as store:
+        best, out, current = store.result(), store.best_model_dir, store.exported_best()
+        if best is None:
+            raise UserError("the run has no completed trial yet", f"run:{run_dir}")
+        if current != str(best.id):
+            log(f"exporting the best model of {run_dir} (trial {best.id}) to {out}")
+            store.set_exported_best(None)
+            export_trial(run_dir, out, "best", progress=False, force=True, log=log)
+            store.set_exported_best(best.id)
     return out
 
 
@@ -52,6 +50,8 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             "completed": store.count("complete"),
             "failed": store.count("failed"),
             "raced": store.count("raced"),
+            "estimated": store.count("estimated"),
+            "estimation_error": _estimation_error(store.trials("complete")),
             "running": store.count("running"),
             "budget": config["budget"]["max_trials"],
             "generations": len(gens),
@@ -61,6 +61,15 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             "self_check": store.notes("self_check"),
             "spent": store.spent(),  # fallbacks of the GPU path (executors.Runner)
         }
+
+
+def _estimation_error(trials: list[Trial]) -> dict[str, float] | None:
+    """Subset fitness: how far the estimates of the generations' bests were from their full-set scores."""
+    errors = [t.estimate - t.fitness for t in trials if t.estimate is not None]
+    if not errors:
+        return None
+    return {"checked": len(errors), "mean_abs": sum(map(abs, errors)) / len(errors), "mean": sum(errors) / len(errors),
+            "max_abs": max(map(abs, errors))}
 
 
 def no_best_reason(run_dir: str | Path) -> str:

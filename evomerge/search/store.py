@@ -36,7 +36,8 @@ class Trial:
     genes: list[float] = _column("TEXT NOT NULL", True)  # normalised to [0, 1]
     params: dict[str, float] = _column("TEXT NOT NULL", True)  # gene name -> the value it stands for
     recipe: str = _column("TEXT NOT NULL")  # the exact candidate (YAML): exporting it gives the scored model
-    status: str = _column("TEXT NOT NULL")  # running | complete | failed | raced (out: fitness is its estimate)
+    # running | complete | failed | raced (out: fitness is its estimate) | estimated (subset: fitness is an estimate)
+    status: str = _column("TEXT NOT NULL")
     fitness: float | None = _column("REAL")
     scores: dict[str, Any] = _column("TEXT", True)  # evaluator -> metric -> value
     error: str | None = _column("TEXT")
@@ -54,6 +55,8 @@ class Trial:
     items_used: int | None = _column("INTEGER")  # racing: fitness problems scored (all, unless raced out)
     items_total: int | None = _column("INTEGER")
     bound: float | None = _column("REAL")  # racing: the upper confidence bound on the full-set fitness at the stop
+    estimate: float | None = _column("REAL")  # subset fitness: the estimate the optimiser was told (fitness: full)
+    item_values: list[float] | None = _column("TEXT", True)  # every problem's value, where all were scored
 
 
 SCHEMA = (
@@ -149,6 +152,23 @@ class RunStore:
         path.write_text(trial.recipe, encoding="utf-8")
         return path
 
+    @property
+    def best_model_dir(self) -> Path:
+        """Where `run:DIR` keeps the exported best model (search/results.py)."""
+        return self.folder / "best_model"
+
+    def exported_best(self) -> str | None:
+        """The trial id best_model holds, if it was exported (a resumed run may have found a better one since)."""
+        marker = self.folder / "best_model.trial"
+        return marker.read_text().strip() if marker.exists() and (self.best_model_dir / "config.json").exists() else None
+
+    def set_exported_best(self, trial_id: int | None) -> None:
+        marker = self.folder / "best_model.trial"
+        if trial_id is None:
+            marker.unlink(missing_ok=True)
+        else:
+            marker.write_text(f"{trial_id}\n")
+
     def config(self) -> dict[str, Any]:
         """The search config the run was started with (JSON form)."""
         return json.loads(self.get_meta("config"))
@@ -207,13 +227,26 @@ class RunStore:
         prompt = sum(int(m.get("prompt_tokens", 0)) for m in scores.values())
         generated = sum(int(m.get("generated_tokens", 0)) for m in scores.values())
         race = race or {}
+        status = "raced" if race.get("raced") else "estimated" if race.get("estimated") else "complete"
+        values = race.get("values")
         self._q(
             "UPDATE trials SET status=?, fitness=?, scores=?, error=NULL, finished=?, merge_s=?, eval_s=?, "
-            "prompt_tokens=?, generated_tokens=?, duplicate_of=?, items_used=?, items_total=?, bound=? WHERE id=?",
-            ("raced" if race.get("raced") else "complete", fitness, json.dumps(scores), time.time(), merge_s, eval_s,
+            "prompt_tokens=?, generated_tokens=?, duplicate_of=?, items_used=?, items_total=?, bound=?, "
+            "item_values=? WHERE id=?",
+            (status, fitness, json.dumps(scores), time.time(), merge_s, eval_s,
              prompt if duplicate_of is None else 0, generated if duplicate_of is None else 0, duplicate_of,
-             race.get("items"), race.get("total"), race.get("bound"), trial_id),
+             race.get("items"), race.get("total"), race.get("bound"),
+             json.dumps([values[i] for i in sorted(values)]) if values else None, trial_id),
         )
+
+    def promote(self, trial_id: int, fitness: float, scores: dict, race: dict) -> None:
+        """Subset fitness: an estimated trial scored on the full set. Its fitness becomes the full score (what
+        the run reports and exports); the estimate the optimiser was told stays in `estimate`."""
+        values = race["values"]
+        self._q("UPDATE trials SET status='complete', estimate=fitness, fitness=?, scores=?, items_used=?, "
+                "item_values=? WHERE id=? AND status='estimated'",
+                (fitness, json.dumps(scores), race["items"], json.dumps([values[i] for i in sorted(values)]),
+                 trial_id))
 
     def spent(self) -> dict[str, float]:
         """What the run has spent so far: tokens, and seconds merging and scoring."""

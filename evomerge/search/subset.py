@@ -1,0 +1,50 @@
+"""Subset fitness: score candidates on a few informative problems and estimate their full-set score.
+
+Anchors (as tinyBenchmarks and MERGE3 do): the problems are clustered by how the candidates scored on the full set
+so far answered them (one column of item results per problem; problems that the same candidates get right and
+wrong fall together), one anchor per cluster, the problem nearest its centre (scipy's k-means). A candidate is
+scored on the anchors only, and its full-set mean is estimated as the anchors' values weighted by their clusters'
+sizes (the `weighted` estimator). Each generation's best is re-scored on the full set: that score is what the run
+reports and exports, its item results join the matrix the next anchors come from, and the gap between estimate and
+full score is recorded as the estimation error.
+
+Everything here is a pure function of the recorded item results and the seed, so a resumed run chooses the same
+anchors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def choose_anchors(results: list[dict[int, float]], n_items: int, k: int, seed: int) -> tuple[list[int], list[float]]:
+    """(anchor problem indices, weights summing to 1) from full-set item results of earlier candidates.
+
+    `results`: one {problem index: value} per full-scored candidate. With fewer than two candidates, or fewer
+    problems than anchors, a seeded random subset with equal weights stands in."""
+    k = min(k, n_items)
+    rng = np.random.default_rng(seed)
+    if len(results) < 2 or k >= n_items:
+        idx = sorted(rng.choice(n_items, size=k, replace=False).tolist())
+        return idx, [1.0 / k] * k
+    # items x candidates: each problem described by how the candidates so far did on it
+    x = np.array([[r.get(i, 0.0) for r in results] for i in range(n_items)], dtype=float)
+    from scipy.cluster.vq import kmeans2
+
+    jitter = 1e-9 * rng.standard_normal(x.shape)  # identical rows are common (all right, all wrong)
+    centres, labels = kmeans2(x + jitter, k, minit="++", seed=seed)
+    anchors, weights = [], []
+    for c in range(len(centres)):
+        members = np.flatnonzero(labels == c)
+        if members.size == 0:
+            continue
+        dist = ((x[members] - centres[c]) ** 2).sum(1)
+        anchors.append(int(members[int(np.argmin(dist))]))
+        weights.append(members.size / n_items)
+    order = np.argsort(anchors)
+    return [anchors[i] for i in order], [weights[i] for i in order]
+
+
+def estimate(values: dict[int, float], anchors: list[int], weights: list[float]) -> float:
+    """The full-set mean, estimated from the anchors' values."""
+    return float(sum(w * values[a] for a, w in zip(anchors, weights)))

@@ -1,0 +1,85 @@
+"""Subset fitness: anchors chosen from item-level results, estimates of the full-set score, each generation's best
+re-checked on every problem, and the estimation error reported."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from evomerge.search.store import RunStore
+from evomerge.search.subset import choose_anchors, estimate
+from helpers import cli, make_config, search, trials
+
+
+def test_anchors_represent_clusters_of_problems_and_the_estimate_is_exact_within_them():
+    # 12 problems in three kinds: 6 that every candidate solves, 4 that only strong ones do, 2 that none does
+    kinds = [0] * 6 + [1] * 4 + [2] * 2
+    strengths = [0.0, 0.3, 0.6, 1.0]
+    results = [{i: float(k == 0 or (k == 1 and s > 0.5)) for i, k in enumerate(kinds)} for s in strengths]
+    anchors, weights = choose_anchors(results, 12, 3, seed=0)
+    assert sorted(kinds[a] for a in anchors) == [0, 1, 2]
+    assert sorted(weights) == pytest.approx([2 / 12, 4 / 12, 6 / 12])
+    new = {i: float(k == 0 or k == 1) for i, k in enumerate(kinds)}  # a candidate as strong as the best
+    assert estimate(new, anchors, weights) == pytest.approx(sum(new.values()) / 12)
+    few, w = choose_anchors(results[:1], 12, 5, seed=3)  # one candidate: a seeded random subset
+    assert len(few) == 5 and w == [0.2] * 5 and few == choose_anchors(results[:1], 12, 5, seed=3)[0]
+
+
+def subset_config(family, target, budget=24, items=6):
+    cfg = make_config(family, target, budget=budget)
+    cfg["optimizer"] = {"name": "cma", "seed": 3, "popsize": 6, "sigma0": 0.3}
+    cfg["fitness"] = [{"name": "fitness_fixtures:ItemTarget", "target": str(target)}]
+    cfg["subset"] = {"items": items}
+    return cfg
+
+
+def test_a_subset_search_estimates_checks_and_reports_its_error(family, target, tmp_path, capsys):
+    import yaml
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(subset_config(family, target)))
+    assert cli("search", path, "--run-dir", tmp_path / "run", "--quiet") == 0
+    with RunStore(tmp_path / "run") as store:
+        done = store.trials()
+        total = done[0].items_total
+        first = [t for t in done if t.generation == 0]
+        assert all(t.status == "complete" and t.items_used == total and len(t.item_values) == total for t in first)
+        later = [t for t in done if t.generation > 0]
+        assert all(t.items_used in (6, total) for t in later)  # anchors, or every problem for a checked best
+        checked = [t for t in later if t.estimate is not None]
+        closed = {g["generation"] for g in store.generations()} - {0}
+        assert {t.generation for t in checked} == closed  # each closed generation's best was re-checked
+        for t in checked:
+            assert t.status == "complete" and t.items_used == total and t.fitness != t.estimate
+            gen = [u for u in later if u.generation == t.generation]
+            assert t.estimate == max(u.estimate if u.estimate is not None else u.fitness for u in gen)
+        assert all(t.status == "estimated" for t in later if t.estimate is None)
+        assert store.result().status == "complete"
+        assert json.loads(store.get_meta("anchors.1"))[0]  # the anchors are kept for resume
+        used = sum(t.items_used for t in done)
+    assert used < len(done) * total
+    assert cli("status", tmp_path / "run", "--json") == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["estimation_error"]["checked"] == len(checked) and status["estimated"] > 0
+    assert cli("export", tmp_path / "run", tmp_path / "best", "--quiet") == 0
+    capsys.readouterr()
+    assert cli("eval", tmp_path / "best", "--config", path, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["fitness"] == status["best"]["fitness"]  # a full-set score
+
+
+def test_a_subset_run_resumes_exactly(family, target, tmp_path):
+    search(subset_config(family, target, budget=14), tmp_path / "a")
+    search(subset_config(family, target, budget=24), tmp_path / "a", resume=True)
+    search(subset_config(family, target, budget=24), tmp_path / "b")
+    assert trials(tmp_path / "a") == trials(tmp_path / "b")
+
+
+def test_subset_and_racing_exclude_each_other(family, target, tmp_path):
+    from evomerge.errors import UserError
+    from evomerge.search.config import search_config_from_dict
+
+    cfg = subset_config(family, target)
+    cfg["racing"] = {}
+    with pytest.raises(UserError, match="not both"):
+        search_config_from_dict(cfg, "test")
