@@ -73,6 +73,40 @@ def doctor(config_path: str | None, device: str, no_speed: bool, as_json: bool) 
 
 
 @cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--racing", "racing", default=None, help="Racing settings, e.g. chunk=16,confidence=0.95,min_items=16.")
+@click.option("--subset", "subset", default=None, help="Subset settings, e.g. items=32.")
+@click.option("--json", "as_json", is_flag=True)
+def replay(run_dir: Path, racing: str | None, subset: str | None, as_json: bool) -> None:
+    """What racing or subset fitness would have decided and saved on a run scored in full (from its item results)."""
+    import json
+
+    from evomerge.search.replay import replay_racing, replay_subset
+
+    def settings(text: str, option: str) -> dict:
+        try:
+            return {k: float(v) if "." in v else int(v) for k, v in (kv.split("=") for kv in text.split(",") if kv)}
+        except ValueError:
+            raise UserError(f"write settings as key=value,key=value, got {text!r}", option) from None
+
+    if (racing is None) == (subset is None):
+        raise UserError("give --racing or --subset", "replay")
+    try:
+        report = (replay_racing(run_dir, **settings(racing, "--racing")) if racing is not None
+                  else replay_subset(run_dir, **settings(subset, "--subset")))
+    except TypeError as e:
+        raise UserError(f"unknown setting ({e})", "--racing" if racing is not None else "--subset") from None
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    for row in report["generations"]:
+        click.echo("  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
+                             if k != "raced_ids"))
+    click.echo(f"problems used {report['problems_used']} of {report['problems_full']} ({report['saving']:.2f}x fewer); "
+               f"mean top-half agreement {report['mean_top_half_agreement']:.3f}")
+
+
+@cli.command()
 def methods() -> None:
     """List the merge methods, what each does, its parameters, and which run fused on a GPU."""
     from evomerge.methods import get_method, method_names

@@ -167,4 +167,9 @@ class ItemTarget(Evaluator):
 
     def evaluate(self, model, tokenizer):
         items = self.score_items(model, tokenizer, list(range(self.num_items())))
-        return {"closeness": sum(v["closeness"] for v in items) / len(items)}
+        self.last = [v["closeness"] for v in items]
+        return {"closeness": sum(self.last) / len(items)}
+
+    def last_item_values(self, metric):
+        return getattr(self, "last", None)
+

@@ -95,6 +95,14 @@ class Fitness:
             total += term.weight * metrics[metric]
         return total, scores
 
+    def item_record(self) -> dict | None:
+        """After `score`: the racing term's item values from that evaluation, as the store keeps them."""
+        term = self.racing_term()
+        if term is None:
+            return None
+        values = term.evaluator.last_item_values(term.metric or term.evaluator.default_metric)
+        return {"values": dict(enumerate(values)), "items": len(values), "total": len(values)} if values else None
+
     def racing_term(self) -> Term | None:
         """The one term racing works on: a single evaluator that scores items, with a positive weight."""
         if len(self.terms) != 1:
@@ -108,10 +116,9 @@ class Fitness:
         confidence bound on the full-set fitness falls below `cut` (None: score them all). Returns (fitness, scores,
         race): race = {items, total, estimate, bound, raced}. A candidate that is not raced out is scored on every
         problem, and its fitness is the full-set mean."""
-        import math
-
         import numpy as np
 
+        from evomerge.evaluators.racing import log_term, upper_bound
         from evomerge.generation.greedy import TokenCount
 
         term = self.racing_term()
@@ -120,8 +127,7 @@ class Fitness:
         order = np.random.default_rng(racing.seed).permutation(n).tolist()
         metric = term.metric or ev.default_metric
         lo, hi = ev.item_range
-        looks = max(1, math.ceil(max(0, n - racing.min_items) / racing.chunk) + 1)
-        log_term = math.log(looks / (1 - racing.confidence))  # the confidence is split over every look
+        log_t = log_term(n, racing.chunk, racing.min_items, racing.confidence)
         ev.tokens = TokenCount()
         t0 = time.perf_counter()
         items: dict[int, dict[str, float]] = {}
@@ -133,9 +139,7 @@ class Fitness:
             if cut is None or k >= n or k < racing.min_items:
                 continue
             mean = sum(v[metric] for v in items.values()) / k
-            serfling = (1 - (k - 1) / n) * log_term / (2 * k)
-            ucb = min(mean + (hi - lo) * math.sqrt(serfling), (k * mean + (n - k) * hi) / n)
-            bound = term.weight * ucb
+            bound = term.weight * upper_bound(mean, k, n, lo, hi, log_t)
             if bound < cut:
                 raced = True
                 break

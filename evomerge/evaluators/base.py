@@ -45,6 +45,11 @@ class Evaluator(ABC):
         """Each listed item's metric values; a metric of the whole set is their mean."""
         raise NotImplementedError(f"{self.name} cannot score problems one by one")
 
+    def last_item_values(self, metric: str) -> list[float] | None:
+        """Each item's value of `metric` in the last `evaluate`, in item order (kept with the trial, so a run can
+        be replayed under racing or subset settings later: evomerge/search/replay.py); None if not known."""
+        return None
+
     def data_fingerprint(self) -> str | None:
         """A hash of the data this evaluator scores on (`evaluators.data.digest`), recorded with a search and
         compared on resume; None if the evaluator has no data of its own to change."""

@@ -84,6 +84,11 @@ class MgsmJa(Evaluator):
     def data_fingerprint(self) -> str:
         return digest(self.records)
 
+    def last_item_values(self, metric: str) -> list[float] | None:
+        values = {"acc": lambda s: s["correct"], "acc_ja": lambda s: s["correct"] and s["japanese"],
+                  "ja_rate": lambda s: s["japanese"]}.get(metric)
+        return [float(values(s)) for s in self._last_scored] if values and self._last_scored else None
+
     def num_items(self) -> int:
         return len(self.records)
 

@@ -66,7 +66,7 @@ def evaluate(live, score, candidate) -> Outcome:
     except Exception as e:  # a failed candidate is data, not the end of the search
         free_memory()
         return Outcome("failed", None, {}, f"{type(e).__name__}: {e}", merge_s)
-    status = "raced" if race and race["raced"] else "estimated" if race and race.get("estimated") else "complete"
+    status = "raced" if race and race.get("raced") else "estimated" if race and race.get("estimated") else "complete"
     return Outcome(status, value, scores, None, merge_s, time.perf_counter() - t0 - merge_s, race=race)
 
 
@@ -113,7 +113,7 @@ class Runner:
             return lambda m, t: fitness.score_subset(m, t, *job.anchors)
         if config.subset is not None:  # the first generation and each generation's check: the full set
             return lambda m, t: fitness.score_raced(m, t, None, EVERY_ITEM)
-        return lambda m, t: (*fitness.score(m, t), None)
+        return lambda m, t: (*fitness.score(m, t), fitness.item_record())
 
     def self_check(self, candidate) -> list[str]:
         notes = []

@@ -1,0 +1,110 @@
+"""Replaying a recorded run under racing or subset settings: what they would have decided and saved.
+
+A run whose trials were scored on every problem keeps each trial's item results (`item_values`). Replaying its
+generations, in the order the trials ran, with a racing or subset setting gives, per generation, how many problems
+each candidate would have used and whether the candidates CMA-ES recombines (the top half) would have been the
+same, at the cost of reading the store: many settings can be compared on one full run. The generation-0 decisions
+equal what a real run with the setting makes (same candidates, same problem order, same arithmetic); later
+generations of a real run differ because the optimiser is then told other values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evomerge.errors import UserError
+from evomerge.evaluators.racing import log_term, upper_bound
+from evomerge.search.store import RunStore, Trial
+
+
+def _generations(run_dir: Path) -> tuple[list[list[Trial]], dict[str, Any]]:
+    with RunStore(run_dir) as store:
+        config = store.config()
+        done = [t for t in store.trials() if t.status == "complete" and t.duplicate_of is None]
+    if not done or any(t.item_values is None for t in done):
+        raise UserError("replay needs a run whose trials kept their item results (a fitness that scores problems "
+                        "one by one, run without racing or subset)", str(run_dir))
+    gens: dict[int, list[Trial]] = {}
+    for t in sorted(done, key=lambda t: (t.generation, t.ask_index if t.ask_index is not None else t.id)):
+        gens.setdefault(t.generation, []).append(t)
+    return [gens[g] for g in sorted(gens)], config
+
+
+def _top(values: list[float], mu: int) -> set[int]:
+    return set(sorted(range(len(values)), key=lambda i: (-values[i], i))[:mu])
+
+
+def replay_racing(run_dir: str | Path, chunk: int = 16, confidence: float = 0.95, min_items: int = 16, seed: int = 0,
+                  item_range: tuple[float, float] = (0.0, 1.0)) -> dict[str, Any]:
+    """Per generation: problems used, candidates raced out, and top-half agreement with full evaluation."""
+    gens, config = _generations(Path(run_dir))
+    weight = config["fitness"][0].get("weight", 1.0)
+    lo, hi = item_range
+    rows, used_all, total_all = [], 0, 0
+    for trials in gens:
+        n = len(trials[0].item_values)
+        order = np.random.default_rng(seed).permutation(n).tolist()
+        log_t = log_term(n, chunk, min_items, confidence)
+        mu = max(1, len(trials) // 2)
+        full: list[float] = []
+        told, used, raced = [], [], []
+        for t in trials:
+            cut = sorted(full, reverse=True)[mu - 1] if len(full) >= mu else None
+            values, k, out = [], 0, False
+            for start in range(0, n, chunk):
+                values += [t.item_values[i] for i in order[start:start + chunk]]
+                k = len(values)
+                if cut is None or k >= n or k < min_items:
+                    continue
+                if weight * upper_bound(sum(values) / k, k, n, lo, hi, log_t) < cut:
+                    out = True
+                    break
+            used.append(k)
+            raced.append(out)
+            told.append(weight * sum(values) / k if out else t.fitness)
+            if not out:
+                full.append(t.fitness)
+        truth = [t.fitness for t in trials]
+        agree = len(_top(truth, mu) & _top(told, mu)) / mu
+        rows.append({"generation": trials[0].generation, "candidates": len(trials), "raced": sum(raced),
+                     "problems": sum(used), "of": n * len(trials), "top_half_agreement": agree,
+                     "raced_ids": [t.id for t, r in zip(trials, raced) if r]})
+        used_all += sum(used)
+        total_all += n * len(trials)
+    return {"setting": {"chunk": chunk, "confidence": confidence, "min_items": min_items, "seed": seed},
+            "generations": rows, "problems_used": used_all, "problems_full": total_all,
+            "saving": total_all / max(used_all, 1),
+            "mean_top_half_agreement": float(np.mean([r["top_half_agreement"] for r in rows]))}
+
+
+def replay_subset(run_dir: str | Path, items: int = 32, seed: int = 0) -> dict[str, Any]:
+    """Per generation (after the first): top-half agreement of the estimates with full scores, and the error of
+    the best-by-estimate's estimate, with anchors from what a subset run would have scored in full."""
+    from evomerge.search.subset import choose_anchors, estimate
+
+    gens, config = _generations(Path(run_dir))
+    weight = config["fitness"][0].get("weight", 1.0)
+    known = [dict(enumerate(t.item_values)) for t in gens[0]]  # the first generation is scored in full
+    n = len(gens[0][0].item_values)
+    rows, used_all, total_all = [], n * len(gens[0]), n * len(gens[0])
+    for trials in gens[1:]:
+        g = trials[0].generation
+        anchors, weights = choose_anchors(known, n, items, seed + g)
+        est = [weight * estimate(dict(enumerate(t.item_values)), anchors, weights) for t in trials]
+        truth = [t.fitness for t in trials]
+        mu = max(1, len(trials) // 2)
+        best = max(range(len(trials)), key=lambda i: (est[i], -i))
+        known.append(dict(enumerate(trials[best].item_values)))  # its full-set check
+        rows.append({"generation": g, "candidates": len(trials), "anchors": len(anchors),
+                     "top_half_agreement": len(_top(truth, mu) & _top(est, mu)) / mu,
+                     "best_error": est[best] - truth[best], "best_is_true_best": truth[best] == max(truth)})
+        used_all += len(anchors) * len(trials) + n
+        total_all += n * len(trials)
+    errors = [abs(r["best_error"]) for r in rows]
+    return {"setting": {"items": items, "seed": seed}, "generations": rows, "problems_used": used_all,
+            "problems_full": total_all, "saving": total_all / max(used_all, 1),
+            "mean_top_half_agreement": float(np.mean([r["top_half_agreement"] for r in rows])) if rows else None,
+            "mean_abs_best_error": float(np.mean(errors)) if errors else None}

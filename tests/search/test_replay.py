@@ -1,0 +1,61 @@
+"""Replaying a run scored in full under racing or subset settings: the decisions a real run would make."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from evomerge.search.replay import replay_racing, replay_subset
+from evomerge.search.store import RunStore
+from helpers import cli, make_config, search
+
+
+def item_config(family, target, budget=24, **extra):
+    cfg = make_config(family, target, budget=budget)
+    cfg["optimizer"] = {"name": "cma", "seed": 3, "popsize": 6, "sigma0": 0.3}
+    cfg["fitness"] = [{"name": "fitness_fixtures:ItemTarget", "target": str(target)}]
+    cfg.update(extra)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def full_run(family, target, tmp_path_factory):
+    root = tmp_path_factory.mktemp("replay")
+    search(item_config(family, target), root / "full")
+    return root
+
+
+def test_a_full_run_keeps_item_results(full_run):
+    with RunStore(full_run / "full") as store:
+        done = store.trials("complete")
+        assert all(len(t.item_values) == t.items_total for t in done)
+        assert all(sum(t.item_values) / len(t.item_values) == pytest.approx(t.fitness) for t in done)
+
+
+def test_racing_replay_decides_generation_zero_as_a_real_racing_run(family, target, full_run, tmp_path):
+    setting = {"chunk": 4, "min_items": 8, "confidence": 0.9}
+    search(item_config(family, target, budget=6, racing=setting), tmp_path / "raced")
+    with RunStore(tmp_path / "raced") as store:
+        real = store.generation_trials(0)
+    report = replay_racing(full_run / "full", **setting)
+    gen0 = report["generations"][0]
+    assert gen0["raced_ids"] == [t.id for t in real if t.status == "raced"]
+    assert gen0["problems"] == sum(t.items_used for t in real)
+    assert report["saving"] > 1 and 0 <= report["mean_top_half_agreement"] <= 1
+
+
+def test_subset_replay_reports_agreement_and_error(full_run, capsys):
+    report = replay_subset(full_run / "full", items=6)
+    assert [r["generation"] for r in report["generations"]] == [1, 2, 3]
+    assert all(r["anchors"] == 6 and 0 <= r["top_half_agreement"] <= 1 for r in report["generations"])
+    assert report["saving"] > 1 and report["mean_abs_best_error"] >= 0
+    assert cli("replay", full_run / "full", "--subset", "items=6") == 0
+    assert "mean top-half agreement" in capsys.readouterr().out
+    assert cli("replay", full_run / "full", "--racing", "chunk=4,nope=1") == 2
+
+
+def test_replay_needs_item_results(family, target, tmp_path, capsys):
+    search(make_config(family, target, budget=6), tmp_path / "plain")  # TargetDistance keeps no item results
+    assert cli("replay", tmp_path / "plain", "--racing", "chunk=4", "--json") == 2
+    assert "item results" in capsys.readouterr().err
