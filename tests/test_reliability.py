@@ -148,7 +148,8 @@ def test_a_second_process_is_refused_and_a_dead_holders_lock_is_taken_over(famil
             first.kill()
     done_before = _complete(run)
     assert done_before < 9
-    assert cli("search", path, "--run-dir", run, "--resume", "--quiet") == 0  # the dead holder's lock is free
+    code = cli("search", path, "--run-dir", run, "--resume", "--quiet")
+    assert code == 0, capsys.readouterr().err  # the dead holder's lock is free
     assert _complete(run) == 9
 
 

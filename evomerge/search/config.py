@@ -167,6 +167,9 @@ class SearchConfig(_Strict):
         """Hash of everything that shapes the candidates (budget, executor and self_check may change between
         resumes)."""
         data = self.model_dump(mode="json", exclude={"budget", "executor", "self_check"})
+        for added in ("racing", "subset"):  # sections added later: absent, they leave older runs' keys unchanged
+            if data.get(added) is None:
+                data.pop(added, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
