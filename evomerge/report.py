@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -26,27 +27,75 @@ def _plt():
     return plt
 
 
+def fitness_units(config: dict) -> tuple[str, Any]:
+    """How fitness is shown: (axis label with its direction, value -> shown value). One metric is shown in its
+    own units (perplexity, not its negative log); a weighted sum stays a weighted sum."""
+    import math
+
+    from evomerge.evaluators import evaluator_class
+
+    terms = config.get("fitness") or []
+    if len(terms) != 1:
+        return "fitness (weighted sum of metrics, higher is better)", lambda v: v
+    term = terms[0]
+    weight = term.get("weight", 1.0) or 1.0
+    try:
+        metric = term.get("metric") or evaluator_class(term["name"], "fitness").default_metric or "fitness"
+    except UserError:
+        metric = term.get("metric") or "fitness"
+    if metric.startswith("neg_log_"):
+        name = metric.removeprefix("neg_log_")
+        return f"{name} (lower is better)", lambda v: math.exp(-v / weight)
+    return f"{metric} (higher is better)", lambda v: v / weight
+
+
+def fitness_series(store: RunStore) -> dict[str, Any]:
+    """What the fitness plot draws, in the metric's units: every scored trial as a point (x = its generation),
+    each generation's best and mean (the unfinished one too), the best so far, and validation scores."""
+    label, shown = fitness_units(store.config())
+    trials = [t for t in store.trials() if t.status in ("complete", "raced", "estimated")]
+    gens = sorted({t.generation for t in trials})
+    higher = "lower" not in label
+    pick = max if higher else min
+    points = [(t.generation, shown(t.fitness), t.status) for t in trials]
+    best, mean, so_far, running = [], [], [], None
+    for g in gens:
+        full = [shown(t.fitness) for t in trials if t.generation == g and t.status == "complete"]
+        values = full or [shown(t.fitness) for t in trials if t.generation == g]
+        best.append(pick(values))
+        mean.append(sum(values) / len(values))
+        running = best[-1] if running is None else pick(running, best[-1])
+        so_far.append(running)
+    validation = [(t.generation, shown(t.val_fitness)) for t in trials if t.val_fitness is not None]
+    closed = {g["generation"] for g in store.generations()}
+    return {"label": label, "generations": gens, "points": points, "best": best, "mean": mean, "best_so_far": so_far,
+            "validation": validation, "open": [g for g in gens if g not in closed]}
+
+
 def plot_fitness(store: RunStore, out: Path) -> Path | None:
-    gens = store.generations()
+    data = fitness_series(store)
+    gens = data["generations"]
     if not gens:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4))
-    g = [x["generation"] for x in gens]
-    best_so_far, b = [], float("-inf")
-    for x in gens:
-        b = max(b, x["best"])
-        best_so_far.append(b)
-    ax.plot(g, [x["best"] for x in gens], "o-", label="generation best")
-    ax.plot(g, best_so_far, "-", color="black", lw=1, label="best so far")
-    ax.plot(g, [x["mean"] for x in gens], "s--", label="generation mean")
-    val = [(t.generation, t.val_fitness) for t in store.trials() if t.val_fitness is not None]
-    if val:
-        ax.plot(*zip(*val), "^:", label="validation (generation best)")
+    full = [(g, v) for g, v, s in data["points"] if s == "complete"]
+    partial = [(g, v) for g, v, s in data["points"] if s != "complete"]
+    ax.scatter(*zip(*full), s=12, alpha=0.45, color="tab:blue", label="trial")
+    if partial:
+        ax.scatter(*zip(*partial), s=12, alpha=0.45, facecolors="none", edgecolors="tab:gray",
+                   label="trial (raced out or estimated)")
+    ax.plot(gens, data["best"], "o-", color="tab:green", label="generation best")
+    ax.plot(gens, data["best_so_far"], "-", color="black", lw=1, label="best so far")
+    ax.plot(gens, data["mean"], "s--", color="tab:orange", label="generation mean")
+    if data["validation"]:
+        ax.plot(*zip(*data["validation"]), "^:", color="tab:red", label="validation (generation best)")
+    ticks = gens if len(gens) <= 20 else gens[:: -(-len(gens) // 20)]
+    ax.set_xticks(ticks, [f"{g}\n(open)" if g in data["open"] else str(g) for g in ticks])
+    ax.set_xlim(min(gens) - 0.6, max(gens) + 0.6)
     ax.set_xlabel("generation")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_ylabel("fitness")
-    ax.legend()
+    ax.set_ylabel(data["label"])
+    ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path = out / "fitness.png"
@@ -125,6 +174,8 @@ def plot_path(best: Trial, out: Path) -> Path | None:
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """README.md with the pictures beside it, and report.html: the same page with the pictures inlined, one file
+    to attach to a model card or send."""
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "report"
     with RunStore(run_dir) as store:
@@ -132,18 +183,49 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         if best is None:
             raise UserError("the run has no completed trial yet", str(run_dir))
         out.mkdir(parents=True, exist_ok=True)
-        images = [p for p in (plot_fitness(store, out), plot_parameters(best, store.genes_info(), out), plot_path(best, out)) if p]
+        images = [p for p in (plot_fitness(store, out), plot_parameters(best, store.genes_info(), out),
+                              plot_path(best, out)) if p]
+        series = fitness_series(store)
+        label, shown = fitness_units(store.config())
+        spent = store.spent()
         done, failed = store.count("complete"), store.count("failed")
-        lines = [f"# Search report: {run_dir.name}", "",
-                 f"{done} trials complete, {failed} failed, {len(store.generations())} generations.", "",
-                 f"**Result:** trial {best.id}, fitness {best.fitness:.6g}"
-                 + (f", validation {best.val_fitness:.6g}" if best.val_fitness is not None else ""), ""]
-        lines += [f"**Self-check:** {note}" for note in store.notes("self_check")] + [""] * bool(store.notes("self_check"))
-        for name, metrics in best.scores.items():
-            lines.append(f"- {name}: " + ", ".join(f"{k} = {v:.4g}" for k, v in metrics.items()))
-        lines += ["", "| generation | best | mean |", "|---|---|---|"]
-        lines += [f"| {g['generation']} | {g['best']:.4g} | {g['mean']:.4g} |" for g in store.generations()]
+        summary = [f"{done} trials complete, {failed} failed, {len(series['generations'])} generations; "
+                   f"{spent['merge_s']:.0f} s merging, {spent['eval_s']:.0f} s scoring"
+                   + (f", {spent['generated_tokens']} generated tokens" if spent["generated_tokens"] else "") + ".",
+                   f"Result: trial {best.id}, {label.split(' (')[0]} {shown(best.fitness):.6g} "
+                   f"(fitness {best.fitness:.6g})"
+                   + (f", validation {best.val_fitness:.6g}" if best.val_fitness is not None else "") + "."]
+        summary += [f"Self-check: {note}" for note in store.notes("self_check")]
+        metrics = [f"{name}: " + ", ".join(f"{k} = {v:.4g}" for k, v in m.items()) for name, m in best.scores.items()]
+        table = [(g, b, m) for g, b, m in zip(series["generations"], series["best"], series["mean"])]
+        head = f"| generation | best {label} | mean |"
+        lines = [f"# Search report: {run_dir.name}", ""] + [f"{line}" for line in summary] + [""]
+        lines += [f"- {m}" for m in metrics] + ["", head, "|---|---|---|"]
+        lines += [f"| {g} | {b:.4g} | {m:.4g} |" for g, b, m in table]
         lines += [""] + [f"![{p.stem}]({p.name})" for p in images]
         lines += ["", "## Result", "", "```yaml", best.recipe.rstrip(), "```", ""]
         (out / "README.md").write_text("\n".join(lines), encoding="utf-8")
+        (out / "report.html").write_text(_html(run_dir.name, summary, metrics, head, table, images, best.recipe),
+                                         encoding="utf-8")
         return out
+
+
+def _html(name: str, summary: list[str], metrics: list[str], head: str, table: list, images: list[Path],
+          recipe: str) -> str:
+    """One self-contained page: the pictures inlined as base64 PNGs, no outside resource."""
+    import base64
+    from html import escape
+
+    cols = [c.strip() for c in head.strip("|").split("|")]
+    rows = "".join(f"<tr><td>{g}</td><td>{b:.4g}</td><td>{m:.4g}</td></tr>" for g, b, m in table)
+    pictures = "".join(f'<figure><img alt="{escape(p.stem)}" src="data:image/png;base64,'
+                       f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{escape(p.stem)}</figcaption>'
+                       "</figure>" for p in images)
+    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>Search report: {escape(name)}</title><style>body{{font-family:sans-serif;max-width:960px;"
+            "margin:2em auto}}img{{max-width:100%}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;"
+            "padding:2px 8px}}pre{{background:#f4f4f4;padding:1em;overflow:auto}}</style></head><body>"
+            f"<h1>Search report: {escape(name)}</h1>" + "".join(f"<p>{escape(s)}</p>" for s in summary)
+            + "<ul>" + "".join(f"<li>{escape(m)}</li>" for m in metrics) + "</ul>"
+            + "<table><tr>" + "".join(f"<th>{escape(c)}</th>" for c in cols) + f"</tr>{rows}</table>"
+            + pictures + f"<h2>Result</h2><pre>{escape(recipe)}</pre></body></html>")

@@ -21,7 +21,7 @@ def test_report_for_layerwise_ps_run(family, target, tmp_path, capsys):
     out = tmp_path / "run" / "report"
     assert _png(out / "fitness.png") and _png(out / "parameters.png") and not (out / "path.png").exists()
     text = (out / "README.md").read_text()
-    assert "| generation | best | mean |" in text and "![fitness](fitness.png)" in text
+    assert "| generation | best neg_mse (higher is better) | mean |" in text and "![fitness](fitness.png)" in text
     # the heatmap's rows and columns come from the gene metadata the run recorded
     from evomerge.report import parameter_grids
     from evomerge.search.store import RunStore
@@ -54,3 +54,52 @@ def test_report_for_dataflow_run(family, other, target_logits, tmp_path):
 
 def test_report_needs_a_run(tmp_path, capsys):
     assert cli("report", tmp_path) == 2
+
+
+def test_the_fitness_picture_shows_every_trial_whole_generations_and_the_metrics_units(family, tmp_path):
+    """One generation and a half of a perplexity search: the unfinished generation is drawn, generations are
+    whole numbers, every trial is a point, and the axis is perplexity (lower is better), not its negative log."""
+    import math
+
+    from evomerge.report import fitness_series
+    from evomerge.search.store import RunStore
+
+    text = tmp_path / "t.txt"
+    text.write_text(" ".join(f"w{(i * 7) % 61}" for i in range(200)))
+    cfg = {"merge": {"merge_method": "linear", "models": [{"model": str(family["ja"])}, {"model": str(family["math"])}]},
+           "genome": {"parameters": ["weight"]}, "optimizer": {"name": "cma", "seed": 1, "popsize": 6},
+           "budget": {"max_trials": 9}, "device": "cpu",
+           "fitness": [{"name": "perplexity", "data": str(text), "max_length": 32}]}
+    search(cfg, tmp_path / "run")
+    with RunStore(tmp_path / "run") as store:
+        series = fitness_series(store)
+        trials = store.trials("complete")
+    assert series["generations"] == [0, 1] and len(series["points"]) == len(trials) == 9
+    assert series["label"] == "perplexity (lower is better)"
+    assert sorted(v for _, v, _ in series["points"]) == sorted(math.exp(-t.fitness) for t in trials)
+    assert series["best"][1] == min(math.exp(-t.fitness) for t in trials if t.generation == 1)  # unfinished, drawn
+    assert all(isinstance(g, int) for g, _, _ in series["points"])
+
+
+def test_the_html_report_is_one_self_contained_page(family, target, tmp_path):
+    import base64
+    from html.parser import HTMLParser
+
+    search(make_config(family, target, budget=6), tmp_path / "run")  # a single generation
+    assert cli("report", tmp_path / "run") == 0
+    page = (tmp_path / "run" / "report" / "report.html").read_text()
+
+    class Images(HTMLParser):
+        sources: list = []
+
+        def handle_starttag(self, tag, attrs):
+            if tag in ("img", "script", "link"):
+                self.sources.append(dict(attrs).get("src") or dict(attrs).get("href"))
+
+    parser = Images()
+    parser.feed(page)
+    assert len(parser.sources) == 2  # fitness and parameters, nothing fetched from elsewhere
+    for src in parser.sources:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1]).startswith(PNG)
+    assert "<table>" in page and "Search report" in page
