@@ -143,13 +143,20 @@ def search(config: Path, run_dir: Path, resume: bool, quiet: bool) -> None:
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(run_dir: Path, as_json: bool) -> None:
+@click.option("--watch", is_flag=True, help="A live view, refreshed until the run ends.")
+@click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes with --watch.")
+def status(run_dir: Path, as_json: bool, watch: bool, interval: float) -> None:
     """Progress and best trial of the search in RUN_DIR."""
     import json
 
     from evomerge.search.results import run_status
 
     info = run_status(run_dir)
+    if watch:
+        from evomerge.watch import watch as live_view
+
+        live_view(run_dir, interval)
+        return
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return

@@ -379,6 +379,9 @@ class RunLock:
         if self._fh is not None:
             import fcntl
 
+            self._fh.seek(0)
+            self._fh.truncate()  # no holder named: the run is not running (evomerge/watch.py reads this)
+            self._fh.flush()
             fcntl.flock(self._fh, fcntl.LOCK_UN)
             self._fh.close()
             self._fh = None
