@@ -125,12 +125,23 @@ def methods() -> None:
 @click.option("--run-dir", required=True, type=click.Path(path_type=Path), help="Folder for the run's database.")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir where it stopped.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def search(config: Path, run_dir: Path, resume: bool, quiet: bool) -> None:
+@click.option("--tensorboard", is_flag=True, help="Stream trials to TensorBoard event files in RUN_DIR/tensorboard.")
+@click.option("--wandb", "wandb_project", default=None, help="Stream trials to this Weights & Biases project.")
+@click.option("--wandb-mode", type=click.Choice(["online", "offline"]), default="online", show_default=True)
+def search(config: Path, run_dir: Path, resume: bool, quiet: bool, tensorboard: bool, wandb_project: str | None,
+           wandb_mode: str) -> None:
     """Evolve the merge recipe described by CONFIG; every trial is recorded in --run-dir."""
-    from evomerge.search.config import load_search_config
+    from evomerge.search.config import TrackingConfig, WandbConfig, load_search_config
     from evomerge.search.driver import run_search
 
     cfg = load_search_config(config)
+    if tensorboard or wandb_project:  # flags add to the config's `tracking:` section
+        tracking = cfg.tracking or TrackingConfig()
+        if tensorboard:
+            tracking = tracking.model_copy(update={"tensorboard": tracking.tensorboard or True})
+        if wandb_project:
+            tracking = tracking.model_copy(update={"wandb": WandbConfig(project=wandb_project, mode=wandb_mode)})
+        cfg = cfg.model_copy(update={"tracking": tracking})
     best = run_search(cfg, run_dir, resume=resume, progress=not quiet,
                       config_text=config.read_text(encoding="utf-8"), log=lambda m: click.echo(m, err=True))
     if best is None:

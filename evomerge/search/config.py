@@ -118,6 +118,20 @@ class SubsetConfig(_Strict):
     seed: int = 0
 
 
+class WandbConfig(_Strict):
+    project: str = "evomerge"
+    entity: str | None = None
+    name: str | None = None
+    mode: Literal["online", "offline", "disabled"] = "online"  # offline: files only, `wandb sync` later
+
+
+class TrackingConfig(_Strict):
+    """Where a search streams its trials and generations (search/tracking.py)."""
+
+    tensorboard: bool | str = False  # true: RUN_DIR/tensorboard; or a folder
+    wandb: WandbConfig | None = None
+
+
 class SearchConfig(_Strict):
     merge: dict[str, Any] | None = None
     dataflow: DataflowConfig | None = None
@@ -137,6 +151,7 @@ class SearchConfig(_Strict):
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     racing: RacingConfig | None = None  # off by default: every candidate sees every problem
     subset: SubsetConfig | None = None  # off by default
+    tracking: TrackingConfig | None = None  # may change between resumes
     failed_fitness: float = -1e9  # what a failed candidate scores (CMA-ES only uses ranks)
     # before the first candidate: the fused merge kernels against the reference merge, the generation engine
     # against `generate`; a failure switches to the reference path (executors.Runner)
@@ -166,7 +181,7 @@ class SearchConfig(_Strict):
     def fingerprint(self) -> str:
         """Hash of everything that shapes the candidates (budget, executor and self_check may change between
         resumes)."""
-        data = self.model_dump(mode="json", exclude={"budget", "executor", "self_check"})
+        data = self.model_dump(mode="json", exclude={"budget", "executor", "self_check", "tracking"})
         for added in ("racing", "subset"):  # sections added later: absent, they leave older runs' keys unchanged
             if data.get(added) is None:
                 data.pop(added, None)

@@ -100,9 +100,16 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
         try:
             check_run_dir(run_dir, resume)  # again, now that no other process can be starting a run here
             store = _open_store(config, run_dir, resume, text, sources, data, space)
+            from evomerge.search.tracking import make_trackers
+
+            trackers = make_trackers(config, run_dir, store, log)
             term = fitness.racing_term()
             n_items = term.evaluator.num_items() if term is not None else None
-            return Driver(space, opt, store, executor, validation is not None, progress, log, n_items).run()
+            try:
+                return Driver(space, opt, store, executor, validation is not None, progress, log, n_items,
+                              trackers).run()
+            finally:
+                trackers.close()
         except BaseException:
             if not resume and (store is None or store.count("complete") + store.count("failed") == 0):
                 _remove_new_run(run_dir, created, store)
@@ -209,12 +216,17 @@ class _Generation:
 
 class Driver:
     def __init__(self, space: SearchSpace, opt: Optimizer, store: RunStore, executor, validate: bool,
-                 progress: bool, log, n_items: int | None = None):
+                 progress: bool, log, n_items: int | None = None, trackers=None):
         self.space, self.opt, self.store, self.executor, self.log = space, opt, store, executor, log
         self.config = space.config
         self.budget, self.failed = self.config.budget, self.config.failed_fitness
         self.validate, self.progress = validate, progress
         self.n_items = n_items  # subset fitness: how many problems the fitness has
+        if trackers is None:
+            from evomerge.search.tracking import Trackers
+
+            trackers = Trackers([], log)
+        self.trackers = trackers
         self.steady = False
         self.retry: deque[Job] = deque()  # lost stragglers of closed generations
         self.to_validate: deque[Job] = deque()  # each closed generation's best, for the validation set
@@ -362,7 +374,8 @@ class Driver:
         self._finished(job, result.status, result.fitness)
 
     def _finished(self, job: Job, status: str, fitness: float | None) -> None:
-        """A trial of `job` is recorded: progress, best so far, and its place in its generation."""
+        """A trial of `job` is recorded: progress, best so far, trackers, and its place in its generation."""
+        self.trackers.trial(self.store.trial(job.trial_id))
         if status == "complete" and (self.best is None or fitness > self.best.fitness):
             self.best = self.store.trial(job.trial_id)
         self.bar.update()
@@ -409,6 +422,10 @@ class Driver:
         best = store.best()
         if best is not None:
             store.write_best_recipe(best)
+        summary = {"best": max(values), "mean": float(np.mean(values))}
+        if best is not None:
+            summary["best_so_far"] = best.fitness
+        self.trackers.generation(g.index, summary)
         self.log(f"generation {g.index}: best {max(values):.4g}, mean {np.mean(values):.4g}"
                  + (f"; best so far {best.fitness:.4g} (trial {best.id})" if best else ""))
         if self.validate:
