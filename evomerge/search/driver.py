@@ -253,7 +253,7 @@ class Driver:
             self.log(f"{type(self.opt).__name__} cannot draw extra samples: workers wait at generation ends")
         t0 = time.time()
         dispatched = store.next_id()  # trials created so far; re-running a trial does not count again
-        finished = store.count("complete") + store.count("failed")
+        finished = sum(store.count(s) for s in ("failed", *SCORED))
         self.bar = tqdm(total=budget.max_trials, initial=min(finished, budget.max_trials), desc="trials",
                         unit="trial", disable=not self.progress, dynamic_ncols=True)
         self.best = store.best()

@@ -71,7 +71,8 @@ def test_racing_off_is_todays_run_and_racing_needs_an_item_evaluator(family, tar
     cfg.pop("racing")
     search(cfg, tmp_path / "off")
     with RunStore(tmp_path / "off") as store:
-        assert all(t.status == "complete" and t.items_used is None for t in store.trials())
+        assert all(t.status == "complete" and t.items_used == t.items_total and t.bound is None
+                   for t in store.trials())  # every problem, every trial
     bad = make_config(family, target, budget=6)
     bad["racing"] = {}
     with pytest.raises(UserError, match="racing needs one fitness evaluator"):
