@@ -86,7 +86,10 @@ class WandB(Tracker):
             store.set_meta("wandb_id", self.run.id)
 
     def trial(self, trial: Any) -> None:
-        self.run.log({"trial": trial.id, "generation": trial.generation, **trial_scalars(trial)})
+        text = {"trial/status": trial.status, "trial/recipe": trial.recipe}
+        if trial.error:
+            text["trial/error"] = trial.error
+        self.run.log({"trial": trial.id, "generation": trial.generation, **trial_scalars(trial), **text})
 
     def generation(self, generation: int, summary: dict[str, float]) -> None:
         self.run.log({"generation": generation, **{f"generation/{k}": v for k, v in summary.items()}})

@@ -3,6 +3,10 @@ run continues the same tracked run; a tracker that fails never stops a search.""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 
 from helpers import cli, make_config, search, trials
@@ -63,4 +67,15 @@ def test_wandb_offline_run_is_resumed_not_restarted(family, target, tmp_path, mo
         assert store.get_meta("wandb_id") == first
     runs = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and all(r.name.endswith(first) for r in runs)  # one W&B run, written twice
-    assert all(any(r.glob("*.wandb")) for r in runs)
+    logged = {}  # read back with W&B's own transaction-log reader
+    for r in runs:
+        out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", str(next(r.glob("*.wandb"))),
+                              "--json"], capture_output=True, text=True, timeout=120)
+        for line in out.stdout.splitlines():
+            rec = json.loads(line)
+            item = rec.get("history", {}).get("item", {}) if rec.get("type") == "history" else {}
+            if "trial" in item and "trial/fitness" in item:
+                logged[item["trial"]] = item["trial/fitness"]
+                assert item["trial/status"] == "complete" and "merge_method" in item["trial/recipe"]
+    recorded = trials(tmp_path / "run")
+    assert logged == pytest.approx({t[0]: t[3] for t in recorded})
