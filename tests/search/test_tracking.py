@@ -66,7 +66,7 @@ def test_wandb_offline_run_is_resumed_not_restarted(family, target, tmp_path, mo
     with RunStore(tmp_path / "run") as store:
         assert store.get_meta("wandb_id") == first
     runs = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
-    assert len(runs) == 2 and all(r.name.endswith(first) for r in runs)  # one W&B run, written twice
+    assert len(runs) == 2 and all(f"-{first}" in r.name for r in runs)  # one W&B run, written twice
     logged = {}  # read back with W&B's own transaction-log reader
     for r in runs:
         out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", str(next(r.glob("*.wandb"))),
