@@ -101,3 +101,39 @@ def test_eval_writes_the_answers_behind_the_score(family, tmp_path, capsys):
 
     assert cli("eval", family["ja"], "--config", cfg, "--samples", tmp_path / "no" / "s.jsonl") == 2
     assert "--samples" in capsys.readouterr().err
+
+
+def test_items_one_by_one_equal_the_whole_and_race(tmp_path, monkeypatch):
+    """score_items (racing, subset) gives per problem what evaluate averages; racing stops a weak candidate."""
+    from types import SimpleNamespace
+
+    from evomerge.evaluators import Fitness
+    from evomerge.evaluators import mgsm_ja as module
+    from evomerge.search.config import EvaluatorConfig, RacingConfig
+
+    rows = [{"question": f"q{i}", "answer_number": i} for i in range(40)]
+    data = tmp_path / "m.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+
+    def answers(model, tokenizer, prompts, *args, **kwargs):  # right on a third, in Japanese on half
+        out = []
+        for p in prompts:
+            i = int(p[1:])
+            n = i if i % 3 == 0 else i + 1
+            out.append(f"答えは{n}です。" if i % 2 == 0 else f"The answer is {n}.")
+        return out
+
+    monkeypatch.setattr(module, "greedy_generate", answers)
+    tok = SimpleNamespace(chat_template=None)
+    fitness = Fitness([EvaluatorConfig(name="mgsm_ja", data=str(data), prompt="{question}", metric="acc")])
+    ev = fitness.terms[0].evaluator
+    whole = ev.evaluate(None, tok)
+    items = ev.score_items(None, tok, list(range(40)))
+    for metric in ("acc", "acc_ja", "ja_rate"):
+        assert sum(v[metric] for v in items) / 40 == whole[metric]
+    assert ev.last_item_values("acc") == [v["acc"] for v in items]  # what a plain run keeps per trial
+    full_value, _, race = fitness.score_raced(None, tok, None, RacingConfig(chunk=8, min_items=8))
+    assert full_value == whole["acc"] and race["items"] == 40 and not race["raced"]
+    value, scores, race = fitness.score_raced(None, tok, 0.9, RacingConfig(chunk=8, min_items=8))
+    assert race["raced"] and race["items"] < 40 and race["bound"] < 0.9
+    assert scores["mgsm_ja"]["items"] == race["items"]
