@@ -1,6 +1,7 @@
 """Where candidates run. The driver (driver.py) decides what runs; an executor only runs it.
 
-A job is one trial to score, or one trial to score on the validation set. An executor has `slots` (how many jobs
+A job is one trial to score (kind evaluate), a trial to score on the validation set (validate), or a subset-scored
+generation best to score on every problem (check). An executor has `slots` (how many jobs
 run at once), takes jobs with `submit`, and hands back finished ones from `wait`. The local executor runs each job
 in this process as it is submitted; the Ray executor (ray_executor.py) runs them on actors. Both score a
 candidate with `evaluate`, so a trial means the same wherever it ran.
@@ -20,7 +21,7 @@ from evomerge.errors import UserError
 
 @dataclass
 class Job:
-    kind: str  # evaluate | validate
+    kind: str  # evaluate | validate | check | duplicate (scored before: the driver records it, nothing runs)
     trial_id: int
     genes: list[float]
     generation: int = -1
@@ -33,14 +34,14 @@ class Job:
 
 @dataclass
 class Outcome:
-    status: str  # complete | failed | error (a UserError: the run stops)
+    status: str  # complete | raced | estimated | failed | error (a UserError: the run stops)
     fitness: float | None
     scores: dict
     error: str | None
     merge_s: float | None = None
     eval_s: float | None = None
     notes: list[str] | None = None  # self-check fallbacks that happened before this job ran (recorded with the run)
-    race: dict | None = None  # racing: items used, total, estimate, bound, raced (out)
+    race: dict | None = None  # item record: items used, total, estimate, bound, raced (out), item values
 
 
 class Lost(Exception):
