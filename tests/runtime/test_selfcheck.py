@@ -124,3 +124,36 @@ def test_a_search_records_the_fallback_and_loses_nothing(family, target, tmp_pat
     monkeypatch.setattr(spaces.ParameterSpace, "live", real_live)
     cfg["self_check"] = False  # the switch: no check (and resuming with it changed is allowed)
     search(dict(cfg, budget={"max_trials": 9}), tmp_path / "run", resume=True)
+
+
+def test_eval_and_table_check_the_engine_first_and_fall_back(family, problems, tmp_path, monkeypatch, capsys):
+    """`evomerge eval` and `evomerge table` run the engine's self-check before generating: one warning, then
+    `generate`; the scores equal what `generate` alone gives."""
+    import yaml
+
+    from evomerge.generation import greedy
+
+    fitness = [{"name": "mgsm_ja", "data": str(problems), "prompt": "{question}", "max_new_tokens": 6,
+                "metric": "acc", "engine": "hf"}]
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text(yaml.safe_dump({"merge": {"merge_method": "linear", "models": [{"model": str(family["ja"])}]},
+                                   "fitness": fitness, "device": "cpu"}))
+    assert cli("eval", family["ja"], "--config", cfg, "--json") == 0
+    reference = json.loads(capsys.readouterr().out)["scores"]["mgsm_ja"]
+    real = greedy.fast_generate
+    monkeypatch.setattr(greedy, "fast_generate", lambda *a, **k: [t + " w9" for t in real(*a, **k)])
+    fitness[0]["engine"] = "fast"
+    cfg.write_text(yaml.safe_dump({"merge": {"merge_method": "linear", "models": [{"model": str(family["ja"])}]},
+                                   "fitness": fitness, "device": "cpu"}))
+    assert cli("eval", family["ja"], "--config", cfg, "--json") == 0
+    out = capsys.readouterr()
+    assert out.err.count("warning: mgsm_ja: the generation engine's answer") == 1
+    scores = json.loads(out.out)["scores"]["mgsm_ja"]
+    assert {k: scores[k] for k in ("acc", "acc_ja", "ja_rate")} == {k: reference[k] for k in ("acc", "acc_ja", "ja_rate")}
+
+    table = tmp_path / "table.yaml"
+    table.write_text(yaml.safe_dump({"models": [{"name": "ja", "model": str(family["ja"])}],
+                                     "tasks": [{"name": "MGSM", "evaluator": fitness[0]}], "device": "cpu"}))
+    assert cli("table", table, "--json", "--cache", tmp_path / "cache") == 0
+    out = capsys.readouterr()
+    assert "warning: MGSM: mgsm_ja: the generation engine's answer" in out.err
