@@ -111,11 +111,13 @@ class Fitness:
         ok = term.evaluator.item_range is not None and term.weight > 0
         return term if ok else None
 
-    def score_raced(self, model: Any, tokenizer: Any, cut: float | None, racing: Any) -> tuple[float, dict, dict]:
+    def score_raced(self, model: Any, tokenizer: Any, cut: float | None, racing: Any = None
+                    ) -> tuple[float, dict, dict]:
         """Score on the problems in `racing.seed`'s order, `racing.chunk` at a time, stopping when the upper
-        confidence bound on the full-set fitness falls below `cut` (None: score them all). Returns (fitness, scores,
-        race): race = {items, total, estimate, bound, raced}. A candidate that is not raced out is scored on every
-        problem, and its fitness is the full-set mean."""
+        confidence bound on the full-set fitness falls below `cut` (None: score them all; `racing` None: every
+        problem in one pass). Returns (fitness, scores, race): race = {items, total, estimate, bound, raced,
+        values}. A candidate that is not raced out is scored on every problem, and its fitness is the full-set
+        mean."""
         import numpy as np
 
         from evomerge.evaluators.racing import log_term, upper_bound
@@ -124,19 +126,23 @@ class Fitness:
         term = self.racing_term()
         ev = term.evaluator
         n = ev.num_items()
-        order = np.random.default_rng(racing.seed).permutation(n).tolist()
+        if racing is None:
+            order, chunk, min_items, log_t = list(range(n)), n, n, 0.0
+        else:
+            order = np.random.default_rng(racing.seed).permutation(n).tolist()
+            chunk, min_items = racing.chunk, racing.min_items
+            log_t = log_term(n, chunk, min_items, racing.confidence)
         metric = term.metric or ev.default_metric
         lo, hi = ev.item_range
-        log_t = log_term(n, racing.chunk, racing.min_items, racing.confidence)
         ev.tokens = TokenCount()
         t0 = time.perf_counter()
         items: dict[int, dict[str, float]] = {}
         bound, raced = None, False
-        for start in range(0, n, racing.chunk):
-            idx = order[start:start + racing.chunk]
+        for start in range(0, n, chunk):
+            idx = order[start:start + chunk]
             items.update(zip(idx, ev.score_items(model, tokenizer, idx)))
             k = len(items)
-            if cut is None or k >= n or k < racing.min_items:
+            if cut is None or k >= n or k < min_items:
                 continue
             mean = sum(v[metric] for v in items.values()) / k
             bound = term.weight * upper_bound(mean, k, n, lo, hi, log_t)

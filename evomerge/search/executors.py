@@ -71,17 +71,6 @@ def evaluate(live, score, candidate) -> Outcome:
     return Outcome(status, value, scores, None, merge_s, time.perf_counter() - t0 - merge_s, race=race)
 
 
-@dataclass(frozen=True)
-class _EveryItem:  # score_raced settings that score every problem in one pass
-    chunk: int = 1 << 30
-    confidence: float = 0.5
-    min_items: int = 1
-    seed: int = 0
-
-
-EVERY_ITEM = _EveryItem()
-
-
 class Runner:
     """What runs a job wherever it runs (this process, a Ray actor): the space, the live model and the fitness,
     and the GPU path's self-check before the first candidate (`self_check: true`, the default): the fused merge
@@ -113,7 +102,7 @@ class Runner:
         if config.subset is not None and job.anchors is not None:
             return lambda m, t: fitness.score_subset(m, t, *job.anchors)
         if config.subset is not None:  # the first generation and each generation's check: the full set
-            return lambda m, t: fitness.score_raced(m, t, None, EVERY_ITEM)
+            return lambda m, t: fitness.score_raced(m, t, None)
         return lambda m, t: (*fitness.score(m, t), fitness.item_record())
 
     def self_check(self, candidate) -> list[str]:
