@@ -188,7 +188,7 @@ def _speed_rows(rows, family, dev, gpu) -> None:
 
     from evomerge.generation.greedy import fast_generate, greedy_generate
     from evomerge.methods import get_method
-    from evomerge.merge import merge_task
+    from evomerge.merge import merge_task_into
     from evomerge.plan import MergePlan, TensorTask
 
     n = (64 << 20) if gpu else (8 << 20)  # elements per source: past the caches
@@ -209,8 +209,11 @@ def _speed_rows(rows, family, dev, gpu) -> None:
         merge_s = _timed(lambda: merger.merge_into("dare_ties", task, srcs, out, 1, flag), dev)
         path = "fused kernels"
     else:
-        merge_s = _timed(lambda: merge_task(plan, task, lambda m, t: lookup[(m, t)], 1, dev), dev, repeat=1)
-        path = "reference path"
+        from evomerge import fused_cpu
+
+        fetch = lambda m, t: lookup[(m, t)]  # noqa: E731
+        merge_s = _timed(lambda: merge_task_into(plan, task, fetch, 1, out), dev)
+        path = "CPU kernels" if fused_cpu.available() else "reference path"
     floor_bytes = 4 * n * 4  # three sources read, one output written, float32
     _row(rows, "speed: merge (dare_ties, 3 x %d MiB)" % (n * 4 >> 20), f"{floor_bytes / merge_s / 1e9:.1f} GB/s",
          f"{path}; copy bandwidth {copy_gbs:.1f} GB/s, so {merge_s / (floor_bytes / (copy_gbs * 1e9)):.1f}x "

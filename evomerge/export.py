@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import os
 import shutil
 import sys
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from safetensors.torch import save_file
 from tqdm import tqdm
 
 from evomerge import __version__
@@ -111,47 +111,83 @@ def staged_output(out: Path, force: bool) -> Iterator[Path]:
             lock.close()
 
 
-class ShardWriter:
-    """Collects tensors into safetensors shards of at most `max_bytes`, then names them the Hugging Face way."""
+_ST_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+              torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+              torch.bool: "BOOL"}
 
-    def __init__(self, folder: Path, max_bytes: int):
-        self.folder, self.max_bytes = folder, max_bytes
-        self.pending: dict[str, torch.Tensor] = {}
-        self.pending_bytes = 0
-        self.storages: set[int] = set()
-        self.shards: list[list[str]] = []
-        self.total = 0
+
+class ShardWriter:
+    """Safetensors shards written tensor by tensor, in order, as a merge produces them.
+
+    A merge plan knows every output's name, shape and dtype before the first tensor is computed, so each shard's
+    header goes to disk first and each tensor's bytes follow it straight from the merge's output buffer: memory
+    holds one tensor, not a shard (safetensors' `save_file` would hold a whole shard and a serialised copy).
+    A shard is cut before the tensor that would take it past `max_bytes`; names and the index follow Hugging
+    Face's convention."""
+
+    def __init__(self, folder: Path, entries: list[tuple[str, tuple[int, ...], torch.dtype]], max_bytes: int):
+        self.folder = folder
+        self.shards: list[list[tuple[str, tuple[int, ...], torch.dtype, int]]] = []
+        size = 0
+        for name, shape, dtype in entries:
+            nbytes = math.prod(shape) * dtype.itemsize
+            if not self.shards or (self.shards[-1] and size + nbytes > max_bytes):
+                self.shards.append([])
+                size = 0
+            self.shards[-1].append((name, tuple(shape), dtype, nbytes))
+            size += nbytes
+        self.total = sum(e[3] for shard in self.shards for e in shard)
+        self._order = [(i, e) for i, shard in enumerate(self.shards) for e in shard]
+        self._next = 0
+        self._fd: int | None = None
+
+    def _open(self, i: int) -> None:
+        header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+        offset = 0
+        for name, shape, dtype, nbytes in self.shards[i]:
+            header[name] = {"dtype": _ST_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+            offset += nbytes
+        text = json.dumps(header, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)  # tensor data 8-byte aligned, as safetensors writes it
+        self._fd = os.open(self.folder / f"shard-{i}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._write(len(text).to_bytes(8, "little") + text)
+
+    def _write(self, data) -> None:
+        view = memoryview(data).cast("B")
+        while view:
+            view = view[os.write(self._fd, view):]
 
     def add(self, name: str, tensor: torch.Tensor) -> None:
-        size = tensor.numel() * tensor.element_size()
-        if self.pending and self.pending_bytes + size > self.max_bytes:
-            self._flush()
-        tensor = tensor.contiguous()
-        if tensor.untyped_storage().data_ptr() in self.storages:  # a repeated layer from an in-memory source
-            tensor = tensor.clone()
-        self.storages.add(tensor.untyped_storage().data_ptr())
-        self.pending[name] = tensor
-        self.pending_bytes += size
-        self.total += size
+        shard, (want, shape, dtype, nbytes) = self._order[self._next]
+        if name != want or tuple(tensor.shape) != shape or tensor.dtype != dtype:
+            raise RuntimeError(f"tensor {name} {list(tensor.shape)} {tensor.dtype} arrived where {want} "
+                               f"{list(shape)} {dtype} was planned")
+        if self._next == 0 or self._order[self._next - 1][0] != shard:
+            if self._fd is not None:
+                os.close(self._fd)
+            self._open(shard)
+        if nbytes:
+            self._write(tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy())
+        self._next += 1
 
-    def _flush(self) -> None:
-        save_file(self.pending, str(self.folder / f"shard-{len(self.shards)}.tmp"), metadata={"format": "pt"})
-        self.shards.append(list(self.pending))
-        self.pending, self.pending_bytes = {}, 0
-        self.storages.clear()
+    def abort(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def close(self) -> None:
-        if self.pending or not self.shards:
-            self._flush()
+        self.abort()
+        if self._next != len(self._order):
+            raise RuntimeError(f"{len(self._order) - self._next} planned tensors were never written")
         n = len(self.shards)
         if n == 1:
             os.replace(self.folder / "shard-0.tmp", self.folder / "model.safetensors")
             return
         weight_map = {}
-        for i, names in enumerate(self.shards):
+        for i, shard in enumerate(self.shards):
             fname = f"model-{i + 1:05d}-of-{n:05d}.safetensors"
             os.replace(self.folder / f"shard-{i}.tmp", self.folder / fname)
-            weight_map.update({name: fname for name in names})
+            weight_map.update({e[0]: fname for e in shard})
         index = {"metadata": {"total_size": self.total}, "weight_map": weight_map}
         (self.folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
 
@@ -254,10 +290,14 @@ def export_merge(run, out: Path, *, force: bool = False, max_shard_size: int = 5
         if progress:
             tqdm.write(f"warning: {plan.warnings[-1]}", file=sys.stderr)
     with (staged_output(out, force) if staged else contextlib.nullcontext(out)) as tmp:
-        writer = ShardWriter(tmp, max_shard_size)
-        bar = tqdm(run.tensors(), total=len(plan.tasks), desc="merging", unit="tensor", disable=not progress)
-        for name, tensor in bar:
-            writer.add(name, tensor)
+        writer = ShardWriter(tmp, run.layout(), max_shard_size)
+        try:
+            bar = tqdm(run.tensors(), total=len(plan.tasks), desc="merging", unit="tensor", disable=not progress)
+            for name, tensor in bar:
+                writer.add(name, tensor)
+        except BaseException:
+            writer.abort()  # the staged folder is removed with what it holds
+            raise
         writer.close()
         donor = pool.get(plan.donor)
         cfg = output_config(donor.config, plan, run.out_dtype)

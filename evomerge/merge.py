@@ -9,7 +9,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from evomerge import rng
+from evomerge import fused_cpu, rng
 from evomerge.devices import pick_device
 from evomerge.dtypes import torch_dtype
 from evomerge.errors import UserError
@@ -62,6 +62,29 @@ def merge_task(
     return plan.method.merge(tensors, task.base, task.shared, task.per_input, ctx)
 
 
+def merge_task_into(
+    plan: MergePlan,
+    task: TensorTask,
+    fetch: Callable[[str, str], torch.Tensor],
+    seed: int,
+    out: torch.Tensor,
+    in_dtype: torch.dtype | None = None,
+) -> bool:
+    """One output tensor written into `out` (in its dtype, on its device); False if it holds NaN or inf.
+
+    On the CPU, methods that declare a fused form run evomerge.fused_cpu's compiled kernels (one or two passes,
+    no float32 temporaries); everything else runs the reference `merge_task` and is copied in."""
+    if not task.copy and out.device.type == "cpu" and out.is_floating_point():
+        tensors = [fetch(model, name) for model, name in task.inputs]
+        if fused_cpu.supports(plan.method, tensors, out, in_dtype):
+            bad = fused_cpu.merge_into(plan.method, tensors, task.base, task.shared, task.per_input, out, seed,
+                                       task.out_name, in_dtype)
+            return bad == 0
+    result = merge_task(plan, task, fetch, seed, out.device, in_dtype)
+    out.copy_(result)
+    return bool(torch.isfinite(result).all())
+
+
 @dataclass
 class MergeRun:
     """A planned merge, ready to stream its output tensors."""
@@ -76,19 +99,37 @@ class MergeRun:
         name = self.recipe.out_dtype or self.recipe.dtype
         return torch_dtype(name) if name else None
 
-    def tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
-        in_dtype = torch_dtype(self.recipe.dtype) if self.recipe.dtype else None
-
-        def fetch(model: str, name: str) -> torch.Tensor:
-            return self.pool.get(model).get(name)
-
+    def layout(self) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+        """(name, shape, dtype) of every output tensor, in the order `tensors` yields them."""
+        out = []
         for task in self.plan.tasks:
-            out = merge_task(self.plan, task, fetch, self.recipe.seed or 0, self.device, in_dtype)
-            if not torch.isfinite(out).all():
-                raise UserError(f"the merge produced NaN or inf in {task.out_name}; check weights and lambda")
-            model, name = task.inputs[0]
-            dtype = self.out_dtype or self.pool.get(model).infos[name].dtype
-            yield task.out_name, out.to(dtype).cpu()
+            info = self.pool.get(task.inputs[0][0]).infos[task.inputs[0][1]]
+            out.append((task.out_name, tuple(info.shape), self.out_dtype or info.dtype))
+        return out
+
+    def tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """The output tensors in plan order. The next task's sources are read on a second thread while this
+        one merges (reads release the GIL, and so do the CPU kernels), so reading and computing overlap."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        in_dtype = torch_dtype(self.recipe.dtype) if self.recipe.dtype else None
+        tasks = self.plan.tasks
+
+        def read(task: TensorTask) -> dict[tuple[str, str], torch.Tensor]:
+            return {(m, n): self.pool.get(m).get(n) for m, n in task.inputs}
+
+        with ThreadPoolExecutor(1, thread_name_prefix="evomerge-read") as reader:
+            ahead = reader.submit(read, tasks[0]) if tasks else None
+            for i, (task, (name, shape, dtype)) in enumerate(zip(tasks, self.layout())):
+                inputs = ahead.result()
+                if i + 1 < len(tasks):
+                    ahead = reader.submit(read, tasks[i + 1])
+                out = torch.empty(shape, dtype=dtype, device=self.device)
+                if not merge_task_into(self.plan, task, lambda m, n: inputs[(m, n)], self.recipe.seed or 0, out,
+                                       in_dtype):
+                    raise UserError(f"the merge produced NaN or inf in {name}; check weights and lambda")
+                del inputs
+                yield name, out.cpu()
 
 
 def prepare(recipe: Recipe, pool: ModelPool, device: str = "auto", seed: int | None = None, where: str = "recipe") -> MergeRun:

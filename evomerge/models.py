@@ -10,6 +10,9 @@ Pickled checkpoints (`.bin`, `.pt`) are refused: loading them runs arbitrary cod
 from __future__ import annotations
 
 import json
+import math
+import os
+import struct
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +50,8 @@ class ModelSource:
     gguf_file: str | None = None
     lora: Any = None  # an evomerge.lora.Adapter folded in as tensors are read (`model+adapter` references)
     _files: dict[str, Path] = field(default_factory=dict, repr=False)
+    _spans: dict[str, tuple[Path, int, int]] = field(default_factory=dict, repr=False)  # name -> (file, offset, bytes)
+    _fds: dict[Path, int] = field(default_factory=dict, repr=False)
     _handles: dict[Path, Any] = field(default_factory=dict, repr=False)
     _memory: dict[str, torch.Tensor] | None = field(default=None, repr=False)
     _stack: ExitStack = field(default_factory=ExitStack, repr=False)
@@ -64,6 +69,9 @@ class ModelSource:
     def _read(self, name: str) -> torch.Tensor:
         if self._memory is not None:
             return self._memory[name]
+        span = self._spans.get(name)
+        if span is not None:
+            return self._pread(name, *span)
         path = self._files[name]
         handle = self._handles.get(path)
         if handle is None:
@@ -71,9 +79,29 @@ class ModelSource:
             self._handles[path] = handle
         return handle.get_tensor(name)
 
+    def _pread(self, name: str, path: Path, offset: int, nbytes: int) -> torch.Tensor:
+        """The tensor read with pread(2) into memory of its own: the file stays in the page cache, shared and
+        not counted in this process's RSS as an mmap would be, and threads may read side by side."""
+        info = self.infos[name]
+        fd = self._fds.get(path)
+        if fd is None:
+            fd = self._fds[path] = os.open(path, os.O_RDONLY)
+        t = torch.empty(info.shape, dtype=info.dtype)
+        buf = memoryview(t.reshape(-1).view(torch.uint8).numpy()) if nbytes else memoryview(b"")
+        done = 0
+        while done < nbytes:
+            got = os.preadv(fd, [buf[done:]], offset + done)
+            if got <= 0:
+                raise UserError(f"{path.name} ends inside tensor {name}", self.ref)
+            done += got
+        return t
+
     def close(self) -> None:
         self._stack.close()
         self._handles.clear()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
 
 def resolve_reference(ref: str) -> tuple[Path, str | None]:
@@ -169,18 +197,37 @@ def _open_plain(ref: str) -> ModelSource:
         raise UserError(f"no safetensors weights in the model folder{hint}", ref)
     infos: dict[str, TensorInfo] = {}
     owner: dict[str, Path] = {}
+    spans: dict[str, tuple[Path, int, int]] = {}
     for f in files:
         if not f.exists():
             raise UserError(f"the index names a missing shard {f.name}", ref)
         try:
-            with safe_open(str(f), framework="pt", device="cpu") as h:
+            with safe_open(str(f), framework="pt", device="cpu") as h:  # validates the file
                 for name in h.keys():
                     sl = h.get_slice(name)
                     infos[name] = TensorInfo(tuple(sl.get_shape()), torch_dtype(SAFETENSORS.get(sl.get_dtype(), "float32")))
                     owner[name] = f
+            spans.update(_spans(f, infos))
         except Exception as e:
             raise UserError(f"cannot read {f.name}: {reason(e)}", ref) from None
-    return ModelSource(ref=ref, folder=folder, config=config, infos=infos, _files=owner)
+    return ModelSource(ref=ref, folder=folder, config=config, infos=infos, _files=owner, _spans=spans)
+
+
+def _spans(path: Path, infos: dict[str, TensorInfo]) -> dict[str, tuple[Path, int, int]]:
+    """Where each float tensor's bytes lie in a safetensors file (its JSON header), for `ModelSource._pread`;
+    tensors of other dtypes are read through safetensors."""
+    with open(path, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(n))
+    spans = {}
+    for name, entry in header.items():
+        if name == "__metadata__" or entry.get("dtype") not in SAFETENSORS:
+            continue
+        begin, end = entry["data_offsets"]
+        info = infos[name]
+        if end - begin == math.prod(info.shape) * info.dtype.itemsize:
+            spans[name] = (path, 8 + n + begin, end - begin)
+    return spans
 
 
 def _open_gguf(ref: str, folder: Path, gguf_file: str) -> ModelSource:

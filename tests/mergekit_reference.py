@@ -20,7 +20,8 @@ def _key(t: torch.Tensor) -> str:
 
 
 def run_ours(recipe_text: str, out: Path, monkeypatch=None, seed: int = 7) -> dict[str, torch.Tensor]:
-    """Run evomerge; returns the merged state and records DARE masks (delta content -> mask) on the side."""
+    """Run evomerge; returns the merged state and records DARE masks (delta content -> mask) on the side, from a
+    run of the reference path (the CPU kernels draw the same masks, inside their loop)."""
     masks: dict[str, torch.Tensor] = {}
     if monkeypatch is not None:
         import evomerge.methods.task_arithmetic as ta
@@ -40,6 +41,12 @@ def run_ours(recipe_text: str, out: Path, monkeypatch=None, seed: int = 7) -> di
         monkeypatch.setattr(ta, "dare", recording_dare)
         monkeypatch.setattr(ta, "della", recording_della)
     recipe = recipe_from_dict(yaml.safe_load(recipe_text))
+    if monkeypatch is not None:  # the masks come from the reference path; the output below from the CPU kernels
+        import evomerge.fused_cpu as fused_cpu
+
+        with monkeypatch.context() as m:
+            m.setattr(fused_cpu, "supports", lambda *a: False)
+            run_merge(recipe, out.with_name(out.name + "-reference"), device="cpu", seed=seed, progress=False)
     run_merge(recipe, out, device="cpu", seed=seed, progress=False)
     run_ours.masks = masks
     return load_state(out)

@@ -12,12 +12,16 @@ from evomerge.errors import UserError
 from evomerge.export import ShardWriter, check_out_dir, staged_output
 
 
-def test_shards_split_at_the_size_limit_and_the_index_names_every_tensor(tmp_path):
-    tensors = {f"t{i}": torch.full((256,), float(i)) for i in range(5)}  # 1 KiB each
-    writer = ShardWriter(tmp_path, max_bytes=2048)
+def _write(folder, tensors, max_bytes):
+    writer = ShardWriter(folder, [(n, tuple(t.shape), t.dtype) for n, t in tensors.items()], max_bytes)
     for name, t in tensors.items():
         writer.add(name, t)
     writer.close()
+
+
+def test_shards_split_at_the_size_limit_and_the_index_names_every_tensor(tmp_path):
+    tensors = {f"t{i}": torch.full((256,), float(i)) for i in range(5)}  # 1 KiB each
+    _write(tmp_path, tensors, 2048)
     index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
     assert sorted(set(index["weight_map"].values())) == [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
     assert index["metadata"]["total_size"] == 5 * 1024
@@ -25,14 +29,28 @@ def test_shards_split_at_the_size_limit_and_the_index_names_every_tensor(tmp_pat
     assert state.keys() == tensors.keys() and all(torch.equal(state[k], tensors[k]) for k in tensors)
 
 
-def test_one_shard_is_plain_model_safetensors_and_shared_storage_is_copied(tmp_path):
+def test_one_shard_is_plain_model_safetensors_and_every_dtype_round_trips(tmp_path):
     big = torch.arange(8.0)
-    writer = ShardWriter(tmp_path, max_bytes=1 << 20)
-    writer.add("a", big)
-    writer.add("b", big)  # the same storage twice (a repeated layer): safetensors refuses shared storage
-    writer.close()
+    tensors = {"a": big, "b": big, "bf": torch.randn(3, 5).bfloat16(), "half": torch.randn(7).half(),
+               "ids": torch.arange(6), "flags": torch.tensor([True, False]), "scalar": torch.tensor(2.5),
+               "empty": torch.zeros(0, 4)}  # `b` shares `a`'s storage (a repeated layer)
+    _write(tmp_path, tensors, 1 << 20)
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
-    assert torch.equal(load_state(tmp_path)["b"], big)
+    state = load_state(tmp_path)
+    for k, t in tensors.items():
+        assert state[k].dtype == t.dtype and torch.equal(state[k], t), k
+
+
+def test_a_tensor_out_of_plan_is_refused(tmp_path):
+    writer = ShardWriter(tmp_path, [("a", (2,), torch.float32), ("b", (2,), torch.float32)], 1 << 20)
+    with pytest.raises(RuntimeError, match="b .* arrived where a"):
+        writer.add("b", torch.zeros(2))
+    writer.add("a", torch.zeros(2))
+    with pytest.raises(RuntimeError, match="planned"):
+        writer.add("b", torch.zeros(3))
+    writer.abort()
+    with pytest.raises(RuntimeError, match="never written"):
+        writer.close()
 
 
 def test_staging_replaces_only_on_success(tmp_path):

@@ -1,8 +1,8 @@
 """A live merged model for searches: sources loaded once, each candidate merged into the same model in place.
 
-Nothing is written to disk per candidate. On CPU the candidate path runs the very same `merge_task` as `evomerge
-merge` (same planner, same float32 arithmetic, same DARE streams), so exporting a trial's recipe gives the
-model that was scored, bit for bit. On a GPU the fused kernels (runtime/fused.py) compute the same function in
+Nothing is written to disk per candidate. On CPU the candidate path runs the very same `merge_task_into` as
+`evomerge merge` (same planner, same compiled CPU kernels of evomerge/fused_cpu.py, same DARE streams), straight
+into the live model's weights, so exporting a trial's recipe gives the model that was scored, bit for bit. On a GPU the fused kernels (runtime/fused.py) compute the same function in
 one pass per tensor; whole-tensor sums (DARE's rescale) may then differ from the export in the last float32
 bits.
 """
@@ -16,7 +16,7 @@ from evomerge.errors import UserError
 from evomerge.export import output_config
 from evomerge.devices import pick_device
 from evomerge.dtypes import torch_dtype
-from evomerge.merge import merge_task
+from evomerge.merge import merge_task, merge_task_into
 from evomerge.models import ModelPool, load_tokenizer
 from evomerge.architecture import checkpoint_to_runtime, is_vlm
 from evomerge.plan import MergePlan, plan_merge
@@ -191,11 +191,9 @@ class LiveMerge:
                         self.fused.merge_into(method, task, tensors, target, recipe.seed or 0, flag)
                     continue
                 on_device = dict(zip(task.inputs, tensors))
-                out = merge_task(plan, task, lambda m, n: on_device[(m, n)], recipe.seed or 0, target.device,
-                                 self.in_dtype)
-                if not torch.isfinite(out).all():
+                if not merge_task_into(plan, task, lambda m, n: on_device[(m, n)], recipe.seed or 0, target,
+                                       self.in_dtype):
                     raise CandidateError(f"NaN or inf in {task.out_name}")
-                self.params[task.out_name].copy_(out)
         if any(int(flag.item()) for flag in bad.values()):
             raise CandidateError("NaN or inf in the merged weights")
         return plan

@@ -1,0 +1,496 @@
+"""The fused forms of merge methods on the CPU: each output tensor in a few compiled passes (numba), written
+straight into its destination in the output dtype.
+
+The reference `merge` of a method (evomerge/methods) is plain torch: clear, but every step is a pass over the
+tensor with a float32 temporary (delta, mask, rescale, weight, sign election ...), and TIES' top-k is a
+`kthvalue`. That put `evomerge merge` and each live CPU candidate 100-1000x above the memory floor (issue 21). Here
+the same functions, declared by each method's `FusedForm`, run element-wise in compiled loops over both cores:
+
+- weighted_sum: sum_i w_i x_i (/ sum w), one pass;
+- slerp: one pass for the norms and the dot product, one for c0 x_base + c1 x_other;
+- task_vectors: one pass that combines base and sparsified, weighted deltas (sign election included); DARE's mask
+  is evomerge.rng's counter hash computed in the loop (bit for bit the reference's numbers); `rescale` adds a
+  pass for the L1 sums; TIES' exact top-k is found with two 16-bit histogram passes over the magnitudes' bits
+  (ties between equal magnitudes kept lowest index first, as the reference does).
+
+bfloat16 sources are read as raw 16-bit words and widened in the loop; bfloat16 outputs are rounded to nearest
+even as torch does. Results equal the reference up to float32 rounding of whole-tensor sums (DARE's rescale,
+slerp's norms) and of fused arithmetic: tests/test_fused_cpu.py checks every form against it, and the
+mergekit-equivalence tests run through here. `evomerge merge` and the live merge of a search both use these
+kernels, so an export still equals the scored candidate bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+import os
+import sys
+import threading
+import types as pytypes
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from evomerge import rng
+from evomerge.methods.base import FusedForm, MergeMethod
+
+try:
+    import numba
+    from numba import njit, prange, types
+    from numba.extending import intrinsic, overload
+except ImportError:  # pragma: no cover - numba is a dependency; without it every tensor takes the reference path
+    numba = None
+
+_KERNEL_DTYPES = (torch.float32, torch.bfloat16)  # what the kernels read and write
+_BLOCK = 8192  # elements per block: each block's float32 scratch (sources x block) stays in L2
+
+
+def available() -> bool:
+    return numba is not None
+
+
+if numba is not None:
+
+    @intrinsic
+    def _f32(typingctx, bits):
+        """The float32 whose bits are `bits` (uint32)."""
+        def codegen(context, builder, sig, args):
+            return builder.bitcast(args[0], context.get_value_type(types.float32))
+        return types.float32(types.uint32), codegen
+
+    @intrinsic
+    def _bits(typingctx, x):
+        """The bits (uint32) of the float32 `x`."""
+        def codegen(context, builder, sig, args):
+            return builder.bitcast(args[0], context.get_value_type(types.uint32))
+        return types.uint32(types.float32), codegen
+
+    def _load(a, i):
+        pass
+
+    @overload(_load)
+    def _load_impl(a, i):
+        if a.dtype == types.uint16:  # bfloat16 words
+            def impl(a, i):
+                return _f32(np.uint32(a[i]) << np.uint32(16))
+            return impl
+        return lambda a, i: a[i]
+
+    def _store(a, i, v):
+        pass
+
+    @overload(_store)
+    def _store_impl(a, i, v):
+        if a.dtype == types.uint16:  # round to nearest even, as torch's float -> bfloat16
+            def impl(a, i, v):
+                b = _bits(v)
+                if (b & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):
+                    a[i] = np.uint16(0x7FC0)
+                else:
+                    a[i] = np.uint16((b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
+            return impl
+
+        def impl(a, i, v):
+            a[i] = v
+        return impl
+
+    @njit(inline="always")
+    def _fmix32(h):
+        h ^= h >> np.uint32(16)
+        h = np.uint32(h * np.uint32(0x85EBCA6B))
+        h ^= h >> np.uint32(13)
+        h = np.uint32(h * np.uint32(0xC2B2AE35))
+        h ^= h >> np.uint32(16)
+        return h
+
+    @njit(inline="always")
+    def _uniform(i, k0, k1):
+        """evomerge.rng.uniform's number for element i of the stream (k0, k1): fmix32(fmix32(i ^ k0) + k1) >> 8."""
+        h = _fmix32(np.uint32(np.uint32(i) ^ k0))
+        h = _fmix32(np.uint32(h + k1))
+        return np.float32(h >> np.uint32(8)) * np.float32(1.0 / (1 << 24))
+
+    @njit(inline="always")
+    def _sign(x):
+        if x > 0:
+            return np.float32(1.0)
+        if x < 0:
+            return np.float32(-1.0)
+        return np.float32(0.0)
+
+    @njit(parallel=True, nogil=True, cache=True, error_model="numpy")
+    def _magnitude_hist(base, xs, which, shift, prefix, hist):
+        """Per block, per selected source: histogram of 16 bits of |delta|'s bits at `shift`, counting only
+        magnitudes whose bits above shift + 16 equal prefix[j] (the high bin found by the first pass)."""
+        n = base.size
+        S = len(xs)
+        nchunk = hist.shape[0]
+        per = (n + nchunk - 1) // nchunk
+        for c in prange(nchunk):
+            lo = np.uint64(c * per)
+            hi = np.uint64(min(n, c * per + per))
+            for j in range(S):
+                if not which[j]:
+                    continue
+                x = xs[j]
+                p = prefix[j]
+                h = hist[c, j]
+                for i in range(lo, hi):
+                    bits = _bits(_load(x, i) - _load(base, i)) & np.uint32(0x7FFFFFFF)
+                    if shift == 0:
+                        if (bits >> np.uint32(16)) == p:
+                            h[bits & np.uint32(0xFFFF)] += 1
+                    else:
+                        h[bits >> np.uint32(16)] += 1
+
+    @njit(parallel=True, nogil=True, cache=True, error_model="numpy")
+    def _equal_counts(base, xs, which, thr, counts):
+        """counts[j, blk]: magnitudes of source j in block blk whose bits equal the threshold thr[j]."""
+        n = base.size
+        S = len(xs)
+        nblk = counts.shape[1]
+        for blk in prange(nblk):
+            lo = np.uint64(blk * _BLOCK)
+            hi = np.uint64(min(n, blk * _BLOCK + _BLOCK))
+            for j in range(S):
+                if not which[j]:
+                    continue
+                x = xs[j]
+                T = thr[j]
+                c = 0
+                for i in range(lo, hi):
+                    if (_bits(_load(x, i) - _load(base, i)) & np.uint32(0x7FFFFFFF)) == T:
+                        c += 1
+                counts[j, blk] = c
+
+    @njit(nogil=True, cache=True)
+    def _nth_equal(base, x, T, lo, hi, r):
+        """The index of the r-th (from 0) element in lo..hi whose |x - base| has the bits T."""
+        for i in range(lo, hi):
+            if (_bits(_load(x, i) - _load(base, i)) & np.uint32(0x7FFFFFFF)) == T:
+                if r == 0:
+                    return i
+                r -= 1
+        return hi - 1
+
+    @njit(parallel=True, nogil=True, cache=True, error_model="numpy", fastmath={"reassoc"})
+    def _dots(a, b, part):
+        """Per block: (|a|^2, |b|^2, a.b) in float64 (fixed blocks: the same sums on any number of threads)."""
+        n = a.size
+        for blk in prange(part.shape[0]):
+            aa = 0.0
+            bb = 0.0
+            ab = 0.0
+            for i in range(np.uint64(blk * _BLOCK), np.uint64(min(n, blk * _BLOCK + _BLOCK))):
+                x = np.float64(_load(a, i))
+                y = np.float64(_load(b, i))
+                aa += x * x
+                bb += y * y
+                ab += x * y
+            part[blk, 0] = aa
+            part[blk, 1] = bb
+            part[blk, 2] = ab
+
+    @njit(parallel=True, nogil=True, cache=True, error_model="numpy")
+    def _lincomb(a, b, ca, cb, out):
+        n = a.size
+        nblk = (n + _BLOCK - 1) // _BLOCK
+        bad = 0
+        for blk in prange(nblk):
+            lo = blk * _BLOCK
+            m = min(_BLOCK, n - lo)
+            for t in range(m):
+                v = ca * _load(a, lo + t) + cb * _load(b, lo + t)
+                if not math.isfinite(v):
+                    bad += 1
+                _store(out, lo + t, v)
+        return bad
+
+
+def _array(t: torch.Tensor) -> np.ndarray:
+    """A flat numpy view of a contiguous CPU tensor (bfloat16 as its raw 16-bit words)."""
+    flat = t.reshape(-1)
+    if t.dtype == torch.bfloat16:
+        return flat.view(torch.int16).numpy().view(np.uint16)
+    return flat.numpy()
+
+
+def supports(method: MergeMethod, tensors: list[torch.Tensor], out: torch.Tensor,
+             in_dtype: torch.dtype | None) -> bool:
+    """Whether this tensor can take the compiled path: a method with a CPU form, CPU tensors of one kernel dtype,
+    a recipe dtype the kernels can honour, and an output they can write."""
+    form = method.fused
+    if numba is None or form is None or form.kind not in ("weighted_sum", "slerp", "task_vectors"):
+        return False
+    dtypes = {t.dtype for t in tensors}
+    if len(dtypes) != 1 or next(iter(dtypes)) not in _KERNEL_DTYPES or out.dtype not in _KERNEL_DTYPES:
+        return False
+    if in_dtype not in (None, torch.float32, torch.bfloat16):
+        return False
+    if any(t.device.type != "cpu" for t in tensors) or out.device.type != "cpu" or not out.is_contiguous():
+        return False
+    n = out.numel()
+    return n < 2**32 and all(t.numel() == n for t in tensors)  # the mask hash counts in 32 bits
+
+
+def _threads() -> None:
+    """Numba's pool as wide as torch's, so a merge uses the cores the user gave torch (`torch.set_num_threads`)."""
+    want = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    if numba.get_num_threads() != want:
+        numba.set_num_threads(want)
+
+
+def merge_into(method: MergeMethod, tensors: list[torch.Tensor], base: int | None, shared: dict,
+               per_input: list[dict], out: torch.Tensor, seed: int, name: str,
+               in_dtype: torch.dtype | None) -> int:
+    """Merge `tensors` (one task's sources) into `out` with the method's fused form; returns how many output
+    elements are NaN or inf (0 for a usable merge). Call only where `supports` said yes."""
+    with _lock:
+        _threads()
+        return _merge_into(method, tensors, base, shared, per_input, out, seed, name, in_dtype)
+
+
+def _merge_into(method, tensors, base, shared, per_input, out, seed, name, in_dtype) -> int:
+    if in_dtype == torch.bfloat16:  # the recipe's dtype rounds float32 sources first, as the reference does
+        tensors = [t.to(torch.bfloat16) for t in tensors]
+    tensors = [t.contiguous() for t in tensors]
+    arrays = [_array(t) for t in tensors]
+    dst = _array(out)
+    form: FusedForm = method.fused
+    if form.kind == "weighted_sum":
+        w = np.array([p["weight"] for p in per_input], np.float32)
+        divisor = np.float32(sum(p["weight"] for p in per_input))
+        return int(_kernels(len(arrays)).weighted_sum(*arrays, w, bool(shared["normalize"]), divisor, dst))
+    if form.kind == "slerp":
+        from evomerge.methods.slerp import EPS, coefficients
+
+        a, b = arrays[base], arrays[1 - base]
+        part = np.zeros(((a.size + _BLOCK - 1) // _BLOCK, 3), np.float64)
+        _dots(a, b, part)
+        aa, bb, ab = part.sum(0)
+        na = math.sqrt(aa) if math.sqrt(aa) > EPS else 1.0
+        nb = math.sqrt(bb) if math.sqrt(bb) > EPS else 1.0
+        ca, cb = coefficients(shared["t"], ab / (na * nb))
+        return int(_lincomb(a, b, np.float32(ca), np.float32(cb), dst))
+    return _task_vectors_into(form, arrays, base, shared, per_input, dst, seed, name)
+
+
+def _task_vectors_into(form: FusedForm, arrays: list[np.ndarray], base: int, shared: dict, per_input: list[dict],
+                       dst: np.ndarray, seed: int, name: str) -> int:
+    others = [i for i in range(len(arrays)) if i != base]
+    base_a = arrays[base]
+    if not others:
+        return int(_kernels(1).weighted_sum(base_a, np.ones(1, np.float32), False, np.float32(1), dst))
+    S = len(others)
+    n = base_a.size
+    xs = tuple(arrays[i] for i in others)
+    dens = np.full(S, 2.0, np.float32)  # uniforms are < 1: a density of 2 keeps everything
+    k0 = np.zeros(S, np.uint32)
+    k1 = np.zeros(S, np.uint32)
+    thr = np.zeros(S, np.uint32)  # magnitude bits above thr are kept, equal ones up to index cut
+    cut = np.full(S, n, np.int64)
+    ks = np.zeros(S, np.int64)
+    sparse = np.zeros(S, np.bool_)
+    for row, i in enumerate(others):
+        density = per_input[i].get("density", 1.0)
+        if form.sparsify == "random" and density < 1:
+            sparse[row] = True
+            dens[row] = np.float32(density)  # torch compares the float32 uniforms with the density in float32
+            k0[row], k1[row] = rng.mask_keys(seed, name, i)
+        elif form.sparsify == "magnitude" and density < 1 and n > 0:
+            sparse[row] = True
+            if density <= 0:
+                thr[row], cut[row] = 0xFFFFFFFF, -1  # nothing kept
+            else:
+                ks[row] = min(n, max(1, int(density * n)))
+    if (ks > 0).any():
+        _top_k_thresholds(base_a, xs, ks > 0, ks, thr, cut)
+    kernels = _kernels(S)
+    sp = form.sparsify if form.sparsify in ("random", "magnitude") and sparse.any() else "none"
+    scale = np.ones(S, np.float32)
+    masks = np.empty((S, n) if sp == "random" and shared.get("rescale") else (S, 0), np.bool_)
+    if shared.get("rescale") and sparse.any():
+        part = np.zeros(((n + _BLOCK - 1) // _BLOCK, S, 2), np.float64)
+        getattr(kernels, f"sums_{sp}")(base_a, *xs, dens, k0, k1, thr, cut, masks, part)
+        sums = part.sum(0)
+        if sp == "random":
+            sp = "masked"
+        for row in range(S):
+            before, after = np.float32(sums[row, 0]), np.float32(sums[row, 1])
+            if sparse[row] and not (before < 1e-7 or after < 1e-7):
+                scale[row] = before / after
+    w = np.array([per_input[i]["weight"] for i in others], np.float32)
+    divisor = w.sum(dtype=np.float32)
+    if abs(divisor) < 1e-8:
+        divisor = np.float32(1.0)
+    kernel = getattr(kernels, f"tv_{sp}_{int(form.consensus)}")
+    return int(kernel(base_a, *xs, dens, k0, k1, thr, cut, masks, scale, w, bool(shared["normalize"]), divisor,
+                      np.float32(shared["lambda"]), dst))
+
+
+def _top_k_thresholds(base_a, xs, which, ks, thr, cut) -> None:
+    """For each selected source: the bits T of its k-th largest |delta| (two 16-bit histogram passes) and, when
+    not every magnitude equal to T fits in the k, the index of the last one kept (they are kept lowest index
+    first, as the reference's `top_k`), so the output pass decides each element on its own."""
+    S = len(xs)
+    n = base_a.size
+    chunks = max(1, numba.get_num_threads())
+    hist = np.zeros((chunks, S, 1 << 16), np.int64)
+    _magnitude_hist(base_a, xs, which, 16, np.zeros(S, np.uint32), hist)
+    high = hist.sum(0)
+    prefix = np.zeros(S, np.uint32)
+    above = np.zeros(S, np.int64)
+    for j in range(S):
+        if which[j]:
+            prefix[j], above[j] = _bin_of_kth(high[j], ks[j])
+    hist[:] = 0
+    _magnitude_hist(base_a, xs, which, 0, prefix, hist)
+    low = hist.sum(0)
+    room = np.zeros(S, np.int64)
+    need_order = np.zeros(S, np.bool_)
+    for j in range(S):
+        if not which[j]:
+            continue
+        lb, above_low = _bin_of_kth(low[j], ks[j] - above[j])
+        thr[j] = (int(prefix[j]) << 16) | int(lb)
+        room[j] = ks[j] - above[j] - above_low
+        need_order[j] = room[j] < low[j][lb]
+    if not need_order.any():
+        return
+    counts = np.zeros((S, (n + _BLOCK - 1) // _BLOCK), np.int64)
+    _equal_counts(base_a, xs, need_order, thr, counts)
+    for j in np.flatnonzero(need_order):
+        if room[j] == 0:
+            cut[j] = -1
+            continue
+        running = np.cumsum(counts[j])
+        blk = int(np.searchsorted(running, room[j]))  # the block holding the room-th equal magnitude
+        before = int(running[blk - 1]) if blk > 0 else 0
+        lo = blk * _BLOCK
+        cut[j] = _nth_equal(base_a, xs[j], thr[j], lo, min(n, lo + _BLOCK), room[j] - 1 - before)
+
+
+def _bin_of_kth(hist: np.ndarray, k: int) -> tuple[int, int]:
+    """The bin holding the k-th largest value of a histogram, and how many values lie in higher bins."""
+    above = np.cumsum(hist[::-1])  # above[i]: values in the top i + 1 bins
+    top = int(np.searchsorted(above, k))  # the first count of top bins reaching k
+    b = len(hist) - 1 - top
+    return b, int(above[top - 1]) if top > 0 else 0
+
+
+# Generated kernels. numba cannot keep a tuple of per-source values in registers across a loop over a runtime
+# number of sources (a loop over blocks with scratch arrays ran 3-5x slower), so the element loops are written
+# out for each source count: one module text per count, saved under $EVOMERGE_CACHE/cpu_kernels and imported,
+# so numba's on-disk cache keeps the compiled code between runs (compiling all of them takes about a minute).
+
+def _source(S: int) -> str:
+    xs = ", ".join(f"x{j}" for j in range(S))
+    head = [
+        '"""evomerge.fused_cpu kernels for %d source(s): generated, do not edit."""' % S,
+        "import math", "import numpy as np", "from numba import njit, prange",
+        "from evomerge.fused_cpu import _bits, _load, _sign, _store, _uniform",
+        "Z = np.float32(0.0)", "ONE = np.float32(1.0)", "MASK = np.uint32(0x7FFFFFFF)", "",
+    ]
+    out = list(head)
+    jit = "@njit(parallel=True, nogil=True, cache=True, error_model='numpy')"
+    # block sums may be reassociated (vectorised); blocks are fixed, so the result does not depend on threads
+    fast = "@njit(parallel=True, nogil=True, cache=True, error_model='numpy', fastmath={'reassoc'})"
+    loads = [f"    {v}{j} = {a}[{j}]" for j in range(S) for v, a in
+             (("dens", "dens"), ("ka", "k0"), ("kb", "k1"), ("thr", "thr"), ("cut", "cut"))]
+
+    def delta(sp: str, j: int, ind: str) -> list[str]:
+        lines = [f"{ind}d{j} = _load(x{j}, e) - b"]
+        if sp == "random":
+            lines.append(f"{ind}k{j} = _uniform(e, ka{j}, kb{j}) < dens{j}")
+        elif sp == "masked":
+            lines.append(f"{ind}k{j} = masks[{j}, e] != 0")
+        elif sp == "magnitude":
+            lines += [f"{ind}m{j} = _bits(d{j}) & MASK",
+                      f"{ind}k{j} = (m{j} > thr{j}) | ((m{j} == thr{j}) & (e <= cut{j}))"]
+        return lines
+
+    out += [jit, f"def weighted_sum({xs}, w, normalize, divisor, out):"]
+    out += [f"    w{j} = w[{j}]" for j in range(S)]
+    out += ["    bad = 0", "    for e in prange(out.size):",
+            "        acc = " + " + ".join(f"w{j} * _load(x{j}, e)" for j in range(S)),
+            "        v = acc / divisor if normalize else acc",
+            "        if not math.isfinite(v):", "            bad += 1",
+            "        _store(out, e, v)", "    return bad", ""]
+    for sp in ("none", "random", "magnitude", "masked"):
+        out += [fast, f"def sums_{sp}(base, {xs}, dens, k0, k1, thr, cut, masks, part):", *loads]
+        # unsigned indices: numba then drops its negative-index check, which kept these loops from vectorising
+        out += ["    n = base.size", "    for blk in prange(part.shape[0]):", f"        lo = np.uint64(blk * {_BLOCK})",
+                f"        hi = np.uint64(min(n, blk * {_BLOCK} + {_BLOCK}))"]
+        out += [f"        f{j} = 0.0\n        g{j} = 0.0" for j in range(S)]
+        out += ["        for e in range(lo, hi):", "            b = _load(base, e)"]
+        for j in range(S):
+            out += delta(sp, j, "            ")
+            if sp == "random":  # the output pass reads the mask instead of hashing again
+                out.append(f"            masks[{j}, e] = k{j}")
+            out += [f"            a{j} = np.float64(abs(d{j}))", f"            f{j} += a{j}",
+                    f"            g{j} += a{j}" + (f" if k{j} else 0.0" if sp != "none" else "")]
+        out += [f"        part[blk, {j}, 0] = f{j}\n        part[blk, {j}, 1] = g{j}" for j in range(S)] + [""]
+        for consensus in (0, 1):
+            out += [jit, f"def tv_{sp}_{consensus}(base, {xs}, dens, k0, k1, thr, cut, masks, scale, w, "
+                         "normalize, divisor, lam, out):", *loads]
+            out += [f"    s{j} = scale[{j}]\n    w{j} = w[{j}]" for j in range(S)]
+            out += ["    bad = 0", "    for e in prange(base.size):", "        b = _load(base, e)"]
+            for j in range(S):
+                out += delta(sp, j, "        ")
+                if sp != "none":
+                    out.append(f"        d{j} = d{j} if k{j} else d{j} * Z")
+                out.append(f"        d{j} = (d{j} * s{j}) * w{j}")
+            if consensus:
+                out += ["        tot = " + " + ".join(f"d{j}" for j in range(S)),
+                        "        maj = ONE if tot >= 0 else -ONE"]
+                out += [f"        a{j} = ONE if _sign(d{j}) == maj else Z" for j in range(S)]
+                out += ["        mixed = " + " + ".join(f"d{j} * a{j}" for j in range(S)),
+                        "        div = " + " + ".join(f"w{j} * a{j}" for j in range(S)),
+                        "        if div == 0:", "            div = ONE"]
+            else:
+                out += ["        mixed = " + " + ".join(f"d{j}" for j in range(S)), "        div = divisor"]
+            out += ["        if normalize:", "            mixed = mixed / div",
+                    "        if lam != 1:", "            mixed = mixed * lam",
+                    "        v = b + mixed", "        if not math.isfinite(v):", "            bad += 1",
+                    "        _store(out, e, v)", "    return bad", ""]
+    return "\n".join(out)
+
+
+_modules: dict[int, Any] = {}  # compiled kernel modules of this process, by source count
+_lock = threading.Lock()  # numba's default thread pool must not be entered from two threads at once
+
+
+def _kernels(S: int) -> Any:
+    mod = _modules.get(S)
+    if mod is not None:
+        return mod
+    src = _source(S)
+    digest = hashlib.sha1(src.encode() + Path(__file__).read_bytes() + numba.__version__.encode()).hexdigest()[:12]
+    name = f"evomerge_cpu_kernels_{S}_{digest}"
+    folder = Path(os.environ.get("EVOMERGE_CACHE", Path.home() / ".cache" / "evomerge")) / "cpu_kernels"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.py"
+        if not path.exists() or path.read_text() != src:
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(src)
+            os.replace(tmp, path)  # another process may write the same text at the same time
+            for old in folder.glob(f"evomerge_cpu_kernels_{S}_*"):  # other versions' kernels and numba caches
+                if old != path:
+                    old.unlink(missing_ok=True)
+            for old in (folder / "__pycache__").glob(f"evomerge_cpu_kernels_{S}_*"):
+                if not old.name.startswith(name):
+                    old.unlink(missing_ok=True)
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod  # numba's cache finds the module by name when it loads compiled code
+        spec.loader.exec_module(mod)
+    except OSError:  # no writable cache: compile in memory, every run
+        mod = pytypes.ModuleType(name)
+        exec(compile(src.replace("cache=True", "cache=False"), name, "exec"), mod.__dict__)
+    _modules[S] = mod
+    return mod
