@@ -108,14 +108,15 @@ def replay(run_dir: Path, racing: str | None, subset: str | None, as_json: bool)
 
 @cli.command()
 def methods() -> None:
-    """List the merge methods, what each does, its parameters, and which run fused on a GPU."""
+    """List the merge methods, what each does, its parameters, and which run compiled on the CPU and fused on a GPU."""
     from evomerge.methods import get_method, method_names
 
     for name in method_names():
         m = get_method(name)
         params = ", ".join(p.name for p in m.params) or "none"
         notes = [n for n, on in (("needs base_model", m.base == "required"), ("seeded masks", m.randomised),
-                                 ("fused on GPU", m.fused is not None)) if on]
+                                 ("CPU kernels", m.fused is not None),
+                                 ("fused on GPU", m.fused is not None and m.fused.gpu)) if on]
         click.echo(f"{name:18} {m.description}")
         click.echo(f"{'':18} parameters: {params}" + (f"; {', '.join(notes)}" if notes else ""))
 

@@ -120,7 +120,7 @@ def diagnose(config_path: str | None = None, device: str = "auto", speed: bool =
                 donor_cfg = pool.get(template.base_model or template.models[0].model).config
             else:
                 donor_cfg = pool.get(config.dataflow.model_a).config
-        fusable = method is not None and method.fused is not None
+        fusable = method is not None and method.fused is not None and method.fused.gpu
         _row(rows, "fast path: fused merge", "applies" if fusable and gpu else "does not apply",
              (f"{method.name} has a fused form" if fusable else
               f"{method.name if method else 'a data-flow search'} merges on the reference path")
@@ -149,7 +149,7 @@ def _self_check_rows(rows, family, method, dev, gpu) -> None:
     from evomerge.runtime import fused as fused_kernels
     from evomerge.runtime.live import LiveMerge
 
-    name = method.name if method is not None and method.fused is not None else "dare_ties"
+    name = method.name if method is not None and method.fused is not None and method.fused.gpu else "dare_ties"
     per = {"weight": 0.6} if name in ("linear", "task_arithmetic") else {"weight": 0.6, "density": 0.5}
     if name == "slerp":
         recipe = recipe_from_dict({"merge_method": "slerp", "base_model": str(family["base"]), "parameters":

@@ -10,8 +10,10 @@ the same functions, declared by each method's `FusedForm`, run element-wise in c
 - slerp: one pass for the norms and the dot product, one for c0 x_base + c1 x_other;
 - task_vectors: one pass that combines base and sparsified, weighted deltas (sign election included); DARE's mask
   is evomerge.rng's counter hash computed in the loop (bit for bit the reference's numbers); `rescale` adds a
-  pass for the L1 sums; TIES' exact top-k is found with two 16-bit histogram passes over the magnitudes' bits
-  (ties between equal magnitudes kept lowest index first, as the reference does).
+  pass for the L1 sums (which keeps the masks, so the output pass does not hash again); TIES' exact top-k is
+  found with two 16-bit histogram passes over the magnitudes' bits (equal magnitudes kept lowest index first, as
+  the reference does), Breadcrumbs' band of ranks with two such top-k cuts (equal magnitudes ranked by index,
+  as the reference's stable sort does).
 
 bfloat16 sources are read as raw 16-bit words and widened in the loop; bfloat16 outputs are rounded to nearest
 even as torch does. Results equal the reference up to float32 rounding of whole-tensor sums (DARE's rescale,
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import math
 import os
 import sys
@@ -46,7 +49,8 @@ except ImportError:  # pragma: no cover - numba is a dependency; without it ever
     numba = None
 
 _KERNEL_DTYPES = (torch.float32, torch.bfloat16)  # what the kernels read and write
-_BLOCK = 8192  # elements per block: each block's float32 scratch (sources x block) stays in L2
+_BLOCK = 8192  # elements per block of the block-wise passes (sums, histograms)
+_PARALLEL_FROM = 1 << 18  # elements: smaller tensors merge on one thread
 
 
 def available() -> bool:
@@ -237,9 +241,11 @@ def supports(method: MergeMethod, tensors: list[torch.Tensor], out: torch.Tensor
     return n < 2**32 and all(t.numel() == n for t in tensors)  # the mask hash counts in 32 bits
 
 
-def _threads() -> None:
-    """Numba's pool as wide as torch's, so a merge uses the cores the user gave torch (`torch.set_num_threads`)."""
-    want = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+def _threads(n: int) -> None:
+    """Numba's pool as wide as torch's, so a merge uses the cores the user gave torch (`torch.set_num_threads`);
+    one thread for small tensors, where waking the pool costs more than it saves (and its OpenMP threads spin
+    after each loop, which starves other processes: many search workers on few cores)."""
+    want = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)) if n >= _PARALLEL_FROM else 1
     if numba.get_num_threads() != want:
         numba.set_num_threads(want)
 
@@ -250,7 +256,7 @@ def merge_into(method: MergeMethod, tensors: list[torch.Tensor], base: int | Non
     """Merge `tensors` (one task's sources) into `out` with the method's fused form; returns how many output
     elements are NaN or inf (0 for a usable merge). Call only where `supports` said yes."""
     with _lock:
-        _threads()
+        _threads(out.numel())
         return _merge_into(method, tensors, base, shared, per_input, out, seed, name, in_dtype)
 
 
@@ -293,7 +299,10 @@ def _task_vectors_into(form: FusedForm, arrays: list[np.ndarray], base: int, sha
     k1 = np.zeros(S, np.uint32)
     thr = np.zeros(S, np.uint32)  # magnitude bits above thr are kept, equal ones up to index cut
     cut = np.full(S, n, np.int64)
+    thr2 = np.full(S, 0xFFFFFFFF, np.uint32)  # Breadcrumbs' outlier cut: nothing by default
+    cut2 = np.full(S, n, np.int64)
     ks = np.zeros(S, np.int64)
+    ks2 = np.zeros(S, np.int64)
     sparse = np.zeros(S, np.bool_)
     for row, i in enumerate(others):
         density = per_input[i].get("density", 1.0)
@@ -307,15 +316,33 @@ def _task_vectors_into(form: FusedForm, arrays: list[np.ndarray], base: int, sha
                 thr[row], cut[row] = 0xFFFFFFFF, -1  # nothing kept
             else:
                 ks[row] = min(n, max(1, int(density * n)))
-    if (ks > 0).any():
+        elif form.sparsify == "outliers" and density < 1 and n > 0:
+            # the reference keeps ascending (stable) magnitude ranks [bottom, bottom + target): the top n - bottom
+            # less the top n - bottom - target, equal magnitudes ranked by index
+            sparse[row] = True
+            target = max(0, int(density * n))
+            bottom = max(0, n - target - int(per_input[i]["gamma"] * n))
+            ks[row], ks2[row] = n - bottom, n - bottom - target
+            if ks[row] == 0:
+                thr[row] = 0xFFFFFFFF  # an empty top: nothing kept
+            else:
+                cut[row] = 0  # with ks == n: everything is in the top
+    if form.sparsify == "outliers":
+        select = (ks > 0) & (ks < n)
+        if select.any():
+            _top_k_thresholds(base_a, xs, select, ks, thr, cut, lowest_first=False)
+        select2 = ks2 > 0
+        if select2.any():
+            _top_k_thresholds(base_a, xs, select2, ks2, thr2, cut2, lowest_first=False)
+    elif (ks > 0).any():
         _top_k_thresholds(base_a, xs, ks > 0, ks, thr, cut)
     kernels = _kernels(S)
-    sp = form.sparsify if form.sparsify in ("random", "magnitude") and sparse.any() else "none"
+    sp = form.sparsify if form.sparsify and sparse.any() else "none"
     scale = np.ones(S, np.float32)
     masks = np.empty((S, n) if sp == "random" and shared.get("rescale") else (S, 0), np.bool_)
     if shared.get("rescale") and sparse.any():
         part = np.zeros(((n + _BLOCK - 1) // _BLOCK, S, 2), np.float64)
-        getattr(kernels, f"sums_{sp}")(base_a, *xs, dens, k0, k1, thr, cut, masks, part)
+        getattr(kernels, f"sums_{sp}")(base_a, *xs, dens, k0, k1, thr, cut, thr2, cut2, masks, part)
         sums = part.sum(0)
         if sp == "random":
             sp = "masked"
@@ -328,14 +355,16 @@ def _task_vectors_into(form: FusedForm, arrays: list[np.ndarray], base: int, sha
     if abs(divisor) < 1e-8:
         divisor = np.float32(1.0)
     kernel = getattr(kernels, f"tv_{sp}_{int(form.consensus)}")
-    return int(kernel(base_a, *xs, dens, k0, k1, thr, cut, masks, scale, w, bool(shared["normalize"]), divisor,
+    return int(kernel(base_a, *xs, dens, k0, k1, thr, cut, thr2, cut2, masks, scale, w, bool(shared["normalize"]),
+                      divisor,
                       np.float32(shared["lambda"]), dst))
 
 
-def _top_k_thresholds(base_a, xs, which, ks, thr, cut) -> None:
+def _top_k_thresholds(base_a, xs, which, ks, thr, cut, lowest_first: bool = True) -> None:
     """For each selected source: the bits T of its k-th largest |delta| (two 16-bit histogram passes) and, when
-    not every magnitude equal to T fits in the k, the index of the last one kept (they are kept lowest index
-    first, as the reference's `top_k`), so the output pass decides each element on its own."""
+    not every magnitude equal to T fits in the k, which of those are in: lowest index first (the reference's
+    `top_k`; cut = the last index kept) or highest first (Breadcrumbs' stable ascending sort; cut = the first
+    index kept), so the output pass decides each element on its own."""
     S = len(xs)
     n = base_a.size
     chunks = max(1, numba.get_num_threads())
@@ -359,19 +388,25 @@ def _top_k_thresholds(base_a, xs, which, ks, thr, cut) -> None:
         thr[j] = (int(prefix[j]) << 16) | int(lb)
         room[j] = ks[j] - above[j] - above_low
         need_order[j] = room[j] < low[j][lb]
+        if not lowest_first:
+            cut[j] = 0  # every equal magnitude in, unless ordered below
+            room[j] = low[j][lb] - room[j]  # from here on: how many equal magnitudes are left out, lowest first
     if not need_order.any():
         return
     counts = np.zeros((S, (n + _BLOCK - 1) // _BLOCK), np.int64)
     _equal_counts(base_a, xs, need_order, thr, counts)
     for j in np.flatnonzero(need_order):
         if room[j] == 0:
-            cut[j] = -1
+            cut[j] = -1 if lowest_first else 0
             continue
         running = np.cumsum(counts[j])
         blk = int(np.searchsorted(running, room[j]))  # the block holding the room-th equal magnitude
         before = int(running[blk - 1]) if blk > 0 else 0
         lo = blk * _BLOCK
-        cut[j] = _nth_equal(base_a, xs[j], thr[j], lo, min(n, lo + _BLOCK), room[j] - 1 - before)
+        if lowest_first:  # the room-th equal magnitude is the last one in
+            cut[j] = _nth_equal(base_a, xs[j], thr[j], lo, min(n, lo + _BLOCK), room[j] - 1 - before)
+        else:  # the first `room` equal magnitudes are out: the one after them is the first in
+            cut[j] = _nth_equal(base_a, xs[j], thr[j], lo, min(n, lo + _BLOCK), room[j] - 1 - before) + 1
 
 
 def _bin_of_kth(hist: np.ndarray, k: int) -> tuple[int, int]:
@@ -400,7 +435,8 @@ def _source(S: int) -> str:
     # block sums may be reassociated (vectorised); blocks are fixed, so the result does not depend on threads
     fast = "@njit(parallel=True, nogil=True, cache=True, error_model='numpy', fastmath={'reassoc'})"
     loads = [f"    {v}{j} = {a}[{j}]" for j in range(S) for v, a in
-             (("dens", "dens"), ("ka", "k0"), ("kb", "k1"), ("thr", "thr"), ("cut", "cut"))]
+             (("dens", "dens"), ("ka", "k0"), ("kb", "k1"), ("thr", "thr"), ("cut", "cut"), ("thrb", "othr"),
+              ("cutb", "ocut"))]
 
     def delta(sp: str, j: int, ind: str) -> list[str]:
         lines = [f"{ind}d{j} = _load(x{j}, e) - b"]
@@ -408,9 +444,13 @@ def _source(S: int) -> str:
             lines.append(f"{ind}k{j} = _uniform(e, ka{j}, kb{j}) < dens{j}")
         elif sp == "masked":
             lines.append(f"{ind}k{j} = masks[{j}, e] != 0")
-        elif sp == "magnitude":
+        elif sp == "magnitude":  # the top k, equal magnitudes lowest index first
             lines += [f"{ind}m{j} = _bits(d{j}) & MASK",
                       f"{ind}k{j} = (m{j} > thr{j}) | ((m{j} == thr{j}) & (e <= cut{j}))"]
+        elif sp == "outliers":  # the top k1 less the top k2, equal magnitudes highest index first
+            lines += [f"{ind}m{j} = _bits(d{j}) & MASK",
+                      f"{ind}k{j} = ((m{j} > thr{j}) | ((m{j} == thr{j}) & (e >= cut{j}))) & "
+                      f"(((m{j} > thrb{j}) | ((m{j} == thrb{j}) & (e >= cutb{j}))) ^ True)"]
         return lines
 
     out += [jit, f"def weighted_sum({xs}, w, normalize, divisor, out):"]
@@ -420,8 +460,8 @@ def _source(S: int) -> str:
             "        v = acc / divisor if normalize else acc",
             "        if not math.isfinite(v):", "            bad += 1",
             "        _store(out, e, v)", "    return bad", ""]
-    for sp in ("none", "random", "magnitude", "masked"):
-        out += [fast, f"def sums_{sp}(base, {xs}, dens, k0, k1, thr, cut, masks, part):", *loads]
+    for sp in ("none", "random", "magnitude", "outliers", "masked"):
+        out += [fast, f"def sums_{sp}(base, {xs}, dens, k0, k1, thr, cut, othr, ocut, masks, part):", *loads]
         # unsigned indices: numba then drops its negative-index check, which kept these loops from vectorising
         out += ["    n = base.size", "    for blk in prange(part.shape[0]):", f"        lo = np.uint64(blk * {_BLOCK})",
                 f"        hi = np.uint64(min(n, blk * {_BLOCK} + {_BLOCK}))"]
@@ -435,7 +475,7 @@ def _source(S: int) -> str:
                     f"            g{j} += a{j}" + (f" if k{j} else 0.0" if sp != "none" else "")]
         out += [f"        part[blk, {j}, 0] = f{j}\n        part[blk, {j}, 1] = g{j}" for j in range(S)] + [""]
         for consensus in (0, 1):
-            out += [jit, f"def tv_{sp}_{consensus}(base, {xs}, dens, k0, k1, thr, cut, masks, scale, w, "
+            out += [jit, f"def tv_{sp}_{consensus}(base, {xs}, dens, k0, k1, thr, cut, othr, ocut, masks, scale, w, "
                          "normalize, divisor, lam, out):", *loads]
             out += [f"    s{j} = scale[{j}]\n    w{j} = w[{j}]" for j in range(S)]
             out += ["    bad = 0", "    for e in prange(base.size):", "        b = _load(base, e)"]
@@ -469,7 +509,10 @@ def _kernels(S: int) -> Any:
     if mod is not None:
         return mod
     src = _source(S)
-    digest = hashlib.sha1(src.encode() + Path(__file__).read_bytes() + numba.__version__.encode()).hexdigest()[:12]
+    # numba's cache does not see changes in the helpers the kernels call: they are part of the key
+    helpers = "".join(inspect.getsource(f) for f in (_load_impl, _store_impl, _fmix32.py_func, _uniform.py_func,
+                                                     _sign.py_func))
+    digest = hashlib.sha1((src + helpers + numba.__version__).encode()).hexdigest()[:12]
     name = f"evomerge_cpu_kernels_{S}_{digest}"
     folder = Path(os.environ.get("EVOMERGE_CACHE", Path.home() / ".cache" / "evomerge")) / "cpu_kernels"
     try:

@@ -128,9 +128,38 @@ def test_what_the_kernels_do_not_take_goes_to_the_reference_path():
     assert not fused_cpu.supports(ties, [f32[0], f32[1].bfloat16()], out, None)  # mixed dtypes
     assert not fused_cpu.supports(ties, f32, out, torch.float16)  # a float16 recipe dtype
     assert not fused_cpu.supports(ties, f32, out.half(), None)  # a float16 output
-    assert not fused_cpu.supports(get_method("breadcrumbs"), f32, out, None)  # no fused form
+    assert not fused_cpu.supports(get_method("della"), f32, out, None)  # no fused form
     task = TensorTask(NAME, [("m0", "t"), ("m1", "t")], 0, {**TV, "normalize": True}, [{}, {"weight": 1, "density": .5}])
     plan = MergePlan(get_method("ties"), [task], [], "m0", None)
     half = torch.empty(SHAPE, dtype=torch.float16)
     assert merge_task_into(plan, task, lambda m, n: f32[int(m[1])], 0, half)
     assert torch.equal(half, merge_task(plan, task, lambda m, n: f32[int(m[1])], 0, torch.device("cpu")).half())
+
+
+@pytest.mark.parametrize("method", ["breadcrumbs", "breadcrumbs_ties"])
+@pytest.mark.parametrize("quantised", [False, True])
+def test_breadcrumbs_keeps_exactly_the_reference_ranks(method, quantised):
+    """The band of ascending magnitude ranks [bottom, bottom + target) of the reference's stable sort: two
+    top-k cuts with equal magnitudes ranked by index, highest first."""
+    tensors = sources(3, torch.bfloat16, quantised=quantised)
+    for (d1, g1), (d2, g2) in [((0.5, 0.01), (0.3, 0.05)), ((0.9, 0.2), (0.0, 0.01)), ((0.999, 0.0), (1e-6, 0.0)),
+                               ((0.2, 0.9), (0.5, 1.0))]:
+        per = [{}, {"weight": 0.5, "density": d1, "gamma": g1}, {"weight": 0.8, "density": d2, "gamma": g2}]
+        out, ref = run_both(method, tensors, {**TV, "normalize": method.endswith("ties")}, per)
+        assert torch.equal(out, ref), (d1, g1, d2, g2)
+
+
+@pytest.mark.parametrize("method", ["dare_ties", "slerp", "ties"])
+def test_the_result_does_not_depend_on_the_number_of_threads(method, monkeypatch):
+    """Whole-tensor sums are summed per fixed block, then in order: one thread and the whole pool agree bit for
+    bit (an export on another machine equals the scored candidate)."""
+    n = 2 if method == "slerp" else 3
+    tensors = sources(n, torch.float32)
+    per = [{}, {}] if method == "slerp" else [{}] + [{"weight": 0.5, "density": 0.4}] * (n - 1)
+    shared = {"t": 0.3} if method == "slerp" else {**TV, "rescale": True, "normalize": True}
+    monkeypatch.setattr(fused_cpu, "_PARALLEL_FROM", 0)
+    parallel, ref = run_both(method, tensors, shared, per)
+    monkeypatch.setattr(fused_cpu, "_PARALLEL_FROM", 1 << 40)
+    serial, _ = run_both(method, tensors, shared, per)
+    assert torch.equal(parallel, serial)
+    assert_close(parallel, ref)

@@ -86,12 +86,18 @@ class FusedForm:
 
     weighted_sum: sum_i w_i x_i (divided by the weight sum with normalize); slerp: c0 x_base + c1 x_other with the
     coefficients from the sources' kept norms; task_vectors: base + lambda * mix of sparsified, weighted deltas,
-    with `sparsify` random (DARE's counter-based mask, L1 rescale) or magnitude (exact top-k via histograms), and
-    `consensus` for TIES' sign election."""
+    with `sparsify` random (DARE's counter-based mask, L1 rescale), magnitude (exact top-k via histograms) or
+    outliers (Breadcrumbs: a top-k less a smaller top-k), and `consensus` for TIES' sign election. The CPU kernels
+    (evomerge/fused_cpu.py) compute every form; the GPU ones those with `gpu`."""
 
     kind: Literal["weighted_sum", "slerp", "task_vectors"]
-    sparsify: Literal["random", "magnitude"] | None = None
+    sparsify: Literal["random", "magnitude", "outliers"] | None = None
     consensus: bool = False
+
+    @property
+    def gpu(self) -> bool:
+        """Whether the GPU kernels have it (Breadcrumbs' two-sided magnitude cut runs fused on the CPU only)."""
+        return self.sparsify in (None, "random", "magnitude")
 
 
 @dataclass(frozen=True)

@@ -113,11 +113,11 @@ DARE_LINEAR = TaskArithmetic(
 )
 BREADCRUMBS = TaskArithmetic(
     name="breadcrumbs", params=_params(False, False, density=True, extra=(_GAMMA,)), base="required",
-    sparsify="outliers", description="Model Breadcrumbs: drop the smallest and the gamma largest magnitudes, sum",
+    sparsify="outliers", fused=FusedForm("task_vectors", "outliers"), description="Model Breadcrumbs: drop the smallest and the gamma largest magnitudes, sum",
 )
 BREADCRUMBS_TIES = TaskArithmetic(
     name="breadcrumbs_ties", params=_params(False, False, density=True, extra=(_GAMMA,)), base="required",
-    sparsify="outliers", consensus=True,
+    sparsify="outliers", consensus=True, fused=FusedForm("task_vectors", "outliers", consensus=True),
     description="Model Breadcrumbs sparsification with TIES sign election",
 )
 DELLA = TaskArithmetic(

@@ -326,7 +326,7 @@ class FusedMerger:
         """Whether `method` (a MergeMethod or its name) declares a fused form that fits this tensor."""
         form = _method(method).fused
         n_src = len(task.inputs) - (task.base is not None)
-        if form is None or task.copy or n_src > MAX_SOURCES or n_src < 1:
+        if form is None or not form.gpu or task.copy or n_src > MAX_SOURCES or n_src < 1:
             return False
         if form.kind == "weighted_sum" and len(task.inputs) > MAX_SOURCES:
             return False
