@@ -188,6 +188,16 @@ def status(run_dir: Path, as_json: bool, watch: bool, interval: float) -> None:
                    f"{e['mean']:+.4g}, mean absolute {e['mean_abs']:.4g}, largest {e['max_abs']:.4g}")
     for note in info["self_check"]:
         click.echo(f"self-check: {note}")
+    front = info.get("front")
+    if front is not None:
+        click.echo(f"Pareto front: {len(front['members'])} of {front['feasible']} trials that meet the constraints "
+                   f"({front['scored']} scored)" + (f"; hypervolume {front['hypervolume']:.4g}"
+                                                     if front["hypervolume"] is not None else ""))
+        click.echo("  trial  gen  " + "  ".join(front["shown"]))
+        for m in front["members"]:
+            click.echo(f"  {m['trial']:>5}  {m['generation']:>3}  "
+                       + "  ".join(f"{v:>{len(h)}.5g}" for v, h in zip(m["shown"], front["shown"])))
+        click.echo("  (export any of them: evomerge export RUN_DIR OUT --trial ID)")
     best = info["best"]
     if not best:
         click.echo("best: none yet (no trial has completed)")

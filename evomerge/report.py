@@ -173,6 +173,61 @@ def plot_path(best: Trial, out: Path) -> Path | None:
     return path
 
 
+def plot_front(store: RunStore, out: Path) -> Path | None:
+    """Multi-objective runs: every scored trial in the plane of the first two objectives (in their own units),
+    constraint breakers hollow, the Pareto front joined; beside it the front's hypervolume per generation."""
+    from evomerge.search import pareto
+    from evomerge.search.optimizers import OPTIMIZERS
+
+    if not getattr(OPTIMIZERS.get(store.config()["optimizer"]["name"]), "multi_objective", False):
+        return None
+    all_objs, constraints = pareto.for_run(store)
+    objs = all_objs[:2]
+    trials = store.trials("complete")
+    rows = [(t, pareto.vector(t.scores, objs), pareto.violation(t.scores, constraints)) for t in trials]
+    rows = [(t, v, c) for t, v, c in rows if v is not None]
+    if not rows:
+        return None
+    front = pareto.front(trials, all_objs, constraints)
+    on_front = {m["trial"] for m in front["members"]}
+    history = pareto.hypervolume_history(trials, all_objs, constraints)
+    plt = _plt()
+    fig, (ax, hv) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [3, 2]})
+
+    def xy(v):
+        return [pareto.shown_value(o.metric, x) for o, x in zip(objs, v)]
+
+    gens = [t.generation for t, _, c in rows if c == 0]
+    feasible = [xy(v) for _, v, c in rows if c == 0]
+    if feasible:
+        sc = ax.scatter(*zip(*feasible), c=gens, cmap="viridis", s=16, alpha=0.7, label="trial (colour: generation)")
+        fig.colorbar(sc, ax=ax, label="generation")
+    broken = [xy(v) for _, v, c in rows if c > 0]
+    if broken:
+        ax.scatter(*zip(*broken), s=16, facecolors="none", edgecolors="tab:gray", label="breaks a constraint")
+    members = sorted((xy(v) for t, v, _ in rows if t.id in on_front), key=lambda p: p[0])
+    if members:
+        ax.plot(*zip(*members), "o-", color="tab:red", mfc="none", ms=8, lw=1, label="Pareto front")
+    ax.set_xlabel(f"{pareto.shown(objs[0].metric)}\n{objs[0].key}", fontsize=9)
+    ax.set_ylabel(f"{pareto.shown(objs[1].metric)}\n{objs[1].key}", fontsize=9)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(5))
+    ax.yaxis.set_major_locator(MaxNLocator(6))
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    if history:
+        hv.plot(*zip(*history), "o-", color="tab:purple")
+    hv.set_xlabel("generation")
+    hv.set_ylabel("hypervolume of the front (stored units)")
+    hv.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out / "pareto.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """README.md with the pictures beside it, and report.html: the same page with the pictures inlined, one file
     to attach to a model card or send."""
@@ -183,8 +238,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         if best is None:
             raise UserError("the run has no completed trial yet", str(run_dir))
         out.mkdir(parents=True, exist_ok=True)
-        images = [p for p in (plot_fitness(store, out), plot_parameters(best, store.genes_info(), out),
-                              plot_path(best, out)) if p]
+        images = [p for p in (plot_fitness(store, out), plot_front(store, out),
+                              plot_parameters(best, store.genes_info(), out), plot_path(best, out)) if p]
         series = fitness_series(store)
         label, shown = fitness_units(store.config())
         spent = store.spent()
@@ -196,6 +251,12 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
                    f"(fitness {best.fitness:.6g})"
                    + (f", validation {best.val_fitness:.6g}" if best.val_fitness is not None else "") + "."]
         summary += [f"Self-check: {note}" for note in store.notes("self_check")]
+        from evomerge.search.results import _front
+
+        front = _front(store, store.config())
+        if front is not None:
+            summary.append(f"Pareto front ({', '.join(front['shown'])}): " + "; ".join(
+                f"trial {m['trial']}: " + ", ".join(f"{v:.4g}" for v in m["shown"]) for m in front["members"]) + ".")
         metrics = [f"{name}: " + ", ".join(f"{k} = {v:.4g}" for k, v in m.items()) for name, m in best.scores.items()]
         table = [(g, b, m) for g, b, m in zip(series["generations"], series["best"], series["mean"])]
         head = f"| generation | best {label} | mean |"

@@ -118,6 +118,23 @@ class SubsetConfig(_Strict):
     seed: int = 0
 
 
+class ConstraintConfig(_Strict):
+    """A bound on one recorded metric of one fitness evaluator, in that metric's units (multi-objective
+    searches): `{evaluator: perplexity, metric: perplexity, max: 12.0}`. `evaluator` is the fitness entry's name
+    (`name#i` when a name repeats)."""
+
+    evaluator: str
+    metric: str
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bound(self) -> "ConstraintConfig":
+        if self.min is None and self.max is None:
+            raise ValueError("a constraint needs `min` or `max`")
+        return self
+
+
 class WandbConfig(_Strict):
     project: str = "evomerge"
     entity: str | None = None
@@ -152,6 +169,9 @@ class SearchConfig(_Strict):
     racing: RacingConfig | None = None  # off by default: every candidate sees every problem
     subset: SubsetConfig | None = None  # off by default
     tracking: TrackingConfig | None = None  # may change between resumes
+    # multi-objective optimisers (nsga2, nsga3, motpe): each fitness entry is one objective; constraints bound any
+    # recorded metric, and the Pareto front is kept among the trials that meet them all (search/pareto.py)
+    constraints: list[ConstraintConfig] = Field(default_factory=list)
     failed_fitness: float = -1e9  # what a failed candidate scores (CMA-ES only uses ranks)
     # before the first candidate: the fused merge kernels against the reference merge, the generation engine
     # against `generate`; a failure switches to the reference path (executors.Runner)
@@ -171,9 +191,34 @@ class SearchConfig(_Strict):
             raise ValueError("give exactly one of `merge` (parameter space) or `dataflow` (layer paths)")
         if self.racing is not None and self.subset is not None:
             raise ValueError("give `racing` or `subset`, not both")
+        if self.multi_objective:
+            if len(self.fitness) < 2:
+                raise ValueError(f"optimizer {self.optimizer.name} is multi-objective: give two or more fitness "
+                                 "entries (one per objective)")
+            if self.racing is not None or self.subset is not None:
+                raise ValueError("racing and subset fitness work on one objective; not with "
+                                 f"optimizer {self.optimizer.name}")
+        elif self.constraints:
+            raise ValueError("constraints need a multi-objective optimizer (nsga2, nsga3 or motpe)")
+        keys = self.fitness_keys()
+        for c in self.constraints:
+            if c.evaluator not in keys:
+                raise ValueError(f"constraint on {c.evaluator!r}: no such fitness entry (there are: "
+                                 f"{', '.join(keys)})")
         if self.merge is not None and not self.merge.get("models"):
             raise ValueError("merge: the recipe template must use the `models:` form (the genome makes the slices)")
         return self
+
+    @property
+    def multi_objective(self) -> bool:
+        from evomerge.search.optimizers import OPTIMIZERS
+
+        return getattr(OPTIMIZERS[self.optimizer.name], "multi_objective", False)
+
+    def fitness_keys(self) -> list[str]:
+        """The names the fitness entries' scores are recorded under (`name#i` when a name repeats)."""
+        names = [f.name for f in self.fitness]
+        return [n if names.count(n) == 1 else f"{n}#{i}" for i, n in enumerate(names)]
 
     def template(self, where: str = "search config") -> Recipe:
         return recipe_from_dict(self.merge, f"{where}: merge")
@@ -182,8 +227,8 @@ class SearchConfig(_Strict):
         """Hash of everything that shapes the candidates (budget, executor and self_check may change between
         resumes)."""
         data = self.model_dump(mode="json", exclude={"budget", "executor", "self_check", "tracking"})
-        for added in ("racing", "subset"):  # sections added later: absent, they leave older runs' keys unchanged
-            if data.get(added) is None:
+        for added in ("racing", "subset", "constraints"):  # added later: absent, older runs' keys stay unchanged
+            if not data.get(added):
                 data.pop(added, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -205,6 +250,14 @@ def search_config_from_dict(data: Any, where: str) -> SearchConfig:
     for section in ("fitness", "validation"):
         for i, ev in enumerate(getattr(config, section)):
             check_evaluator_config(ev, f"{where}: {section}[{i}]")
+    from evomerge.evaluators import evaluator_class
+
+    keys = config.fitness_keys()
+    for i, c in enumerate(config.constraints):
+        cls = evaluator_class(config.fitness[keys.index(c.evaluator)].name, f"{where}: constraints[{i}]")
+        if cls.metrics is not None and c.metric not in cls.metrics:
+            raise UserError(f"evaluator {c.evaluator} has no metric {c.metric!r} (it gives: {', '.join(cls.metrics)})",
+                            f"{where}: constraints[{i}].metric")
     return config
 
 

@@ -30,6 +30,7 @@ from evomerge.errors import UserError
 from evomerge.models import ModelPool
 from evomerge.search.config import SearchConfig
 from evomerge.search.executors import Job, LocalExecutor, Lost, Outcome
+from evomerge.search import pareto
 from evomerge.search.optimizers import Optimizer, make_optimizer
 from evomerge.search.spaces import SearchSpace, make_space
 from evomerge.search.store import (BEST_RECIPE, CONFIG_FILE, DB_NAME, LOCK_NAME, MASK_KEYS, RunLock, RunStore,
@@ -69,7 +70,7 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
     pick_device(config.device, "search config: device")
     with ModelPool() as pool:
         space = make_space(config, pool)
-        opt = make_optimizer(config.optimizer, space.x0(), space.names)
+        opt = make_optimizer(config.optimizer, space.x0(), space.names, len(config.fitness))
         fitness = Fitness(config.fitness, "fitness")
         validation = Fitness(config.validation, "validation") if config.validation else None
         for mode in ("racing", "subset"):
@@ -100,6 +101,7 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
         try:
             check_run_dir(run_dir, resume)  # again, now that no other process can be starting a run here
             store = _open_store(config, run_dir, resume, text, sources, data, space)
+            store.set_meta("objectives", json.dumps([[t.key, t.metric] for t in fitness.terms]))
             from evomerge.search.tracking import make_trackers
 
             trackers = make_trackers(config, run_dir, store, log)
@@ -188,9 +190,23 @@ def replay(opt: Optimizer, store: RunStore, failed_fitness: float) -> int:
                 raise UserError(f"replaying generation {gen} did not reproduce trial {t.id}; "
                                 "the run cannot be resumed with this optimiser", str(store.folder))
         told = sorted((t for t in trials if t.told is not None), key=lambda t: t.told) or trials[:pop]
-        opt.tell([np.array(t.genes) for t in told], [fitness_of(t, failed_fitness) for t in told])
+        tell(opt, store, told, failed_fitness)
         gen += 1
     return gen
+
+
+def tell(opt: Optimizer, store: RunStore, trials: list[Trial], failed: float) -> None:
+    """Tell the optimiser a generation's trials: their fitness, or for a multi-objective optimiser their
+    objective vectors (each fitness entry's metric; `failed` for each where a trial has none) and constraint
+    violations."""
+    xs = [np.array(t.genes) for t in trials]
+    if not getattr(opt, "multi_objective", False):
+        opt.tell(xs, [fitness_of(t, failed) for t in trials])
+        return
+    objs, constraints = pareto.for_run(store)
+    vectors = [pareto.vector(t.scores, objs) if t.status in SCORED else None for t in trials]
+    opt.tell(xs, [v if v is not None else [failed] * len(objs) for v in vectors],
+             [pareto.violation(t.scores if t.status in SCORED else None, constraints) for t in trials])
 
 
 def fitness_of(trial: Trial | None, failed: float) -> float:
@@ -416,7 +432,10 @@ class Driver:
         g, store = self.gen, self.store
         told = g.finished[:self.opt.popsize]
         values = [v for _, _, v in told]
-        self.opt.tell([g.asked[k] for k, _, _ in told], values)
+        if getattr(self.opt, "multi_objective", False):
+            tell(self.opt, store, [store.trial(tid) for _, tid, _ in told], self.failed)
+        else:
+            self.opt.tell([g.asked[k] for k, _, _ in told], values)
         store.mark_told([tid for _, tid, _ in told])
         store.finish_generation(g.index, self.opt.snapshot(), values)
         best = store.best()

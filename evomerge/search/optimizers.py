@@ -148,9 +148,63 @@ class OptunaBackend(Optimizer):
         return {"best_params": best.params if best else None, "trials": len(self.study.trials)}
 
 
+class OptunaMultiObjective(Optimizer):
+    """Several objectives at once, all maximised, through Optuna's multi-objective samplers: `nsga2` (NSGA-II, the
+    default choice: it needs no model of the fitness landscape and its populations match the driver's
+    generations), `nsga3` (NSGA-III: reference directions keep the front spread with three or more objectives),
+    `motpe` (multi-objective TPE: fewer evaluations when candidates are dear, at the price of a model fitted
+    to every trial). Constraints go through Optuna's `constraints_func`: a trial carries its violation (0 =
+    feasible) and the samplers prefer feasible trials (constrained domination)."""
+
+    multi_objective = True
+
+    def __init__(self, config: OptimizerConfig, x0: np.ndarray, names: list[str], objectives: int = 2):
+        super().__init__(config, x0, names)
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.objectives = objectives
+        self.dists = {n: optuna.distributions.FloatDistribution(0.0, 1.0) for n in names}
+
+        def constraints(trial) -> list[float]:
+            return [trial.user_attrs.get("violation", 0.0)]
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Optuna marks constraints_func experimental
+            if config.name == "nsga2":
+                sampler = optuna.samplers.NSGAIISampler(population_size=self.popsize, seed=config.seed,
+                                                        constraints_func=constraints)
+            elif config.name == "nsga3":
+                sampler = optuna.samplers.NSGAIIISampler(population_size=self.popsize, seed=config.seed,
+                                                         constraints_func=constraints)
+            else:
+                sampler = optuna.samplers.TPESampler(seed=config.seed, multivariate=True,
+                                                     constraints_func=constraints)
+        self.study = optuna.create_study(directions=["maximize"] * objectives, sampler=sampler)
+        self._pending: list[Any] = []
+
+    def ask(self) -> list[np.ndarray]:
+        self._pending = [self.study.ask(self.dists) for _ in range(self.popsize)]
+        return [np.array([t.params[n] for n in self.names], float) for t in self._pending]
+
+    def tell(self, xs, fitness, violations: list[float] | None = None) -> None:
+        """`fitness`: one vector of objective values per candidate (higher is better)."""
+        for i, (trial, values) in enumerate(zip(self._pending, fitness)):
+            trial.set_user_attr("violation", float(violations[i]) if violations else 0.0)
+            self.study.tell(trial, [float(v) for v in values])
+        self._pending = []
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"trials": len(self.study.trials), "front": [t.number for t in self.study.best_trials]}
+
+
 # The backends a config can name: a new backend is a class above and a line here.
-OPTIMIZERS: dict[str, type[Optimizer]] = {"cma": PyCMA, "optuna": OptunaBackend}
+OPTIMIZERS: dict[str, type[Optimizer]] = {"cma": PyCMA, "optuna": OptunaBackend, "nsga2": OptunaMultiObjective,
+                                          "nsga3": OptunaMultiObjective, "motpe": OptunaMultiObjective}
 
 
-def make_optimizer(config: OptimizerConfig, x0: np.ndarray, names: list[str]) -> Optimizer:
-    return OPTIMIZERS[config.name](config, x0, names)
+def make_optimizer(config: OptimizerConfig, x0: np.ndarray, names: list[str], objectives: int = 1) -> Optimizer:
+    cls = OPTIMIZERS[config.name]
+    if getattr(cls, "multi_objective", False):
+        return cls(config, x0, names, objectives)
+    return cls(config, x0, names)

@@ -60,7 +60,26 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             "history": [{"generation": g["generation"], "best": g["best"], "mean": g["mean"]} for g in gens],
             "self_check": store.notes("self_check"),
             "spent": store.spent(),  # fallbacks of the GPU path (executors.Runner)
+            "front": _front(store, config),
         }
+
+
+def _front(store: RunStore, config: dict) -> dict[str, Any] | None:
+    """Multi-objective runs: the Pareto front among the trials that meet the constraints, each value in its
+    metric's own units (perplexity, not its negative log)."""
+    from evomerge.search.optimizers import OPTIMIZERS
+    from evomerge.search import pareto
+
+    if not getattr(OPTIMIZERS.get(config["optimizer"]["name"]), "multi_objective", False):
+        return None
+    objs, constraints = pareto.for_run(store)
+    info = pareto.front(store.trials("complete"), objs, constraints)
+    info["shown"] = [pareto.shown(o["metric"]) for o in info["objectives"]]
+    for m in info["members"]:
+        m["shown"] = [pareto.shown_value(o["metric"], v) for o, v in zip(info["objectives"], m["values"])]
+    history = pareto.hypervolume_history(store.trials("complete"), objs, constraints)
+    info["hypervolume"] = history[-1][1] if history else None
+    return info
 
 
 def _estimation_error(trials: list[Trial]) -> dict[str, float] | None:

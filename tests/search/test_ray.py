@@ -150,3 +150,21 @@ def test_a_hung_candidate_is_requeued_after_the_timeout(family, target, tmp_path
     status = run_status(tmp_path / "run")
     assert status["completed"] == 8 and status["running"] == 0
     assert int(calls.read_text()) == 9  # the hung candidate ran again on a fresh worker
+
+
+def test_a_multi_objective_search_runs_on_workers_as_it_does_locally(family, tmp_path):  # noqa: F811
+    """NSGA-II through the Ray executor: the driver tells the optimiser the objective vectors, the workers only
+    score; one worker gives the local run's trials."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_multi_objective import genes_by_trial, mo_config
+
+    local = mo_config(family, budget=16)
+    ray = mo_config(family, budget=16)
+    ray["executor"] = {"name": "ray", "workers": 1, "cpus_per_worker": 0}
+    search(ray, tmp_path / "ray")
+    search(local, tmp_path / "local")
+    a, b = genes_by_trial(tmp_path / "ray"), genes_by_trial(tmp_path / "local")
+    assert [v[1] for v in a.values()] == [v[1] for v in b.values()]
+    assert run_status(tmp_path / "ray")["front"]["members"] == run_status(tmp_path / "local")["front"]["members"]
