@@ -198,6 +198,11 @@ def status(run_dir: Path, as_json: bool, watch: bool, interval: float) -> None:
             click.echo(f"  {m['trial']:>5}  {m['generation']:>3}  "
                        + "  ".join(f"{v:>{len(h)}.5g}" for v, h in zip(m["shown"], front["shown"])))
         click.echo("  (export any of them: evomerge export RUN_DIR OUT --trial ID)")
+    for a in info.get("archive") or []:
+        size = a["bins"] ** len(a["descriptors"])
+        click.echo(f"archive by {a['quality']} ({a['shown']}): {len(a['cells'])} of {size} cells filled, "
+                   f"cells over " + ", ".join(f"{d['key']} {d['metric']}" for d in a["descriptors"]))
+        click.echo("  " + "  ".join(f"{tuple(c['cell'])}: trial {c['trial']} ({c['shown']:.4g})" for c in a["cells"]))
     best = info["best"]
     if not best:
         click.echo("best: none yet (no trial has completed)")

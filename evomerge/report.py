@@ -12,6 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from evomerge.errors import UserError
@@ -228,6 +229,58 @@ def plot_front(store: RunStore, out: Path) -> Path | None:
     return path
 
 
+def plot_archive(store: RunStore, out: Path) -> Path | None:
+    """Quality-diversity runs: each objective's archive as a heatmap of its elites' quality over the grid of the
+    other objectives (two descriptors: a map; one: a strip; more: the first two, best over the rest)."""
+    from evomerge.search.quality_diversity import archive_of_run, describe
+
+    built = archive_of_run(store)
+    if built is None:
+        return None
+    archives = describe(*built)
+    plt = _plt()
+    from evomerge.search import pareto
+
+    one_d = all(len(a["descriptors"]) == 1 for a in archives)
+    fig, axes = plt.subplots(1, len(archives), figsize=(5 * len(archives), 2.6 if one_d else 4.2), squeeze=False)
+    for ax, a in zip(axes[0], archives):
+        bins = a["bins"]
+        dims = min(2, len(a["descriptors"]))
+        grid = np.full((bins if dims == 2 else 1, bins), np.nan)
+        for c in a["cells"]:
+            i, j = (c["cell"][1], c["cell"][0]) if dims == 2 else (0, c["cell"][0])
+            if np.isnan(grid[i, j]) or c["quality"] > _stored(grid[i, j], a["metric"]):
+                grid[i, j] = c["shown"]
+        cmap = "viridis_r" if (a["metric"] or "").startswith("neg_log_") else "viridis"
+        im = ax.imshow(grid, origin="lower", aspect="auto", cmap=cmap)
+        fig.colorbar(im, ax=ax, label=a["shown"])
+        def edges(d):  # each bin's lower edge, in the metric's own units
+            lo, hi = d["range"]
+            return [f"{pareto.shown_value(d['metric'], lo + (hi - lo) * i / bins):.3g}" for i in range(bins)]
+
+        d0 = a["descriptors"][0]
+        ax.set_xticks(range(bins), edges(d0), fontsize=7, rotation=30)
+        ax.set_xlabel(f"{pareto.shown(d0['metric'])}, bins from\n{d0['key']}", fontsize=8)
+        if dims == 2:
+            d1 = a["descriptors"][1]
+            ax.set_yticks(range(bins), edges(d1), fontsize=7)
+            ax.set_ylabel(f"{pareto.shown(d1['metric'])}\n{d1['key']}", fontsize=8)
+        else:
+            ax.set_yticks([])
+        ax.set_title(f"elites by {a['quality']} ({len(a['cells'])} cells)", fontsize=9)
+    fig.tight_layout()
+    path = out / "archive.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _stored(shown: float, metric: str | None) -> float:
+    import math
+
+    return -math.log(shown) if (metric or "").startswith("neg_log_") else shown
+
+
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """README.md with the pictures beside it, and report.html: the same page with the pictures inlined, one file
     to attach to a model card or send."""
@@ -238,7 +291,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         if best is None:
             raise UserError("the run has no completed trial yet", str(run_dir))
         out.mkdir(parents=True, exist_ok=True)
-        images = [p for p in (plot_fitness(store, out), plot_front(store, out),
+        images = [p for p in (plot_fitness(store, out), plot_front(store, out), plot_archive(store, out),
                               plot_parameters(best, store.genes_info(), out), plot_path(best, out)) if p]
         series = fitness_series(store)
         label, shown = fitness_units(store.config())

@@ -135,6 +135,22 @@ class ConstraintConfig(_Strict):
         return self
 
 
+class ArchiveConfig(_Strict):
+    """The quality-diversity archive of `optimizer: {name: map_elites}` (search/quality_diversity.py)."""
+
+    bins: int = Field(8, ge=2, le=64)  # cells per behaviour descriptor
+    ranges: dict[str, tuple[float, float]] = Field(default_factory=dict)  # fitness key -> range (stored units)
+    mutation: float = Field(0.1, gt=0, le=1)  # width of the Gaussian variation of merged genes
+
+    @field_validator("ranges")
+    @classmethod
+    def _ordered(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for key, (lo, hi) in v.items():
+            if not lo < hi:
+                raise ValueError(f"archive range of {key} must go from low to high, got [{lo}, {hi}]")
+        return v
+
+
 class WandbConfig(_Strict):
     project: str = "evomerge"
     entity: str | None = None
@@ -172,6 +188,7 @@ class SearchConfig(_Strict):
     # multi-objective optimisers (nsga2, nsga3, motpe): each fitness entry is one objective; constraints bound any
     # recorded metric, and the Pareto front is kept among the trials that meet them all (search/pareto.py)
     constraints: list[ConstraintConfig] = Field(default_factory=list)
+    archive: ArchiveConfig | None = None  # map_elites: its grid (defaults when absent)
     failed_fitness: float = -1e9  # what a failed candidate scores (CMA-ES only uses ranks)
     # before the first candidate: the fused merge kernels against the reference merge, the generation engine
     # against `generate`; a failure switches to the reference path (executors.Runner)
@@ -199,8 +216,13 @@ class SearchConfig(_Strict):
                 raise ValueError("racing and subset fitness work on one objective; not with "
                                  f"optimizer {self.optimizer.name}")
         elif self.constraints:
-            raise ValueError("constraints need a multi-objective optimizer (nsga2, nsga3 or motpe)")
+            raise ValueError("constraints need a multi-objective optimizer (nsga2, nsga3, motpe or map_elites)")
         keys = self.fitness_keys()
+        if self.archive is not None and self.optimizer.name != "map_elites":
+            raise ValueError("`archive` belongs to optimizer map_elites")
+        for key in (self.archive.ranges if self.archive else {}):
+            if key not in keys:
+                raise ValueError(f"archive range for {key!r}: no such fitness entry (there are: {', '.join(keys)})")
         for c in self.constraints:
             if c.evaluator not in keys:
                 raise ValueError(f"constraint on {c.evaluator!r}: no such fitness entry (there are: "
@@ -227,7 +249,7 @@ class SearchConfig(_Strict):
         """Hash of everything that shapes the candidates (budget, executor and self_check may change between
         resumes)."""
         data = self.model_dump(mode="json", exclude={"budget", "executor", "self_check", "tracking"})
-        for added in ("racing", "subset", "constraints"):  # added later: absent, older runs' keys stay unchanged
+        for added in ("racing", "subset", "constraints", "archive"):  # added later: absent, older runs' keys stay unchanged
             if not data.get(added):
                 data.pop(added, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

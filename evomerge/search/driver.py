@@ -70,7 +70,8 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
     pick_device(config.device, "search config: device")
     with ModelPool() as pool:
         space = make_space(config, pool)
-        opt = make_optimizer(config.optimizer, space.x0(), space.names, len(config.fitness))
+        opt = make_optimizer(config.optimizer, space.x0(), space.names, len(config.fitness),
+                             config.archive.model_dump() if config.archive else None, config.fitness_keys())
         fitness = Fitness(config.fitness, "fitness")
         validation = Fitness(config.validation, "validation") if config.validation else None
         for mode in ("racing", "subset"):

@@ -198,13 +198,62 @@ class OptunaMultiObjective(Optimizer):
         return {"trials": len(self.study.trials), "front": [t.number for t in self.study.best_trials]}
 
 
+class MapElites(Optimizer):
+    """Quality diversity (search/quality_diversity.py): each generation improves one objective's archive by
+    merging and varying its elites; the archives are what the run is for, read back by `status` and `report`."""
+
+    multi_objective = True
+
+    def __init__(self, config: OptimizerConfig, x0: np.ndarray, names: list[str], objectives: int = 2,
+                 archive: dict | None = None, keys: list[str] | None = None):
+        super().__init__(config, x0, names)
+        from evomerge.search.quality_diversity import Archive
+
+        archive = archive or {}
+        given = archive.get("ranges") or {}
+        keys = keys or [str(i) for i in range(objectives)]
+        self.archive = Archive(objectives, archive.get("bins", 8),
+                               [tuple(given[k]) if k in given else None for k in keys])
+        self.mutation = archive.get("mutation", 0.1)
+        self.rng = np.random.default_rng(config.seed)
+        self.generation = 0
+        self._told = 0
+
+    def ask(self) -> list[np.ndarray]:
+        k = self.generation % self.archive.k
+        parents = self.archive.parents(k)
+        if not parents:  # nothing scored yet: spread the first generation over the whole box
+            return [self.rng.uniform(0.0, 1.0, self.n) for _ in range(self.popsize)]
+        out = []
+        for _ in range(self.popsize):
+            a, b = (parents[i] for i in self.rng.integers(0, len(parents), 2))
+            child = a + self.rng.uniform() * (b - a) + self.rng.normal(0.0, self.mutation, self.n)
+            out.append(np.clip(child, 0.0, 1.0))
+        return out
+
+    def tell(self, xs, fitness, violations: list[float] | None = None) -> None:
+        from evomerge.search.quality_diversity import offer
+
+        violations = violations or [0.0] * len(xs)
+        offer(self.archive, [(self._told + i, x, v, c) for i, (x, v, c) in enumerate(zip(xs, fitness, violations))])
+        self._told += len(xs)
+        self.generation += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"filled": [len(e) for e in self.archive.elites], "improving": self.generation % self.archive.k}
+
+
 # The backends a config can name: a new backend is a class above and a line here.
 OPTIMIZERS: dict[str, type[Optimizer]] = {"cma": PyCMA, "optuna": OptunaBackend, "nsga2": OptunaMultiObjective,
-                                          "nsga3": OptunaMultiObjective, "motpe": OptunaMultiObjective}
+                                          "nsga3": OptunaMultiObjective, "motpe": OptunaMultiObjective,
+                                          "map_elites": MapElites}
 
 
-def make_optimizer(config: OptimizerConfig, x0: np.ndarray, names: list[str], objectives: int = 1) -> Optimizer:
+def make_optimizer(config: OptimizerConfig, x0: np.ndarray, names: list[str], objectives: int = 1,
+                   archive: dict | None = None, keys: list[str] | None = None) -> Optimizer:
     cls = OPTIMIZERS[config.name]
+    if cls is MapElites:
+        return cls(config, x0, names, objectives, archive, keys)
     if getattr(cls, "multi_objective", False):
         return cls(config, x0, names, objectives)
     return cls(config, x0, names)

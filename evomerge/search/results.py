@@ -61,7 +61,16 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             "self_check": store.notes("self_check"),
             "spent": store.spent(),  # fallbacks of the GPU path (executors.Runner)
             "front": _front(store, config),
+            "archive": _archive(store),
         }
+
+
+def _archive(store: RunStore) -> list[dict[str, Any]] | None:
+    """Quality-diversity runs: each objective's archive (cells and their elites)."""
+    from evomerge.search.quality_diversity import archive_of_run, describe
+
+    built = archive_of_run(store)
+    return describe(*built) if built else None
 
 
 def _front(store: RunStore, config: dict) -> dict[str, Any] | None:

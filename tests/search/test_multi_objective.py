@@ -133,3 +133,17 @@ def test_the_report_draws_the_front(family, tmp_path):
     assert (run / "report" / "pareto.png").exists()
     text = (run / "report" / "README.md").read_text()
     assert "Pareto front (neg_mse (higher is better), neg_mse (higher is better)): trial" in text
+
+
+@pytest.mark.parametrize("optimizer", ["nsga2", "map_elites"])
+def test_data_flow_searches_take_several_objectives_too(family, target_logits, other, tmp_path, optimizer):
+    from helpers import dfs_config
+
+    cfg = dfs_config(family, target_logits, other, budget=16)
+    cfg["optimizer"] = {"name": optimizer, "seed": 0, "popsize": 8}
+    cfg["fitness"] = [dict(cfg["fitness"][0], limit=3), dict(cfg["fitness"][0], limit=6)]
+    run = tmp_path / "run"
+    search(cfg, run)
+    info = run_status(run)
+    assert info["completed"] == 16 and info["front"]["members"]
+    assert (info["archive"] is not None) == (optimizer == "map_elites")
