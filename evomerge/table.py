@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from evomerge.errors import UserError
 from evomerge.recipe import _first_pydantic_error, read_yaml_file
@@ -21,8 +21,36 @@ from evomerge.search.config import EvaluatorConfig
 
 class TableModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str
-    model: str  # folder, .gguf, builtin:NAME, hub id, run:DIR (a search's result) or recipe:PATH (merged once)
+    name: str | None = None
+    model: str | None = None  # folder, .gguf, builtin:NAME, hub id, run:DIR (a search's result), run:DIR@ID (one
+    # of its trials) or recipe:PATH (merged once)
+    front: str | None = None  # a multi-objective run folder: one row per member of its Pareto front
+
+    @model_validator(mode="after")
+    def _one(self) -> "TableModel":
+        if (self.model is None) == (self.front is None):
+            raise ValueError("a table model needs `model` (with `name`) or `front` (a run folder)")
+        if self.model is not None and self.name is None:
+            raise ValueError("a table model needs a `name`")
+        return self
+
+
+def expand_fronts(models: list[TableModel]) -> list[TableModel]:
+    """`front: RUN` rows become one `run:RUN@ID` row per Pareto-front member, named after the trial."""
+    from evomerge.search.results import run_status
+
+    out = []
+    for m in models:
+        if m.front is None:
+            out.append(m)
+            continue
+        front = run_status(m.front).get("front")
+        if front is None:
+            raise UserError("not a multi-objective run: it has no Pareto front", m.front)
+        prefix = m.name or Path(m.front).name
+        out += [TableModel(name=f"{prefix} trial {x['trial']}", model=f"run:{m.front}@{x['trial']}")
+                for x in front["members"]]
+    return out
 
 
 class TableTask(BaseModel):
@@ -107,7 +135,7 @@ def build_table(config: TableConfig, cache_dir: Path, log=print) -> dict[str, An
     fitnesses: dict[int, Fitness] = {}
     rows: dict[str, dict[str, float]] = {}
     computed = 0
-    for m in config.models:
+    for m in expand_fronts(config.models):
         ref = resolve_ref(m.model, cache_dir, log)
         rows[m.name] = {}
         loaded = None

@@ -25,7 +25,19 @@ def resolve_run_ref(ref: str, log=_stderr) -> str:
 
 
 def run_best_model(run_dir: str | Path, log=_stderr) -> Path:
-    """The `run` reference scheme (evomerge/references.py): the folder of the run's best model."""
+    """The `run` reference scheme (evomerge/references.py): the folder of the run's best model; `run:DIR@ID`
+    names trial ID instead (a Pareto-front member, an archive elite), exported once to DIR/trials/ID."""
+    text = str(run_dir)
+    if "@" in text:
+        folder, _, trial = text.rpartition("@")
+        if not trial.isdigit():
+            raise UserError(f"run:{text}: after @ comes a trial id", f"run:{text}")
+        out = Path(folder) / "trials" / trial
+        if not (out / "config.json").exists():
+            log(f"exporting trial {trial} of {folder} to {out}")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            export_trial(folder, out, trial, progress=False, force=True, log=log)
+        return out
     run_dir = Path(run_dir)
     with RunStore(run_dir) as store:
         best, out, current = store.result(), store.best_model_dir, store.exported_best()

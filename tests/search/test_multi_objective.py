@@ -147,3 +147,21 @@ def test_data_flow_searches_take_several_objectives_too(family, target_logits, o
     info = run_status(run)
     assert info["completed"] == 16 and info["front"]["members"]
     assert (info["archive"] is not None) == (optimizer == "map_elites")
+
+
+def test_a_table_lists_the_front_members(family, tmp_path):
+    """`front: RUN` in a table: one row per front member, each its exported trial (`run:RUN@ID`)."""
+    from evomerge.table import build_table, load_table_config
+
+    run = tmp_path / "run"
+    search(mo_config(family, budget=16), run)
+    target = family["ja"] / "model.safetensors"
+    table = write(tmp_path / "t.yaml", json.dumps({
+        "models": [{"front": str(run), "name": "mo"}],
+        "tasks": [{"name": "ja", "evaluator": {"name": "fitness_fixtures:TargetDistance", "target": str(target)}}],
+        "device": "cpu", "self_check": False}))
+    result = build_table(load_table_config(table), tmp_path / "cache", log=lambda m: None)
+    members = run_status(run)["front"]["members"]
+    assert list(result["rows"]) == [f"mo trial {m['trial']}" for m in members]
+    for m in members:  # each row scored the exported trial: the search's own score for it
+        assert result["rows"][f"mo trial {m['trial']}"]["ja"] == pytest.approx(m["values"][0], rel=1e-4)
