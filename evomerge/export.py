@@ -291,13 +291,26 @@ def export_merge(run, out: Path, *, force: bool = False, max_shard_size: int = 5
             tqdm.write(f"warning: {plan.warnings[-1]}", file=sys.stderr)
     with (staged_output(out, force) if staged else contextlib.nullcontext(out)) as tmp:
         writer = ShardWriter(tmp, run.layout(), max_shard_size)
-        try:
-            bar = tqdm(run.tensors(), total=len(plan.tasks), desc="merging", unit="tensor", disable=not progress)
-            for name, tensor in bar:
-                writer.add(name, tensor)
-        except BaseException:
-            writer.abort()  # the staged folder is removed with what it holds
-            raise
+        from concurrent.futures import ThreadPoolExecutor
+
+        # each tensor is written on another thread while the next one merges; one write in flight at a time,
+        # which is what the merge's reused output buffers allow (MergeRun.tensors(reuse=True))
+        with ThreadPoolExecutor(1, thread_name_prefix="evomerge-write") as io:
+            pending = None
+            try:
+                bar = tqdm(run.tensors(reuse=True), total=len(plan.tasks), desc="merging", unit="tensor",
+                           disable=not progress)
+                for name, tensor in bar:
+                    if pending is not None:
+                        pending.result()
+                    pending = io.submit(writer.add, name, tensor)
+                if pending is not None:
+                    pending.result()
+            except BaseException:
+                if pending is not None:
+                    pending.cancel() or pending.exception()
+                writer.abort()  # the staged folder is removed with what it holds
+                raise
         writer.close()
         donor = pool.get(plan.donor)
         cfg = output_config(donor.config, plan, run.out_dtype)

@@ -41,178 +41,15 @@ import torch
 from evomerge import rng
 from evomerge.methods.base import FusedForm, MergeMethod
 
-try:
-    import numba
-    from numba import njit, prange, types
-    from numba.extending import intrinsic, overload
-except ImportError:  # pragma: no cover - numba is a dependency; without it every tensor takes the reference path
-    numba = None
 
 _KERNEL_DTYPES = (torch.float32, torch.bfloat16)  # what the kernels read and write
-_BLOCK = 8192  # elements per block of the block-wise passes (sums, histograms)
+_BLOCK = 8192  # elements per block of the block-wise passes (sums, histograms): cpu_kernels._BLOCK
 _PARALLEL_FROM = 1 << 18  # elements: smaller tensors merge on one thread
 
 
 def available() -> bool:
-    return numba is not None
-
-
-if numba is not None:
-
-    @intrinsic
-    def _f32(typingctx, bits):
-        """The float32 whose bits are `bits` (uint32)."""
-        def codegen(context, builder, sig, args):
-            return builder.bitcast(args[0], context.get_value_type(types.float32))
-        return types.float32(types.uint32), codegen
-
-    @intrinsic
-    def _bits(typingctx, x):
-        """The bits (uint32) of the float32 `x`."""
-        def codegen(context, builder, sig, args):
-            return builder.bitcast(args[0], context.get_value_type(types.uint32))
-        return types.uint32(types.float32), codegen
-
-    def _load(a, i):
-        pass
-
-    @overload(_load)
-    def _load_impl(a, i):
-        if a.dtype == types.uint16:  # bfloat16 words
-            def impl(a, i):
-                return _f32(np.uint32(a[i]) << np.uint32(16))
-            return impl
-        return lambda a, i: a[i]
-
-    def _store(a, i, v):
-        pass
-
-    @overload(_store)
-    def _store_impl(a, i, v):
-        if a.dtype == types.uint16:  # round to nearest even, as torch's float -> bfloat16
-            def impl(a, i, v):
-                b = _bits(v)
-                if (b & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):
-                    a[i] = np.uint16(0x7FC0)
-                else:
-                    a[i] = np.uint16((b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
-            return impl
-
-        def impl(a, i, v):
-            a[i] = v
-        return impl
-
-    @njit(inline="always")
-    def _fmix32(h):
-        h ^= h >> np.uint32(16)
-        h = np.uint32(h * np.uint32(0x85EBCA6B))
-        h ^= h >> np.uint32(13)
-        h = np.uint32(h * np.uint32(0xC2B2AE35))
-        h ^= h >> np.uint32(16)
-        return h
-
-    @njit(inline="always")
-    def _uniform(i, k0, k1):
-        """evomerge.rng.uniform's number for element i of the stream (k0, k1): fmix32(fmix32(i ^ k0) + k1) >> 8."""
-        h = _fmix32(np.uint32(np.uint32(i) ^ k0))
-        h = _fmix32(np.uint32(h + k1))
-        return np.float32(h >> np.uint32(8)) * np.float32(1.0 / (1 << 24))
-
-    @njit(inline="always")
-    def _sign(x):
-        if x > 0:
-            return np.float32(1.0)
-        if x < 0:
-            return np.float32(-1.0)
-        return np.float32(0.0)
-
-    @njit(parallel=True, nogil=True, cache=True, error_model="numpy")
-    def _magnitude_hist(base, xs, which, shift, prefix, hist):
-        """Per block, per selected source: histogram of 16 bits of |delta|'s bits at `shift`, counting only
-        magnitudes whose bits above shift + 16 equal prefix[j] (the high bin found by the first pass)."""
-        n = base.size
-        S = len(xs)
-        nchunk = hist.shape[0]
-        per = (n + nchunk - 1) // nchunk
-        for c in prange(nchunk):
-            lo = np.uint64(c * per)
-            hi = np.uint64(min(n, c * per + per))
-            for j in range(S):
-                if not which[j]:
-                    continue
-                x = xs[j]
-                p = prefix[j]
-                h = hist[c, j]
-                for i in range(lo, hi):
-                    bits = _bits(_load(x, i) - _load(base, i)) & np.uint32(0x7FFFFFFF)
-                    if shift == 0:
-                        if (bits >> np.uint32(16)) == p:
-                            h[bits & np.uint32(0xFFFF)] += 1
-                    else:
-                        h[bits >> np.uint32(16)] += 1
-
-    @njit(parallel=True, nogil=True, cache=True, error_model="numpy")
-    def _equal_counts(base, xs, which, thr, counts):
-        """counts[j, blk]: magnitudes of source j in block blk whose bits equal the threshold thr[j]."""
-        n = base.size
-        S = len(xs)
-        nblk = counts.shape[1]
-        for blk in prange(nblk):
-            lo = np.uint64(blk * _BLOCK)
-            hi = np.uint64(min(n, blk * _BLOCK + _BLOCK))
-            for j in range(S):
-                if not which[j]:
-                    continue
-                x = xs[j]
-                T = thr[j]
-                c = 0
-                for i in range(lo, hi):
-                    if (_bits(_load(x, i) - _load(base, i)) & np.uint32(0x7FFFFFFF)) == T:
-                        c += 1
-                counts[j, blk] = c
-
-    @njit(nogil=True, cache=True)
-    def _nth_equal(base, x, T, lo, hi, r):
-        """The index of the r-th (from 0) element in lo..hi whose |x - base| has the bits T."""
-        for i in range(lo, hi):
-            if (_bits(_load(x, i) - _load(base, i)) & np.uint32(0x7FFFFFFF)) == T:
-                if r == 0:
-                    return i
-                r -= 1
-        return hi - 1
-
-    @njit(parallel=True, nogil=True, cache=True, error_model="numpy", fastmath={"reassoc"})
-    def _dots(a, b, part):
-        """Per block: (|a|^2, |b|^2, a.b) in float64 (fixed blocks: the same sums on any number of threads)."""
-        n = a.size
-        for blk in prange(part.shape[0]):
-            aa = 0.0
-            bb = 0.0
-            ab = 0.0
-            for i in range(np.uint64(blk * _BLOCK), np.uint64(min(n, blk * _BLOCK + _BLOCK))):
-                x = np.float64(_load(a, i))
-                y = np.float64(_load(b, i))
-                aa += x * x
-                bb += y * y
-                ab += x * y
-            part[blk, 0] = aa
-            part[blk, 1] = bb
-            part[blk, 2] = ab
-
-    @njit(parallel=True, nogil=True, cache=True, error_model="numpy")
-    def _lincomb(a, b, ca, cb, out):
-        n = a.size
-        nblk = (n + _BLOCK - 1) // _BLOCK
-        bad = 0
-        for blk in prange(nblk):
-            lo = blk * _BLOCK
-            m = min(_BLOCK, n - lo)
-            for t in range(m):
-                v = ca * _load(a, lo + t) + cb * _load(b, lo + t)
-                if not math.isfinite(v):
-                    bad += 1
-                _store(out, lo + t, v)
-        return bad
+    """Whether numba is installed (it is a dependency; without it every tensor takes the reference path)."""
+    return importlib.util.find_spec("numba") is not None
 
 
 def _array(t: torch.Tensor) -> np.ndarray:
@@ -228,7 +65,7 @@ def supports(method: MergeMethod, tensors: list[torch.Tensor], out: torch.Tensor
     """Whether this tensor can take the compiled path: a method with a CPU form, CPU tensors of one kernel dtype,
     a recipe dtype the kernels can honour, and an output they can write."""
     form = method.fused
-    if numba is None or form is None or form.kind not in ("weighted_sum", "slerp", "task_vectors"):
+    if form is None or not available() or form.kind not in ("weighted_sum", "slerp", "task_vectors"):
         return False
     dtypes = {t.dtype for t in tensors}
     if len(dtypes) != 1 or next(iter(dtypes)) not in _KERNEL_DTYPES or out.dtype not in _KERNEL_DTYPES:
@@ -245,6 +82,8 @@ def _threads(n: int) -> None:
     """Numba's pool as wide as torch's, so a merge uses the cores the user gave torch (`torch.set_num_threads`);
     one thread for small tensors, where waking the pool costs more than it saves (and its OpenMP threads spin
     after each loop, which starves other processes: many search workers on few cores)."""
+    import numba
+
     want = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)) if n >= _PARALLEL_FROM else 1
     if numba.get_num_threads() != want:
         numba.set_num_threads(want)
@@ -261,6 +100,8 @@ def merge_into(method: MergeMethod, tensors: list[torch.Tensor], base: int | Non
 
 
 def _merge_into(method, tensors, base, shared, per_input, out, seed, name, in_dtype) -> int:
+    from evomerge import cpu_kernels as ck
+
     if in_dtype == torch.bfloat16:  # the recipe's dtype rounds float32 sources first, as the reference does
         tensors = [t.to(torch.bfloat16) for t in tensors]
     tensors = [t.contiguous() for t in tensors]
@@ -276,12 +117,12 @@ def _merge_into(method, tensors, base, shared, per_input, out, seed, name, in_dt
 
         a, b = arrays[base], arrays[1 - base]
         part = np.zeros(((a.size + _BLOCK - 1) // _BLOCK, 3), np.float64)
-        _dots(a, b, part)
+        ck._dots(a, b, part)
         aa, bb, ab = part.sum(0)
         na = math.sqrt(aa) if math.sqrt(aa) > EPS else 1.0
         nb = math.sqrt(bb) if math.sqrt(bb) > EPS else 1.0
         ca, cb = coefficients(shared["t"], ab / (na * nb))
-        return int(_lincomb(a, b, np.float32(ca), np.float32(cb), dst))
+        return int(ck._lincomb(a, b, np.float32(ca), np.float32(cb), dst))
     return _task_vectors_into(form, arrays, base, shared, per_input, dst, seed, name)
 
 
@@ -365,6 +206,10 @@ def _top_k_thresholds(base_a, xs, which, ks, thr, cut, lowest_first: bool = True
     not every magnitude equal to T fits in the k, which of those are in: lowest index first (the reference's
     `top_k`; cut = the last index kept) or highest first (Breadcrumbs' stable ascending sort; cut = the first
     index kept), so the output pass decides each element on its own."""
+    import numba
+
+    from evomerge.cpu_kernels import _equal_counts, _magnitude_hist, _nth_equal
+
     S = len(xs)
     n = base_a.size
     chunks = max(1, numba.get_num_threads())
@@ -427,7 +272,7 @@ def _source(S: int) -> str:
     head = [
         '"""evomerge.fused_cpu kernels for %d source(s): generated, do not edit."""' % S,
         "import math", "import numpy as np", "from numba import njit, prange",
-        "from evomerge.fused_cpu import _bits, _load, _sign, _store, _uniform",
+        "from evomerge.cpu_kernels import _bits, _load, _sign, _store, _uniform",
         "Z = np.float32(0.0)", "ONE = np.float32(1.0)", "MASK = np.uint32(0x7FFFFFFF)", "",
     ]
     out = list(head)
@@ -509,9 +354,13 @@ def _kernels(S: int) -> Any:
     if mod is not None:
         return mod
     src = _source(S)
+    import numba
+
+    from evomerge import cpu_kernels as ck
+
     # numba's cache does not see changes in the helpers the kernels call: they are part of the key
-    helpers = "".join(inspect.getsource(f) for f in (_load_impl, _store_impl, _fmix32.py_func, _uniform.py_func,
-                                                     _sign.py_func))
+    helpers = "".join(inspect.getsource(f) for f in (ck._load_impl, ck._store_impl, ck._fmix32.py_func,
+                                                     ck._uniform.py_func, ck._sign.py_func))
     digest = hashlib.sha1((src + helpers + numba.__version__).encode()).hexdigest()[:12]
     name = f"evomerge_cpu_kernels_{S}_{digest}"
     folder = Path(os.environ.get("EVOMERGE_CACHE", Path.home() / ".cache" / "evomerge")) / "cpu_kernels"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,24 +108,52 @@ class MergeRun:
             out.append((task.out_name, tuple(info.shape), self.out_dtype or info.dtype))
         return out
 
-    def tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """The output tensors in plan order. The next task's sources are read on a second thread while this
-        one merges (reads release the GIL, and so do the CPU kernels), so reading and computing overlap."""
+    def tensors(self, reuse: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
+        """The output tensors in plan order. The next task's sources are read on two other threads while this
+        one merges (reads release the GIL, and so do the CPU kernels), so reading and computing overlap.
+
+        `reuse=True` (export): sources and outputs live in two alternating sets of buffers allocated once, so
+        a 1B-parameter merge does not fault in and zero gigabytes of fresh memory per tensor; an output tensor
+        is then only valid until the one after next is requested (the exporter writes each before that)."""
         from concurrent.futures import ThreadPoolExecutor
 
         in_dtype = torch_dtype(self.recipe.dtype) if self.recipe.dtype else None
         tasks = self.plan.tasks
+        layout = self.layout()
+        pools: list[dict[int, torch.Tensor]] = [{}, {}]  # per set: input slot -> uint8 buffer
+        outs: list[torch.Tensor | None] = [None, None]
 
-        def read(task: TensorTask) -> dict[tuple[str, str], torch.Tensor]:
-            return {(m, n): self.pool.get(m).get(n) for m, n in task.inputs}
+        def buffer(pool: dict[int, torch.Tensor], slot: int, nbytes: int) -> torch.Tensor:
+            held = pool.get(slot)
+            if held is None or held.numel() < nbytes:
+                held = pool[slot] = torch.empty(max(nbytes, 1), dtype=torch.uint8)
+            return held
 
-        with ThreadPoolExecutor(1, thread_name_prefix="evomerge-read") as reader:
-            ahead = reader.submit(read, tasks[0]) if tasks else None
-            for i, (task, (name, shape, dtype)) in enumerate(zip(tasks, self.layout())):
-                inputs = ahead.result()
+        def read_one(i: int, slot: int, model: str, name: str) -> torch.Tensor:
+            src = self.pool.get(model)
+            if not reuse or self.device.type != "cpu":
+                return src.get(name)
+            info = src.infos[name]
+            nbytes = math.prod(info.shape) * info.dtype.itemsize
+            return src.get(name, buffer(pools[i % 2], slot, nbytes))
+
+        with ThreadPoolExecutor(2, thread_name_prefix="evomerge-read") as reader:
+            def read(i: int):
+                return {(m, n): reader.submit(read_one, i, j, m, n) for j, (m, n) in enumerate(tasks[i].inputs)}
+
+            ahead = read(0) if tasks else None
+            for i, (task, (name, shape, dtype)) in enumerate(zip(tasks, layout)):
+                inputs = {k: f.result() for k, f in ahead.items()}
                 if i + 1 < len(tasks):
-                    ahead = reader.submit(read, tasks[i + 1])
-                out = torch.empty(shape, dtype=dtype, device=self.device)
+                    ahead = read(i + 1)
+                nbytes = math.prod(shape) * dtype.itemsize
+                if reuse and self.device.type == "cpu" and nbytes % dtype.itemsize == 0:
+                    held = outs[i % 2]
+                    if held is None or held.numel() < nbytes:
+                        held = outs[i % 2] = torch.empty(max(nbytes, 1), dtype=torch.uint8)
+                    out = held[:nbytes].view(dtype).view(shape)
+                else:
+                    out = torch.empty(shape, dtype=dtype, device=self.device)
                 if not merge_task_into(self.plan, task, lambda m, n: inputs[(m, n)], self.recipe.seed or 0, out,
                                        in_dtype):
                     raise UserError(f"the merge produced NaN or inf in {name}; check weights and lambda")

@@ -62,16 +62,18 @@ class ModelSource:
     def has(self, name: str) -> bool:
         return name in self.infos
 
-    def get(self, name: str) -> torch.Tensor:
-        t = self._read(name)
+    def get(self, name: str, buffer: torch.Tensor | None = None) -> torch.Tensor:
+        """The tensor `name`. `buffer` (uint8, large enough) is memory the caller lends for it: a file read lands
+        there instead of in fresh memory (no page faults, no zeroing); the result may or may not live in it."""
+        t = self._read(name, buffer)
         return t if self.lora is None else self.lora.apply(name, t)
 
-    def _read(self, name: str) -> torch.Tensor:
+    def _read(self, name: str, buffer: torch.Tensor | None = None) -> torch.Tensor:
         if self._memory is not None:
             return self._memory[name]
         span = self._spans.get(name)
         if span is not None:
-            return self._pread(name, *span)
+            return self._pread(name, *span, buffer)
         path = self._files[name]
         handle = self._handles.get(path)
         if handle is None:
@@ -79,14 +81,18 @@ class ModelSource:
             self._handles[path] = handle
         return handle.get_tensor(name)
 
-    def _pread(self, name: str, path: Path, offset: int, nbytes: int) -> torch.Tensor:
+    def _pread(self, name: str, path: Path, offset: int, nbytes: int, buffer: torch.Tensor | None = None
+               ) -> torch.Tensor:
         """The tensor read with pread(2) into memory of its own: the file stays in the page cache, shared and
         not counted in this process's RSS as an mmap would be, and threads may read side by side."""
         info = self.infos[name]
         fd = self._fds.get(path)
         if fd is None:
             fd = self._fds[path] = os.open(path, os.O_RDONLY)
-        t = torch.empty(info.shape, dtype=info.dtype)
+        if buffer is not None and buffer.numel() >= nbytes and nbytes % info.dtype.itemsize == 0:
+            t = buffer[:nbytes].view(info.dtype).view(info.shape)
+        else:
+            t = torch.empty(info.shape, dtype=info.dtype)
         buf = memoryview(t.reshape(-1).view(torch.uint8).numpy()) if nbytes else memoryview(b"")
         done = 0
         while done < nbytes:

@@ -33,7 +33,7 @@ from evomerge.search.executors import Job, LocalExecutor, Lost, Outcome
 from evomerge.search import pareto
 from evomerge.search.optimizers import Optimizer, make_optimizer
 from evomerge.search.spaces import SearchSpace, make_space
-from evomerge.search.store import (BEST_RECIPE, CONFIG_FILE, DB_NAME, LOCK_NAME, MASK_KEYS, RunLock, RunStore,
+from evomerge.search.store import (BEST_RECIPE, CONFIG_FILE, DB_NAME, LOCK_NAME, MASK_KEYS, SCORED, RunLock, RunStore,
                                    Trial)
 
 
@@ -218,7 +218,6 @@ def fitness_of(trial: Trial | None, failed: float) -> float:
     return trial.estimate if trial.estimate is not None else trial.fitness
 
 
-SCORED = ("complete", "raced", "estimated")
 
 
 @dataclass

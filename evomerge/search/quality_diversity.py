@@ -62,7 +62,7 @@ class Archive:
 def archive_of_run(store: Any) -> tuple[Archive, list[Any]] | None:
     """Rebuild a quality-diversity run's archive from its store (the told trials, in told order)."""
     from evomerge.search import pareto
-    from evomerge.search.driver import SCORED
+    from evomerge.search.store import SCORED
 
     config = store.config()
     if config["optimizer"]["name"] != "map_elites":

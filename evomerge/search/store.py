@@ -59,6 +59,9 @@ class Trial:
     item_values: list[float] | None = _column("TEXT", True)  # every problem's value, where all were scored
 
 
+SCORED = ("complete", "raced", "estimated")  # trial statuses that carry a fitness the optimiser is told
+
+
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);\n"
     "CREATE TABLE IF NOT EXISTS trials (" + ", ".join(f"{f.name} {f.metadata['sql']}" for f in fields(Trial)) + ");\n"
