@@ -112,9 +112,11 @@ class MergeRun:
         """The output tensors in plan order. The next task's sources are read on two other threads while this
         one merges (reads release the GIL, and so do the CPU kernels), so reading and computing overlap.
 
-        `reuse=True` (export): sources and outputs live in two alternating sets of buffers allocated once, so
-        a 1B-parameter merge does not fault in and zero gigabytes of fresh memory per tensor; an output tensor
-        is then only valid until the one after next is requested (the exporter writes each before that)."""
+        `reuse=True` (export): sources are read in place from their files' pages (one mmap per tensor, closed
+        once it is merged; `pread` into two alternating sets of reused buffers where that does not apply) and
+        outputs go to two alternating buffers allocated once, so a 1B-parameter merge neither copies its sources
+        nor faults in gigabytes of fresh memory; an output tensor is then only valid until the one after next is
+        requested (the exporter writes each before that)."""
         from concurrent.futures import ThreadPoolExecutor
 
         in_dtype = torch_dtype(self.recipe.dtype) if self.recipe.dtype else None
@@ -129,10 +131,16 @@ class MergeRun:
                 held = pool[slot] = torch.empty(max(nbytes, 1), dtype=torch.uint8)
             return held
 
+        maps: list[list] = [[], []]  # per set: the mmaps its sources are views of
+
         def read_one(i: int, slot: int, model: str, name: str) -> torch.Tensor:
             src = self.pool.get(model)
             if not reuse or self.device.type != "cpu":
                 return src.get(name)
+            view = src.mapped(name)
+            if view is not None:
+                maps[i % 2].append(view[1])
+                return view[0]
             info = src.infos[name]
             nbytes = math.prod(info.shape) * info.dtype.itemsize
             return src.get(name, buffer(pools[i % 2], slot, nbytes))
@@ -158,6 +166,12 @@ class MergeRun:
                                        in_dtype):
                     raise UserError(f"the merge produced NaN or inf in {name}; check weights and lambda")
                 del inputs
+                for m in maps[i % 2]:  # this task's source pages leave the RSS again
+                    try:
+                        m.close()
+                    except BufferError:  # a view is still alive somewhere: it unmaps when collected
+                        pass
+                maps[i % 2].clear()
                 yield name, out.cpu()
 
 

@@ -81,6 +81,33 @@ class ModelSource:
             self._handles[path] = handle
         return handle.get_tensor(name)
 
+    def mapped(self, name: str) -> tuple[torch.Tensor, Any] | None:
+        """The tensor as a read-only view of its file's pages (mmap, populated up front), and the mapping to
+        close once the tensor is no longer used; None where that does not apply (GGUF, LoRA, other dtypes).
+
+        Zero-copy: the page cache is read in place, so merging needs no copy of its sources. The mapping covers
+        this one tensor, so closing it takes its pages out of this process's RSS again."""
+        span = self._spans.get(name)
+        if span is None or self.lora is not None or self._memory is not None:
+            return None
+        import mmap
+        import warnings
+
+        path, offset, nbytes = span
+        info = self.infos[name]
+        if nbytes == 0:
+            return None
+        fd = self._fds.get(path)
+        if fd is None:
+            fd = self._fds[path] = os.open(path, os.O_RDONLY)
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+        m = mmap.mmap(fd, offset - start + nbytes, flags=flags, prot=mmap.PROT_READ, offset=start)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns that the buffer is read-only: nothing writes to it
+            t = torch.frombuffer(m, dtype=torch.uint8, count=nbytes, offset=offset - start)
+        return t.view(info.dtype).view(info.shape), m
+
     def _pread(self, name: str, path: Path, offset: int, nbytes: int, buffer: torch.Tensor | None = None
                ) -> torch.Tensor:
         """The tensor read with pread(2) into memory of its own: the file stays in the page cache, shared and
