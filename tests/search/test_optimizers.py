@@ -52,7 +52,7 @@ def test_steady_state_extras_come_from_the_current_distribution():
 
 
 def test_the_registry_is_what_configs_accept():
-    assert set(OPTIMIZERS) == {"cma", "optuna"}
-    with pytest.raises(ValueError, match="unknown optimizer 'sgd'; known: cma, optuna"):
+    assert set(OPTIMIZERS) == {"cma", "optuna", "nsga2", "nsga3", "motpe", "map_elites"}
+    with pytest.raises(ValueError, match="unknown optimizer 'sgd'; known: cma, optuna, nsga2, nsga3, motpe, map_elites"):
         OptimizerConfig(name="sgd")
     assert OptimizerConfig().population(4) == 4 + int(np.floor(3 * np.log(4)))  # the paper's default
