@@ -23,16 +23,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def copy_bandwidth(gb: float = 1.0) -> float:
-    x = torch.empty(int(gb * 2**30) // 4, dtype=torch.float32).normal_()
-    y = torch.empty_like(x)
-    best = float("inf")
-    for _ in range(5):
-        t0 = time.perf_counter()
-        y.copy_(x)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * x.numel() * 4 / best
+from cpu_merge import copy_bandwidth  # noqa: E402  (bench/ is the script's folder, so on the path)
 
 
 def main() -> None:
