@@ -15,7 +15,6 @@ dtype relative to each tensor's largest magnitude, as the GPU self-check does).
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 

@@ -5,7 +5,6 @@ tensor. The element loops per source count are generated (fused_cpu._source)."""
 
 import math  # noqa: F401  (generated kernels use it through their own import)
 
-import numba
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload

@@ -162,10 +162,11 @@ class MergeRun:
                     out = held[:nbytes].view(dtype).view(shape)
                 else:
                     out = torch.empty(shape, dtype=dtype, device=self.device)
-                if not merge_task_into(self.plan, task, lambda m, n: inputs[(m, n)], self.recipe.seed or 0, out,
-                                       in_dtype):
+                finite = merge_task_into(self.plan, task, lambda m, n: inputs[(m, n)], self.recipe.seed or 0, out,
+                                         in_dtype)
+                inputs = None  # the sources' views go before their mappings close
+                if not finite:
                     raise UserError(f"the merge produced NaN or inf in {name}; check weights and lambda")
-                del inputs
                 for m in maps[i % 2]:  # this task's source pages leave the RSS again
                     try:
                         m.close()
