@@ -132,6 +132,7 @@ class CountingLogitsTarget(LogitsTarget):
 class ItemOptions(Options):
     target: str  # a safetensors file with the target model's state dict
     scale: float = 2000.0
+    hit: float = 0.5  # ItemHit: an item is right when its closeness is above this
 
 
 class ItemTarget(Evaluator):
@@ -173,3 +174,17 @@ class ItemTarget(Evaluator):
     def last_item_values(self, metric):
         return getattr(self, "last", None)
 
+
+
+class ItemHit(ItemTarget):
+    """ItemTarget's items scored right or wrong, as answers to problems are (racing's exact binary bound applies):
+    item i is right when its closeness is above a bar that rises from `hit` to 1 over the items, so a candidate's
+    accuracy grows smoothly as it nears the target."""
+
+    name = "item_hit"
+    binary_items = True
+
+    def score_items(self, model, tokenizer, indices):
+        n, lo = self.num_items(), self.options.hit
+        return [{"closeness": float(v["closeness"] > lo + (1 - lo) * i / n)}
+                for i, v in zip(indices, super().score_items(model, tokenizer, indices))]

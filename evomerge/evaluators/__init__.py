@@ -145,7 +145,7 @@ class Fitness:
             if cut is None or k >= n or k < min_items:
                 continue
             mean = sum(v[metric] for v in items.values()) / k
-            bound = term.weight * upper_bound(mean, k, n, lo, hi, log_t)
+            bound = term.weight * upper_bound(mean, k, n, lo, hi, log_t, ev.binary_items)
             if bound < cut:
                 raced = True
                 break

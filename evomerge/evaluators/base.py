@@ -37,6 +37,7 @@ class Evaluator(ABC):
 
     # Racing (score problems a chunk at a time): an evaluator whose metrics are means over items overrides these.
     item_range: ClassVar[tuple[float, float] | None] = None  # the range of one item's value, for the bound
+    binary_items: ClassVar[bool] = False  # every item is worth lo or hi (right or wrong): racing's exact bound
 
     def num_items(self) -> int:
         raise NotImplementedError(f"{self.name} cannot score problems one by one")

@@ -80,6 +80,7 @@ class MgsmJa(Evaluator):
         self._last_scored: list[dict[str, bool]] = []
 
     item_range = (0.0, 1.0)
+    binary_items = True  # each answer is right or wrong
 
     def data_fingerprint(self) -> str:
         return digest(self.records)

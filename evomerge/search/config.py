@@ -111,11 +111,15 @@ class RacingConfig(_Strict):
 
 
 class SubsetConfig(_Strict):
-    """Subset fitness: candidates after the first generation are scored on `items` anchor problems and their
-    full-set score estimated (search/subset.py); each generation's best is re-scored on the full set."""
+    """Subset fitness: candidates (after the first generation, unless `first_generation: random`) are scored on
+    `items` anchor problems and their full-set score estimated (search/subset.py); each generation's best is
+    re-scored on the full set."""
 
     items: int = Field(32, ge=2)
     seed: int = 0
+    # the first generation: `full` scores it on every problem (its item results choose the first anchors);
+    # `random` scores it on a seeded random subset too (a plain mean estimate), the cheaper start for short runs
+    first_generation: Literal["full", "random"] = "full"
 
 
 class ConstraintConfig(_Strict):
@@ -252,6 +256,8 @@ class SearchConfig(_Strict):
         for added in ("racing", "subset", "constraints", "archive"):  # added later: absent, older runs' keys stay unchanged
             if not data.get(added):
                 data.pop(added, None)
+        if data.get("subset", {}).get("first_generation") == "full":  # its default: older subset runs resume
+            del data["subset"]["first_generation"]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

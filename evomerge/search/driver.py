@@ -464,7 +464,8 @@ class Driver:
     def _anchors(self, gen: int) -> tuple[list[int], list[float]] | None:
         """Subset fitness: generation `gen`'s anchor problems and weights, chosen from the item results of every
         candidate scored on the full set so far, once (kept in the store, so a resumed run uses the same)."""
-        if self.config.subset is None or gen == 0:
+        subset = self.config.subset
+        if subset is None or (gen == 0 and subset.first_generation == "full"):
             return None
         key = f"anchors.{gen}"
         text = self.store.get_meta(key)

@@ -37,12 +37,23 @@ def _top(values: list[float], mu: int) -> set[int]:
     return set(sorted(range(len(values)), key=lambda i: (-values[i], i))[:mu])
 
 
+def _item_kind(config: dict[str, Any]) -> tuple[tuple[float, float], bool]:
+    """The run's fitness evaluator's item range and whether its items are right-or-wrong (racing's bound)."""
+    from evomerge.evaluators import evaluator_class
+
+    cls = evaluator_class(config["fitness"][0]["name"], "fitness[0]")
+    return cls.item_range or (0.0, 1.0), cls.binary_items
+
+
 def replay_racing(run_dir: str | Path, chunk: int = 16, confidence: float = 0.95, min_items: int = 16, seed: int = 0,
-                  item_range: tuple[float, float] = (0.0, 1.0)) -> dict[str, Any]:
-    """Per generation: problems used, candidates raced out, and top-half agreement with full evaluation."""
+                  binary: int | None = None) -> dict[str, Any]:
+    """Per generation: problems used, candidates raced out, and top-half agreement with full evaluation.
+    `binary` (0 or 1) overrides the evaluator's kind of items, to compare the two bounds."""
     gens, config = _generations(Path(run_dir))
     weight = config["fitness"][0].get("weight", 1.0)
-    lo, hi = item_range
+    (lo, hi), is_binary = _item_kind(config)
+    if binary is not None:
+        is_binary = bool(binary)
     rows, used_all, total_all = [], 0, 0
     for trials in gens:
         n = len(trials[0].item_values)
@@ -59,7 +70,7 @@ def replay_racing(run_dir: str | Path, chunk: int = 16, confidence: float = 0.95
                 k = len(values)
                 if cut is None or k >= n or k < min_items:
                     continue
-                if weight * upper_bound(sum(values) / k, k, n, lo, hi, log_t) < cut:
+                if weight * upper_bound(sum(values) / k, k, n, lo, hi, log_t, is_binary) < cut:
                     out = True
                     break
             used.append(k)
@@ -74,23 +85,30 @@ def replay_racing(run_dir: str | Path, chunk: int = 16, confidence: float = 0.95
                      "raced_ids": [t.id for t, r in zip(trials, raced) if r]})
         used_all += sum(used)
         total_all += n * len(trials)
-    return {"setting": {"chunk": chunk, "confidence": confidence, "min_items": min_items, "seed": seed},
+    return {"setting": {"chunk": chunk, "confidence": confidence, "min_items": min_items, "seed": seed,
+                        "bound": "exact binary" if is_binary else "Hoeffding-Serfling"},
             "generations": rows, "problems_used": used_all, "problems_full": total_all,
             "saving": total_all / max(used_all, 1),
             "mean_top_half_agreement": float(np.mean([r["top_half_agreement"] for r in rows]))}
 
 
-def replay_subset(run_dir: str | Path, items: int = 32, seed: int = 0) -> dict[str, Any]:
-    """Per generation (after the first): top-half agreement of the estimates with full scores, and the error of
-    the best-by-estimate's estimate, with anchors from what a subset run would have scored in full."""
+def replay_subset(run_dir: str | Path, items: int = 32, seed: int = 0, first_random: int = 0) -> dict[str, Any]:
+    """Per generation: top-half agreement of the estimates with full scores, and the error of the
+    best-by-estimate's estimate, with anchors from what a subset run would have scored in full. The first
+    generation is scored in full, or with `first_random=1` estimated from a random subset as well."""
     from evomerge.search.subset import choose_anchors, estimate
 
     gens, config = _generations(Path(run_dir))
     weight = config["fitness"][0].get("weight", 1.0)
-    known = [dict(enumerate(t.item_values)) for t in gens[0]]  # the first generation is scored in full
     n = len(gens[0][0].item_values)
-    rows, used_all, total_all = [], n * len(gens[0]), n * len(gens[0])
-    for trials in gens[1:]:
+    if first_random:
+        known: list[dict[int, float]] = []
+        rows, used_all, total_all = [], 0, 0
+    else:
+        known = [dict(enumerate(t.item_values)) for t in gens[0]]  # the first generation is scored in full
+        rows, used_all, total_all = [], n * len(gens[0]), n * len(gens[0])
+        gens = gens[1:]
+    for trials in gens:
         g = trials[0].generation
         anchors, weights = choose_anchors(known, n, items, seed + g)
         est = [weight * estimate(dict(enumerate(t.item_values)), anchors, weights) for t in trials]
@@ -104,7 +122,8 @@ def replay_subset(run_dir: str | Path, items: int = 32, seed: int = 0) -> dict[s
         used_all += len(anchors) * len(trials) + n
         total_all += n * len(trials)
     errors = [abs(r["best_error"]) for r in rows]
-    return {"setting": {"items": items, "seed": seed}, "generations": rows, "problems_used": used_all,
+    return {"setting": {"items": items, "seed": seed, "first_generation": "random" if first_random else "full"},
+            "generations": rows, "problems_used": used_all,
             "problems_full": total_all, "saving": total_all / max(used_all, 1),
             "mean_top_half_agreement": float(np.mean([r["top_half_agreement"] for r in rows])) if rows else None,
             "mean_abs_best_error": float(np.mean(errors)) if errors else None}

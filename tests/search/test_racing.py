@@ -78,3 +78,56 @@ def test_racing_off_is_todays_run_and_racing_needs_an_item_evaluator(family, tar
     with pytest.raises(UserError, match="racing needs one fitness evaluator"):
         search(bad, tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("n,k", [(20, 5), (20, 12), (40, 8)])
+def test_the_binary_bound_covers_every_true_count_at_its_confidence(n, k):
+    """The exact bound's miss probability, computed exactly over every outcome, is at most delta for every true
+    number of right answers K, and the bound is the tightest that is: one count lower would miss more often."""
+    from scipy.stats import hypergeom
+
+    from evomerge.evaluators.racing import binary_upper_count
+
+    delta = 0.05
+    bound = [binary_upper_count(x, k, n, delta) for x in range(k + 1)]
+    assert bound == sorted(bound) and all(x <= b <= x + n - k for x, b in enumerate(bound))
+    for true in range(n + 1):
+        miss = sum(hypergeom.pmf(x, n, true, k) for x in range(k + 1) if bound[x] < true)
+        assert miss <= delta + 1e-12
+    for x, b in enumerate(bound):  # tight: K = b + 1 is rejected by the test behind the bound
+        if b < x + n - k:
+            assert hypergeom.cdf(x, n, b + 1, k) <= delta
+
+
+def test_the_binary_bound_is_tighter_than_hoeffding_serfling_where_it_matters():
+    from evomerge.evaluators.racing import log_term, upper_bound
+
+    log_t = log_term(256, 16, 32, 0.95)
+    exact, hs = upper_bound(0.0, 64, 256, 0, 1, log_t, binary=True), upper_bound(0.0, 64, 256, 0, 1, log_t)
+    assert exact == pytest.approx(19 / 256) and hs > 2 * exact  # all wrong after 64 of 256 problems
+    assert upper_bound(0.5, 64, 256, 0, 1, log_t, binary=True) < upper_bound(0.5, 64, 256, 0, 1, log_t)
+    assert upper_bound(10 / 256, 256, 256, 0, 1, log_t, binary=True) == pytest.approx(10 / 256)  # every item in
+
+
+def test_right_or_wrong_items_race_with_the_exact_bound(family, target, tmp_path):
+    """An evaluator that declares binary items gets the exact bound in a real run, and a replay of the same
+    generation with it decides the same; the range-based bound stops fewer candidates on the same results."""
+    from evomerge.search.replay import replay_racing
+
+    cfg = racing_config(family, target, budget=6)
+    cfg["fitness"] = [{"name": "fitness_fixtures:ItemHit", "target": str(target), "hit": 0.6}]
+    search(cfg, tmp_path / "raced")
+    full = dict(cfg)
+    full.pop("racing")
+    search(full, tmp_path / "full")
+    with RunStore(tmp_path / "raced") as store:
+        real = store.generation_trials(0)
+        assert all(v in (0.0, 1.0) for t in real if t.item_values for v in t.item_values)
+    setting = {k: cfg["racing"][k] for k in ("chunk", "min_items", "confidence")}
+    exact = replay_racing(tmp_path / "full", **setting)
+    assert exact["setting"]["bound"] == "exact binary"
+    assert exact["generations"][0]["raced_ids"] == [t.id for t in real if t.status == "raced"]
+    assert exact["generations"][0]["problems"] == sum(t.items_used for t in real)
+    ranged = replay_racing(tmp_path / "full", **setting, binary=0)
+    assert exact["generations"][0]["raced_ids"], "the test needs a raced candidate"
+    assert ranged["problems_used"] > exact["problems_used"]

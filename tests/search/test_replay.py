@@ -58,3 +58,9 @@ def test_replay_needs_item_results(family, target, tmp_path, capsys):
     search(make_config(family, target, budget=6), tmp_path / "plain")  # TargetDistance keeps no item results
     assert cli("replay", tmp_path / "plain", "--racing", "chunk=4", "--json") == 2
     assert "item results" in capsys.readouterr().err
+
+
+def test_subset_replay_with_an_estimated_first_generation(full_run):
+    report = replay_subset(full_run / "full", items=6, first_random=1)
+    assert [r["generation"] for r in report["generations"]] == [0, 1, 2, 3]
+    assert report["saving"] > replay_subset(full_run / "full", items=6)["saving"]

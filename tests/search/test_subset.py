@@ -83,3 +83,39 @@ def test_subset_and_racing_exclude_each_other(family, target, tmp_path):
     cfg["racing"] = {}
     with pytest.raises(UserError, match="not both"):
         search_config_from_dict(cfg, "test")
+
+
+def test_the_first_generation_can_be_estimated_too(family, target, tmp_path):
+    """`first_generation: random`: generation 0 is scored on a seeded random subset (nothing is known yet to
+    choose anchors from), its best is checked in full like every later generation's, and the run resumes
+    exactly; it spends fewer problems than starting from a generation scored in full."""
+    cfg = subset_config(family, target)
+    cfg["subset"]["first_generation"] = "random"
+    search(cfg, tmp_path / "r")
+    search(subset_config(family, target), tmp_path / "f")
+    with RunStore(tmp_path / "r") as store:
+        first = store.generation_trials(0)
+        total = first[0].items_total
+        anchors, weights = json.loads(store.get_meta("anchors.0"))
+        assert len(anchors) == 6 and weights == [1 / 6] * 6
+        checked = [t for t in first if t.estimate is not None]
+        assert len(checked) == 1 and checked[0].items_used == total and checked[0].status == "complete"
+        assert all(t.status == "estimated" and t.items_used == 6 for t in first if t.estimate is None)
+        used = sum(t.items_used for t in store.trials())
+    with RunStore(tmp_path / "f") as store:
+        assert used < sum(t.items_used for t in store.trials())
+    short = dict(cfg, budget=dict(cfg["budget"], max_trials=9))
+    search(short, tmp_path / "a")
+    search(cfg, tmp_path / "a", resume=True)
+    assert trials(tmp_path / "a") == trials(tmp_path / "r")
+
+
+def test_a_subset_setting_that_is_the_default_keeps_older_runs_resumable(family, target):
+    from evomerge.search.config import search_config_from_dict
+
+    cfg = subset_config(family, target)
+    plain = search_config_from_dict(cfg, "t").fingerprint()
+    cfg["subset"]["first_generation"] = "full"
+    assert search_config_from_dict(cfg, "t").fingerprint() == plain
+    cfg["subset"]["first_generation"] = "random"
+    assert search_config_from_dict(cfg, "t").fingerprint() != plain
