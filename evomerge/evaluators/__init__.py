@@ -103,13 +103,15 @@ class Fitness:
         values = term.evaluator.last_item_values(term.metric or term.evaluator.default_metric)
         return {"values": dict(enumerate(values)), "items": len(values), "total": len(values)} if values else None
 
-    def racing_term(self) -> Term | None:
-        """The one term racing works on: a single evaluator that scores items, with a positive weight."""
+    def racing_term(self, bounded: bool = False) -> Term | None:
+        """The one term racing and subset fitness work on: a single evaluator, with a positive weight, whose metric
+        follows from per-item values; `bounded`: whose items also have a known range (racing's bound)."""
         if len(self.terms) != 1:
             return None
         term = self.terms[0]
-        ok = term.evaluator.item_range is not None and term.weight > 0
-        return term if ok else None
+        ev = term.evaluator
+        ok = term.weight > 0 and ev.scores_items(term.metric or ev.default_metric)
+        return term if ok and (ev.item_range is not None or not bounded) else None
 
     def score_raced(self, model: Any, tokenizer: Any, cut: float | None, racing: Any = None
                     ) -> tuple[float, dict, dict]:
@@ -133,7 +135,7 @@ class Fitness:
             chunk, min_items = racing.chunk, racing.min_items
             log_t = log_term(n, chunk, min_items, racing.confidence)
         metric = term.metric or ev.default_metric
-        lo, hi = ev.item_range
+        lo, hi = ev.item_range or (0.0, 1.0)  # only racing (which needs a range) reads them
         ev.tokens = TokenCount()
         t0 = time.perf_counter()
         items: dict[int, dict[str, float]] = {}
@@ -174,8 +176,8 @@ class Fitness:
     def _item_scores(self, term: Term, items: dict[int, dict[str, float]], t0: float) -> tuple[float, dict]:
         ev = term.evaluator
         k = len(items)
-        ordered = [items[i] for i in sorted(items)]  # summed in item order, as `evaluate` sums: the same number
-        metrics = {m: sum(v[m] for v in ordered) / k for m in ordered[0]}
+        ordered = [items[i] for i in sorted(items)]  # in item order, as `evaluate` sums: the same number
+        metrics = ev.aggregate_items(ordered)
         metrics.update(seconds=time.perf_counter() - t0, items=k)
         if ev.tokens.prompt or ev.tokens.generated:
             metrics.update(prompt_tokens=ev.tokens.prompt, generated_tokens=ev.tokens.generated)

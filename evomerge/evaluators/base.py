@@ -35,16 +35,29 @@ class Evaluator(ABC):
     def evaluate(self, model: Any, tokenizer: Any) -> dict[str, float]:
         """Score a loaded causal LM; returns metric name -> value (higher is better)."""
 
-    # Racing (score problems a chunk at a time): an evaluator whose metrics are means over items overrides these.
-    item_range: ClassVar[tuple[float, float] | None] = None  # the range of one item's value, for the bound
+    # Racing and subset fitness (score problems a chunk or a subset at a time): an evaluator whose metrics come
+    # from per-item values overrides these.
+    item_range: ClassVar[tuple[float, float] | None] = None  # the range of one item's value: racing's bound needs it
     binary_items: ClassVar[bool] = False  # every item is worth lo or hi (right or wrong): racing's exact bound
+    item_metrics: ClassVar[tuple[str, ...] | None] = None  # the metrics estimated from items' values (None: all)
 
     def num_items(self) -> int:
         raise NotImplementedError(f"{self.name} cannot score problems one by one")
 
     def score_items(self, model: Any, tokenizer: Any, indices: list[int]) -> list[dict[str, float]]:
-        """Each listed item's metric values; a metric of the whole set is their mean."""
+        """Each listed item's values (one per metric, plus whatever `aggregate_items` needs)."""
         raise NotImplementedError(f"{self.name} cannot score problems one by one")
+
+    def scores_items(self, metric: str) -> bool:
+        """Whether `metric` can be raced or estimated from items: `score_items` exists and the metric is one whose
+        set value follows from its items' values."""
+        own = type(self).score_items is not Evaluator.score_items
+        return own and (self.item_metrics is None or metric in self.item_metrics)
+
+    def aggregate_items(self, items: list[dict[str, float]]) -> dict[str, float]:
+        """The set's metrics from every item's values, in item order: the numbers `evaluate` gives on the same
+        items (the mean, unless an evaluator's metric is another function of its items)."""
+        return {m: sum(v[m] for v in items) / len(items) for m in items[0]}
 
     def last_item_values(self, metric: str) -> list[float] | None:
         """Each item's value of `metric` in the last `evaluate`, in item order (kept with the trial, so a run can

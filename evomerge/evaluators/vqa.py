@@ -45,6 +45,7 @@ class VqaEvaluator(Evaluator):
     Options = VqaOptions
     default_metric = "rougeL"
     metrics = ("rougeL", "rougeL_ja")
+    item_range = (0.0, 100.0)  # one answer's ROUGE-L F-measure x 100 (racing and subset fitness)
 
     def __init__(self, options: VqaOptions, where: str = "vqa"):
         super().__init__(options, where)
@@ -63,6 +64,7 @@ class VqaEvaluator(Evaluator):
         end = None if o.limit is None else o.offset + o.limit
         self.items = [(self._image(img, base, where), q, a) for img, q, a in items[o.offset:end]]
         self.last_predictions: list[str] = []
+        self._last_items: list[dict[str, float]] = []
 
     def data_fingerprint(self) -> str:
         return digest(*[p for img, q, a in self.items for p in (img.size, img.tobytes(), q, a)])
@@ -79,8 +81,10 @@ class VqaEvaluator(Evaluator):
                 return im.convert("RGB")
         return value.convert("RGB")  # a PIL image from the hub dataset
 
-    def generate(self, model: Any, processor: Any) -> list[str]:
+    def generate(self, model: Any, processor: Any, indices: list[int] | None = None) -> list[str]:
+        """Answers to every item, or to the listed ones, in that order."""
         o = self.options
+        items = self.items if indices is None else [self.items[i] for i in indices]
         tok = getattr(processor, "tokenizer", None)
         if tok is None:
             raise UserError(f"{self.name} needs a vision-language model with a processor")
@@ -89,8 +93,8 @@ class VqaEvaluator(Evaluator):
         device = next(model.parameters()).device
         out: list[str] = []
         try:
-            for start in range(0, len(self.items), o.batch_size):
-                batch = self.items[start:start + o.batch_size]
+            for start in range(0, len(items), o.batch_size):
+                batch = items[start:start + o.batch_size]
                 prompts = [o.prompt.format(question=q) for _, q, _ in batch]
                 inputs = processor(images=[im for im, _, _ in batch], text=prompts, return_tensors="pt",
                                    padding=True).to(device)
@@ -106,12 +110,33 @@ class VqaEvaluator(Evaluator):
         return out
 
     def evaluate(self, model: Any, processor: Any) -> dict[str, float]:
-        from evomerge.evaluators.rouge_ja import rouge_l
-
         preds = self.generate(model, processor)
         self.last_predictions = preds  # samples() pairs them with the items
-        refs = [a for _, _, a in self.items]
-        return {"rougeL": rouge_l(refs, preds), "rougeL_ja": rouge_l(refs, preds, ja_only=True)}
+        self._last_items = self._pairs(range(len(self.items)), preds)
+        return self.aggregate_items(self._last_items)
+
+    def _pairs(self, indices: Any, preds: list[str]) -> list[dict[str, float]]:
+        from evomerge.evaluators.rouge_ja import rouge_l_pairs
+
+        refs = [self.items[i][2] for i in indices]
+        f, f_ja = rouge_l_pairs(refs, preds), rouge_l_pairs(refs, preds, ja_only=True)
+        return [{"rougeL": a * 100, "rougeL_ja": b * 100, "f": a, "f_ja": b} for a, b in zip(f, f_ja)]
+
+    def num_items(self) -> int:
+        return len(self.items)
+
+    def score_items(self, model: Any, processor: Any, indices: list[int]) -> list[dict[str, float]]:
+        return self._pairs(indices, self.generate(model, processor, indices))
+
+    def aggregate_items(self, items: list[dict[str, float]]) -> dict[str, float]:
+        """The corpus ROUGE-L of the items (bootstrap mid, as `evaluate` computes it): the same number from the
+        same answers, whichever way they were scored."""
+        from evomerge.evaluators.rouge_ja import rouge_l_mid
+
+        return {"rougeL": rouge_l_mid([v["f"] for v in items]), "rougeL_ja": rouge_l_mid([v["f_ja"] for v in items])}
+
+    def last_item_values(self, metric: str) -> list[float] | None:
+        return [v[metric] for v in self._last_items] if self._last_items and metric in self.metrics else None
 
     def samples(self) -> list[dict[str, Any]]:
         from evomerge.evaluators.rouge_ja import rouge_l_pairs

@@ -75,9 +75,12 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
         fitness = Fitness(config.fitness, "fitness")
         validation = Fitness(config.validation, "validation") if config.validation else None
         for mode in ("racing", "subset"):
-            if getattr(config, mode) is not None and fitness.racing_term() is None:
+            if getattr(config, mode) is not None and fitness.racing_term(bounded=mode == "racing") is None:
+                need = ", whose item values have a known range" if fitness.racing_term() is not None else ""
                 raise UserError(f"{mode} needs one fitness evaluator, with a positive weight, that scores problems "
-                                "one by one (mgsm_ja, or your own with Evaluator.score_items)", f"search config: {mode}")
+                                f"one by one{need} (mgsm_ja, ja_vg_vqa, lm_eval with one task, perplexity with "
+                                "`unit: documents` for subset only, or your own with Evaluator.score_items)",
+                                f"search config: {mode}")
         sources = {ref: fingerprint(ref) for ref in space.sources()}
         data = fitness.data_fingerprints("fitness")
         if validation is not None:

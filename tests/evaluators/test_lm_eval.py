@@ -67,3 +67,28 @@ def test_lm_eval_task_on_live_model(family, task_dir):
     ev = LmEval(LmEvalOptions(tasks=["tiny_choice"], include_path=str(task_dir), batch_size=2))
     metrics = ev.evaluate(model, tok)
     assert metrics["tiny_choice/acc,none"] == pytest.approx(hand_accuracy(model, tok))
+
+
+def test_documents_are_items_for_racing_and_subset_fitness(family, task_dir):
+    """One task with an accuracy metric: each document's result comes from lm-eval's logged samples, a chosen few
+    documents are scored through lm-eval's own `samples=` selection and agree with the full run, and their mean is
+    the task's accuracy."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(family["math"]), dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(str(family["math"]))
+    tok.pad_token = "<unk>"
+    ev = LmEval(LmEvalOptions(tasks=["tiny_choice"], include_path=str(task_dir), batch_size=2))
+    key = "tiny_choice/acc,none"
+    assert ev.scores_items(key) and ev.binary_items and ev.num_items() == len(QUESTIONS)
+    assert not ev.scores_items("tiny_choice/sample_len,none") and not ev.scores_items("other/acc,none")
+    metrics = ev.evaluate(model, tok)
+    values = ev.last_item_values(key)
+    assert len(values) == len(QUESTIONS) and set(values) <= {0.0, 1.0}
+    assert sum(values) / len(values) == metrics[key]
+    assert [v[key] for v in ev.score_items(model, tok, [4, 1, 2])] == [values[4], values[1], values[2]]
+    assert ev.aggregate_items([{key: v} for v in values])[key] == metrics[key]
+    limited = LmEval(LmEvalOptions(tasks=["tiny_choice"], include_path=str(task_dir), limit=4))
+    assert limited.num_items() == 4
+    two = LmEval(LmEvalOptions(tasks=["tiny_choice", "other"], include_path=str(task_dir)))
+    assert not two.scores_items(key)

@@ -70,3 +70,22 @@ def test_ja_variant_blanks_non_japanese_predictions():
 
 def test_normalize():
     assert normalize("ﾃｽﾄ😀  です\n") == "テストです"
+
+
+def test_corpus_rouge_l_from_f_measures_equals_the_aggregator_on_full_scores():
+    """Racing and subset fitness rebuild the corpus score from each pair's F-measure: the same number as
+    rouge-score's BootstrapAggregator fed the full (precision, recall, F) scores, seed for seed."""
+    import numpy as np
+    from rouge_score import scoring
+
+    from evomerge.evaluators.rouge_ja import _scorer, rouge_l_mid
+
+    refs, preds = [r for r, _ in PAIRS] * 3, [p for _, p in PAIRS] * 3
+    for seed in (0, 5):
+        agg = scoring.BootstrapAggregator()
+        for r, p in zip(refs, preds):
+            agg.add_scores(_scorer().score(r, p))
+        np.random.seed(seed)
+        expected = agg.aggregate()["rougeL"].mid.fmeasure * 100
+        assert rouge_l(refs, preds, seed=seed) == expected
+        assert rouge_l_mid(rouge_l_pairs(refs, preds), seed) == expected

@@ -78,3 +78,19 @@ def test_hub_loader_path_with_a_local_dataset_repo(vqa_data, tmp_path):
     local = JaVgVqa(JaVgVqaOptions(data=str(vqa_data / "vg.jsonl")))
     assert [(q, a) for _, q, a in hub.items] == [(q, a) for _, q, a in local.items]
     assert [im.tobytes() for im, _, _ in hub.items] == [im.tobytes() for im, _, _ in local.items]
+
+
+def test_answers_are_items_for_racing_and_subset_fitness(vqa_data):
+    """Each answer's ROUGE-L (x 100) is an item; the corpus score rebuilt from the items, scored in any order and
+    any chunks, is the number `evaluate` gives (the bootstrap mid, not just the mean)."""
+    ev = JaVlmWild(VqaOptions(data=str(vqa_data / "wild.jsonl"), prompt=PROMPT))
+    said = ["赤いりんごです", "空が青いです", "りんごがあります", "", "青い空", "The sky is blue."]
+    ev.generate = lambda model, processor, indices=None: [said[i] for i in (indices or range(len(said)))]
+    metrics = ev.evaluate(None, None)
+    assert ev.scores_items("rougeL") and ev.num_items() == 6 and not ev.binary_items
+    values = ev.last_item_values("rougeL")
+    assert 0 < metrics["rougeL"] < 100 and len(values) == 6 and values[3] == 0
+    order = [4, 1, 5, 0, 3, 2]
+    items = {i: v for chunk in (order[:2], order[2:]) for i, v in zip(chunk, ev.score_items(None, None, chunk))}
+    assert [items[i]["rougeL"] for i in range(6)] == values
+    assert ev.aggregate_items([items[i] for i in range(6)]) == metrics
