@@ -164,6 +164,7 @@ class ItemTarget(Evaluator):
             t = self.target[self.names[i]]
             mse = float(((state[self.names[i]].float() - t.float()) ** 2).mean())
             out.append({"closeness": math.exp(-self.options.scale * mse)})
+        self.tokens.add(len(indices), 2 * len(indices))  # as if each item cost 1 prompt and 2 generated tokens
         return out
 
     def evaluate(self, model, tokenizer):

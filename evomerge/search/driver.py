@@ -364,7 +364,7 @@ class Driver:
             raise UserError(result.error)
         if job.kind == "validate":
             if result.status == "complete":
-                store.set_validation(job.trial_id, result.fitness, result.scores)
+                store.set_validation(job.trial_id, result.fitness, result.scores, result.eval_s)
                 self.log(f"validation of trial {job.trial_id}: {result.fitness:.4g}")
             else:
                 self.log(f"validation of trial {job.trial_id} failed: {(result.error or '')[:200]}")
@@ -372,7 +372,7 @@ class Driver:
         if job.kind == "check":  # subset fitness: a generation's best, now scored on every problem
             if result.status == "complete":
                 estimate = store.trial(job.trial_id).fitness
-                store.promote(job.trial_id, result.fitness, result.scores, result.race)
+                store.promote(job.trial_id, result.fitness, result.scores, result.race, result.eval_s)
                 self.log(f"generation {job.generation}: trial {job.trial_id} estimated {estimate:.4g}, full set "
                          f"{result.fitness:.4g} (error {estimate - result.fitness:+.3g})")
                 if self.best is None or result.fitness > self.best.fitness:

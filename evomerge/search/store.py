@@ -59,6 +59,12 @@ class Trial:
     item_values: list[float] | None = _column("TEXT", True)  # every problem's value, where all were scored
 
 
+def _tokens(scores: dict) -> tuple[int, int]:
+    """(prompt, generated) tokens that a scoring spent, summed over its evaluators."""
+    return (sum(int(m.get("prompt_tokens", 0)) for m in scores.values()),
+            sum(int(m.get("generated_tokens", 0)) for m in scores.values()))
+
+
 SCORED = ("complete", "raced", "estimated")  # trial statuses that carry a fitness the optimiser is told
 
 
@@ -227,8 +233,7 @@ class RunStore:
                      eval_s: float | None, duplicate_of: int | None = None, race: dict | None = None) -> None:
         """A scored trial, in one statement. With `race` (racing), a raced-out trial gets status 'raced' and
         `fitness` is the estimate the optimiser was told."""
-        prompt = sum(int(m.get("prompt_tokens", 0)) for m in scores.values())
-        generated = sum(int(m.get("generated_tokens", 0)) for m in scores.values())
+        prompt, generated = _tokens(scores)
         race = race or {}
         status = "raced" if race.get("raced") else "estimated" if race.get("estimated") else "complete"
         values = race.get("values")
@@ -242,14 +247,18 @@ class RunStore:
              json.dumps([values[i] for i in sorted(values)]) if values else None, trial_id),
         )
 
-    def promote(self, trial_id: int, fitness: float, scores: dict, race: dict) -> None:
+    def promote(self, trial_id: int, fitness: float, scores: dict, race: dict, eval_s: float | None = None) -> None:
         """Subset fitness: an estimated trial scored on the full set. Its fitness becomes the full score (what
-        the run reports and exports); the estimate the optimiser was told stays in `estimate`."""
+        the run reports and exports); the estimate the optimiser was told stays in `estimate`. What the check
+        spent (tokens, seconds) adds to what the trial spent on its anchors."""
         values = race["values"]
+        prompt, generated = _tokens(scores)
         self._q("UPDATE trials SET status='complete', estimate=fitness, fitness=?, scores=?, items_used=?, "
-                "item_values=? WHERE id=? AND status='estimated'",
+                "item_values=?, prompt_tokens=COALESCE(prompt_tokens, 0)+?, "
+                "generated_tokens=COALESCE(generated_tokens, 0)+?, eval_s=COALESCE(eval_s, 0)+? "
+                "WHERE id=? AND status='estimated'",
                 (fitness, json.dumps(scores), race["items"], json.dumps([values[i] for i in sorted(values)]),
-                 trial_id))
+                 prompt, generated, eval_s or 0.0, trial_id))
 
     def spent(self) -> dict[str, float]:
         """What the run has spent so far: tokens, and seconds merging and scoring."""
@@ -280,9 +289,12 @@ class RunStore:
             f"SELECT {_COLS} FROM trials WHERE status='complete' ORDER BY fitness DESC, id ASC LIMIT 1").fetchone()
         return _trial(row) if row else None
 
-    def set_validation(self, trial_id: int, fitness: float, scores: dict) -> None:
-        self._q("UPDATE trials SET val_fitness=?, val_scores=? WHERE id=?",
-                        (fitness, json.dumps(scores), trial_id))
+    def set_validation(self, trial_id: int, fitness: float, scores: dict, eval_s: float | None = None) -> None:
+        """A generation's best scored on the validation set; what that spent adds to the trial's spending."""
+        prompt, generated = _tokens(scores)
+        self._q("UPDATE trials SET val_fitness=?, val_scores=?, prompt_tokens=COALESCE(prompt_tokens, 0)+?, "
+                "generated_tokens=COALESCE(generated_tokens, 0)+?, eval_s=COALESCE(eval_s, 0)+? WHERE id=?",
+                (fitness, json.dumps(scores), prompt, generated, eval_s or 0.0, trial_id))
 
     def best_validated(self) -> Trial | None:
         row = self._q(f"SELECT {_COLS} FROM trials WHERE val_fitness IS NOT NULL "

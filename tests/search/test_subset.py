@@ -58,6 +58,9 @@ def test_a_subset_search_estimates_checks_and_reports_its_error(family, target, 
         assert store.result().status == "complete"
         assert json.loads(store.get_meta("anchors.1"))[0]  # the anchors are kept for resume
         used = sum(t.items_used for t in done)
+        # what the run spent counts every scoring: anchors, full sets, and the checks of estimated bests
+        scored = used + 6 * len(checked)
+        assert store.spent()["generated_tokens"] == 2 * scored and store.spent()["prompt_tokens"] == scored
     assert used < len(done) * total
     assert cli("status", tmp_path / "run", "--json") == 0
     status = json.loads(capsys.readouterr().out)
@@ -119,3 +122,17 @@ def test_a_subset_setting_that_is_the_default_keeps_older_runs_resumable(family,
     assert search_config_from_dict(cfg, "t").fingerprint() == plain
     cfg["subset"]["first_generation"] = "random"
     assert search_config_from_dict(cfg, "t").fingerprint() != plain
+
+
+def test_validation_spending_counts_in_the_run(family, target, tmp_path):
+    """A generation's best scored on the validation set: what that spent is part of what the run spent."""
+    cfg = make_config(family, target, budget=12)
+    cfg["fitness"] = [{"name": "fitness_fixtures:ItemTarget", "target": str(target)}]
+    search(cfg, tmp_path / "plain")
+    cfg["validation"] = [{"name": "fitness_fixtures:ItemTarget", "target": str(target)}]
+    search(cfg, tmp_path / "val")
+    with RunStore(tmp_path / "plain") as a, RunStore(tmp_path / "val") as b:
+        validated = [t for t in b.trials() if t.val_fitness is not None]
+        n = b.trials()[0].items_total
+        assert len(validated) == 2  # one per generation
+        assert b.spent()["generated_tokens"] == a.spent()["generated_tokens"] + 2 * n * len(validated)
