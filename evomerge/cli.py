@@ -107,6 +107,26 @@ def replay(run_dir: Path, racing: str | None, subset: str | None, as_json: bool)
 
 
 @cli.command()
+@click.argument("samples_a", type=click.Path(path_type=Path))
+@click.argument("samples_b", type=click.Path(path_type=Path))
+@click.option("--metric", required=True, help="The per-item value to compare, e.g. acc_ja, correct, rougeL.")
+@click.option("--json", "as_json", is_flag=True)
+def compare(samples_a: Path, samples_b: Path, metric: str, as_json: bool) -> None:
+    """B against A on the same items (two `eval --samples` files): a paired test (McNemar or Wilcoxon)."""
+    import json
+
+    from evomerge.compare import compare_files
+
+    r = compare_files(samples_a, samples_b, metric)
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+        return
+    low, high = r["interval_95"]
+    click.echo(f"{metric} on {r['items']} items: A {r['mean_a']:.4f}, B {r['mean_b']:.4f}, B - A {r['difference']:+.4f} "
+               f"(95% interval {low:+.4f} to {high:+.4f}); {r['test']} p = {r['p_value']:.3g}")
+
+
+@cli.command()
 def methods() -> None:
     """List the merge methods, what each does, its parameters, and which run compiled on the CPU and fused on a GPU."""
     from evomerge.methods import get_method, method_names

@@ -130,5 +130,5 @@ class MgsmJa(Evaluator):
     def samples(self) -> list[dict[str, Any]]:
         o = self.options
         return [{"question": rec[o.question_field], "answer": rec[o.answer_field], "response": r,
-                 "extracted": extract_answer(r), **s}
+                 "extracted": extract_answer(r), **s, "acc_ja": s["correct"] and s["japanese"]}
                 for rec, r, s in zip(self.records, self.last_responses, self._last_scored)]
