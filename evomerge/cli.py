@@ -102,8 +102,9 @@ def replay(run_dir: Path, racing: str | None, subset: str | None, as_json: bool)
     for row in report["generations"]:
         click.echo("  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
                              if k != "raced_ids"))
+    agreement = report["mean_top_half_agreement"]
     click.echo(f"problems used {report['problems_used']} of {report['problems_full']} ({report['saving']:.2f}x fewer); "
-               f"mean top-half agreement {report['mean_top_half_agreement']:.3f}")
+               + (f"mean top-half agreement {agreement:.3f}" if agreement is not None else "no generation to compare"))
 
 
 @cli.command()

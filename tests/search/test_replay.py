@@ -54,6 +54,12 @@ def test_subset_replay_reports_agreement_and_error(full_run, capsys):
     assert cli("replay", full_run / "full", "--racing", "chunk=4,nope=1") == 2
 
 
+def test_a_subset_replay_of_one_generation_has_nothing_to_compare(family, target, tmp_path, capsys):
+    search(item_config(family, target, budget=6), tmp_path / "one")
+    assert cli("replay", tmp_path / "one", "--subset", "items=6") == 0
+    assert "no generation to compare" in capsys.readouterr().out
+
+
 def test_replay_needs_item_results(family, target, tmp_path, capsys):
     search(make_config(family, target, budget=6), tmp_path / "plain")  # TargetDistance keeps no item results
     assert cli("replay", tmp_path / "plain", "--racing", "chunk=4", "--json") == 2
