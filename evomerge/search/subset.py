@@ -14,6 +14,8 @@ anchors.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 
@@ -32,7 +34,9 @@ def choose_anchors(results: list[dict[int, float]], n_items: int, k: int, seed: 
     from scipy.cluster.vq import kmeans2
 
     jitter = 1e-9 * rng.standard_normal(x.shape)  # identical rows are common (all right, all wrong)
-    centres, labels = kmeans2(x + jitter, k, minit="++", seed=seed)
+    with warnings.catch_warnings():  # problems with identical results can leave a cluster empty: it gets no anchor
+        warnings.simplefilter("ignore", UserWarning)
+        centres, labels = kmeans2(x + jitter, k, minit="++", seed=seed)
     anchors, weights = [], []
     for c in range(len(centres)):
         members = np.flatnonzero(labels == c)
