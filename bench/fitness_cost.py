@@ -51,7 +51,7 @@ def spent(run: Path) -> dict:
         checks = [t for t in trials if t.estimate is not None and t.status == "complete"]
     started = [t.started for t in trials if t.started]
     finished = [t.finished for t in trials if t.finished]
-    return {**s, "trials": len(trials), **status, "wall_s": max(finished) - min(started),
+    return {**s, "trials": len(trials), **status, "trials_span_s": max(finished) - min(started),
             "best": best.id, "best_fitness": best.fitness,
             "check_errors": [t.estimate - t.fitness for t in checks]}
 
