@@ -42,7 +42,9 @@ def _item_kind(config: dict[str, Any]) -> tuple[tuple[float, float], bool]:
     from evomerge.evaluators import evaluator_class
 
     cls = evaluator_class(config["fitness"][0]["name"], "fitness[0]")
-    return cls.item_range or (0.0, 1.0), cls.binary_items
+    if cls.item_range is None:
+        raise UserError(f"racing needs item values in a known range; {cls.name}'s have none (replay --subset works)")
+    return cls.item_range, cls.binary_items
 
 
 def replay_racing(run_dir: str | Path, chunk: int = 16, confidence: float = 0.95, min_items: int = 16, seed: int = 0,

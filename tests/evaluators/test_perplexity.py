@@ -104,3 +104,13 @@ def test_a_subset_search_on_perplexity_documents(family, target, text, tmp_path)
         assert checked and all(t.items_used == len(DOCS) and t.status == "complete" for t in checked)
         best = store.result()
         assert best.status == "complete" and best.fitness < 0  # a full-set negative log-perplexity
+
+
+def test_a_perplexity_run_replays_subset_settings_but_not_racing(family, target, text, tmp_path, capsys):
+    from helpers import cli
+
+    search(perplexity_config(family, target, text), tmp_path / "run")
+    assert cli("replay", tmp_path / "run", "--subset", "items=3") == 0
+    capsys.readouterr()
+    assert cli("replay", tmp_path / "run", "--racing", "chunk=2") == 2
+    assert "known range" in capsys.readouterr().err
