@@ -58,21 +58,10 @@ def hand_accuracy(model, tok) -> float:
     return correct / len(QUESTIONS)
 
 
-def test_lm_eval_task_on_live_model(family, task_dir):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(str(family["math"]), dtype=torch.float32).eval()
-    tok = AutoTokenizer.from_pretrained(str(family["math"]))
-    tok.pad_token = "<unk>"
-    ev = LmEval(LmEvalOptions(tasks=["tiny_choice"], include_path=str(task_dir), batch_size=2))
-    metrics = ev.evaluate(model, tok)
-    assert metrics["tiny_choice/acc,none"] == pytest.approx(hand_accuracy(model, tok))
-
-
-def test_documents_are_items_for_racing_and_subset_fitness(family, task_dir):
-    """One task with an accuracy metric: each document's result comes from lm-eval's logged samples, a chosen few
-    documents are scored through lm-eval's own `samples=` selection and agree with the full run, and their mean is
-    the task's accuracy."""
+def test_lm_eval_task_on_live_model_and_its_documents_as_items(family, task_dir):
+    """The task's accuracy equals a hand computation. With one task and an accuracy metric, each document's result
+    comes from lm-eval's logged samples, a chosen few documents are scored through lm-eval's own `samples=`
+    selection and agree with the full run, and their mean is the task's accuracy (racing and subset fitness)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(str(family["math"]), dtype=torch.float32).eval()
@@ -83,6 +72,7 @@ def test_documents_are_items_for_racing_and_subset_fitness(family, task_dir):
     assert ev.scores_items(key) and ev.binary_items and ev.num_items() == len(QUESTIONS)
     assert not ev.scores_items("tiny_choice/sample_len,none") and not ev.scores_items("other/acc,none")
     metrics = ev.evaluate(model, tok)
+    assert metrics[key] == pytest.approx(hand_accuracy(model, tok))
     values = ev.last_item_values(key)
     assert len(values) == len(QUESTIONS) and set(values) <= {0.0, 1.0}
     assert sum(values) / len(values) == metrics[key]
