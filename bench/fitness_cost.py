@@ -76,9 +76,10 @@ def screened_racing(run: Path, chunk: int = 16, min_items: int = 32, confidence:
     import numpy as np
 
     from evomerge.evaluators.racing import log_term, upper_bound
-    from evomerge.search.replay import _generations, _top
+    from evomerge.search.replay import _generations, _item_kind, _top
 
-    gens, _ = _generations(run)
+    gens, config = _generations(run)
+    (lo, hi), binary = _item_kind(config)
     used_all = total_all = 0
     agree = []
     for trials in gens:
@@ -93,7 +94,7 @@ def screened_racing(run: Path, chunk: int = 16, min_items: int = 32, confidence:
             while True:
                 cut = sorted(full, reverse=True)[mu - 1] if len(full) >= mu else None
                 mean = sum(t.item_values[i] for i in order[:k]) / k
-                if cut is not None and k < n and upper_bound(mean, k, n, 0.0, 1.0, log_t, True) < cut:
+                if cut is not None and k < n and upper_bound(mean, k, n, lo, hi, log_t, binary) < cut:
                     out = True
                     break
                 if k >= n:

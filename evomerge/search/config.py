@@ -169,6 +169,11 @@ class TrackingConfig(_Strict):
     wandb: WandbConfig | None = None
 
 
+# fields added to a section after runs were recorded with it: (section, field) -> the default that fingerprints
+# as if the field were absent
+ADDED_FIELDS = {("subset", "first_generation"): "full"}
+
+
 class SearchConfig(_Strict):
     merge: dict[str, Any] | None = None
     dataflow: DataflowConfig | None = None
@@ -256,8 +261,9 @@ class SearchConfig(_Strict):
         for added in ("racing", "subset", "constraints", "archive"):  # added later: absent, older runs' keys stay unchanged
             if not data.get(added):
                 data.pop(added, None)
-        if data.get("subset", {}).get("first_generation") == "full":  # its default: older subset runs resume
-            del data["subset"]["first_generation"]
+        for (section, key), default in ADDED_FIELDS.items():  # at their defaults, older runs' keys stay unchanged
+            if data.get(section, {}).get(key, default) == default:
+                data.get(section, {}).pop(key, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
