@@ -22,7 +22,10 @@ _PRE_HINTS = ("embed", "wte", "wpe", "word_embeddings")
 
 
 def text_config(config: Any) -> Any:
-    """The config that describes the decoder stack (the text config of a VLM)."""
+    """The config that describes the decoder stack (the text config of a VLM); configs may be dicts
+    (config.json as read)."""
+    if isinstance(config, dict):
+        return config.get("text_config") or config
     return getattr(config, "text_config", None) or config
 
 
@@ -36,7 +39,7 @@ def is_vlm(config: Any) -> bool:
 def num_layers(config: Any) -> int:
     cfg = text_config(config)
     for key in ("num_hidden_layers", "n_layer", "num_layers"):
-        n = getattr(cfg, key, None)
+        n = cfg.get(key) if isinstance(cfg, dict) else getattr(cfg, key, None)
         if isinstance(n, int):
             return n
     raise UserError("the model config gives no layer count (num_hidden_layers)")

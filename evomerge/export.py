@@ -22,7 +22,8 @@ import torch
 from tqdm import tqdm
 
 from evomerge import __version__
-from evomerge.architecture import text_config
+from evomerge.architecture import num_layers, text_config
+from evomerge.direct_write import SequentialFile
 from evomerge.errors import UserError, reason
 from evomerge.models import TOKENIZER_FILES, ModelSource
 from evomerge.plan import MergePlan
@@ -121,11 +122,13 @@ class ShardWriter:
 
     A merge plan knows every output's name, shape and dtype before the first tensor is computed, so each shard's
     header goes to disk first and each tensor's bytes follow it straight from the merge's output buffer: memory
-    holds one tensor, not a shard (safetensors' `save_file` would hold a whole shard and a serialised copy).
+    holds one tensor, not a shard (safetensors' `save_file` would hold a whole shard and a serialised copy), and the
+    bytes bypass the page cache where the system allows (evomerge/direct_write.py).
     A shard is cut before the tensor that would take it past `max_bytes`; names and the index follow Hugging
     Face's convention."""
 
-    def __init__(self, folder: Path, entries: list[tuple[str, tuple[int, ...], torch.dtype]], max_bytes: int):
+    def __init__(self, folder: Path, entries: list[tuple[str, tuple[int, ...], torch.dtype]], max_bytes: int,
+                 direct: bool = True):
         self.folder = folder
         self.shards: list[list[tuple[str, tuple[int, ...], torch.dtype, int]]] = []
         size = 0
@@ -139,7 +142,8 @@ class ShardWriter:
         self.total = sum(e[3] for shard in self.shards for e in shard)
         self._order = [(i, e) for i, shard in enumerate(self.shards) for e in shard]
         self._next = 0
-        self._fd: int | None = None
+        self._file: SequentialFile | None = None
+        self.direct = direct
 
     def _open(self, i: int) -> None:
         header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
@@ -149,13 +153,8 @@ class ShardWriter:
             offset += nbytes
         text = json.dumps(header, separators=(",", ":")).encode()
         text += b" " * (-len(text) % 8)  # tensor data 8-byte aligned, as safetensors writes it
-        self._fd = os.open(self.folder / f"shard-{i}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        self._write(len(text).to_bytes(8, "little") + text)
-
-    def _write(self, data) -> None:
-        view = memoryview(data).cast("B")
-        while view:
-            view = view[os.write(self._fd, view):]
+        self._file = SequentialFile(self.folder / f"shard-{i}.tmp", direct=self.direct)
+        self._file.write(len(text).to_bytes(8, "little") + text)
 
     def add(self, name: str, tensor: torch.Tensor) -> None:
         shard, (want, shape, dtype, nbytes) = self._order[self._next]
@@ -163,20 +162,21 @@ class ShardWriter:
             raise RuntimeError(f"tensor {name} {list(tensor.shape)} {tensor.dtype} arrived where {want} "
                                f"{list(shape)} {dtype} was planned")
         if self._next == 0 or self._order[self._next - 1][0] != shard:
-            if self._fd is not None:
-                os.close(self._fd)
+            if self._file is not None:
+                self._file.close()
             self._open(shard)
-        if nbytes:
-            self._write(tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy())
+        self._file.write(tensor)
         self._next += 1
 
     def abort(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        if self._file is not None:
+            self._file.abort()
+            self._file = None
 
     def close(self) -> None:
-        self.abort()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
         if self._next != len(self._order):
             raise RuntimeError(f"{len(self._order) - self._next} planned tensors were never written")
         n = len(self.shards)
@@ -214,6 +214,42 @@ def output_config(config: Any, plan: MergePlan, dtype: torch.dtype | None) -> An
         if tc is not cfg:
             tc.dtype = dtype
     return cfg
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def write_output_config(donor: ModelSource, plan: MergePlan, dtype: torch.dtype | None, out: Path) -> None:
+    """config.json (and generation_config.json) of the output.
+
+    Where the merged stack is the donor's own (same layers in the same order: every parameter-space merge),
+    the donor's config.json is copied with the output dtype set, and its generation_config.json if it has one
+    (transformers derives the same from config.json when there is none): no transformers import, which costs
+    about 2 s of every `evomerge merge`. A new stack (passthrough, data-flow merges) goes through the
+    transformers config, whose per-layer lists (layer_types ...) `output_config` rebuilds layer by layer."""
+    cj = donor.config_json
+    n = None
+    if cj is not None:
+        try:
+            n = num_layers(cj)
+        except UserError:
+            pass
+    if n is not None and n == plan.num_layers and [src for _, src in plan.layer_sources] == list(range(n)):
+        data = copy.deepcopy(cj)
+        if dtype is not None:
+            for part in (data, data.get("text_config")):
+                if isinstance(part, dict):
+                    part["dtype"] = _dtype_name(dtype)
+                    if "torch_dtype" in part:  # what transformers before 4.56 reads
+                        part["torch_dtype"] = _dtype_name(dtype)
+        (out / "config.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        if (donor.folder / "generation_config.json").exists():
+            shutil.copy(donor.folder / "generation_config.json", out / "generation_config.json")
+        return
+    cfg = output_config(donor.config, plan, dtype)
+    cfg.save_pretrained(str(out))
+    copy_generation_config(donor, out, cfg)
 
 
 def has_tokenizer(src: ModelSource) -> bool:
@@ -312,10 +348,7 @@ def export_merge(run, out: Path, *, force: bool = False, max_shard_size: int = 5
                 writer.abort()  # the staged folder is removed with what it holds
                 raise
         writer.close()
-        donor = pool.get(plan.donor)
-        cfg = output_config(donor.config, plan, run.out_dtype)
-        cfg.save_pretrained(str(tmp))
-        copy_generation_config(donor, tmp, cfg)
+        write_output_config(pool.get(plan.donor), plan, run.out_dtype, tmp)
         copy_tokenizer(tok_src, tmp)
         (tmp / RECIPE_FILE).write_text(recipe.to_yaml(), encoding="utf-8")
         (tmp / "README.md").write_text(model_card(recipe, plan, card_extra), encoding="utf-8")

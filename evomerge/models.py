@@ -45,7 +45,7 @@ class ModelSource:
 
     ref: str
     folder: Path
-    config: Any
+    config_json: dict | None  # config.json as written (None for GGUF): planning reads it without transformers
     infos: dict[str, TensorInfo]
     gguf_file: str | None = None
     lora: Any = None  # an evomerge.lora.Adapter folded in as tensors are read (`model+adapter` references)
@@ -55,6 +55,30 @@ class ModelSource:
     _handles: dict[Path, Any] = field(default_factory=dict, repr=False)
     _memory: dict[str, torch.Tensor] | None = field(default=None, repr=False)
     _stack: ExitStack = field(default_factory=ExitStack, repr=False)
+    _config: Any = field(default=None, repr=False)
+
+    @property
+    def config(self) -> Any:
+        """The transformers config, read on first use: importing transformers costs about 2 s, which a plain
+        `evomerge merge` does not need to pay (it plans from `plan_config` and copies config.json)."""
+        if self._config is None:
+            self._config = _load_config(self.folder, self.ref, self.gguf_file)
+        return self._config
+
+    @property
+    def plan_config(self) -> Any:
+        """What planning reads (layer count, VLM or not): config.json as a dict where it states the layer count
+        itself, else the transformers config (whose class defaults fill what the file leaves out)."""
+        from evomerge.architecture import num_layers
+
+        cj = self.config_json
+        if cj is not None and ("text_config" in cj) == ("vision_config" in cj):  # a plain LM, or a VLM in full
+            try:
+                num_layers(cj)
+                return cj
+            except UserError:
+                pass
+        return self.config
 
     def names(self) -> list[str]:
         return list(self.infos)
@@ -195,6 +219,20 @@ def _load_config(folder: Path, ref: str, gguf_file: str | None = None) -> Any:
         raise UserError(f"cannot read the model config: {reason(e)}", ref) from None
 
 
+def _read_config_json(folder: Path, ref: str) -> dict:
+    """config.json as a dict, checked as far as planning needs it (transformers reads it when a model is built)."""
+    path = folder / "config.json"
+    if not path.exists():
+        raise UserError("no config.json in the model folder", ref)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read the model config: config.json is not valid JSON ({e})", ref) from None
+    if not isinstance(data, dict):
+        raise UserError("cannot read the model config: config.json is not a JSON object", ref)
+    return data
+
+
 def open_model(ref: str) -> ModelSource:
     from evomerge.lora import open_adapter
 
@@ -214,7 +252,7 @@ def _open_plain(ref: str) -> ModelSource:
     folder, gguf_file = resolve_reference(ref)
     if gguf_file is not None:
         return _open_gguf(ref, folder, gguf_file)
-    config = _load_config(folder, ref)
+    config = _read_config_json(folder, ref)
     index = folder / "model.safetensors.index.json"
     if index.exists():
         try:
@@ -243,7 +281,7 @@ def _open_plain(ref: str) -> ModelSource:
             spans.update(_spans(f, infos))
         except Exception as e:
             raise UserError(f"cannot read {f.name}: {reason(e)}", ref) from None
-    return ModelSource(ref=ref, folder=folder, config=config, infos=infos, _files=owner, _spans=spans)
+    return ModelSource(ref=ref, folder=folder, config_json=config, infos=infos, _files=owner, _spans=spans)
 
 
 def _spans(path: Path, infos: dict[str, TensorInfo]) -> dict[str, tuple[Path, int, int]]:
@@ -282,7 +320,8 @@ def _open_gguf(ref: str, folder: Path, gguf_file: str) -> ModelSource:
     if getattr(config, "tie_word_embeddings", False):
         state.pop("lm_head.weight", None)
     infos = {k: TensorInfo(tuple(v.shape), v.dtype) for k, v in state.items()}
-    return ModelSource(ref=ref, folder=folder, config=config, infos=infos, gguf_file=gguf_file, _memory=state)
+    return ModelSource(ref=ref, folder=folder, config_json=None, infos=infos, gguf_file=gguf_file, _memory=state,
+                       _config=config)
 
 
 class ModelPool:

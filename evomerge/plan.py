@@ -83,7 +83,7 @@ def normalize_slices(recipe: Recipe, open_model: Opener) -> list[OutputSlice]:
     if recipe.base_model and recipe.base_model not in refs:
         entries.append(type(entries[0])(model=recipe.base_model))
     for entry in entries:
-        n = num_layers(open_model(entry.model).config)
+        n = num_layers(open_model(entry.model).plan_config)
         source = SliceSource(model=entry.model, layer_range=(0, n), parameters=entry.parameters)
         source._settings = entry.settings()  # already parsed
         sources.append(source)
@@ -98,7 +98,7 @@ def plan_merge(recipe: Recipe, open_model: Opener, where: str = "recipe") -> Mer
     def layout(ref: str) -> Layout:
         if ref not in layouts:
             src = open_model(ref)
-            layouts[ref] = detect_layout(src.names(), src.config, ref)
+            layouts[ref] = detect_layout(src.names(), src.plan_config, ref)
         return layouts[ref]
 
     donor = output_donor(recipe, open_model)
@@ -167,7 +167,7 @@ def plan_merge(recipe: Recipe, open_model: Opener, where: str = "recipe") -> Mer
             return TensorTask(name, [(donor, name)], None, {}, [{}], copy=True)
         canonical = name[len(donor_root):]
         inputs = [(s.model, _alias(open_model(s.model), lm_root(layout(s.model)) + canonical)) for s in sl.sources]
-        if is_vlm(open_model(donor).config) and not all(open_model(m).has(n) for m, n in inputs):
+        if is_vlm(open_model(donor).plan_config) and not all(open_model(m).has(n) for m, n in inputs):
             return TensorTask(name, [(donor, name)], None, {}, [{}], copy=True)
         return make_task(name, inputs, base, scopes, 0.0)
 
@@ -211,7 +211,7 @@ def output_donor(recipe: Recipe, open_model: Opener) -> str:
     if recipe.output_model:
         return recipe.output_model
     for ref in recipe.referenced_models():
-        if is_vlm(open_model(ref).config):
+        if is_vlm(open_model(ref).plan_config):
             return ref
     return recipe.base_model or recipe.referenced_models()[0]
 

@@ -89,3 +89,59 @@ def test_output_config_follows_the_merged_stack(family):
         assert pool.get(ja).config.num_hidden_layers == 4  # the source's config is not touched
     assert cfg.num_hidden_layers == 6 and cfg.dtype == torch.bfloat16
     assert cfg.architectures == ["LlamaForCausalLM"]
+
+
+def test_a_parameter_space_merge_copies_the_donor_config_and_never_imports_transformers(family, tmp_path):
+    """The same stack as the donor: config.json is the donor's with the output dtype, generation_config.json is
+    copied, and transformers (about 2 s of every `evomerge merge`) is not imported; the output still loads."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    recipe = {"merge_method": "task_arithmetic", "base_model": str(family["base"]), "dtype": "bfloat16",
+              "models": [{"model": str(family[k]), "parameters": {"weight": 0.5}} for k in ("ja", "math")]}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "out"
+    code = ("import sys; from evomerge.merge import run_merge; from evomerge.recipe import load_recipe; "
+            f"run_merge(load_recipe({str(tmp_path / 'r.yaml')!r}), {str(out)!r}, device='cpu', progress=False); "
+            "assert 'transformers' not in sys.modules, 'transformers was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    donor = json.loads((family["base"] / "config.json").read_text())
+    got = json.loads((out / "config.json").read_text())
+    assert got.pop("dtype") == "bfloat16" and {k: v for k, v in donor.items() if k != "dtype"} == got
+    assert (out / "generation_config.json").read_bytes() == (family["base"] / "generation_config.json").read_bytes()
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    assert AutoConfig.from_pretrained(str(out)).dtype == torch.bfloat16
+    model = AutoModelForCausalLM.from_pretrained(str(out))
+    assert model.config.num_hidden_layers == donor["num_hidden_layers"]
+
+
+def test_a_new_stack_rebuilds_the_config_through_transformers(family, tmp_path):
+    from evomerge.merge import run_merge
+    from evomerge.recipe import recipe_from_dict
+
+    ja = str(family["ja"])
+    run_merge(recipe_from_dict({"merge_method": "passthrough", "dtype": "float32", "slices": [
+        {"sources": [{"model": ja, "layer_range": [0, 4]}]}, {"sources": [{"model": ja, "layer_range": [2, 4]}]}]}),
+        tmp_path / "out", device="cpu", progress=False)
+    got = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert got["num_hidden_layers"] == 6 and got["dtype"] == "float32"
+    assert len(load_state(tmp_path / "out")) == len(load_state(family["ja"])) + 2 * 9  # two more layers of 9
+
+
+def test_a_donor_config_that_is_not_json_is_refused_before_anything_is_written(family, tmp_path):
+    import shutil
+
+    from evomerge.merge import run_merge
+    from evomerge.recipe import recipe_from_dict
+
+    bad = tmp_path / "bad"
+    shutil.copytree(family["ja"], bad)
+    (bad / "config.json").write_text("{not json")
+    with pytest.raises(UserError, match="config.json is not valid JSON") as e:
+        run_merge(recipe_from_dict({"merge_method": "linear", "models": [
+            {"model": str(bad), "parameters": {"weight": 1.0}}]}), tmp_path / "out", device="cpu", progress=False)
+    assert str(bad) in str(e.value)
+    assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir()] == ["bad"]
