@@ -66,11 +66,13 @@ def _fmix32(h):
     return h
 
 @njit(inline="always")
-def _uniform(i, k0, k1):
-    """evomerge.rng.uniform's number for element i of the stream (k0, k1): fmix32(fmix32(i ^ k0) + k1) >> 8."""
+def _u24(i, k0, k1):
+    """The 24 bits of evomerge.rng.uniform's number for element i of the stream (k0, k1): fmix32(fmix32(i ^ k0) +
+    k1) >> 8; the uniform is u24 / 2**24, so `uniform < density` is `u24 < fused_cpu._keep_below(density)`
+    (integer compares vectorise better than converting every number to float)."""
     h = _fmix32(np.uint32(np.uint32(i) ^ k0))
     h = _fmix32(np.uint32(h + k1))
-    return np.float32(h >> np.uint32(8)) * np.float32(1.0 / (1 << 24))
+    return h >> np.uint32(8)
 
 @njit(inline="always")
 def _sign(x):
@@ -156,14 +158,73 @@ def _dots(a, b, part):
 @njit(parallel=True, nogil=True, cache=True, error_model="numpy")
 def _lincomb(a, b, ca, cb, out):
     n = a.size
-    nblk = (n + _BLOCK - 1) // _BLOCK
-    bad = 0
-    for blk in prange(nblk):
-        lo = blk * _BLOCK
-        m = min(_BLOCK, n - lo)
-        for t in range(m):
-            v = ca * _load(a, lo + t) + cb * _load(b, lo + t)
-            if not math.isfinite(v):
-                bad += 1
-            _store(out, lo + t, v)
-    return bad
+    for blk in prange((n + _BLOCK - 1) // _BLOCK):
+        for e in range(np.uint64(blk * _BLOCK), np.uint64(min(n, blk * _BLOCK + _BLOCK))):
+            _store(out, e, ca * _load(a, e) + cb * _load(b, e))
+
+@njit(parallel=True, nogil=True, cache=True, error_model="numpy", fastmath={"reassoc"})
+def _nonfinite_blocks(a, part):
+    """part[blk]: NaN where block blk of `a` holds a NaN or an infinity, else 0 (x * 0 is NaN exactly for those).
+    A pass of its own: counting inside the merge loops kept them from vectorising (about a third slower)."""
+    n = a.size
+    for blk in prange(part.size):
+        s = np.float32(0.0)
+        for e in range(np.uint64(blk * _BLOCK), np.uint64(min(n, blk * _BLOCK + _BLOCK))):
+            s += _load(a, e) * np.float32(0.0)
+        part[blk] = s
+
+# Exact sums. DARE's rescale divides two whole-tensor L1 sums; `evomerge merge` sums them in blocks while a live
+# merge reads them from tables (fused_cpu.DareTables). Both then round the sum to float32 the same way: the
+# float64 estimate where its error bound cannot cross a rounding boundary, else these exact sums (a float32 is
+# m * 2**(e - 150); the mantissas are added per exponent in int64), so an export equals its live candidate bit
+# for bit whichever way each one summed.
+
+@njit(inline="always")
+def _exact_add(acc, a):
+    """Add the float32 a >= 0 (or NaN / inf, which land in acc[255]) to the exact accumulator acc (int64[256])."""
+    bits = _bits(a) & np.uint32(0x7FFFFFFF)
+    ex = bits >> np.uint32(23)
+    m = bits & np.uint32(0x7FFFFF)
+    if ex == 0:
+        ex = np.uint32(1)  # subnormal: m * 2**(1 - 150)
+    else:
+        m |= np.uint32(0x800000)
+    acc[ex] += np.int64(m)
+
+@njit(nogil=True, cache=True)
+def _exact_acc(values, acc):
+    for e in range(np.uint64(values.size)):
+        _exact_add(acc, values[e])
+
+# Tables of a live DARE merge (fused_cpu.DareTables): each source's mask numbers, and its |delta| grouped by them.
+
+@njit(parallel=True, nogil=True, cache=True)
+def _u24_fill(k0, k1, out):
+    for e in prange(out.size):
+        out[e] = _u24(e, k0, k1)
+
+@njit(parallel=True, nogil=True, cache=True, error_model="numpy")
+def _absd_fill(base, x, out):
+    for e in prange(out.size):
+        out[e] = abs(_load(x, e) - _load(base, e))
+
+@njit(nogil=True, cache=True)
+def _group(u, absd, shift, sorted_u, sorted_absd, offsets, binsum):
+    """Counting sort of the elements by the top bits of their mask number (bin = u >> shift), stable; binsum[b]
+    is the float64 sum of the bin's |delta| in element order. Returns the largest bin's count."""
+    nb = offsets.size - 1
+    counts = np.zeros(nb, np.int64)
+    for e in range(u.size):
+        counts[u[e] >> shift] += 1
+    offsets[0] = 0
+    for b in range(nb):
+        offsets[b + 1] = offsets[b] + counts[b]
+    fill = offsets[:-1].copy()
+    for e in range(u.size):
+        b = u[e] >> shift
+        p = fill[b]
+        sorted_u[p] = u[e]
+        sorted_absd[p] = absd[e]
+        binsum[b] += np.float64(absd[e])
+        fill[b] = p + 1
+    return counts.max() if nb else 0

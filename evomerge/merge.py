@@ -70,16 +70,18 @@ def merge_task_into(
     seed: int,
     out: torch.Tensor,
     in_dtype: torch.dtype | None = None,
+    tables: fused_cpu.DareTables | None = None,
 ) -> bool:
     """One output tensor written into `out` (in its dtype, on its device); False if it holds NaN or inf.
 
     On the CPU, methods that declare a fused form run evomerge.fused_cpu's compiled kernels (one or two passes,
-    no float32 temporaries); everything else runs the reference `merge_task` and is copied in."""
+    no float32 temporaries; `tables`: a live merge's fused_cpu.DareTables for this tensor); everything else runs the
+    reference `merge_task` and is copied in."""
     if not task.copy and out.device.type == "cpu" and out.is_floating_point():
         tensors = [fetch(model, name) for model, name in task.inputs]
         if fused_cpu.supports(plan.method, tensors, out, in_dtype):
             bad = fused_cpu.merge_into(plan.method, tensors, task.base, task.shared, task.per_input, out, seed,
-                                       task.out_name, in_dtype)
+                                       task.out_name, in_dtype, tables)
             return bad == 0
     result = merge_task(plan, task, fetch, seed, out.device, in_dtype)
     out.copy_(result)

@@ -163,3 +163,27 @@ def test_the_result_does_not_depend_on_the_number_of_threads(method, monkeypatch
     serial, _ = run_both(method, tensors, shared, per)
     assert torch.equal(parallel, serial)
     assert_close(parallel, ref)
+
+
+def test_the_integer_threshold_keeps_exactly_the_uniforms_below_the_density():
+    """DARE's kernels compare the hash's 24 bits with an integer instead of the float32 uniform with the density:
+    the same elements for every density, including exact multiples of 2**-24 and densities that round in
+    float32."""
+    u24 = torch.arange(1 << 24, dtype=torch.int64)
+    uniform = u24.float() * 2.0**-24  # evomerge.rng's numbers (exact in float32)
+    for d in (0.0, 2.0**-24, 0.3, 0.5, 0.7000001, 1 - 2.0**-24, 1 - 2.0**-26, 1.0, -0.5, 1.5):
+        want = uniform < torch.tensor(d, dtype=torch.float32)
+        assert torch.equal(u24 < fused_cpu._keep_below(d), want), d
+
+
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16])
+def test_one_nan_or_a_value_beyond_the_output_dtype_is_caught(out_dtype):
+    tensors = sources(2, torch.float32)
+    tensors[1][7, 11] = float("nan")
+    out = torch.empty(SHAPE, dtype=out_dtype)
+    task = TensorTask(NAME, [("m0", "t"), ("m1", "t")], None, {"normalize": False}, [{"weight": 0.5}, {"weight": 0.5}])
+    plan = MergePlan(get_method("linear"), [task], [], "m0", None)
+    assert not merge_task_into(plan, task, lambda m, n: tensors[int(m[1])], 0, out)
+    big = [torch.full(SHAPE, 3.40e38), torch.full(SHAPE, 3.40e38)]  # finite in float32, inf in bfloat16
+    finite = merge_task_into(plan, task, lambda m, n: big[int(m[1])], 0, out)
+    assert finite == (out_dtype == torch.float32)

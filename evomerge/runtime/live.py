@@ -37,9 +37,15 @@ class LiveMerge:
     """Holds every source tensor a recipe family needs, and one model whose weights `apply` overwrites."""
 
     def __init__(self, example: Recipe, pool: ModelPool, device: str = "auto", fused: bool | None = None,
-                 sources_on: str = "device", devices: list[torch.device] | None = None):
+                 sources_on: str = "device", devices: list[torch.device] | None = None,
+                 tables_bytes: int = 4 << 30):
         """`devices`: spread the model over several devices (evomerge/placement.py); each tensor's sources then
-        live on its device. Otherwise everything is on `device`."""
+        live on its device. Otherwise everything is on `device`.
+
+        `tables_bytes`: on the CPU, DARE merges with `rescale` keep each tensor's mask numbers and grouped
+        |delta| between candidates (fused_cpu.DareTables, 8 bytes per source element), up to this much memory,
+        which takes the merge of a candidate from two passes over its sources to one (bench/RESULTS.md); 0
+        turns it off."""
         from transformers import AutoModelForCausalLM
 
         from evomerge.runtime import fused as fused_kernels
@@ -95,6 +101,8 @@ class LiveMerge:
                       if fused and self.in_dtype in kernel_dtypes and self.dtype in kernel_dtypes[1:] else None)
         # tensors whose sources the kernels can read (float64 sources take the reference path)
         self.fusable = {t.out_name for t in plan.tasks if all(self.sources[k].dtype in kernel_dtypes for k in t.inputs)}
+        self.tables_bytes = tables_bytes
+        self._tables: dict[str, tuple[tuple, object]] = {}  # out name -> (what they were built for, DareTables)
         if vlm:
             from transformers import AutoProcessor
 
@@ -107,6 +115,22 @@ class LiveMerge:
 
     def fetch(self, model: str, name: str) -> torch.Tensor:
         return self.sources[(model, name)]
+
+    def _dare_tables(self, plan: MergePlan, task, tensors: list[torch.Tensor], seed: int):
+        """This tensor's DARE tables (built on first use while the budget lasts), or None."""
+        from evomerge import fused_cpu
+
+        key = (seed, tuple(task.inputs), task.base, self.in_dtype, plan.method.name)
+        held = self._tables.get(task.out_name)
+        if held is not None and held[0] == key:
+            return held[1]
+        used = sum(t.nbytes for k, (_, t) in self._tables.items() if t is not None and k != task.out_name)
+        need = 8 * sum(t.numel() for i, t in enumerate(tensors) if i != task.base)
+        fits = used + need <= self.tables_bytes and fused_cpu.available()
+        tables = fused_cpu.dare_tables(plan.method, tensors, task.base, task.shared, seed, task.out_name,
+                                       self.in_dtype) if fits else None
+        self._tables[task.out_name] = (key, tables)
+        return tables
 
     def _streamed(self, tasks):
         """Each task's inputs copied from pinned host memory on a side stream, one task ahead of the merge, so
@@ -191,8 +215,11 @@ class LiveMerge:
                         self.fused.merge_into(method, task, tensors, target, recipe.seed or 0, flag)
                     continue
                 on_device = dict(zip(task.inputs, tensors))
+                tables = None
+                if target.device.type == "cpu" and self.tables_bytes > 0 and not task.copy:
+                    tables = self._dare_tables(plan, task, tensors, recipe.seed or 0)
                 if not merge_task_into(plan, task, lambda m, n: on_device[(m, n)], recipe.seed or 0, target,
-                                       self.in_dtype):
+                                       self.in_dtype, tables):
                     raise CandidateError(f"NaN or inf in {task.out_name}")
         if any(int(flag.item()) for flag in bad.values()):
             raise CandidateError("NaN or inf in the merged weights")
