@@ -102,9 +102,9 @@ def rss_of(cmd: list[str]) -> tuple[float, float]:
 def copy_bandwidth(gb: float = 1.0) -> float:
     """Bytes read + written per second by a large in-memory copy (the floor's denominator)."""
     x = torch.empty(int(gb * 2**30) // 4, dtype=torch.float32).normal_()
-    y = torch.empty_like(x)
+    y = torch.zeros_like(x)  # touched: page faults are not copying
     best = float("inf")
-    for _ in range(3):
+    for _ in range(5):
         t0 = time.perf_counter()
         y.copy_(x)
         best = min(best, time.perf_counter() - t0)

@@ -208,23 +208,44 @@ def _absd_fill(base, x, out):
     for e in prange(out.size):
         out[e] = abs(_load(x, e) - _load(base, e))
 
-@njit(nogil=True, cache=True)
+_CHUNKS = 16  # fixed, so the grouping and its sums do not depend on the number of threads
+
+
+@njit(parallel=True, nogil=True, cache=True)
 def _group(u, absd, shift, sorted_u, sorted_absd, offsets, binsum):
-    """Counting sort of the elements by the top bits of their mask number (bin = u >> shift), stable; binsum[b]
-    is the float64 sum of the bin's |delta| in element order. Returns the largest bin's count."""
+    """Counting sort of the elements by the top bits of their mask number (bin = u >> shift), stable, in
+    _CHUNKS fixed chunks on all threads; binsum[b] is the float64 sum of the bin's |delta| (each chunk's in
+    element order, then the chunks' in order: a path of at most the bin's count + _CHUNKS additions). Returns
+    the largest bin's count."""
+    n = u.size
     nb = offsets.size - 1
-    counts = np.zeros(nb, np.int64)
-    for e in range(u.size):
-        counts[u[e] >> shift] += 1
-    offsets[0] = 0
+    per = (n + _CHUNKS - 1) // _CHUNKS
+    counts = np.zeros((_CHUNKS, nb), np.int64)
+    sums = np.zeros((_CHUNKS, nb), np.float64)
+    for c in prange(_CHUNKS):
+        for e in range(c * per, min(n, c * per + per)):
+            b = u[e] >> shift
+            counts[c, b] += 1
+            sums[c, b] += np.float64(absd[e])
+    start = np.empty((_CHUNKS, nb), np.int64)
+    pos = 0
+    widest = 0
     for b in range(nb):
-        offsets[b + 1] = offsets[b] + counts[b]
-    fill = offsets[:-1].copy()
-    for e in range(u.size):
-        b = u[e] >> shift
-        p = fill[b]
-        sorted_u[p] = u[e]
-        sorted_absd[p] = absd[e]
-        binsum[b] += np.float64(absd[e])
-        fill[b] = p + 1
-    return counts.max() if nb else 0
+        offsets[b] = pos
+        total = 0.0
+        for c in range(_CHUNKS):
+            start[c, b] = pos
+            pos += counts[c, b]
+            total += sums[c, b]
+        binsum[b] = total
+        widest = max(widest, pos - offsets[b])
+    offsets[nb] = pos
+    for c in prange(_CHUNKS):
+        fill = start[c].copy()
+        for e in range(c * per, min(n, c * per + per)):
+            b = u[e] >> shift
+            p = fill[b]
+            sorted_u[p] = u[e]
+            sorted_absd[p] = absd[e]
+            fill[b] = p + 1
+    return widest

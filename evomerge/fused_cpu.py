@@ -263,17 +263,17 @@ class DareTables:
         others = [i for i in range(len(arrays)) if i != base]
         n = arrays[base].size
         S = len(others)
-        bits = min(16, max(0, n.bit_length() - 7))  # about 64 elements per bin or more
+        bits = min(12, max(0, n.bit_length() - 7))  # about 64 elements per bin or more; few bins sort fast
         self.shift = 24 - bits
         self.sorted_u = np.empty((S, n), np.uint32)
         self.sorted_absd = np.empty((S, n), np.float32)
         self.offsets = np.empty((S, (1 << bits) + 1), np.int64)
         self.below = np.zeros((S, (1 << bits) + 1), np.float64)  # below[b]: the sum of bins < b (below[-1]: all)
         self.widest = np.zeros(S, np.int64)
-        absd = np.empty(n, np.float32)
-        u = np.empty(n, np.uint32)
         with _lock:
             _threads(n)
+            absd = _buffer("absd", (n,), np.float32)
+            u = _buffer("u24", (n,), np.uint32)
             for row, i in enumerate(others):
                 k0, k1 = rng.mask_keys(seed, name, i)
                 ck._u24_fill(np.uint32(k0), np.uint32(k1), u)
@@ -297,16 +297,17 @@ class DareTables:
         return self._sum(row, b, start, end, below)
 
     def _sum(self, row: int, b: int, start: int, end: int, below: int = 0) -> np.float32:
-        from evomerge.cpu_kernels import _exact_acc
+        from evomerge import cpu_kernels as ck
 
         part = self.sorted_absd[row, start:end][self.sorted_u[row, start:end] < below]
         approx = float(self.below[row, b]) + float(part.sum(dtype=np.float64))
-        terms = int(self.widest[row]) + len(self.below[row]) + len(part)  # a bin's, the bins', the partial bin's
+        # additions on a path to the sum: a bin's (its count + the chunks'), the bins', the partial bin's
+        terms = int(self.widest[row]) + ck._CHUNKS + len(self.below[row]) + len(part)
 
         def exact() -> np.float32:
             acc = np.zeros(256, np.int64)
-            _exact_acc(self.sorted_absd[row, :int(self.offsets[row, b])], acc)
-            _exact_acc(np.ascontiguousarray(part), acc)
+            ck._exact_acc(self.sorted_absd[row, :int(self.offsets[row, b])], acc)
+            ck._exact_acc(np.ascontiguousarray(part), acc)
             return _exact_f32(acc)
 
         return _rounded(approx, terms, exact)
@@ -493,15 +494,21 @@ def _source(S: int) -> str:
 
 _modules: dict[int, Any] = {}  # compiled kernel modules of this process, by source count
 _lock = threading.Lock()  # numba's default thread pool must not be entered from two threads at once
-_masks: list[np.ndarray] = []  # DARE's kept masks between its two passes, reused (under _lock) from tensor to tensor
+_scratch: dict[str, np.ndarray] = {}  # working memory reused (under _lock) from tensor to tensor, by use
+
+
+def _buffer(use: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """A scratch array, reused: fresh memory for a large tensor's DARE masks cost more than both passes over it
+    (page faults: 85 ms against 21 for an embedding's 57 MB on the 2-core machine here)."""
+    need = math.prod(shape) * np.dtype(dtype).itemsize
+    held = _scratch.get(use)
+    if held is None or held.size < need:
+        held = _scratch[use] = np.empty(need, np.uint8)
+    return held[:need].view(dtype).reshape(shape)
 
 
 def _mask_buffer(S: int, n: int) -> np.ndarray:
-    """An (S, n) bool scratch array, reused: fresh memory for the masks of a large tensor cost more than both
-    passes over it (page faults: 85 ms against 21 for an embedding's 57 MB on the 2-core machine here)."""
-    if not _masks or _masks[0].size < S * n:
-        _masks[:] = [np.empty(S * n, np.bool_)]
-    return _masks[0][:S * n].reshape(S, n)
+    return _buffer("masks", (S, n), np.bool_)
 
 
 def _kernels(S: int) -> Any:
