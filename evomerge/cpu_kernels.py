@@ -156,22 +156,15 @@ def _dots(a, b, part):
         part[blk, 2] = ab
 
 @njit(parallel=True, nogil=True, cache=True, error_model="numpy")
-def _lincomb(a, b, ca, cb, out):
+def _lincomb(a, b, ca, cb, out, bad):
+    """out = ca a + cb b; bad[blk] set where block blk of the output holds a NaN or an infinity."""
     n = a.size
-    for blk in prange((n + _BLOCK - 1) // _BLOCK):
+    for blk in prange(bad.size):
+        flag = np.uint32(0)
         for e in range(np.uint64(blk * _BLOCK), np.uint64(min(n, blk * _BLOCK + _BLOCK))):
             _store(out, e, ca * _load(a, e) + cb * _load(b, e))
-
-@njit(parallel=True, nogil=True, cache=True, error_model="numpy", fastmath={"reassoc"})
-def _nonfinite_blocks(a, part):
-    """part[blk]: NaN where block blk of `a` holds a NaN or an infinity, else 0 (x * 0 is NaN exactly for those).
-    A pass of its own: counting inside the merge loops kept them from vectorising (about a third slower)."""
-    n = a.size
-    for blk in prange(part.size):
-        s = np.float32(0.0)
-        for e in range(np.uint64(blk * _BLOCK), np.uint64(min(n, blk * _BLOCK + _BLOCK))):
-            s += _load(a, e) * np.float32(0.0)
-        part[blk] = s
+            flag |= np.uint32((_bits(_load(out, e)) & np.uint32(0x7F800000)) == np.uint32(0x7F800000))
+        bad[blk] = flag
 
 # Exact sums. DARE's rescale divides two whole-tensor L1 sums; `evomerge merge` sums them in blocks while a live
 # merge reads them from tables (fused_cpu.DareTables). Both then round the sum to float32 the same way: the

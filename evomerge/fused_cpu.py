@@ -111,8 +111,9 @@ def _merge_into(method, tensors, base, shared, per_input, out, seed, name, in_dt
     if form.kind == "weighted_sum":
         w = np.array([p["weight"] for p in per_input], np.float32)
         divisor = np.float32(sum(p["weight"] for p in per_input))
-        _kernels(len(arrays)).weighted_sum(*arrays, w, bool(shared["normalize"]), divisor, dst)
-        return _nonfinite(dst)
+        bad = _flags(dst)
+        _kernels(len(arrays)).weighted_sum(*arrays, w, bool(shared["normalize"]), divisor, dst, bad)
+        return int(bad.any())
     if form.kind == "slerp":
         from evomerge.methods.slerp import EPS, coefficients
 
@@ -123,8 +124,9 @@ def _merge_into(method, tensors, base, shared, per_input, out, seed, name, in_dt
         na = math.sqrt(aa) if math.sqrt(aa) > EPS else 1.0
         nb = math.sqrt(bb) if math.sqrt(bb) > EPS else 1.0
         ca, cb = coefficients(shared["t"], ab / (na * nb))
-        ck._lincomb(a, b, np.float32(ca), np.float32(cb), dst)
-        return _nonfinite(dst)
+        bad = _flags(dst)
+        ck._lincomb(a, b, np.float32(ca), np.float32(cb), dst, bad)
+        return int(bad.any())
     return _task_vectors_into(form, arrays, base, shared, per_input, dst, seed, name, tables)
 
 
@@ -133,8 +135,9 @@ def _task_vectors_into(form: FusedForm, arrays: list[np.ndarray], base: int, sha
     others = [i for i in range(len(arrays)) if i != base]
     base_a = arrays[base]
     if not others:
-        _kernels(1).weighted_sum(base_a, np.ones(1, np.float32), False, np.float32(1), dst)
-        return _nonfinite(dst)
+        bad = _flags(dst)
+        _kernels(1).weighted_sum(base_a, np.ones(1, np.float32), False, np.float32(1), dst, bad)
+        return int(bad.any())
     S = len(others)
     n = base_a.size
     xs = tuple(arrays[i] for i in others)
@@ -215,9 +218,10 @@ def _task_vectors_into(form: FusedForm, arrays: list[np.ndarray], base: int, sha
     if abs(divisor) < 1e-8:
         divisor = np.float32(1.0)
     kernel = getattr(kernels, f"tv_{sp}_{int(form.consensus)}")
+    bad = _flags(dst)
     kernel(base_a, *xs, dens, k0, k1, thr, cut, thr2, cut2, masks, scale, w, bool(shared["normalize"]), divisor,
-           np.float32(shared["lambda"]), dst)
-    return _nonfinite(dst)
+           np.float32(shared["lambda"]), dst, bad)
+    return int(bad.any())
 
 
 _U = 2.0**-53  # float64's unit roundoff
@@ -283,10 +287,11 @@ class DareTables:
                                              self.sorted_absd[row], self.offsets[row], binsum)
                 np.cumsum(binsum, out=self.below[row, 1:])
         self.nbytes = self.sorted_u.nbytes + self.sorted_absd.nbytes
+        self._totals = [self._sum(row, len(self.below[row]) - 1, 0, 0) for row in range(S)]
 
     def total(self, row: int) -> np.float32:
         """The float32 L1 sum of source `row`'s delta (rounded as `_rounded` does)."""
-        return self._sum(row, len(self.below[row]) - 1, 0, 0)
+        return self._totals[row]
 
     def kept(self, row: int, below: int) -> np.float32:
         """The float32 L1 sum of source `row`'s delta over the elements its mask keeps (u24 < below)."""
@@ -332,13 +337,9 @@ def _keep_below(density: float) -> int:
     return min(1 << 25, max(0, math.ceil(float(np.float32(density)) * (1 << 24))))
 
 
-def _nonfinite(dst: np.ndarray) -> int:
-    """1 if the merged tensor holds a NaN or an infinity (after rounding to its dtype), else 0."""
-    from evomerge.cpu_kernels import _nonfinite_blocks
-
-    part = np.empty((dst.size + _BLOCK - 1) // _BLOCK, np.float32)
-    _nonfinite_blocks(dst, part)
-    return int(not np.isfinite(part).all())
+def _flags(dst: np.ndarray) -> np.ndarray:
+    """One flag per block of the output kernels: set where the block holds a NaN or an infinity."""
+    return np.zeros((dst.size + _BLOCK - 1) // _BLOCK, np.uint32)
 
 
 def _top_k_thresholds(base_a, xs, which, ks, thr, cut, lowest_first: bool = True) -> None:
@@ -413,7 +414,8 @@ def _source(S: int) -> str:
         '"""evomerge.fused_cpu kernels for %d source(s): generated, do not edit."""' % S,
         "import math", "import numpy as np", "from numba import njit, prange",
         "from evomerge.cpu_kernels import _bits, _exact_add, _load, _sign, _store, _u24",
-        "Z = np.float32(0.0)", "ONE = np.float32(1.0)", "MASK = np.uint32(0x7FFFFFFF)", "",
+        "Z = np.float32(0.0)", "ONE = np.float32(1.0)", "MASK = np.uint32(0x7FFFFFFF)", "EXP = np.uint32(0x7F800000)",
+        "",
     ]
     out = list(head)
     jit = "@njit(parallel=True, nogil=True, cache=True, error_model='numpy')"
@@ -438,12 +440,16 @@ def _source(S: int) -> str:
                       f"(((m{j} > thrb{j}) | ((m{j} == thrb{j}) & (e >= cutb{j}))) ^ True)"]
         return lines
 
-    out += [jit, f"def weighted_sum({xs}, w, normalize, divisor, out):"]
+    # output loops run over fixed blocks with unsigned indices and flag each block holding a NaN or an infinity
+    # (after rounding to the output dtype): an integer OR inside the loop vectorises, a count did not
+    blocks = ["    n = out.size", "    for blk in prange(bad.size):", f"        lo = np.uint64(blk * {_BLOCK})",
+              f"        hi = np.uint64(min(n, blk * {_BLOCK} + {_BLOCK}))", "        flag = np.uint32(0)",
+              "        for e in range(lo, hi):"]
+    flag = ["            flag |= np.uint32((_bits(_load(out, e)) & EXP) == EXP)", "        bad[blk] = flag", ""]
+    out += [jit, f"def weighted_sum({xs}, w, normalize, divisor, out, bad):"]
     out += [f"    w{j} = w[{j}]" for j in range(S)]
-    out += ["    for e in prange(out.size):",
-            "        acc = " + " + ".join(f"w{j} * _load(x{j}, e)" for j in range(S)),
-            "        v = acc / divisor if normalize else acc",
-            "        _store(out, e, v)", ""]
+    out += blocks + ["            acc = " + " + ".join(f"w{j} * _load(x{j}, e)" for j in range(S)),
+                     "            _store(out, e, acc / divisor if normalize else acc)", *flag]
     for sp in ("masked", "magnitude", "outliers"):  # exact rescale sums, where the float64 ones cannot decide
         out += ["@njit(nogil=True, cache=True, error_model='numpy')",
                 f"def exact_{sp}(base, {xs}, dens, k0, k1, thr, cut, othr, ocut, masks, acc):", *loads]
@@ -469,26 +475,24 @@ def _source(S: int) -> str:
         out += [f"        part[blk, {j}, 0] = f{j}\n        part[blk, {j}, 1] = g{j}" for j in range(S)] + [""]
         for consensus in (0, 1):
             out += [jit, f"def tv_{sp}_{consensus}(base, {xs}, dens, k0, k1, thr, cut, othr, ocut, masks, scale, w, "
-                         "normalize, divisor, lam, out):", *loads]
+                         "normalize, divisor, lam, out, bad):", *loads]
             out += [f"    s{j} = scale[{j}]\n    w{j} = w[{j}]" for j in range(S)]
-            out += ["    for e in prange(base.size):", "        b = _load(base, e)"]
+            body = ["b = _load(base, e)"]
             for j in range(S):
-                out += delta(sp, j, "        ")
+                body += delta(sp, j, "")
                 if sp != "none":
-                    out.append(f"        d{j} = d{j} if k{j} else d{j} * Z")
-                out.append(f"        d{j} = (d{j} * s{j}) * w{j}")
+                    body.append(f"d{j} = d{j} if k{j} else d{j} * Z")
+                body.append(f"d{j} = (d{j} * s{j}) * w{j}")
             if consensus:
-                out += ["        tot = " + " + ".join(f"d{j}" for j in range(S)),
-                        "        maj = ONE if tot >= 0 else -ONE"]
-                out += [f"        a{j} = ONE if _sign(d{j}) == maj else Z" for j in range(S)]
-                out += ["        mixed = " + " + ".join(f"d{j} * a{j}" for j in range(S)),
-                        "        div = " + " + ".join(f"w{j} * a{j}" for j in range(S)),
-                        "        if div == 0:", "            div = ONE"]
+                body += ["tot = " + " + ".join(f"d{j}" for j in range(S)), "maj = ONE if tot >= 0 else -ONE"]
+                body += [f"a{j} = ONE if _sign(d{j}) == maj else Z" for j in range(S)]
+                body += ["mixed = " + " + ".join(f"d{j} * a{j}" for j in range(S)),
+                         "div = " + " + ".join(f"w{j} * a{j}" for j in range(S)), "if div == 0:", "    div = ONE"]
             else:
-                out += ["        mixed = " + " + ".join(f"d{j}" for j in range(S)), "        div = divisor"]
-            out += ["        if normalize:", "            mixed = mixed / div",
-                    "        if lam != 1:", "            mixed = mixed * lam",
-                    "        _store(out, e, b + mixed)", ""]
+                body += ["mixed = " + " + ".join(f"d{j}" for j in range(S)), "div = divisor"]
+            body += ["if normalize:", "    mixed = mixed / div", "if lam != 1:", "    mixed = mixed * lam",
+                     "_store(out, e, b + mixed)"]
+            out += blocks + ["            " + line for line in body] + flag
     return "\n".join(out)
 
 

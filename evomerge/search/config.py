@@ -187,6 +187,9 @@ class SearchConfig(_Strict):
     # where the sources live during a PS search: on the device (fastest), or in pinned host memory, streamed to
     # the device for every candidate (when base + sources do not fit next to the model and its KV cache)
     sources: Literal["device", "host"] = "device"
+    # memory a CPU live merge may keep for DARE tables (fused_cpu.DareTables: no pass for the rescale sums; the
+    # results are the same bits either way, so resumes may change it); 0 turns them off
+    dare_tables_gib: float = Field(4.0, ge=0)
     # GPUs one candidate is spread over (its decoder layers split into blocks, evomerge/placement.py); with
     # executor ray, each actor owns this many (gpus_per_worker follows it)
     gpus: int = Field(1, ge=1)
@@ -255,9 +258,9 @@ class SearchConfig(_Strict):
         return recipe_from_dict(self.merge, f"{where}: merge")
 
     def fingerprint(self) -> str:
-        """Hash of everything that shapes the candidates (budget, executor and self_check may change between
-        resumes)."""
-        data = self.model_dump(mode="json", exclude={"budget", "executor", "self_check", "tracking"})
+        """Hash of everything that shapes the candidates (budget, executor, self_check, tracking and DARE tables'
+        memory may change between resumes)."""
+        data = self.model_dump(mode="json", exclude={"budget", "executor", "self_check", "tracking", "dare_tables_gib"})
         for added in ("racing", "subset", "constraints", "archive"):  # added later: absent, older runs' keys stay unchanged
             if not data.get(added):
                 data.pop(added, None)

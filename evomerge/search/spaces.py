@@ -113,7 +113,7 @@ class ParameterSpace(SearchSpace):
 
             devices = parse_devices(self.config.gpus)
         return LiveMerge(self.candidate(self.x0()), pool, self.config.device, sources_on=self.config.sources,
-                         devices=devices)
+                         devices=devices, tables_bytes=int(self.config.dare_tables_gib * 2**30))
 
     def check(self, pool: ModelPool) -> None:
         from evomerge.plan import plan_merge

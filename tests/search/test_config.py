@@ -21,7 +21,17 @@ def test_fingerprints_equal_those_recorded_by_the_previous_release():
 
 def test_what_may_change_between_resumes_and_what_may_not():
     base = search_config_from_dict(PS, "t").fingerprint()
-    same = [dict(PS, budget={"max_trials": 500}), dict(PS, self_check=False), dict(PS, executor={"name": "ray"})]
+    same = [dict(PS, budget={"max_trials": 500}), dict(PS, self_check=False), dict(PS, executor={"name": "ray"}),
+            dict(PS, dare_tables_gib=0)]
     assert all(search_config_from_dict(c, "t").fingerprint() == base for c in same)
     other = [dict(PS, racing={}), dict(PS, subset={"items": 8}), dict(PS, optimizer={"name": "cma", "seed": 2})]
     assert all(search_config_from_dict(c, "t").fingerprint() != base for c in other)
+
+
+def test_dare_tables_memory_is_checked():
+    import pytest
+
+    from evomerge.errors import UserError
+
+    with pytest.raises(UserError, match="dare_tables_gib"):
+        search_config_from_dict(dict(PS, dare_tables_gib=-1), "t")
