@@ -46,7 +46,7 @@ def test_cpu_merge_bench(tmp_path):
     """evomerge against mergekit-yaml on the CPU, outputs compared first (mergekit is the reference)."""
     out = tmp_path / "cpu.json"
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "cpu_merge.py"), "--small", "--json", str(out),
-                           "--methods", "breadcrumbs"], capture_output=True, text=True,
+                           "--methods", "breadcrumbs", "--repeat", "1"], capture_output=True, text=True,
                           timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = {r["method"]: r for r in json.loads(out.read_text())["rows"]}
