@@ -10,7 +10,9 @@ the same functions, declared by each method's `FusedForm`, run element-wise in c
 - slerp: one pass for the norms and the dot product, one for c0 x_base + c1 x_other;
 - task_vectors: one pass that combines base and sparsified, weighted deltas (sign election included); DARE's mask
   is evomerge.rng's counter hash computed in the loop (bit for bit the reference's numbers); `rescale` adds a
-  pass for the L1 sums (which keeps the masks, so the output pass does not hash again); TIES' exact top-k is
+  pass for the L1 sums (which keeps the masks, so the output pass does not hash again), or, in a live merge,
+  reads them from DareTables (no pass); the sums are rounded to float32 as if summed exactly, so every order
+  of summation gives the same bits; TIES' exact top-k is
   found with two 16-bit histogram passes over the magnitudes' bits (equal magnitudes kept lowest index first, as
   the reference does), Breadcrumbs' band of ranks with two such top-k cuts (equal magnitudes ranked by index,
   as the reference's stable sort does).
@@ -18,7 +20,8 @@ the same functions, declared by each method's `FusedForm`, run element-wise in c
 bfloat16 sources are read as raw 16-bit words and widened in the loop; bfloat16 outputs are rounded to nearest
 even as torch does. Results equal the reference up to float32 rounding of whole-tensor sums (DARE's rescale,
 slerp's norms) and of fused arithmetic: tests/test_fused_cpu.py checks every form against it, and the
-mergekit-equivalence tests run through here. `evomerge merge` and the live merge of a search both use these
+mergekit-equivalence tests run through here. Output loops flag blocks holding a NaN or an infinity (after rounding
+to the output dtype) as they write. `evomerge merge` and the live merge of a search both use these
 kernels, so an export still equals the scored candidate bit for bit.
 """
 
@@ -93,7 +96,8 @@ def merge_into(method: MergeMethod, tensors: list[torch.Tensor], base: int | Non
                per_input: list[dict], out: torch.Tensor, seed: int, name: str,
                in_dtype: torch.dtype | None, tables: DareTables | None = None) -> int:
     """Merge `tensors` (one task's sources) into `out` with the method's fused form; returns 1 if an output
-    element is NaN or inf after rounding to the output dtype, else 0 (a usable merge). Call only where `supports` said yes."""
+    element is NaN or inf after rounding to the output dtype, else 0 (a usable merge). Call only where `supports`
+    said yes; `tables`: a live merge's DareTables for this tensor."""
     with _lock:
         _threads(out.numel())
         return _merge_into(method, tensors, base, shared, per_input, out, seed, name, in_dtype, tables)
