@@ -42,10 +42,10 @@ class LiveMerge:
         """`devices`: spread the model over several devices (evomerge/placement.py); each tensor's sources then
         live on its device. Otherwise everything is on `device`.
 
-        `tables_bytes`: on the CPU, DARE merges with `rescale` keep each tensor's mask numbers and grouped
-        |delta| between candidates (fused_cpu.DareTables, 8 bytes per source element), up to this much memory,
+        `tables_bytes`: on the CPU, DARE merges with `rescale` keep each source's |delta| grouped by its mask
+        numbers between candidates (fused_cpu.DareTables, 8 bytes per source element), up to this much memory,
         which takes the merge of a candidate from two passes over its sources to one (bench/RESULTS.md); 0
-        turns it off."""
+        turns it off. Either way the merged weights are the same bits."""
         from transformers import AutoModelForCausalLM
 
         from evomerge.runtime import fused as fused_kernels
