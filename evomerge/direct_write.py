@@ -14,6 +14,7 @@ class writes plainly."""
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 from pathlib import Path
@@ -84,7 +85,7 @@ class SequentialFile:
             try:
                 view = view[os.write(self.fd, view):]
             except OSError as e:
-                if not self.direct or e.errno != 22:  # EINVAL: O_DIRECT accepted at open, refused at write
+                if not self.direct or e.errno != errno.EINVAL:  # O_DIRECT accepted at open, refused at write
                     raise
                 self._go_plain()
 

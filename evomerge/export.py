@@ -228,15 +228,11 @@ def write_output_config(donor: ModelSource, plan: MergePlan, dtype: torch.dtype 
     (transformers derives the same from config.json when there is none): no transformers import, which costs
     about 2 s of every `evomerge merge`. A new stack (passthrough, data-flow merges) goes through the
     transformers config, whose per-layer lists (layer_types ...) `output_config` rebuilds layer by layer."""
-    cj = donor.config_json
-    n = None
-    if cj is not None:
-        try:
-            n = num_layers(cj)
-        except UserError:
-            pass
-    if n is not None and n == plan.num_layers and [src for _, src in plan.layer_sources] == list(range(n)):
-        data = copy.deepcopy(cj)
+    plan_cfg = donor.plan_config  # config.json as read, where it states the layer stack itself
+    n = plan.num_layers
+    same_stack = [src for _, src in plan.layer_sources] == list(range(n))
+    if isinstance(plan_cfg, dict) and num_layers(plan_cfg) == n and same_stack:
+        data = copy.deepcopy(plan_cfg)
         if dtype is not None:
             for part in (data, data.get("text_config")):
                 if isinstance(part, dict):
@@ -244,8 +240,7 @@ def write_output_config(donor: ModelSource, plan: MergePlan, dtype: torch.dtype 
                     if "torch_dtype" in part:  # what transformers before 4.56 reads
                         part["torch_dtype"] = _dtype_name(dtype)
         (out / "config.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        if (donor.folder / "generation_config.json").exists():
-            shutil.copy(donor.folder / "generation_config.json", out / "generation_config.json")
+        copy_generation_config(donor, out)
         return
     cfg = output_config(donor.config, plan, dtype)
     cfg.save_pretrained(str(out))
@@ -271,12 +266,14 @@ def copy_tokenizer(src: ModelSource, out: Path) -> None:
             shutil.copy(src.folder / name, out / name)
 
 
-def copy_generation_config(src: ModelSource, out: Path, config: Any) -> None:
-    from transformers import GenerationConfig
-
+def copy_generation_config(src: ModelSource, out: Path, config: Any = None) -> None:
+    """The donor's generation_config.json; where it has none, one derived from `config` (None: none, as
+    transformers derives the same from config.json when it loads the model)."""
     if (src.folder / "generation_config.json").exists():
         shutil.copy(src.folder / "generation_config.json", out / "generation_config.json")
-    else:
+    elif config is not None:
+        from transformers import GenerationConfig
+
         GenerationConfig.from_model_config(config).save_pretrained(str(out))
 
 

@@ -103,6 +103,7 @@ class LiveMerge:
         self.fusable = {t.out_name for t in plan.tasks if all(self.sources[k].dtype in kernel_dtypes for k in t.inputs)}
         self.tables_bytes = tables_bytes
         self._tables: dict[str, tuple[tuple, object]] = {}  # out name -> (what they were built for, DareTables)
+        self._tables_used = 0  # bytes the built tables hold
         if vlm:
             from transformers import AutoProcessor
 
@@ -124,12 +125,14 @@ class LiveMerge:
         held = self._tables.get(task.out_name)
         if held is not None and held[0] == key:
             return held[1]
-        used = sum(t.nbytes for k, (_, t) in self._tables.items() if t is not None and k != task.out_name)
+        if held is not None and held[1] is not None:  # built for another seed or inputs: replaced
+            self._tables_used -= held[1].nbytes
         need = 8 * sum(t.numel() for i, t in enumerate(tensors) if i != task.base)
-        fits = used + need <= self.tables_bytes and fused_cpu.available()
+        fits = self._tables_used + need <= self.tables_bytes and fused_cpu.available()
         tables = fused_cpu.dare_tables(plan.method, tensors, task.base, task.shared, seed, task.out_name,
                                        self.in_dtype) if fits else None
         self._tables[task.out_name] = (key, tables)
+        self._tables_used += tables.nbytes if tables is not None else 0
         return tables
 
     def _streamed(self, tasks):
