@@ -5,7 +5,7 @@
 
 For each search config it opens the live model the search would open (sources in memory, one model whose
 weights each candidate overwrites), then merges candidates drawn from the genome's space (seeded) three ways:
-the CPU kernels with DARE tables (evomerge/fused_cpu.py: what a search runs; the tables are built by the first
+the CPU kernels with DARE tables (evomerge/merging/fused_cpu.py: what a search runs; the tables are built by the first
 candidate, timed apart), the CPU kernels without tables (two passes per DARE tensor), and the plain-torch
 reference path of every method (what evomerge ran before; the peer). Floor: every source tensor read once and
 every output tensor written once, over the copy bandwidth of this machine (a large in-memory copy, read + write),
@@ -36,11 +36,11 @@ def main() -> None:
 
     import numpy as np
 
-    from evomerge import fused_cpu
-    from evomerge.merge import merge_task
-    from evomerge.models import ModelPool
-    from evomerge.plan import plan_merge
-    from evomerge.resources import resolve_path
+    from evomerge.merging import fused_cpu
+    from evomerge.merging.merge import merge_task
+    from evomerge.sources.models import ModelPool
+    from evomerge.merging.plan import plan_merge
+    from evomerge.core.resources import resolve_path
     from evomerge.runtime.live import LiveMerge
     from evomerge.search.config import load_search_config
     from evomerge.search.spaces import make_space

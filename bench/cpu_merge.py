@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 METHODS = ["linear", "task_arithmetic", "ties", "dare_ties", "breadcrumbs", "slerp"]
-RANDOM = {"dare_ties"}  # masks from evomerge.rng vs torch's generator: outputs differ by design
+RANDOM = {"dare_ties"}  # masks from evomerge.core.rng vs torch's generator: outputs differ by design
 TIE_ORDER = {"ties", "breadcrumbs"}  # mergekit's sort orders equal bf16 magnitudes its own way (README)
 
 
@@ -117,7 +117,7 @@ def write_bandwidth(folder: Path, gb: float = 1.0) -> float:
     """Bytes per second written into a new file: the better of writing through the page cache (as mergekit
     does) and around it with O_DIRECT (as evomerge does where the file system allows), so the floor is the
     strictest either tool could meet."""
-    from evomerge.direct_write import SequentialFile
+    from evomerge.merging.direct_write import SequentialFile
 
     buf = torch.zeros(64 << 20, dtype=torch.uint8)
     best = 0.0
@@ -149,7 +149,7 @@ def main() -> None:
 
     from safetensors import safe_open
 
-    evomerge = [sys.executable, "-m", "evomerge.cli", "merge"]
+    evomerge = [sys.executable, "-m", "evomerge", "merge"]
     mergekit = [str(Path(sys.executable).parent / "mergekit-yaml")]
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
         root = Path(tmp)

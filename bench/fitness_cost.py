@@ -28,14 +28,14 @@ HELD_OUT = "evomerge:data/ja_math_test_400.jsonl"
 
 
 def evomerge(*args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "evomerge.cli", *map(str, args)], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "evomerge", *map(str, args)], capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"evomerge {' '.join(map(str, args))} failed:\n{out.stderr[-2000:]}")
     return out.stdout
 
 
 def config_path(arm: str) -> Path:
-    from evomerge.resources import resolve_path
+    from evomerge.core.resources import resolve_path
 
     return resolve_path(f"evomerge:configs/search/miniature-cost-{arm}.yaml")
 
@@ -116,7 +116,7 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, required=True)
     ap.add_argument("--no-run", action="store_true")
     args = ap.parse_args()
-    from evomerge.compare import compare_files
+    from evomerge.evaluators.compare import compare_files
     from evomerge.search.replay import replay_racing, replay_subset
 
     work = args.runs / "held-out"

@@ -27,7 +27,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from evomerge.runtime.fused import FusedMerger  # noqa: E402
-from evomerge.plan import TensorTask  # noqa: E402
+from evomerge.merging.plan import TensorTask  # noqa: E402
 
 METHODS = ["linear", "task_arithmetic", "dare_linear", "dare_ties", "ties", "slerp"]
 
@@ -114,9 +114,9 @@ def fused_merge(merger: FusedMerger, method: str, tasks, models, outs, bad) -> N
 
 
 def reference_merge(method: str, tasks, models, outs, device) -> None:
-    from evomerge.merge import merge_task
-    from evomerge.methods import get_method
-    from evomerge.plan import MergePlan
+    from evomerge.merging.merge import merge_task
+    from evomerge.merging.methods import get_method
+    from evomerge.merging.plan import MergePlan
 
     plan = MergePlan(get_method(method), tasks, [], "m0", None)
     for task in tasks:

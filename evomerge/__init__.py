@@ -4,7 +4,7 @@ Write a merge recipe (mergekit's YAML format) and run it, or let CMA-ES evolve t
 function, then export the best one as an ordinary Hugging Face model.
 """
 
-from evomerge.references import register_scheme
+from evomerge.core.references import register_scheme
 
 __version__ = "0.1.0"
 

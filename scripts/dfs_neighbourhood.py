@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from evomerge.dataflow import DataflowPath, Hop
+from evomerge.merging.dataflow import DataflowPath, Hop
 from evomerge.runtime.dataflow import HopModel
 from evomerge.evaluators.mgsm_ja import MgsmJa, MgsmJaOptions
-from evomerge.scoring import load_for_eval
+from evomerge.sources.loading import load_for_eval
 
 
 def moves(n_layers: int, n_b: int, kinds: list[str]) -> list[str]:

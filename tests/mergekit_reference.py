@@ -11,8 +11,8 @@ import torch
 import yaml
 
 from conftest import load_state
-from evomerge.merge import run_merge
-from evomerge.recipe import recipe_from_dict
+from evomerge.merging.merge import run_merge
+from evomerge.merging.recipe import recipe_from_dict
 
 
 def _key(t: torch.Tensor) -> str:
@@ -24,8 +24,8 @@ def run_ours(recipe_text: str, out: Path, monkeypatch=None, seed: int = 7) -> di
     run of the reference path (the CPU kernels draw the same masks, inside their loop)."""
     masks: dict[str, torch.Tensor] = {}
     if monkeypatch is not None:
-        import evomerge.methods.task_arithmetic as ta
-        from evomerge.methods.sparsify import della_probabilities
+        import evomerge.merging.methods.task_arithmetic as ta
+        from evomerge.merging.methods.sparsify import della_probabilities
 
         real_dare, real_della = ta.dare, ta.della
 
@@ -42,7 +42,7 @@ def run_ours(recipe_text: str, out: Path, monkeypatch=None, seed: int = 7) -> di
         monkeypatch.setattr(ta, "della", recording_della)
     recipe = recipe_from_dict(yaml.safe_load(recipe_text))
     if monkeypatch is not None:  # the masks come from the reference path; the output below from the CPU kernels
-        import evomerge.fused_cpu as fused_cpu
+        import evomerge.merging.fused_cpu as fused_cpu
 
         with monkeypatch.context() as m:
             m.setattr(fused_cpu, "supports", lambda *a: False)

@@ -42,11 +42,11 @@ def _run(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
 def test_an_installed_package_runs_its_configs_from_anywhere(installed, tmp_path):
     where = _run(installed, tmp_path, "-c", "import evomerge; print(evomerge.__file__)")
     assert where.returncode == 0 and str(installed) in where.stdout, where.stderr  # not the checkout
-    helped = _run(installed, tmp_path, "-m", "evomerge.cli", "miniature", "--help")
+    helped = _run(installed, tmp_path, "-m", "evomerge", "miniature", "--help")
     assert helped.returncode == 0 and "miniature" in helped.stdout, helped.stderr
     code = ("from evomerge.search.config import load_search_config\n"
             "from evomerge.evaluators import Fitness\n"
-            "from evomerge.table import load_table_config\n"
+            "from evomerge.reports.table import load_table_config\n"
             "for name in ('quickstart', 'quickstart-dfs', 'miniature-ps', 'miniature-ps-dfs'):\n"
             "    c = load_search_config(f'evomerge:configs/search/{name}.yaml')\n"
             "    Fitness(c.fitness, name)\n"  # the data files resolve inside the installed package
@@ -128,6 +128,36 @@ def test_the_package_has_no_import_cycle():
     assert sum(map(len, graph.values())) > 100  # the graph was really read
 
 
+# The package's folders, bottom first: a module imports only from its own folder or a folder before it here.
+LAYERS = ["core", "sources", "merging", "generation", "evaluators", "runtime", "search", "reports", "miniature",
+          "commands"]
+
+
+def _folder(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] != "__main__" else ""  # "": the root's __init__ and __main__
+
+
+def test_every_module_lives_in_a_layer_folder():
+    """The tree shows the layers: no module sits loose beside the folders (only the package's own entry points)."""
+    loose = {p.name for p in PACKAGE.glob("*.py")} - {"__init__.py", "__main__.py"}
+    assert not loose, f"modules outside a layer folder: {sorted(loose)}"
+    folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert folders == set(LAYERS), f"folders not in LAYERS (or missing): {sorted(folders ^ set(LAYERS))}"
+
+
+def test_folders_import_only_folders_below_them():
+    graph = import_graph()
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    upward = sorted(f"{m} -> {n}" for m, targets in graph.items() for n in targets
+                    if _folder(m) and rank[_folder(n)] > rank[_folder(m)])
+    assert not upward, "imports pointing up a layer: " + "; ".join(upward)
+    # and the check has teeth: the layers really do use each other, downwards
+    edges = {(_folder(m), _folder(n)) for m, ts in graph.items() for n in ts if _folder(m) and _folder(n)}
+    assert {("sources", "core"), ("merging", "sources"), ("runtime", "merging"), ("search", "runtime"),
+            ("reports", "search"), ("miniature", "reports"), ("commands", "miniature")} <= edges
+
+
 def test_the_bottom_layer_imports_nothing_above_it():
     """Model references, architecture facts and dtypes sit at the bottom: opening a plain model folder never
     reaches the search, the miniature's training code or the runtime."""
@@ -139,6 +169,7 @@ def test_the_bottom_layer_imports_nothing_above_it():
             reach(n, seen)
         return seen
 
-    for bottom in ("evomerge.references", "evomerge.architecture", "evomerge.dtypes", "evomerge.models"):
-        above = {m for m in reach(bottom, set()) if m.split(".")[1] in ("search", "miniature", "runtime", "cli")}
+    for bottom in ("evomerge.core.references", "evomerge.core.architecture", "evomerge.core.dtypes",
+                   "evomerge.sources.models"):
+        above = {m for m in reach(bottom, set()) if _folder(m) not in ("core", "sources")}
         assert not above, f"{bottom} reaches {sorted(above)}"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from evomerge.recipe import load_recipe
+from evomerge.merging.recipe import load_recipe
 from helpers import cli
 
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
@@ -28,8 +28,8 @@ def test_offline_recipe_runs(path, tmp_path, monkeypatch):
     (same architecture; the slow builds have their own test in test_specialists.py)."""
     from transformers import AutoModelForCausalLM
 
-    from evomerge import assets
-    from evomerge.errors import UserError
+    from evomerge.core import assets
+    from evomerge.core.errors import UserError
     from evomerge.miniature import builtins
 
     try:

@@ -131,7 +131,7 @@ def test_a_second_process_is_refused_and_a_dead_holders_lock_is_taken_over(famil
     cfg["fitness"] = [{"name": "fitness_fixtures:TargetDistance", "target": str(target), "sleep": [0.4, 0.4]}]
     path = write_config(cfg, tmp_path / "s.yaml")
     run = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "-m", "evomerge.cli", "search", str(path), "--run-dir", str(run),
+    first = subprocess.Popen([sys.executable, "-m", "evomerge", "search", str(path), "--run-dir", str(run),
                               "--quiet"], env=_env(), stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 60
@@ -202,7 +202,7 @@ def test_a_partly_readable_database_says_what_can_be_recovered(finished_run, tmp
     import shutil
     import sqlite3
 
-    from evomerge.errors import UserError
+    from evomerge.core.errors import UserError
     from evomerge.search.store import RunStore
 
     run = tmp_path / "run"
@@ -255,10 +255,10 @@ def test_a_run_where_every_trial_failed_says_so_and_exits_non_zero(family, text,
 # -- exports: no stale partial folders, exactly the scored model ------------------------------------------------------
 
 def test_a_killed_export_leaves_a_partial_folder_that_the_next_write_removes(family, tmp_path, capsys):
-    from evomerge.export import remove_stale_partials, staged_output
+    from evomerge.merging.export import remove_stale_partials, staged_output
 
     out = tmp_path / "merged"
-    code = ("import os, sys; from pathlib import Path; from evomerge.export import staged_output\n"
+    code = ("import os, sys; from pathlib import Path; from evomerge.merging.export import staged_output\n"
             "with staged_output(Path(sys.argv[1]), False) as t:\n"
             "    (t / 'model.safetensors').write_bytes(b'x' * 1000); os.kill(os.getpid(), 9)\n")
     def partials():
@@ -331,8 +331,8 @@ def test_a_source_without_tokenizer_files_is_said_up_front_and_the_merge_is_kept
 def test_dare_masks_do_not_depend_on_where_the_models_live(family, tmp_path):
     import shutil
 
-    from evomerge.merge import run_merge
-    from evomerge.recipe import recipe_from_dict
+    from evomerge.merging.merge import run_merge
+    from evomerge.merging.recipe import recipe_from_dict
 
     moved = tmp_path / "elsewhere"
     for name in ("base", "ja", "math"):

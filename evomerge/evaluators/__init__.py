@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from evomerge.errors import UserError
+from evomerge.core.errors import UserError
 from evomerge.evaluators.base import Evaluator, Options
 from evomerge.evaluators.lm_eval_task import LmEval
 from evomerge.evaluators.mgsm_ja import MgsmJa
@@ -39,7 +39,7 @@ def evaluator_class(name: str, where: str) -> type[Evaluator]:
 
 
 def _options(cls: type[Evaluator], cfg: Any, where: str) -> Options:
-    from evomerge.recipe import _first_pydantic_error
+    from evomerge.merging.recipe import _first_pydantic_error
 
     try:
         return cls.Options.model_validate(cfg.options())

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from evomerge.errors import UserError, reason
-from evomerge.resources import resolve_path
+from evomerge.core.errors import UserError, reason
+from evomerge.core.resources import resolve_path
 
 
 def load_records(spec: str, where: str) -> list[dict[str, Any]]:

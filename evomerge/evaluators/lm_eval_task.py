@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
-from evomerge.errors import UserError
+from evomerge.core.errors import UserError
 from evomerge.evaluators.base import Evaluator, Options
 
 

@@ -9,9 +9,9 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, model_validator
 
-from evomerge.errors import UserError
+from evomerge.core.errors import UserError
 from evomerge.evaluators.base import Evaluator, Options
-from evomerge.resources import resolve_path
+from evomerge.core.resources import resolve_path
 
 
 class PerplexityOptions(Options):

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from evomerge.errors import UserError
+from evomerge.core.errors import UserError
 from evomerge.evaluators.langid import is_japanese
 
 

@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from evomerge.errors import UserError
+from evomerge.core.errors import UserError
 from evomerge.evaluators.base import Evaluator, Options
 from evomerge.evaluators.data import digest, load_records, require_fields
-from evomerge.resources import resolve_path
+from evomerge.core.resources import resolve_path
 
 LLAVA_MISTRAL_JA = (
     "[INST] <<SYS>>\nあなたは役立つ、偏見がなく、検閲されていないアシスタントです。与えられた画像を下に、質問に答えてください。"

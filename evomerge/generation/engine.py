@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from evomerge.architecture import layers_and_scales
+from evomerge.core.architecture import layers_and_scales
 
 FAMILY = ("llama", "mistral", "qwen2")
 

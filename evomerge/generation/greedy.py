@@ -57,7 +57,7 @@ def use_engine(model: Any, choice: str, max_len: int | None = None) -> bool:
     why = supports(model, max_len)
     if choice == "fast":
         if why is not None:
-            from evomerge.errors import UserError
+            from evomerge.core.errors import UserError
 
             raise UserError(f"engine: fast cannot run this model ({why}); use engine: auto or hf")
         return True

@@ -1,6 +1,6 @@
 """`builtin:NAME` models: SmolLM2-135M-Instruct and the models the miniature builds from it, offline.
 
-Registered as the `builtin` reference scheme (evomerge/references.py); a builtin that must be trained is built on
+Registered as the `builtin` reference scheme (evomerge/core/references.py); a builtin that must be trained is built on
 first use and cached in ~/.cache/evomerge.
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evomerge.assets import smollm2_gguf
-from evomerge.errors import UserError
+from evomerge.core.assets import smollm2_gguf
+from evomerge.core.errors import UserError
 
 
 def _specialist(name: str):

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from evomerge.miniature.builtins import builtin_model
 from evomerge.search.config import load_search_config, search_config_from_dict
-from evomerge.resources import package_path
+from evomerge.core.resources import package_path
 from evomerge.search.driver import run_search
-from evomerge.table import TableConfig, build_table, load_table_config, to_markdown
+from evomerge.reports.table import TableConfig, build_table, load_table_config, to_markdown
 
 RUN_PREFIX = "run:runs/miniature/"
 # --small (a 2-core CPU in under an hour, specialists included): fewer trials and fitness problems; the held-out

@@ -102,7 +102,7 @@ def _batch(tok, pairs: list[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tenso
 def _train(spec: dict, out: Path, log=print) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from evomerge.assets import smollm2_gguf
+    from evomerge.core.assets import smollm2_gguf
 
     gguf = smollm2_gguf()
     torch.manual_seed(spec["seed"])

@@ -36,7 +36,7 @@ def _build(out: Path) -> None:
     from transformers import (AutoModelForCausalLM, AutoTokenizer, CLIPImageProcessor, CLIPVisionConfig,
                               LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor)
 
-    from evomerge.assets import smollm2_gguf
+    from evomerge.core.assets import smollm2_gguf
 
     gguf = smollm2_gguf()
     lm = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
@@ -60,7 +60,7 @@ def _build(out: Path) -> None:
                                            crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),
         tokenizer=tok, patch_size=PATCH, vision_feature_select_strategy="default", image_token=IMAGE_TOKEN,
         num_additional_image_tokens=1, chat_template=tok.chat_template)
-    from evomerge.export import staged_output
+    from evomerge.merging.export import staged_output
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with staged_output(out, force=True) as tmp:  # a crash leaves no half-written cache entry

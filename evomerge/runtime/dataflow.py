@@ -3,7 +3,7 @@
 Model A may be a VLM (LLaVA, Qwen2-VL): the hop model is then the same VLM class with its language model's layers
 replaced by the path, and everything else (vision tower, projector) stays A's. Each hop gets its own KV-cache slot
 (the wrapped attention's `layer_idx` is set to the hop index during the call) and multiplies the hidden state it
-receives by its scale. Paths themselves (what a candidate is, and its export) are in evomerge/dataflow.py.
+receives by its scale. Paths themselves (what a candidate is, and its export) are in evomerge/merging/dataflow.py.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from evomerge.dataflow import DataflowPath
-from evomerge.errors import UserError
+from evomerge.merging.dataflow import DataflowPath
+from evomerge.core.errors import UserError
 
 
 class _HopLayer(torch.nn.Module):
@@ -41,7 +41,7 @@ class _HopLayer(torch.nn.Module):
 def path_config(config: Any, path: DataflowPath, layer_types_b: list | None = None) -> Any:
     """A's config with one layer per hop (and per-hop layer types where the config has them); for a VLM, the
     config of its language model changes."""
-    from evomerge.architecture import text_config
+    from evomerge.core.architecture import text_config
 
     cfg = copy.deepcopy(config)
     tc = text_config(cfg)
@@ -56,7 +56,7 @@ def path_config(config: Any, path: DataflowPath, layer_types_b: list | None = No
 def check_layer_shapes(a: Any, b: Any) -> None:
     """Refuse two sources (ModelSource) whose decoder layers differ in tensors or shapes, from their file headers
     alone: a path can only run B's layers on A's hidden states if the layers are alike."""
-    from evomerge.architecture import detect_layout
+    from evomerge.core.architecture import detect_layout
 
     la, lb = detect_layout(a.names(), a.config, a.ref), detect_layout(b.names(), b.config, b.ref)
     shapes_b = {k: b.infos[lb.layer_tensor(0, k)].shape for k in lb.layer_keys}
@@ -73,7 +73,7 @@ class HopModel:
     model is then the same VLM class with its language model's layers replaced by the path."""
 
     def __init__(self, model_a: torch.nn.Module, model_b: torch.nn.Module):
-        from evomerge.architecture import decoder, decoder_path, is_vlm
+        from evomerge.core.architecture import decoder, decoder_path, is_vlm
 
         self.a, self.b = model_a, model_b
         self.path_a = decoder_path(model_a)
@@ -87,7 +87,7 @@ class HopModel:
     def build(self, path: DataflowPath) -> torch.nn.Module:
         from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
-        from evomerge.architecture import text_config
+        from evomerge.core.architecture import text_config
 
         self.check(path)
         cfg = path_config(self.a.config, path, getattr(text_config(self.b.config), "layer_types", None))
@@ -127,7 +127,7 @@ class DataflowLive:
     """The live side of a data-flow search: A and B loaded once; each candidate is a new hop model over them."""
 
     def __init__(self, example: DataflowPath, dtype: str | None = None, device: str = "auto"):
-        from evomerge.scoring import load_for_eval
+        from evomerge.sources.loading import load_for_eval
 
         self.a, self.tokenizer = load_for_eval(example.model_a, device, dtype)
         self.b, _ = load_for_eval(example.model_b, device, dtype)

@@ -6,7 +6,7 @@ vector (DARE's rescale), the norms and dot product of slerp's two tensors, and f
 task vector's magnitudes by the upper 16 bits of their float32 bit pattern. Per candidate:
 
 - linear, task_arithmetic, slerp: one elementwise pass (slerp's coefficients come from the kept norms and dot).
-- dare_linear, dare_ties: the keep mask is evomerge.rng's counter-based hash, computed in the kernel from the
+- dare_linear, dare_ties: the keep mask is evomerge.core.rng's counter-based hash, computed in the kernel from the
   element index and the (seed, tensor, source) keys, so the exported model regenerates it exactly; one pass sums
   the kept magnitudes (the rescale factor), one pass merges.
 - ties: the exact k-th largest magnitude without sorting: the kept histogram names the 16-bit bucket holding it,
@@ -15,7 +15,7 @@ task vector's magnitudes by the upper 16 bits of their float32 bit pattern. Per 
   sync per tensor.
 
 Every kernel reads the sources in their stored dtype, rounds them to the recipe's dtype, computes in float32
-in the reference's order of operations (evomerge/methods/task_arithmetic.py) and writes the live parameter in
+in the reference's order of operations (evomerge/merging/methods/task_arithmetic.py) and writes the live parameter in
 place; whole-tensor sums may differ from the reference in the last float32 bits (summation order). Without a
 GPU the same kernels run in Triton's interpreter, which is how the CPU tests check them against the reference.
 """
@@ -73,7 +73,7 @@ if triton is not None:
 
     @_kernel
     def _uniform(offs, k0, k1):
-        """evomerge.rng.uniform, element by element: 64-bit integer ops on 32-bit values, as the reference."""
+        """evomerge.core.rng.uniform, element by element: 64-bit integer ops on 32-bit values, as the reference."""
         h = offs.to(tl.int64) ^ k0.to(tl.int64)
         h = _fmix32(h)
         h = (h + k1.to(tl.int64)) & 0xFFFFFFFF
@@ -304,7 +304,7 @@ class SourceStats:
 
 
 def _method(method: Any):
-    from evomerge.methods import get_method
+    from evomerge.merging.methods import get_method
 
     return get_method(method) if isinstance(method, str) else method
 
@@ -373,7 +373,7 @@ class FusedMerger:
                    bad_flag: torch.Tensor) -> None:
         """Write `method`'s merge (by its FusedForm) into `out` (same shape). Sets bad_flag to 1 if any output is
         NaN or inf."""
-        from evomerge import rng
+        from evomerge.core import rng
 
         form = _method(method).fused
         n = out.numel()
@@ -389,7 +389,7 @@ class FusedMerger:
             return
         st = self._stats(form, task, tensors)
         if form.kind == "slerp":
-            from evomerge.methods.slerp import EPS, coefficients
+            from evomerge.merging.methods.slerp import EPS, coefficients
 
             na, nb, dot = st.slerp
             ca, cb = coefficients(sh["t"], dot / ((na if na > EPS else 1.0) * (nb if nb > EPS else 1.0)))

@@ -1,7 +1,7 @@
 """A live merged model for searches: sources loaded once, each candidate merged into the same model in place.
 
 Nothing is written to disk per candidate. On CPU the candidate path runs the very same `merge_task_into` as
-`evomerge merge` (same planner, same compiled CPU kernels of evomerge/fused_cpu.py, same DARE streams), straight
+`evomerge merge` (same planner, same compiled CPU kernels of evomerge/merging/fused_cpu.py, same DARE streams), straight
 into the live model's weights, so exporting a trial's recipe gives the model that was scored, bit for bit. On a GPU the fused kernels (runtime/fused.py) compute the same function in
 one pass per tensor; whole-tensor sums (DARE's rescale) may then differ from the export in the last float32
 bits.
@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import torch
 
-from evomerge.errors import UserError
-from evomerge.export import output_config
-from evomerge.devices import pick_device
-from evomerge.dtypes import torch_dtype
-from evomerge.merge import merge_task, merge_task_into
-from evomerge.models import ModelPool, load_tokenizer
-from evomerge.architecture import checkpoint_to_runtime, is_vlm
-from evomerge.plan import MergePlan, plan_merge
-from evomerge.recipe import Recipe
+from evomerge.core.errors import UserError
+from evomerge.merging.export import output_config
+from evomerge.core.devices import pick_device
+from evomerge.core.dtypes import torch_dtype
+from evomerge.merging.merge import merge_task, merge_task_into
+from evomerge.sources.models import ModelPool, load_tokenizer
+from evomerge.core.architecture import checkpoint_to_runtime, is_vlm
+from evomerge.merging.plan import MergePlan, plan_merge
+from evomerge.merging.recipe import Recipe
 
 
 def _nothing():
@@ -119,7 +119,7 @@ class LiveMerge:
 
     def _dare_tables(self, plan: MergePlan, task, tensors: list[torch.Tensor], seed: int):
         """This tensor's DARE tables (built on first use while the budget lasts), or None."""
-        from evomerge import fused_cpu
+        from evomerge.merging import fused_cpu
 
         key = (seed, tuple(task.inputs), task.base, self.in_dtype, plan.method.name)
         held = self._tables.get(task.out_name)

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from evomerge.errors import UserError
+from evomerge.core.errors import UserError
 
 _INDEX = re.compile(r"\.(\d+)(?:\.|$)")
 
@@ -39,7 +39,7 @@ def layer_blocks(num_layers: int, n_devices: int) -> list[int]:
 
 def module_device_map(model: Any, devices: list[torch.device]) -> dict[str, torch.device]:
     """Top-level module names of the model (as accelerate's dispatch_model takes them) -> device."""
-    from evomerge.architecture import decoder_path
+    from evomerge.core.architecture import decoder_path
 
     path = decoder_path(model)
     decoder = model

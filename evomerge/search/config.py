@@ -13,10 +13,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from evomerge.dtypes import DtypeName
-from evomerge.errors import UserError
+from evomerge.core.dtypes import DtypeName
+from evomerge.core.errors import UserError
 from evomerge.search.optimizers import OptimizerConfig
-from evomerge.recipe import Recipe, _first_pydantic_error, read_yaml_file, recipe_from_dict
+from evomerge.merging.recipe import Recipe, _first_pydantic_error, read_yaml_file, recipe_from_dict
 
 
 class _Strict(BaseModel):
@@ -279,7 +279,7 @@ def search_config_from_dict(data: Any, where: str) -> SearchConfig:
         raise UserError(_first_pydantic_error(e), where) from None
     if config.merge is not None:
         config.template(where)
-    from evomerge.devices import check_device
+    from evomerge.core.devices import check_device
     from evomerge.evaluators import check_evaluator_config
 
     check_device(config.device, f"{where}: device")

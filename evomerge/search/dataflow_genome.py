@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from evomerge.dataflow import DataflowPath, Hop
+from evomerge.merging.dataflow import DataflowPath, Hop
 from evomerge.search.config import DataflowConfig
 
 

@@ -26,8 +26,8 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from evomerge.errors import UserError
-from evomerge.models import ModelPool
+from evomerge.core.errors import UserError
+from evomerge.sources.models import ModelPool
 from evomerge.search.config import SearchConfig
 from evomerge.search.executors import Job, LocalExecutor, Lost, Outcome
 from evomerge.search import pareto
@@ -60,9 +60,9 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
     models present and compatible, fitness data) is checked before the run folder is touched; a new run that
     still fails before its first trial finishes leaves nothing behind. The run folder is locked while it runs.
     """
-    from evomerge.devices import pick_device
+    from evomerge.core.devices import pick_device
     from evomerge.evaluators import Fitness
-    from evomerge.models import fingerprint
+    from evomerge.sources.models import fingerprint
 
     run_dir = Path(run_dir)
     check_run_dir(run_dir, resume)

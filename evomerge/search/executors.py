@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from evomerge.errors import UserError
+from evomerge.core.errors import UserError
 
 
 @dataclass

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from evomerge.errors import UserError
-from evomerge.methods import ParamSpec, get_method
-from evomerge.recipe import Recipe, recipe_from_dict
+from evomerge.core.errors import UserError
+from evomerge.merging.methods import ParamSpec, get_method
+from evomerge.merging.recipe import Recipe, recipe_from_dict
 from evomerge.search.config import GenomeConfig
 
 

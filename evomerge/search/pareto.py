@@ -34,7 +34,7 @@ def for_run(store: Any) -> tuple[list[Objective], list[dict]]:
 def objectives(config: dict) -> list[Objective]:
     """One objective per fitness term, from a search config as the store keeps it (a dict); a custom evaluator
     that cannot be imported here counts by its configured metric (`for_run` reads what the run recorded)."""
-    from evomerge.errors import UserError
+    from evomerge.core.errors import UserError
     from evomerge.evaluators import evaluator_class
 
     terms = config.get("fitness") or []

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from typing import Any
 
-from evomerge.errors import UserError
+from evomerge.core.errors import UserError
 from evomerge.search.executors import Job, Lost, Outcome
 
 
@@ -27,7 +27,7 @@ def _worker_class(gpus: float, cpus: float):
 
         def __init__(self, config_json: str):
             from evomerge.evaluators import Fitness
-            from evomerge.models import ModelPool
+            from evomerge.sources.models import ModelPool
             from evomerge.search.config import SearchConfig
             from evomerge.search.spaces import make_space
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from evomerge.errors import UserError
+from evomerge.core.errors import UserError
 from evomerge.evaluators.racing import log_term, upper_bound
 from evomerge.search.store import RunStore, Trial
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from evomerge.errors import UserError
+from evomerge.core.errors import UserError
 from evomerge.search.store import MASK_KEYS, RunStore, Trial
 
 BOOKKEEPING = {"seconds", "prompt_tokens", "generated_tokens", "items"}  # in a trial's scores beside the metrics
@@ -25,7 +25,7 @@ def resolve_run_ref(ref: str, log=_stderr) -> str:
 
 
 def run_best_model(run_dir: str | Path, log=_stderr) -> Path:
-    """The `run` reference scheme (evomerge/references.py): the folder of the run's best model; `run:DIR@ID`
+    """The `run` reference scheme (evomerge/core/references.py): the folder of the run's best model; `run:DIR@ID`
     names trial ID instead (a Pareto-front member, an archive elite), exported once to DIR/trials/ID."""
     text = str(run_dir)
     if "@" in text:
@@ -145,9 +145,9 @@ def trial_candidate(run_dir: str | Path, trial: str = "best"):
 def export_trial(run_dir: str | Path, out: str | Path, trial: str = "best", *, device: str = "auto",
                  force: bool = False, progress: bool = True, log=_stderr) -> Trial:
     """Write a trial as a Hugging Face model folder (what `evomerge export` does)."""
-    from evomerge.dataflow import DataflowPath
-    from evomerge.export import check_out_dir
-    from evomerge.methods import get_method
+    from evomerge.merging.dataflow import DataflowPath
+    from evomerge.merging.export import check_out_dir
+    from evomerge.merging.methods import get_method
     from evomerge.search.spaces import export_candidate
 
     cand, t = trial_candidate(run_dir, trial)

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from evomerge.architecture import num_layers
-from evomerge.errors import UserError
-from evomerge.models import ModelPool
+from evomerge.core.architecture import num_layers
+from evomerge.core.errors import UserError
+from evomerge.sources.models import ModelPool
 from evomerge.search.config import SearchConfig
 
 
@@ -116,7 +116,7 @@ class ParameterSpace(SearchSpace):
                          devices=devices, tables_bytes=int(self.config.dare_tables_gib * 2**30))
 
     def check(self, pool: ModelPool) -> None:
-        from evomerge.plan import plan_merge
+        from evomerge.merging.plan import plan_merge
 
         plan_merge(self.candidate(self.x0()), pool.get, "search config: merge")
 
@@ -126,7 +126,7 @@ class DataflowSpace(SearchSpace):
 
     def __init__(self, config: SearchConfig, pool: ModelPool):
         from evomerge.runtime.dataflow import check_layer_shapes
-        from evomerge.references import resolve_scheme
+        from evomerge.core.references import resolve_scheme
         from evomerge.search.dataflow_genome import DataflowGenome
 
         super().__init__(config)
@@ -177,8 +177,8 @@ def make_space(config: SearchConfig, pool: ModelPool) -> SearchSpace:
 
 def candidate_from_yaml(text: str, where: str, run_config: dict | None = None):
     """A recorded candidate (a trial's YAML) as the object its space made: a DataflowPath or a Recipe."""
-    from evomerge.dataflow import DataflowPath
-    from evomerge.recipe import recipe_from_dict
+    from evomerge.merging.dataflow import DataflowPath
+    from evomerge.merging.recipe import recipe_from_dict
 
     data = yaml.safe_load(text)
     if isinstance(data, dict) and "dataflow" in data:
@@ -192,8 +192,8 @@ def candidate_from_yaml(text: str, where: str, run_config: dict | None = None):
 def export_candidate(candidate: Any, out: Path, *, device: str = "auto", force: bool = False,
                      progress: bool = True, card_extra: str = "") -> None:
     """Write a candidate as a Hugging Face model folder, in the dtype it was scored in."""
-    from evomerge.dataflow import DataflowPath, export_dataflow
-    from evomerge.merge import run_merge
+    from evomerge.merging.dataflow import DataflowPath, export_dataflow
+    from evomerge.merging.merge import run_merge
 
     if isinstance(candidate, DataflowPath):
         export_dataflow(candidate, Path(out), force=force, progress=progress, card_extra=card_extra)

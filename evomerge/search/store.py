@@ -16,12 +16,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from evomerge.errors import UserError
+from evomerge.core.errors import UserError
 
 DB_NAME = "run.sqlite"
 CONFIG_FILE = "config.yaml"
 BEST_RECIPE = "best_recipe.yaml"
-MASK_KEYS = "source-position"  # how this version keys DARE masks (evomerge.rng.mask_keys); new runs record it
+MASK_KEYS = "source-position"  # how this version keys DARE masks (evomerge.core.rng.mask_keys); new runs record it
 def _column(sql: str, json_value: bool = False, default: Any = None):
     return field(default=default, metadata={"sql": sql, "json": json_value})
 
@@ -395,7 +395,7 @@ class RunLock:
             import fcntl
 
             self._fh.seek(0)
-            self._fh.truncate()  # no holder named: the run is not running (evomerge/watch.py reads this)
+            self._fh.truncate()  # no holder named: the run is not running (evomerge/reports/watch.py reads this)
             self._fh.flush()
             fcntl.flock(self._fh, fcntl.LOCK_UN)
             self._fh.close()

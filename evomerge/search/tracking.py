@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from evomerge.errors import UserError
+from evomerge.core.errors import UserError
 
 
 class Tracker:

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from evomerge.errors import UserError
+from evomerge.core.errors import UserError
 from evomerge.evaluators.perplexity import Perplexity, PerplexityOptions
 from evomerge.search.config import search_config_from_dict
 from evomerge.search.store import RunStore

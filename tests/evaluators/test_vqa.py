@@ -40,8 +40,8 @@ def test_batched_generation_equals_one_by_one(tiny_llava, vqa_data):
 
 
 def test_merged_vlm_exports_with_processor_and_same_answers(tiny_llava, vqa_data, tmp_path):
-    from evomerge.merge import run_merge
-    from evomerge.recipe import recipe_from_dict
+    from evomerge.merging.merge import run_merge
+    from evomerge.merging.recipe import recipe_from_dict
 
     recipe = recipe_from_dict({"merge_method": "passthrough",
                                "slices": [{"sources": [{"model": str(tiny_llava), "layer_range": [0, 4]}]}]})
@@ -53,7 +53,7 @@ def test_merged_vlm_exports_with_processor_and_same_answers(tiny_llava, vqa_data
 
 
 def test_eval_loader_returns_the_processor_for_vlms(tiny_llava):
-    from evomerge.scoring import load_for_eval
+    from evomerge.sources.loading import load_for_eval
 
     model, processor = load_for_eval(str(tiny_llava), "cpu")
     assert type(model).__name__ == "LlavaForConditionalGeneration" and hasattr(processor, "image_processor")

@@ -72,11 +72,11 @@ def test_smollm2_fast_equals_hf_path_with_stop_strings(smollm2):
 def test_hop_models_and_live_merges(family):
     from transformers import AutoModelForCausalLM
 
-    from evomerge.dataflow import DataflowPath, Hop
+    from evomerge.merging.dataflow import DataflowPath, Hop
     from evomerge.runtime.dataflow import HopModel
     from evomerge.runtime.live import LiveMerge
-    from evomerge.models import ModelPool
-    from evomerge.recipe import recipe_from_dict
+    from evomerge.sources.models import ModelPool
+    from evomerge.merging.recipe import recipe_from_dict
 
     a = AutoModelForCausalLM.from_pretrained(str(family["ja"]), dtype=torch.float32).eval()
     b = AutoModelForCausalLM.from_pretrained(str(family["math"]), dtype=torch.float32).eval()
@@ -104,7 +104,7 @@ def test_hop_models_and_live_merges(family):
 def test_unsupported_models_fall_back_or_refuse(tiny_models):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from evomerge.errors import UserError
+    from evomerge.core.errors import UserError
     from evomerge.generation.greedy import use_engine
 
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64)).eval()

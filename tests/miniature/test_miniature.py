@@ -73,9 +73,9 @@ def test_pipeline_end_to_end_on_tiny_models(family, tmp_path):
 def test_shipped_miniature_configs_are_valid():
     from pathlib import Path
 
-    from evomerge.recipe import load_recipe
+    from evomerge.merging.recipe import load_recipe
     from evomerge.search.config import load_search_config
-    from evomerge.table import load_table_config
+    from evomerge.reports.table import load_table_config
 
     root = Path(__file__).resolve().parents[2]
     load_search_config(root / "search" / "miniature-ps.yaml")

@@ -9,10 +9,10 @@ import torch
 
 pytest.importorskip("triton")
 
-from evomerge.merge import merge_task  # noqa: E402
-from evomerge.methods import get_method  # noqa: E402
+from evomerge.merging.merge import merge_task  # noqa: E402
+from evomerge.merging.methods import get_method  # noqa: E402
 from evomerge.runtime.fused import FusedMerger  # noqa: E402
-from evomerge.plan import MergePlan, TensorTask  # noqa: E402
+from evomerge.merging.plan import MergePlan, TensorTask  # noqa: E402
 
 
 def make_task(method, n_src, params, shared, with_base=True):
@@ -83,7 +83,7 @@ def test_ties_exact_k_with_shared_threshold_values():
     out, _ = fused("ties", task, tensors, 0, None, torch.float32)
     assert torch.equal(out, ref)
     # exactly k entries kept per source, as mergekit's top-k
-    from evomerge.methods.sparsify import magnitude
+    from evomerge.merging.methods.sparsify import magnitude
 
     delta = tensors[1] - tensors[0]
     kept = magnitude(delta, 0.3)
@@ -120,8 +120,8 @@ def test_bf16_output_and_non_finite_flag():
 @pytest.mark.parametrize("method", ["dare_ties", "ties", "linear"])
 def test_live_model_fused_equals_reference(family, method):
     from evomerge.runtime.live import LiveMerge
-    from evomerge.models import ModelPool
-    from evomerge.recipe import recipe_from_dict
+    from evomerge.sources.models import ModelPool
+    from evomerge.merging.recipe import recipe_from_dict
 
     models = [{"model": str(family[n]), "parameters": {"weight": w, "density": d}}
               for n, w, d in (("ja", 0.7, 0.4), ("math", 0.5, 0.7), ("code", 0.3, 0.9))]

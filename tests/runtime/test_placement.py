@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from evomerge.errors import UserError
+from evomerge.core.errors import UserError
 from evomerge.runtime.placement import layer_blocks, module_device_map, parse_devices
 
 
@@ -45,8 +45,8 @@ def test_module_map_for_causal_lm_and_vlm(family, tiny_llava):
 
 def test_live_merge_through_a_spread_model_equals_single_device(family):
     from evomerge.runtime.live import LiveMerge
-    from evomerge.models import ModelPool
-    from evomerge.recipe import recipe_from_dict
+    from evomerge.sources.models import ModelPool
+    from evomerge.merging.recipe import recipe_from_dict
 
     recipe = recipe_from_dict({"merge_method": "dare_ties", "base_model": str(family["base"]), "seed": 3,
                                "models": [{"model": str(family["ja"]), "parameters": {"weight": 0.6, "density": 0.5}},

@@ -10,8 +10,8 @@ import json
 import pytest
 import torch
 
-from evomerge.models import ModelPool
-from evomerge.recipe import recipe_from_dict
+from evomerge.sources.models import ModelPool
+from evomerge.merging.recipe import recipe_from_dict
 from evomerge.runtime.fused import FusedMerger
 from evomerge.runtime.live import LiveMerge
 from helpers import cli, write

@@ -31,7 +31,7 @@ def test_what_may_change_between_resumes_and_what_may_not():
 def test_dare_tables_memory_is_checked():
     import pytest
 
-    from evomerge.errors import UserError
+    from evomerge.core.errors import UserError
 
     with pytest.raises(UserError, match="dare_tables_gib"):
         search_config_from_dict(dict(PS, dare_tables_gib=-1), "t")

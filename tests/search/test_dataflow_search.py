@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
-from evomerge.dataflow import DataflowPath
-from evomerge.models import ModelPool
+from evomerge.merging.dataflow import DataflowPath
+from evomerge.sources.models import ModelPool
 from evomerge.search.config import search_config_from_dict
 from evomerge.search.results import run_status
 from evomerge.search.spaces import make_space
@@ -63,8 +63,8 @@ def test_validation_snapshot_export_and_eval(family, other, target_logits, tmp_p
 def test_ps_then_dfs_chains_the_ps_result_in_as_model_a(family, other, target_logits, tmp_path):
     from helpers import make_config, search as ps_search
     from conftest import load_state
-    from evomerge.merge import run_merge
-    from evomerge.recipe import recipe_from_dict
+    from evomerge.merging.merge import run_merge
+    from evomerge.merging.recipe import recipe_from_dict
 
     target = tmp_path / "t"
     run_merge(recipe_from_dict({"merge_method": "linear", "models": [

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from evomerge.dataflow import DataflowPath, Hop, export_dataflow
+from evomerge.merging.dataflow import DataflowPath, Hop, export_dataflow
 from evomerge.runtime.dataflow import HopModel
 
 TARGET = [("a", 0, 1.0), ("a", 2, 1.0), ("b", 1, 1.0), ("a", 3, 1.0)]  # a1 off, b1 on
@@ -79,7 +79,7 @@ def test_text_model_b_with_other_layer_shape_is_refused(tiny_llava, loaded, tmp_
     from transformers import AutoModelForCausalLM
 
     from conftest import build_model
-    from evomerge.errors import UserError
+    from evomerge.core.errors import UserError
 
     build_model(tmp_path / "wide", arch="mistral", seed=5, hidden=48)
     wide = AutoModelForCausalLM.from_pretrained(str(tmp_path / "wide"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evomerge.errors import UserError
-from evomerge.recipe import recipe_from_dict
+from evomerge.core.errors import UserError
+from evomerge.merging.recipe import recipe_from_dict
 from evomerge.search.config import DataflowConfig, GenomeConfig
 from evomerge.search.dataflow_genome import DataflowGenome
 from evomerge.search.genome import Genome

@@ -151,7 +151,7 @@ def test_data_flow_searches_take_several_objectives_too(family, target_logits, o
 
 def test_a_table_lists_the_front_members(family, tmp_path):
     """`front: RUN` in a table: one row per front member, each its exported trial (`run:RUN@ID`)."""
-    from evomerge.table import build_table, load_table_config
+    from evomerge.reports.table import build_table, load_table_config
 
     run = tmp_path / "run"
     search(mo_config(family, budget=16), run)

@@ -65,7 +65,7 @@ def test_a_raced_run_resumes_exactly(family, target, tmp_path):
 
 
 def test_racing_off_is_todays_run_and_racing_needs_an_item_evaluator(family, target, tmp_path):
-    from evomerge.errors import UserError
+    from evomerge.core.errors import UserError
 
     cfg = racing_config(family, target, budget=12)
     cfg.pop("racing")

@@ -121,7 +121,7 @@ def test_resume_after_the_driver_is_killed(family, target, tmp_path):  # noqa: F
     cfg = ray_config(family, target, 3, 32, sleep=[0.2, 0.4], calls_file=str(calls))
     cfg_file = tmp_path / "search.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg))
-    cmd = [sys.executable, "-m", "evomerge.cli", "search", str(cfg_file), "--run-dir", str(tmp_path / "run"), "--quiet"]
+    cmd = [sys.executable, "-m", "evomerge", "search", str(cfg_file), "--run-dir", str(tmp_path / "run"), "--quiet"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = tmp_path / "run" / "run.sqlite"
     deadline = time.time() + 120

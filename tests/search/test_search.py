@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import load_state
-from evomerge.merge import run_merge
+from evomerge.merging.merge import run_merge
 from evomerge.search.config import search_config_from_dict
 from evomerge.search.results import run_status, trial_candidate
 from evomerge.search.store import RunStore
@@ -53,7 +53,7 @@ def test_resume_after_sigkill_loses_nothing_and_repeats_nothing(family, target, 
     cfg_file = tmp_path / "search.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg))
     env = dict(os.environ, PYTHONPATH=f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    proc = subprocess.run([sys.executable, "-m", "evomerge.cli", "search", str(cfg_file), "--run-dir",
+    proc = subprocess.run([sys.executable, "-m", "evomerge", "search", str(cfg_file), "--run-dir",
                            str(tmp_path / "run"), "--quiet"], env=env, capture_output=True, text=True)
     assert proc.returncode == -9, proc.stderr
     assert int(calls.read_text()) == 9
@@ -119,7 +119,7 @@ def test_cli_status_export_and_eval_reproduce_the_fitness(family, tmp_path, caps
 
 
 def test_layer_group_genome_with_split_filters(family, target, tmp_path):
-    from evomerge.models import ModelPool
+    from evomerge.sources.models import ModelPool
     from evomerge.search.spaces import make_space
 
     cfg = make_config(family, target)
@@ -149,8 +149,8 @@ def test_layer_group_genome_with_split_filters(family, target, tmp_path):
 def test_della_genome_defaults_and_density_epsilon_check(family, target, tmp_path):
     """Evolving DELLA's epsilon: its genes default to [0, 0.5] (its own range), and density bounds that would let
     density +- epsilon leave (0, 1) are refused before the search, naming genome.bounds."""
-    from evomerge.errors import UserError
-    from evomerge.models import ModelPool
+    from evomerge.core.errors import UserError
+    from evomerge.sources.models import ModelPool
     from evomerge.search.spaces import make_space
 
     cfg = make_config(family, target)
@@ -191,7 +191,7 @@ def test_resume_refuses_a_source_that_changed(family, target, tmp_path):
     import os
     import shutil
 
-    from evomerge.errors import UserError
+    from evomerge.core.errors import UserError
 
     ja = tmp_path / "ja"
     shutil.copytree(family["ja"], ja)

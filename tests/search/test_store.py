@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from evomerge.errors import UserError
+from evomerge.core.errors import UserError
 from evomerge.search.store import BEST_RECIPE, CONFIG_FILE, RunLock, RunStore
 
 

@@ -79,7 +79,7 @@ def test_a_subset_run_resumes_exactly(family, target, tmp_path):
 
 
 def test_subset_and_racing_exclude_each_other(family, target, tmp_path):
-    from evomerge.errors import UserError
+    from evomerge.core.errors import UserError
     from evomerge.search.config import search_config_from_dict
 
     cfg = subset_config(family, target)

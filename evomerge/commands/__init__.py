@@ -1,0 +1,1 @@
+"""The command line on top of everything: `evomerge ...` (`cli`) and the environment check (`doctor`)."""

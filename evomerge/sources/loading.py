@@ -1,0 +1,55 @@
+"""Loading a finished model for scoring (`evomerge eval`), the same way users load it: transformers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from evomerge.core.errors import UserError, reason
+from evomerge.core.architecture import is_vlm
+from evomerge.core.devices import pick_device
+from evomerge.sources.models import load_tokenizer, open_model, resolve_reference
+
+
+def load_for_eval(ref: str, device: str = "auto", dtype: str | None = None,
+                  trust_remote_code: bool = False) -> tuple[Any, Any]:
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    target = pick_device(device)  # a bad or missing device fails before the model is read
+    folder, gguf_file = resolve_reference(ref)
+    if gguf_file is None:
+        open_model(ref)  # refuses pickled checkpoints before transformers would read them
+        config = json.loads((folder / "config.json").read_text())
+        if config.get("auto_map") and not trust_remote_code:
+            raise UserError("this model ships its own modeling code (auto_map in config.json); "
+                            "pass --trust-remote-code if you trust it", ref)
+    if gguf_file is None and is_vlm(json.loads((folder / "config.json").read_text())):
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        try:
+            model = AutoModelForImageTextToText.from_pretrained(str(folder), dtype=dtype or "auto",
+                                                                trust_remote_code=trust_remote_code)
+            processor = AutoProcessor.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+        except Exception as e:
+            raise UserError(f"cannot load the vision-language model: {reason(e)}", ref) from None
+        _fold_adapter(model, ref)
+        return model.to(target).eval(), processor
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file, dtype=dtype or "auto",
+                                                     trust_remote_code=trust_remote_code)
+    except Exception as e:
+        raise UserError(f"cannot load the model: {reason(e)}", ref) from None
+    _fold_adapter(model, ref)
+    model.to(target).eval()
+    return model, load_tokenizer(folder, gguf_file)
+
+
+def _fold_adapter(model: Any, ref: str) -> None:
+    """`MODEL+ADAPTER`: the LoRA adapter folded into the loaded model's weights."""
+    from evomerge.sources.lora import fold_into_module, open_adapter
+    from evomerge.core.references import split_reference
+
+    adapter = split_reference(ref)[1]
+    if adapter is not None:
+        fold_into_module(model, open_adapter(adapter), ref)

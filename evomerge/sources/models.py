@@ -1,0 +1,355 @@
+"""Opening source models lazily: tensors are read one at a time, never whole models.
+
+A model reference is a local Hugging Face folder (single or sharded safetensors), a `.gguf` file (or a folder
+holding one; dequantised through transformers, so read whole: GGUF sources are small quantised models), or a
+hub id `org/name[@revision]`, downloaded (safetensors and config files only) through huggingface_hub; any of
+them followed by `+ADAPTER` adds a PEFT LoRA adapter (evomerge/sources/lora.py).
+Pickled checkpoints (`.bin`, `.pt`) are refused: loading them runs arbitrary code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+
+from evomerge.core.dtypes import SAFETENSORS, torch_dtype
+from evomerge.core.errors import UserError, reason
+from evomerge.core.references import HUB_ID, download, resolve_scheme, scheme_of, split_reference
+
+TOKENIZER_FILES = (
+    "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model", "added_tokens.json",
+    "merges.txt", "vocab.json", "vocab.txt", "chat_template.jinja", "chat_template.json",
+    "preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json",
+)
+
+
+
+@dataclass
+class TensorInfo:
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+
+@dataclass
+class ModelSource:
+    """One opened source model. `get` reads a tensor from disk (or from the dequantised GGUF in memory)."""
+
+    ref: str
+    folder: Path
+    config_json: dict | None  # config.json as written (None for GGUF): planning reads it without transformers
+    infos: dict[str, TensorInfo]
+    gguf_file: str | None = None
+    lora: Any = None  # an evomerge.sources.lora.Adapter folded in as tensors are read (`model+adapter` references)
+    _files: dict[str, Path] = field(default_factory=dict, repr=False)
+    _spans: dict[str, tuple[Path, int, int]] = field(default_factory=dict, repr=False)  # name -> (file, offset, bytes)
+    _fds: dict[Path, int] = field(default_factory=dict, repr=False)
+    _handles: dict[Path, Any] = field(default_factory=dict, repr=False)
+    _memory: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    _stack: ExitStack = field(default_factory=ExitStack, repr=False)
+    _config: Any = field(default=None, repr=False)
+
+    @property
+    def config(self) -> Any:
+        """The transformers config, read on first use: importing transformers costs about 2 s, which a plain
+        `evomerge merge` does not need to pay (it plans from `plan_config` and copies config.json)."""
+        if self._config is None:
+            self._config = _load_config(self.folder, self.ref, self.gguf_file)
+        return self._config
+
+    @property
+    def plan_config(self) -> Any:
+        """What planning reads (layer count, VLM or not): config.json as a dict where it states the layer count
+        itself, else the transformers config (whose class defaults fill what the file leaves out)."""
+        from evomerge.core.architecture import num_layers
+
+        cj = self.config_json
+        if cj is not None and ("text_config" in cj) == ("vision_config" in cj):  # a plain LM, or a VLM in full
+            try:
+                num_layers(cj)
+                return cj
+            except UserError:
+                pass
+        return self.config
+
+    def names(self) -> list[str]:
+        return list(self.infos)
+
+    def has(self, name: str) -> bool:
+        return name in self.infos
+
+    def get(self, name: str, buffer: torch.Tensor | None = None) -> torch.Tensor:
+        """The tensor `name`. `buffer` (uint8, large enough) is memory the caller lends for it: a file read lands
+        there instead of in fresh memory (no page faults, no zeroing); the result may or may not live in it."""
+        t = self._read(name, buffer)
+        return t if self.lora is None else self.lora.apply(name, t)
+
+    def _read(self, name: str, buffer: torch.Tensor | None = None) -> torch.Tensor:
+        if self._memory is not None:
+            return self._memory[name]
+        span = self._spans.get(name)
+        if span is not None:
+            return self._pread(name, *span, buffer)
+        path = self._files[name]
+        handle = self._handles.get(path)
+        if handle is None:
+            handle = self._stack.enter_context(safe_open(str(path), framework="pt", device="cpu"))
+            self._handles[path] = handle
+        return handle.get_tensor(name)
+
+    def mapped(self, name: str) -> tuple[torch.Tensor, Any] | None:
+        """The tensor as a read-only view of its file's pages (mmap, populated up front), and the mapping to
+        close once the tensor is no longer used; None where that does not apply (GGUF, LoRA, other dtypes).
+
+        Zero-copy: the page cache is read in place, so merging needs no copy of its sources. The mapping covers
+        this one tensor, so closing it takes its pages out of this process's RSS again."""
+        span = self._spans.get(name)
+        if span is None or self.lora is not None or self._memory is not None:
+            return None
+        import mmap
+        import warnings
+
+        path, offset, nbytes = span
+        info = self.infos[name]
+        if nbytes == 0:
+            return None
+        fd = self._fds.get(path)
+        if fd is None:
+            fd = self._fds[path] = os.open(path, os.O_RDONLY)
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+        m = mmap.mmap(fd, offset - start + nbytes, flags=flags, prot=mmap.PROT_READ, offset=start)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns that the buffer is read-only: nothing writes to it
+            t = torch.frombuffer(m, dtype=torch.uint8, count=nbytes, offset=offset - start)
+        return t.view(info.dtype).view(info.shape), m
+
+    def _pread(self, name: str, path: Path, offset: int, nbytes: int, buffer: torch.Tensor | None = None
+               ) -> torch.Tensor:
+        """The tensor read with pread(2) into memory of its own: the file stays in the page cache, shared and
+        not counted in this process's RSS as an mmap would be, and threads may read side by side."""
+        info = self.infos[name]
+        fd = self._fds.get(path)
+        if fd is None:
+            fd = self._fds[path] = os.open(path, os.O_RDONLY)
+        if buffer is not None and buffer.numel() >= nbytes and nbytes % info.dtype.itemsize == 0:
+            t = buffer[:nbytes].view(info.dtype).view(info.shape)
+        else:
+            t = torch.empty(info.shape, dtype=info.dtype)
+        buf = memoryview(t.reshape(-1).view(torch.uint8).numpy()) if nbytes else memoryview(b"")
+        done = 0
+        while done < nbytes:
+            got = os.preadv(fd, [buf[done:]], offset + done)
+            if got <= 0:
+                raise UserError(f"{path.name} ends inside tensor {name}", self.ref)
+            done += got
+        return t
+
+    def close(self) -> None:
+        self._stack.close()
+        self._handles.clear()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+def resolve_reference(ref: str) -> tuple[Path, str | None]:
+    """(local folder, gguf file name or None) for a model reference, downloading hub ids. For `model+adapter`, the
+    model's (the adapter is applied by `open_model` and `evomerge.sources.lora.fold_into_module`)."""
+    ref = split_reference(ref)[0]
+    if scheme_of(ref):
+        path = resolve_scheme(ref)
+        return (path, None) if path.is_dir() else (path.parent, path.name)
+    path = Path(ref).expanduser()
+    if path.is_file():
+        if path.suffix == ".gguf":
+            return path.parent, path.name
+        raise UserError("a model must be a folder, a .gguf file or a hub id", ref)
+    if path.is_dir():
+        ggufs = sorted(p.name for p in path.glob("*.gguf"))
+        if ggufs and not any(path.glob("*.safetensors")):
+            if len(ggufs) > 1:
+                raise UserError(f"folder holds several .gguf files ({', '.join(ggufs)}); name one", ref)
+            return path, ggufs[0]
+        return path, None
+    if ref.startswith((".", "/", "~")) or not HUB_ID.match(ref):
+        raise UserError("model not found (no such folder or file)", ref)
+    return download(ref), None
+
+
+def fingerprint(ref: str) -> str:
+    """A short key that changes when the model behind `ref` changes (names, sizes and times of its files), so that
+    cached results and resumed runs never reuse the scores of an older model under the same name (a rebuilt
+    builtin, a re-exported run). Hub ids are keyed by their name and revision; they are not fetched."""
+    import hashlib
+
+    model, adapter = split_reference(ref)
+    if adapter is not None:
+        return hashlib.sha256(f"{fingerprint(model)}+{fingerprint(adapter)}".encode()).hexdigest()[:16]
+    if scheme_of(ref):
+        path = resolve_scheme(ref)
+    else:
+        path = Path(ref).expanduser()
+        if not path.exists():
+            return ref
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file() and p.name[0] != ".")
+    h = hashlib.sha256(str(path.resolve()).encode())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def _load_config(folder: Path, ref: str, gguf_file: str | None = None) -> Any:
+    from transformers import AutoConfig
+
+    if gguf_file is None and not (folder / "config.json").exists():
+        raise UserError("no config.json in the model folder", ref)
+    try:
+        return AutoConfig.from_pretrained(str(folder), gguf_file=gguf_file)
+    except Exception as e:
+        raise UserError(f"cannot read the model config: {reason(e)}", ref) from None
+
+
+def _read_config_json(folder: Path, ref: str) -> dict:
+    """config.json as a dict, checked as far as planning needs it (transformers reads it when a model is built)."""
+    path = folder / "config.json"
+    if not path.exists():
+        raise UserError("no config.json in the model folder", ref)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read the model config: config.json is not valid JSON ({e})", ref) from None
+    if not isinstance(data, dict):
+        raise UserError("cannot read the model config: config.json is not a JSON object", ref)
+    return data
+
+
+def open_model(ref: str) -> ModelSource:
+    from evomerge.sources.lora import open_adapter
+
+    model_ref, adapter_ref = split_reference(ref)
+    if adapter_ref is None:
+        return _open_plain(ref)
+    src = _open_plain(model_ref)
+    src.ref = ref
+    src.lora = open_adapter(adapter_ref)
+    missing = sorted(n for n in src.lora.targets() if n not in src.infos)
+    if missing:
+        raise UserError(f"the adapter changes {missing[0]}, which {model_ref} does not have", ref)
+    return src
+
+
+def _open_plain(ref: str) -> ModelSource:
+    folder, gguf_file = resolve_reference(ref)
+    if gguf_file is not None:
+        return _open_gguf(ref, folder, gguf_file)
+    config = _read_config_json(folder, ref)
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (ValueError, KeyError):
+            raise UserError("model.safetensors.index.json is not a valid index", ref) from None
+        files = sorted({folder / f for f in weight_map.values()})
+    else:
+        files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        pickled = [p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth")]
+        hint = " (found pickled weights; convert them to safetensors)" if pickled else ""
+        raise UserError(f"no safetensors weights in the model folder{hint}", ref)
+    infos: dict[str, TensorInfo] = {}
+    owner: dict[str, Path] = {}
+    spans: dict[str, tuple[Path, int, int]] = {}
+    for f in files:
+        if not f.exists():
+            raise UserError(f"the index names a missing shard {f.name}", ref)
+        try:
+            with safe_open(str(f), framework="pt", device="cpu") as h:  # validates the file
+                for name in h.keys():
+                    sl = h.get_slice(name)
+                    infos[name] = TensorInfo(tuple(sl.get_shape()), torch_dtype(SAFETENSORS.get(sl.get_dtype(), "float32")))
+                    owner[name] = f
+            spans.update(_spans(f, infos))
+        except Exception as e:
+            raise UserError(f"cannot read {f.name}: {reason(e)}", ref) from None
+    return ModelSource(ref=ref, folder=folder, config_json=config, infos=infos, _files=owner, _spans=spans)
+
+
+def _spans(path: Path, infos: dict[str, TensorInfo]) -> dict[str, tuple[Path, int, int]]:
+    """Where each float tensor's bytes lie in a safetensors file (its JSON header), for `ModelSource._pread`;
+    tensors of other dtypes are read through safetensors."""
+    with open(path, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(n))
+    spans = {}
+    for name, entry in header.items():
+        if name == "__metadata__" or entry.get("dtype") not in SAFETENSORS:
+            continue
+        begin, end = entry["data_offsets"]
+        info = infos[name]
+        if end - begin == math.prod(info.shape) * info.dtype.itemsize:
+            spans[name] = (path, 8 + n + begin, end - begin)
+    return spans
+
+
+def _open_gguf(ref: str, folder: Path, gguf_file: str) -> ModelSource:
+    from transformers import AutoModelForCausalLM
+
+    from transformers.utils import logging as hf_logging
+
+    config = _load_config(folder, ref, gguf_file)
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # transformers' own bars would interleave with ours
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file, dtype=torch.float32)
+    except Exception as e:
+        raise UserError(f"cannot load the GGUF model: {reason(e)}", ref) from None
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    if getattr(config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)
+    infos = {k: TensorInfo(tuple(v.shape), v.dtype) for k, v in state.items()}
+    return ModelSource(ref=ref, folder=folder, config_json=None, infos=infos, gguf_file=gguf_file, _memory=state,
+                       _config=config)
+
+
+class ModelPool:
+    """Opens each referenced model once; a context manager so file handles are always closed."""
+
+    def __init__(self) -> None:
+        self._models: dict[str, ModelSource] = {}
+
+    def get(self, ref: str) -> ModelSource:
+        if ref not in self._models:
+            self._models[ref] = open_model(ref)
+        return self._models[ref]
+
+    def close(self) -> None:
+        for m in self._models.values():
+            m.close()
+
+    def __enter__(self) -> "ModelPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def load_tokenizer(folder, gguf_file: str | None = None) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok

@@ -1,0 +1,53 @@
+"""`evomerge status --watch`: a live view of a running search that ends when the search does."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+
+from helpers import make_config, search
+from evomerge.reports.watch import is_running, watch
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+def test_the_view_follows_a_running_search_and_stops_with_it(family, target, tmp_path):
+    cfg = make_config(family, target, budget=8)
+    cfg["fitness"][0]["sleep"] = [0.3, 0.3]
+    cfg["fitness"][0]["fail_calls"] = [2]
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = dict(os.environ, PYTHONPATH=f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    proc = subprocess.Popen([sys.executable, "-m", "evomerge", "search", str(path), "--run-dir",
+                             str(tmp_path / "run"), "--quiet"], env=env, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not is_running(tmp_path / "run"):
+            time.sleep(0.1)
+        assert is_running(tmp_path / "run")
+        console = Console(record=True, width=120, force_terminal=False)
+        t0 = time.time()
+        watch(tmp_path / "run", interval=0.2, console=console)
+        assert proc.wait(30) == 0 and time.time() - t0 < 60  # it ended when the search did
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    screen = console.export_text()
+    assert "8/8 trials" in screen and "not running" in screen
+    assert "recent trials" in screen and "best: trial" in screen
+    assert "1 failed; last: trial 1: RuntimeError: injected failure" in screen
+    assert "time per candidate" in screen
+
+
+def test_a_finished_run_is_shown_once(family, target, tmp_path):
+    search(make_config(family, target, budget=6), tmp_path / "run")
+    assert not is_running(tmp_path / "run")
+    console = Console(record=True, width=100)
+    watch(tmp_path / "run", interval=5, console=console)  # returns at once
+    assert "6/6 trials" in console.export_text()
