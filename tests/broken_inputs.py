@@ -32,6 +32,35 @@ def _dataflow_with_other_shapes(cfg: dict, ctx: Any) -> None:
     cfg["dataflow"] = {"model_a": str(ctx.family["ja"]), "model_b": str(ctx.wide), "repeats": 1}
 
 
+def _multi_objective(**bounds: float) -> Callable[[dict, Any], None]:
+    def change(cfg: dict, ctx: Any) -> None:
+        cfg["optimizer"]["name"] = "nsga2"
+        cfg["fitness"].append(dict(cfg["fitness"][0], name="perplexity", max_length=16))
+        cfg["constraints"] = [{"evaluator": "perplexity", "metric": "perplexity", **bounds}]
+
+    return change
+
+
+def _documents_with(extra: dict) -> Callable[[dict, Any], None]:
+    """Perplexity over 6 documents, scored one by one (an evaluator with items), plus `extra`."""
+
+    def change(cfg: dict, ctx: Any) -> None:
+        docs = ctx.tmp / "docs.txt"
+        docs.write_text("\n\n".join(" ".join(f"w{(i * j) % 61}" for i in range(40)) for j in range(1, 7)))
+        cfg["fitness"] = [{"name": "perplexity", "data": str(docs), "unit": "documents", "max_length": 32}]
+        cfg.update(extra)
+
+    return change
+
+
+def _with_missing_model(extra: dict) -> Callable[[dict, Any], None]:
+    def change(cfg: dict, ctx: Any) -> None:
+        cfg["merge"]["models"][0]["model"] = str(ctx.tmp / "no-such-model")
+        cfg.update(extra)
+
+    return change
+
+
 SEARCH_CONFIGS: list[tuple[str, Callable[[dict, Any], None], str]] = [
     # rejected while reading the config
     ("unknown-evaluator", _set("fitness.0.name", "nope"), "unknown evaluator"),
@@ -57,6 +86,42 @@ SEARCH_CONFIGS: list[tuple[str, Callable[[dict, Any], None], str]] = [
     ("genome-selects-no-model", _set("genome.models", []), "genome.models"),
     ("genome-names-another-model", _set("genome.models", ["org/other"]), "is not one of merge.models"),
     ("dataflow-other-shapes", _dataflow_with_other_shapes, "different layer shapes"),
+    # settings that can never work
+    ("constraint-min-above-max", _multi_objective(min=10.0, max=5.0), "is above max"),
+    ("subset-as-large-as-the-fitness-set", _documents_with({"subset": {"items": 6}}), "subset.items (6) must be below"),
+    # what needs no model is refused before any model is opened (the source here is missing as well)
+    ("racing-needs-items-before-models", _with_missing_model({"racing": {}}), "racing needs"),
+    ("subset-needs-items-before-models", _with_missing_model({"subset": {}}), "subset needs"),
+]
+
+# `run:` model references that do not resolve: (id, reference(ctx), expected). ctx.run is a finished run folder
+# (a copy), ctx.tmp a scratch folder. Refused in one line, naming the reference once, creating nothing.
+RUN_REFERENCES: list[tuple[str, Callable[[Any], str], str]] = [
+    ("run-folder-missing", lambda ctx: f"run:{ctx.tmp / 'no-run'}@3", "not a run folder"),
+    ("trial-missing", lambda ctx: f"run:{ctx.run}@999", "trial 999 is not a completed trial"),
+    ("trial-not-a-number", lambda ctx: f"run:{ctx.run}@best", "after @ comes a trial id"),
+    ("best-of-a-missing-run", lambda ctx: f"run:{ctx.tmp / 'no-run'}", "not a run folder"),
+]
+
+# `evomerge replay` settings outside the limits of the search config's racing/subset sections: (id, args, expected)
+REPLAY_SETTINGS: list[tuple[str, list[str], str]] = [
+    ("chunk-zero", ["--racing", "chunk=0"], "chunk"),
+    ("chunk-negative", ["--racing", "chunk=-2"], "chunk"),
+    ("confidence-above-one", ["--racing", "confidence=1.5"], "confidence"),
+    ("confidence-zero", ["--racing", "confidence=0.0"], "confidence"),
+    ("min-items-zero", ["--racing", "min_items=0"], "min_items"),
+    ("subset-items-zero", ["--subset", "items=0"], "items"),
+    ("subset-first-random-two", ["--subset", "first_random=2"], "first_random"),
+]
+
+# lines of an `eval --samples` file that `evomerge compare` cannot pair: (id, line, expected)
+COMPARE_LINES: list[tuple[str, str, str]] = [
+    ("metric-is-a-string", '{"question": "q", "acc": "yes"}', "not a finite number"),
+    ("metric-is-null", '{"question": "q", "acc": null}', "not a finite number"),
+    ("metric-is-nan", '{"question": "q", "acc": NaN}', "not a finite number"),
+    ("row-is-a-list", "[1, 2]", "not an object"),
+    ("row-is-a-number", "3", "not an object"),
+    ("metric-missing", '{"question": "q", "other": 1}', "has no 'acc'"),
 ]
 
 

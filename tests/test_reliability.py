@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from broken_inputs import RUN_DATABASES, SEARCH_CONFIGS
+from broken_inputs import COMPARE_LINES, REPLAY_SETTINGS, RUN_DATABASES, RUN_REFERENCES, SEARCH_CONFIGS, _documents_with
 from conftest import build_model, load_state
 from helpers import cli
 
@@ -368,3 +368,69 @@ def test_exporting_a_run_recorded_with_the_older_mask_keys_warns(finished_run, t
     db.close()
     assert cli("export", old, tmp_path / "old", "--quiet") == 0
     assert "masks differ from the scored one's" in capsys.readouterr().err
+
+
+# -- references, replays, comparisons and resumes that cannot work: refused, nothing changed ----------------------
+
+@pytest.mark.parametrize("ref_of, expected", [c[1:] for c in RUN_REFERENCES], ids=[c[0] for c in RUN_REFERENCES])
+def test_a_run_reference_that_does_not_resolve_creates_nothing(finished_run, family, tmp_path, capsys, ref_of,
+                                                               expected):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run / "run", run)
+    ref = ref_of(SimpleNamespace(run=run, tmp=tmp_path))
+    recipe = write_config({"merge_method": "linear", "models": [{"model": ref, "parameters": {"weight": 0.5}},
+                                                                {"model": str(family["ja"]), "parameters": {"weight": 0.5}}]},
+                          tmp_path / "r.yaml")
+    folders = sorted(p for p in tmp_path.rglob("*") if p.is_dir())
+    line = one_line_error(capsys, cli("merge", recipe, tmp_path / "out"), expected)
+    assert line.count(ref) == 1, line
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_dir()) == folders  # no trials/, no run folder, no out
+
+
+@pytest.mark.parametrize("args, expected", [c[1:] for c in REPLAY_SETTINGS], ids=[c[0] for c in REPLAY_SETTINGS])
+def test_replay_settings_obey_the_search_configs_limits(finished_run, capsys, args, expected):
+    line = one_line_error(capsys, cli("replay", finished_run / "run", *args), expected)
+    assert args[0] in line
+
+
+def test_replay_refuses_a_run_that_was_not_scored_in_full(family, text, tmp_path, capsys):
+    cfg = ps_config(family, text, budget=6)
+    _documents_with({"subset": {"items": 2, "first_generation": "random"}})(cfg, SimpleNamespace(tmp=tmp_path))
+    assert cli("search", write_config(cfg, tmp_path / "s.yaml"), "--run-dir", tmp_path / "run", "--quiet") == 0
+    capsys.readouterr()
+    one_line_error(capsys, cli("replay", tmp_path / "run", "--subset", "items=2"), "scored in full")
+
+
+@pytest.mark.parametrize("line, expected", [c[1:] for c in COMPARE_LINES], ids=[c[0] for c in COMPARE_LINES])
+def test_compare_refuses_samples_it_cannot_pair(tmp_path, capsys, line, expected):
+    good, bad = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    good.write_text('{"question": "q", "acc": 1}\n')
+    bad.write_text(line + "\n")
+    one_line_error(capsys, cli("compare", good, bad, "--metric", "acc"), expected)
+
+
+def test_a_missing_tracker_is_refused_before_models_load_and_a_refused_resume_changes_nothing(
+        finished_run, family, text, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from evomerge.search.store import RunStore
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run / "run", run)
+    with RunStore(run) as store:
+        before = store.config()
+    files = {p.name: p.read_bytes() for p in run.iterdir() if p.name != "run.sqlite"}
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if TensorBoard were not installed
+    one_line_error(capsys, cli("search", finished_run / "s.yaml", "--run-dir", run, "--resume", "--tensorboard"),
+                   "needs TensorBoard")
+    with RunStore(run) as store:
+        assert store.config() == before and store.config()["tracking"] is None
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != "run.sqlite"} == files
+    # a new run: the tracker is refused before the (missing) source model is even looked for
+    cfg = ps_config(family, text, tracking={"tensorboard": True})
+    cfg["merge"]["models"][0]["model"] = str(tmp_path / "no-such-model")
+    one_line_error(capsys, cli("search", write_config(cfg, tmp_path / "t.yaml"), "--run-dir", tmp_path / "new"),
+                   "needs TensorBoard")
+    assert not (tmp_path / "new").exists()

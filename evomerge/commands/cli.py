@@ -177,18 +177,22 @@ def search(config: Path, run_dir: Path, resume: bool, quiet: bool, tensorboard: 
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--watch", is_flag=True, help="A live view, refreshed until the run ends.")
-@click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes with --watch.")
+@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds between refreshes with --watch.")
 def status(run_dir: Path, as_json: bool, watch: bool, interval: float) -> None:
-    """Progress and best trial of the search in RUN_DIR."""
+    """Progress and best trial of the search in RUN_DIR (--watch --json: one JSON line per refresh)."""
     import json
 
     from evomerge.search.results import run_status
 
     info = run_status(run_dir)
     if watch:
-        from evomerge.reports.watch import watch as live_view
+        from evomerge.reports.watch import watch as live_view, watch_json
 
-        live_view(run_dir, interval)
+        if as_json:
+            watch_json(run_dir, interval, emit=click.echo)
+        else:
+            live_view(run_dir, interval)
         return
     if as_json:
         click.echo(json.dumps(info, indent=2))

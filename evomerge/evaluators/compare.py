@@ -10,6 +10,7 @@ whether a cheaper search's best is worse on held-out problems.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,15 @@ def load_samples(path: Path, metric: str) -> tuple[list[float], list[tuple]]:
             row = json.loads(line)
         except json.JSONDecodeError:
             raise UserError(f"line {n} is not JSON", str(path)) from None
+        if not isinstance(row, dict):
+            raise UserError(f"line {n} is a JSON {type(row).__name__}, not an object (one sample per line)", str(path))
+        value = row.get(metric)
         if metric not in row:
-            have = ", ".join(k for k, v in row.items() if isinstance(v, (bool, int, float)))
+            have = ", ".join(k for k, v in row.items() if isinstance(v, (bool, int, float))) or "none"
             raise UserError(f"line {n} has no {metric!r} (numbers there: {have})", str(path))
-        values.append(float(row[metric]))
+        if not (isinstance(value, (bool, int, float)) and math.isfinite(value)):
+            raise UserError(f"line {n}: {metric} is {json.dumps(value)[:40]}, not a finite number", str(path))
+        values.append(float(value))
         ids.append(tuple(json.dumps(row.get(k), ensure_ascii=False) for k in PAIR_KEYS))
     if not values:
         raise UserError("no samples", str(path))

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from evomerge import __version__
 from evomerge.core.architecture import num_layers, text_config
+from evomerge.merging.durable import sync_path, sync_tree
 from evomerge.merging.direct_write import SequentialFile
 from evomerge.core.errors import UserError, reason
 from evomerge.sources.models import TOKENIZER_FILES, ModelSource
@@ -96,13 +97,16 @@ def staged_output(out: Path, force: bool) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        sync_tree(tmp)  # every byte on disk before the folder takes its final name (merging/durable.py)
         if out.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.replace(out, trash / "old")
             os.replace(tmp, out)
+            sync_path(out.parent)
             shutil.rmtree(trash, ignore_errors=True)
         else:
             os.replace(tmp, out)
+            sync_path(out.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -93,3 +93,18 @@ def watch(run_dir: Path, interval: float = 2.0, console: Any = None, max_updates
             live.update(view(run_dir))
             updates += 1
         live.update(view(run_dir))
+
+
+def watch_json(run_dir: Path, interval: float = 2.0, emit: Any = print, max_updates: int | None = None) -> None:
+    """`status --watch --json`: the status as one JSON line per refresh (JSON Lines), the last once the run ended,
+    so a script can follow a run the way a person follows the live view."""
+    import json
+
+    updates = 0
+    while True:
+        running = is_running(Path(run_dir))
+        emit(json.dumps({**run_status(run_dir), "running_now": running}))
+        if not running or (max_updates is not None and updates >= max_updates):
+            return
+        time.sleep(interval)
+        updates += 1

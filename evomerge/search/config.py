@@ -136,6 +136,8 @@ class ConstraintConfig(_Strict):
     def _bound(self) -> "ConstraintConfig":
         if self.min is None and self.max is None:
             raise ValueError("a constraint needs `min` or `max`")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max}): no candidate can meet the constraint")
         return self
 
 

@@ -21,6 +21,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -35,6 +36,7 @@ from evomerge.search.optimizers import Optimizer, make_optimizer
 from evomerge.search.spaces import SearchSpace, make_space
 from evomerge.search.store import (BEST_RECIPE, CONFIG_FILE, DB_NAME, LOCK_NAME, MASK_KEYS, SCORED, RunLock, RunStore,
                                    Trial)
+from evomerge.search.tracking import check_trackers, make_trackers
 
 
 def check_run_dir(run_dir: Path, resume: bool) -> None:
@@ -68,19 +70,15 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
     check_run_dir(run_dir, resume)
     text = config_text or yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
     pick_device(config.device, "search config: device")
+    check_trackers(config)
+    # what needs data but no model is checked before any model is opened
+    fitness = Fitness(config.fitness, "fitness")
+    validation = Fitness(config.validation, "validation") if config.validation else None
+    _check_economy(config, fitness)
     with ModelPool() as pool:
         space = make_space(config, pool)
         opt = make_optimizer(config.optimizer, space.x0(), space.names, len(config.fitness),
                              config.archive.model_dump() if config.archive else None, config.fitness_keys())
-        fitness = Fitness(config.fitness, "fitness")
-        validation = Fitness(config.validation, "validation") if config.validation else None
-        for mode in ("racing", "subset"):
-            if getattr(config, mode) is not None and fitness.racing_term(bounded=mode == "racing") is None:
-                need = ", whose item values have a known range" if fitness.racing_term() is not None else ""
-                raise UserError(f"{mode} needs one fitness evaluator, with a positive weight, that scores problems "
-                                f"one by one{need} (mgsm_ja, ja_vg_vqa, lm_eval with one task, perplexity with "
-                                "`unit: documents` for subset only, or your own with Evaluator.score_items)",
-                                f"search config: {mode}")
         sources = {ref: fingerprint(ref) for ref in space.sources()}
         data = fitness.data_fingerprints("fitness")
         if validation is not None:
@@ -106,8 +104,6 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
             check_run_dir(run_dir, resume)  # again, now that no other process can be starting a run here
             store = _open_store(config, run_dir, resume, text, sources, data, space)
             store.set_meta("objectives", json.dumps([[t.key, t.metric] for t in fitness.terms]))
-            from evomerge.search.tracking import make_trackers
-
             trackers = make_trackers(config, run_dir, store, log)
             term = fitness.racing_term()
             n_items = term.evaluator.num_items() if term is not None else None
@@ -125,6 +121,23 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
             if store is not None:
                 store.close()
             lock.release()
+
+
+def _check_economy(config: SearchConfig, fitness: Any) -> None:
+    """Racing and subset fitness need an evaluator that scores problems one by one, and a subset smaller than the
+    fitness set (else every "estimate" is a full scoring, recorded as an estimate and checked again)."""
+    for mode in ("racing", "subset"):
+        if getattr(config, mode) is not None and fitness.racing_term(bounded=mode == "racing") is None:
+            need = ", whose item values have a known range" if fitness.racing_term() is not None else ""
+            raise UserError(f"{mode} needs one fitness evaluator, with a positive weight, that scores problems "
+                            f"one by one{need} (mgsm_ja, ja_vg_vqa, lm_eval with one task, perplexity with "
+                            "`unit: documents` for subset only, or your own with Evaluator.score_items)",
+                            f"search config: {mode}")
+    if config.subset is not None:
+        n = fitness.racing_term().evaluator.num_items()
+        if config.subset.items >= n:
+            raise UserError(f"subset.items ({config.subset.items}) must be below the number of fitness problems "
+                            f"({n}); to score every problem, leave `subset:` out", "search config: subset.items")
 
 
 def _open_store(config: SearchConfig, run_dir: Path, resume: bool, config_text: str, sources: dict[str, str],

@@ -127,10 +127,11 @@ def hypervolume(points: np.ndarray, reference: np.ndarray) -> float:
 
 def front(trials: list[Any], objs: list[Objective], constraints: list[dict]) -> dict[str, Any]:
     """The Pareto front of a run's scored trials among the feasible ones: what `status` and the report show."""
-    rows = []
-    for t in trials:
+    rows, seen = [], set()
+    for t in trials:  # a candidate scored twice (a duplicate's reused result) is one member, the first trial
         v = vector(t.scores, objs)
-        if v is not None and t.status == "complete":
+        if v is not None and t.status == "complete" and t.duplicate_of is None and t.recipe not in seen:
+            seen.add(t.recipe)
             rows.append((t, v, violation(t.scores, constraints)))
     feasible = [(t, v) for t, v, c in rows if c == 0]
     if not feasible:

@@ -15,15 +15,33 @@ from typing import Any
 
 import numpy as np
 
+from pydantic import BaseModel, ValidationError
+
 from evomerge.core.errors import UserError
 from evomerge.evaluators.racing import log_term, upper_bound
+from evomerge.merging.recipe import _first_pydantic_error
+from evomerge.search.config import RacingConfig, SubsetConfig
 from evomerge.search.store import RunStore, Trial
+
+
+def _checked(cls: type[BaseModel], option: str, **settings: Any) -> BaseModel:
+    """Replay settings obey the same limits as the search config's `racing:` / `subset:`."""
+    try:
+        return cls(**settings)
+    except ValidationError as e:
+        raise UserError(_first_pydantic_error(e), option) from None
 
 
 def _generations(run_dir: Path) -> tuple[list[list[Trial]], dict[str, Any]]:
     with RunStore(run_dir) as store:
         config = store.config()
         done = [t for t in store.trials() if t.status == "complete" and t.duplicate_of is None]
+        cheap = store.count("raced") + store.count("estimated")
+    mode = next((m for m in ("racing", "subset") if config.get(m)), None)
+    if mode is not None or cheap:
+        raise UserError(f"replay needs a run scored in full; this one used {mode or 'racing or subset'} fitness, so "
+                        f"only the few trials it checked in full have every item's result (replay would compare "
+                        f"those alone)", str(run_dir))
     if not done or any(t.item_values is None for t in done):
         raise UserError("replay needs a run whose trials kept their item results (a fitness that scores problems "
                         "one by one, run without racing or subset)", str(run_dir))
@@ -51,6 +69,7 @@ def replay_racing(run_dir: str | Path, chunk: int = 16, confidence: float = 0.95
                   binary: int | None = None) -> dict[str, Any]:
     """Per generation: problems used, candidates raced out, and top-half agreement with full evaluation.
     `binary` (0 or 1) overrides the evaluator's kind of items, to compare the two bounds."""
+    _checked(RacingConfig, "--racing", chunk=chunk, confidence=confidence, min_items=min_items, seed=seed)
     gens, config = _generations(Path(run_dir))
     weight = config["fitness"][0].get("weight", 1.0)
     (lo, hi), is_binary = _item_kind(config)
@@ -100,9 +119,14 @@ def replay_subset(run_dir: str | Path, items: int = 32, seed: int = 0, first_ran
     generation is scored in full, or with `first_random=1` estimated from a random subset as well."""
     from evomerge.search.subset import choose_anchors, estimate
 
+    _checked(SubsetConfig, "--subset", items=items, seed=seed)
+    if first_random not in (0, 1):
+        raise UserError(f"first_random is 0 or 1, got {first_random}", "--subset")
     gens, config = _generations(Path(run_dir))
     weight = config["fitness"][0].get("weight", 1.0)
     n = len(gens[0][0].item_values)
+    if items >= n:
+        raise UserError(f"items ({items}) must be below the number of fitness problems ({n})", "--subset")
     if first_random:
         known: list[dict[int, float]] = []
         rows, used_all, total_all = [], 0, 0

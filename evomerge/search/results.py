@@ -26,19 +26,35 @@ def resolve_run_ref(ref: str, log=_stderr) -> str:
 
 def run_best_model(run_dir: str | Path, log=_stderr) -> Path:
     """The `run` reference scheme (evomerge/core/references.py): the folder of the run's best model; `run:DIR@ID`
-    names trial ID instead (a Pareto-front member, an archive elite), exported once to DIR/trials/ID."""
-    text = str(run_dir)
+    names trial ID instead (a Pareto-front member, an archive elite), exported once to DIR/trials/ID. A reference
+    that does not resolve is refused, naming the reference, before anything is made."""
+    try:
+        return _run_best_model(str(run_dir), log)
+    except UserError as e:
+        if e.where == f"run:{run_dir}":
+            raise
+        raise UserError(e.message, f"run:{run_dir}") from None
+
+
+def _run_best_model(text: str, log) -> Path:
     if "@" in text:
         folder, _, trial = text.rpartition("@")
         if not trial.isdigit():
-            raise UserError(f"run:{text}: after @ comes a trial id", f"run:{text}")
+            raise UserError(f"after @ comes a trial id (run:DIR@ID), not {trial!r}", f"run:{text}")
         out = Path(folder) / "trials" / trial
         if not (out / "config.json").exists():
+            trial_candidate(folder, trial)  # a missing run or trial is refused before anything is made
             log(f"exporting trial {trial} of {folder} to {out}")
+            made = not out.parent.exists()
             out.parent.mkdir(parents=True, exist_ok=True)
-            export_trial(folder, out, trial, progress=False, force=True, log=log)
+            try:
+                export_trial(folder, out, trial, progress=False, force=True, log=log)
+            except BaseException:
+                if made and not any(out.parent.iterdir()):
+                    out.parent.rmdir()
+                raise
         return out
-    run_dir = Path(run_dir)
+    run_dir = Path(text)
     with RunStore(run_dir) as store:
         best, out, current = store.result(), store.best_model_dir, store.exported_best()
         if best is None:

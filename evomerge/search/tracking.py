@@ -48,11 +48,7 @@ class TensorBoard(Tracker):
     name = "tensorboard"
 
     def __init__(self, log_dir: Path):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise UserError("tracking.tensorboard needs TensorBoard: pip install 'evomerge[tracking]'") from None
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.writer = _summary_writer()(log_dir=str(log_dir))
 
     def trial(self, trial: Any) -> None:
         for key, value in trial_scalars(trial).items():
@@ -75,10 +71,7 @@ class WandB(Tracker):
     name = "wandb"
 
     def __init__(self, settings: Any, run_dir: Path, store: Any, config: dict):
-        try:
-            import wandb
-        except ImportError:
-            raise UserError("tracking.wandb needs wandb: pip install 'evomerge[tracking]'") from None
+        wandb = _wandb()
         run_id = store.get_meta("wandb_id")
         self.run = wandb.init(project=settings.project, entity=settings.entity, name=settings.name,
                               mode=settings.mode, dir=str(run_dir), id=run_id, resume="allow", config=config)
@@ -121,6 +114,32 @@ class Trackers:
 
     def close(self) -> None:
         self._each("close")
+
+
+def _summary_writer():
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("tracking.tensorboard needs TensorBoard: pip install 'evomerge[tracking]'") from None
+    return SummaryWriter
+
+
+def _wandb():
+    try:
+        import wandb
+    except ImportError:
+        raise UserError("tracking.wandb needs wandb: pip install 'evomerge[tracking]'") from None
+    return wandb
+
+
+def check_trackers(config: Any) -> None:
+    """Refuse a tracker whose package is missing before any model is loaded or the run folder is touched (a
+    refused resume must leave the run's stored config as it was)."""
+    tracking = config.tracking
+    if tracking is not None and tracking.tensorboard:
+        _summary_writer()
+    if tracking is not None and tracking.wandb is not None:
+        _wandb()
 
 
 def make_trackers(config: Any, run_dir: Path, store: Any, log) -> Trackers:

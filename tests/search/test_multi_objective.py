@@ -165,3 +165,21 @@ def test_a_table_lists_the_front_members(family, tmp_path):
     assert list(result["rows"]) == [f"mo trial {m['trial']}" for m in members]
     for m in members:  # each row scored the exported trial: the search's own score for it
         assert result["rows"][f"mo trial {m['trial']}"]["ja"] == pytest.approx(m["values"][0], rel=1e-4)
+
+
+def test_a_candidate_and_its_duplicate_are_one_front_member():
+    """The driver records a repeated candidate as a trial of its own (`duplicate_of`, the first's result): the
+    front (and `{front: RUN}` table rows) lists that candidate once, as its first trial."""
+    from evomerge.search import pareto
+    from evomerge.search.store import Trial
+
+    def trial(i, a, b, recipe, dup=None):
+        return Trial(id=i, generation=0, genes=[0.0], params={}, recipe=recipe, status="complete",
+                     scores={"x": {"m": a}, "y": {"m": b}}, duplicate_of=dup)
+
+    objs = [pareto.Objective("x", "m"), pareto.Objective("y", "m")]
+    trials = [trial(1, 1.0, 0.0, "A"), trial(2, 0.0, 1.0, "B"), trial(3, 1.0, 0.0, "A", dup=1),
+              trial(4, 0.0, 1.0, "B"), trial(5, 0.2, 0.2, "C")]  # 4: B again, not flagged (another gene vector)
+    info = pareto.front(trials, objs, [])
+    assert sorted(m["trial"] for m in info["members"]) == [1, 2]
+    assert info["scored"] == 3
