@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 ARMS = ("full", "racing", "subset")
-HELD_OUT = "evomerge:data/ja_math_test_400.jsonl"
+HELD_OUT = "evomerge:data/ja_math_heldout_400.jsonl"
 
 
 def evomerge(*args: str) -> str:

@@ -10,6 +10,7 @@ setting a problem up but never on its result.
 from __future__ import annotations
 
 import random
+import zlib
 from dataclasses import dataclass
 
 NAMES_JA = ["太郎", "花子", "さくら", "健太", "美咲", "翔太", "結衣", "大輔", "陽菜", "蓮"]
@@ -65,15 +66,20 @@ EN_TEMPLATES = {
           "Each of {a} children has {b} {item}. How many {item} do they have altogether?"],
 }
 
-# Japanese families: the first of each list is the fitness wording, the second the held-out test wording.
+# Japanese families: the fitness wording, the test wording (the miniature's table), and the held-out wording
+# (evaluation only, added after every design decision of the miniature was made: no choice was tuned on it).
 JA_TEMPLATES = {
     "+": ["{n}さんは{item}を{a}{c}持っています。さらに{b}{c}買いました。{item}は全部で何{c}ですか。",
-          "箱の中に{item}が{a}{c}あり、机の上に{b}{c}あります。あわせていくつありますか。"],
+          "箱の中に{item}が{a}{c}あり、机の上に{b}{c}あります。あわせていくつありますか。",
+          "{n}さんの家に{item}が{a}{c}ありました。今日、{b}{c}もらいました。いま{item}は何{c}ありますか。"],
     "-": ["{n}さんは{item}を{a}{c}持っていて、友達に{b}{c}あげました。残りは何{c}ですか。",
-          "お店には{item}が{a}{c}ありました。そのうち{b}{c}売れました。お店に残っている{item}はいくつですか。"],
+          "お店には{item}が{a}{c}ありました。そのうち{b}{c}売れました。お店に残っている{item}はいくつですか。",
+          "{n}さんは{item}を{a}{c}集めましたが、{b}{c}なくしてしまいました。{item}はいくつ残っていますか。"],
     "*": ["{n}さんは{item}が{b}{c}ずつ入った袋を{a}つ持っています。{item}は全部で何{c}ですか。",
-          "子どもが{a}人いて、一人{b}{c}ずつ{item}を持っています。{item}はあわせていくつですか。"],
+          "子どもが{a}人いて、一人{b}{c}ずつ{item}を持っています。{item}はあわせていくつですか。",
+          "{n}さんは毎日{item}を{b}{c}ずつ使います。{a}日間で{item}を何{c}使いますか。"],
 }
+FAMILY = {"fitness": 0, "test": 1, "heldout": 2}
 OP_WORD = {"+": "+", "-": "-", "*": "×"}
 
 
@@ -90,19 +96,49 @@ def en_math(n: int, seed: int) -> list[Problem]:
     return out
 
 
+def _ja_problem(rng: random.Random, split: str) -> tuple[Problem, tuple[int, int, int]]:
+    """A problem and its arithmetic: the numbers it states, unordered, and its answer (3 x 7 is 7 x 3)."""
+    op = rng.choice("+-*")
+    a, b, ans = _numbers(rng, op)
+    item, _, counter = rng.choice(ITEMS)
+    q = JA_TEMPLATES[op][FAMILY[split]].format(n=rng.choice(NAMES_JA), a=a, b=b, item=item, c=counter)
+    return Problem(q, ans, f"{a} {OP_WORD[op]} {b} = {ans} です。答えは{ans}です。"), (min(a, b), max(a, b), ans)
+
+
 def ja_math(n: int, seed: int, split: str = "fitness") -> list[Problem]:
-    """Japanese word problems; `split` picks the template family ('fitness' or 'test')."""
-    family = {"fitness": 0, "test": 1}[split]
+    """Japanese word problems; `split` picks the template family ('fitness', 'test' or 'heldout')."""
     rng = random.Random(f"ja-math-{split}-{seed}")
-    out = []
-    for _ in range(n):
-        op = rng.choice("+-*")
-        a, b, ans = _numbers(rng, op)
-        item, _, counter = rng.choice(ITEMS)
-        q = JA_TEMPLATES[op][family].format(n=rng.choice(NAMES_JA), a=a, b=b, item=item, c=counter)
-        sol = f"{a} {OP_WORD[op]} {b} = {ans} です。答えは{ans}です。"
-        out.append(Problem(q, ans, sol))
-    return out
+    return [_ja_problem(rng, split)[0] for _ in range(n)]
+
+
+def side(arithmetic: tuple[int, int, int]) -> str:
+    """Which side of the number space a problem's arithmetic (numbers unordered, answer) belongs to: 'fitness' or
+    'heldout', by a stable hash, so a held-out problem never repeats a fitness problem's arithmetic in other
+    words."""
+    return "heldout" if zlib.crc32(repr(arithmetic).encode()) % 2 else "fitness"
+
+
+def ja_math_sided(n: int, seed: int, split: str, exclude: set[tuple[int, int, int]] = frozenset(),
+                  unique: bool = True) -> list[Problem]:
+    """Like `ja_math`, drawing only arithmetic from the side of the number space that `split` belongs to
+    ('heldout' for the held-out split, 'fitness' otherwise), none in `exclude`, and (`unique`) no question twice."""
+    want = "heldout" if split == "heldout" else "fitness"
+    rng = random.Random(f"ja-math-sided-{split}-{seed}")
+    out, seen = [], set()
+    for _ in range(1000 * n):
+        if len(out) == n:
+            return out
+        problem, key = _ja_problem(rng, split)
+        if side(key) == want and key not in exclude and not (unique and problem.question in seen):
+            seen.add(problem.question)
+            out.append(problem)
+    raise ValueError(f"only {len(out)} of {n} problems fit (split {split}, seed {seed})")
+
+
+def ja_math_keys(n: int, seed: int, split: str = "fitness") -> set[tuple[int, int, int]]:
+    """The arithmetic of each problem `ja_math(n, seed, split)` draws."""
+    rng = random.Random(f"ja-math-{split}-{seed}")
+    return {_ja_problem(rng, split)[1] for _ in range(n)}
 
 
 def en_math_texts(n: int, seed: int) -> list[str]:

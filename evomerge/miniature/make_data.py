@@ -41,14 +41,31 @@ def tiny_vqa(folder: Path) -> None:
                                       encoding="utf-8")
 
 
+def ja_math_files() -> dict[str, list[data.Problem]]:
+    """Every Japanese math file shipped, by name. The miniature's own (64 fitness, 100 test) came first; the cost
+    study's fitness set (256) and the held-out set (400) draw from opposite sides of the number space
+    (`data.side`), the held-out one in a wording of its own, with no question twice and no (op, a, b) of any
+    fitness file: a held-out problem is new in its words and in its arithmetic."""
+    small_fitness = data.ja_math(64, 200, "fitness")
+    return {
+        "ja_math_fitness.jsonl": small_fitness,
+        "ja_math_test.jsonl": data.ja_math(100, 300, "test"),
+        "ja_math_fitness_256.jsonl": data.ja_math_sided(256, 400, "fitness"),
+        "ja_math_heldout_400.jsonl": data.ja_math_sided(400, 500, "heldout", exclude=data.ja_math_keys(64, 200)),
+    }
+
+
+def jsonl(problems: list[data.Problem]) -> str:
+    return "".join(json.dumps({"question": p.question, "answer_number": p.answer}, ensure_ascii=False) + "\n"
+                   for p in problems)
+
+
 def main() -> None:
     ROOT.mkdir(parents=True, exist_ok=True)
     (ROOT / "ja_math_fitness.txt").write_text("\n\n".join(data.ja_math_texts(60, seed=100, split="fitness")) + "\n",
                                               encoding="utf-8")
-    for split, n, seed in (("fitness", 64, 200), ("test", 100, 300)):
-        rows = [{"question": p.question, "answer_number": p.answer} for p in data.ja_math(n, seed, split)]
-        (ROOT / f"ja_math_{split}.jsonl").write_text(
-            "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    for name, problems in ja_math_files().items():
+        (ROOT / name).write_text(jsonl(problems), encoding="utf-8")
     tiny_vqa(ROOT / "ja_vqa_tiny")
     print(f"wrote data files in {ROOT}")
 

@@ -1,0 +1,66 @@
+"""The shipped data files are exactly what `python -m evomerge.miniature.make_data` writes, and the held-out split is
+clean: no question twice, none in a fitness or test wording, none repeating a fitness problem's arithmetic."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from evomerge.core.resources import package_path
+from evomerge.miniature import data
+from evomerge.miniature.make_data import ja_math_files, jsonl
+
+FILES = ja_math_files()
+
+
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_each_shipped_file_is_what_make_data_writes(name):
+    assert package_path(f"data/{name}").read_text(encoding="utf-8") == jsonl(FILES[name])
+
+
+def test_the_text_file_is_what_make_data_writes():
+    text = "\n\n".join(data.ja_math_texts(60, seed=100, split="fitness")) + "\n"
+    assert package_path("data/ja_math_fitness.txt").read_text(encoding="utf-8") == text
+
+
+def _rows(name: str) -> list[dict]:
+    return [json.loads(line) for line in package_path(f"data/{name}").read_text(encoding="utf-8").splitlines()]
+
+
+def _arithmetic(row: dict) -> tuple:
+    """The numbers a problem states and its answer: equal for two problems that ask the same sum in other words."""
+    return tuple(sorted(map(int, re.findall(r"\d+", row["question"])))), row["answer_number"]
+
+
+def _family(question: str) -> set[int]:
+    """Which wording families a question fits (template placeholders matched loosely)."""
+    found = set()
+    for op_templates in data.JA_TEMPLATES.values():
+        for family, template in enumerate(op_templates):
+            pattern = re.escape(template)
+            pattern = re.sub(r"\\\{[a-z]+\\\}", ".+?", pattern)
+            if re.fullmatch(pattern, question):
+                found.add(family)
+    return found
+
+
+def test_the_held_out_split_is_new_in_its_words_and_its_arithmetic():
+    held = _rows("ja_math_heldout_400.jsonl")
+    assert len(held) == 400
+    questions = [r["question"] for r in held]
+    assert len(set(questions)) == len(questions), "a held-out question appears twice"
+    assert all(_family(q) == {data.FAMILY["heldout"]} for q in questions), "a held-out question in another wording"
+    assert not set(questions) & {r["question"] for name in FILES if name != "ja_math_heldout_400.jsonl"
+                                 for r in _rows(name)}, "a held-out question in another file"
+    fitness = {_arithmetic(r) for name in ("ja_math_fitness.jsonl", "ja_math_fitness_256.jsonl") for r in _rows(name)}
+    repeated = sum(_arithmetic(r) in fitness for r in held)  # a count only: the held-out items stay unread
+    assert not repeated, f"{repeated} held-out problems repeat a fitness problem's numbers and answer"
+    assert len({_arithmetic(r) for r in held}) > 250  # and the arithmetic varies
+
+
+def test_the_cost_study_fitness_set_has_no_question_twice():
+    questions = [r["question"] for r in _rows("ja_math_fitness_256.jsonl")]
+    assert len(set(questions)) == 256
+    assert all(_family(q) == {data.FAMILY["fitness"]} for q in questions)
