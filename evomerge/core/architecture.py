@@ -18,7 +18,11 @@ from typing import Any, Protocol, runtime_checkable
 from evomerge.core.errors import UserError
 
 _LAYER = re.compile(r"^(?P<prefix>(?:.*\.)?(?:layers|h|blocks|block|layer)\.)(?P<idx>\d+)\.(?P<rest>.+)$")
-_PRE_HINTS = ("embed", "wte", "wpe", "word_embeddings")
+# input embeddings by name in the families transformers and mergekit define (Llama-likes' embed_tokens, GPT-NeoX's
+# embed_in, GPT-2's wte/wpe, BLOOM's word_embeddings(_layernorm), Mamba's embeddings); an output head such as
+# GPT-NeoX's `embed_out` is not one of them: it is merged with the last slice, as mergekit does
+_PRE_HINTS = ("embed_tokens", "embed_in.", "wte.", "wpe.", "word_embeddings", "embed_positions", ".embeddings.",
+              "embeddings.weight")
 
 
 def text_config(config: Any) -> Any:
@@ -122,6 +126,14 @@ def layers_and_scales(model: Any) -> tuple[Any, list[tuple[Any, float]]] | None:
     if inner is None or layers is None or not hasattr(model, "lm_head"):
         return None
     return inner, [(l.layer, l.input_scale) if isinstance(l, ScaledLayer) else (l, 1.0) for l in layers]
+
+
+def ignored_on_load(model: Any, name: str) -> bool:
+    """A checkpoint tensor that transformers drops when it loads this class: buffers older checkpoints stored
+    (Pythia's `attention.bias` / `masked_bias`, GPT-2's `attn.bias` masks; rotary `inv_freq`). The live model
+    skips them as loading does; an export keeps them, as the sources had them."""
+    patterns = [*(getattr(model, "_keys_to_ignore_on_load_unexpected", None) or []), r"rotary_emb\.inv_freq$"]
+    return any(re.search(p, name) for p in patterns)
 
 
 def checkpoint_to_runtime(model: Any, names: list[str], state: dict) -> dict[str, str]:

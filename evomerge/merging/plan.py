@@ -103,7 +103,7 @@ def plan_merge(recipe: Recipe, open_model: Opener, where: str = "recipe") -> Mer
 
     donor = output_donor(recipe, open_model)
     donor_layout = layout(donor)
-    donor_root = lm_root(donor_layout)
+    donor_root = lm_root(open_model(donor), donor_layout)
     global_params = recipe.settings(f"{where}: parameters")
     known = {p.name for p in method.params}
     warnings = [
@@ -162,11 +162,12 @@ def plan_merge(recipe: Recipe, open_model: Opener, where: str = "recipe") -> Mer
         return TensorTask(out_name, inputs, models.index(base) if base else None, shared, per_input)
 
     def non_layer_task(name: str, sl: OutputSlice, base: str | None, scopes: _Scopes) -> TensorTask:
-        """Embeddings, final norm, head: merged by their language-model name; anything else is copied."""
-        if not name.startswith(donor_root):
-            return TensorTask(name, [(donor, name)], None, {}, [{}], copy=True)
-        canonical = name[len(donor_root):]
-        inputs = [(s.model, _alias(open_model(s.model), lm_root(layout(s.model)) + canonical)) for s in sl.sources]
+        """Embeddings, final norm, head: merged by their language-model name (a text model's own name; inside a
+        VLM, the name under its language model); a VLM's tensors that not every source has (vision tower,
+        projector) are copied from the donor."""
+        canonical = name[len(donor_root):] if name.startswith(donor_root) else name
+        inputs = [(s.model, _alias(open_model(s.model), lm_root(open_model(s.model), layout(s.model)) + canonical))
+                  for s in sl.sources]
         if is_vlm(open_model(donor).plan_config) and not all(open_model(m).has(n) for m, n in inputs):
             return TensorTask(name, [(donor, name)], None, {}, [{}], copy=True)
         return make_task(name, inputs, base, scopes, 0.0)
@@ -195,9 +196,12 @@ def plan_merge(recipe: Recipe, open_model: Opener, where: str = "recipe") -> Mer
     return MergePlan(method, tasks, layer_sources, donor, donor_layout, warnings)
 
 
-def lm_root(layout: Layout) -> str:
-    """The prefix under which a model keeps a text LLM's tensor names: '' for a text model, 'language_model.'
-    for a LLaVA-style VLM (`language_model.model.layers.N...`, `language_model.lm_head.weight`)."""
+def lm_root(src: ModelSource, layout: Layout) -> str:
+    """The prefix under which a model keeps a text LLM's tensor names: '' for a text model (whatever its own
+    prefix: `gpt_neox.`, `transformer.`), 'language_model.' for a LLaVA-style VLM (`language_model.model.layers.N...`,
+    `language_model.lm_head.weight`)."""
+    if not is_vlm(src.plan_config):
+        return ""
     for marker in ("model.layers.", "layers."):
         if layout.prefix.endswith(marker):
             return layout.prefix[: -len(marker)]
@@ -220,7 +224,7 @@ def _alias(src: ModelSource, name: str) -> str:
     """A model with tied embeddings has no lm_head tensor: its input embedding stands in for it."""
     if src.has(name) or not name.endswith("lm_head.weight"):
         return name
-    embeds = [n for n in src.names() if n.endswith("embed_tokens.weight")]
+    embeds = [n for n in src.names() if n.endswith(("embed_tokens.weight", "wte.weight", "word_embeddings.weight"))]
     return embeds[0] if len(embeds) == 1 else name
 
 

@@ -18,7 +18,7 @@ from evomerge.core.devices import pick_device
 from evomerge.core.dtypes import torch_dtype
 from evomerge.merging.merge import merge_task, merge_task_into
 from evomerge.sources.models import ModelPool, load_tokenizer
-from evomerge.core.architecture import checkpoint_to_runtime, is_vlm
+from evomerge.core.architecture import ignored_on_load, checkpoint_to_runtime, is_vlm
 from evomerge.merging.plan import MergePlan, plan_merge
 from evomerge.merging.recipe import Recipe
 
@@ -74,10 +74,12 @@ class LiveMerge:
         self.model.eval()
         state = self.model.state_dict()
         runtime = checkpoint_to_runtime(self.model, self.names, state)
-        missing = [n for n in self.names if runtime[n] not in state]
+        # buffers older checkpoints stored that transformers drops on load (Pythia's attention masks)
+        self.skipped = {n for n in self.names if runtime[n] not in state and ignored_on_load(self.model, runtime[n])}
+        missing = [n for n in self.names if runtime[n] not in state and n not in self.skipped]
         if missing:
             raise UserError(f"the model class has no parameter {missing[0]}", plan.donor)
-        self.params = {n: state[runtime[n]] for n in self.names}
+        self.params = {n: state[runtime[n]] for n in self.names if n not in self.skipped}
         # Sources stay in their stored dtype, on their output tensor's device or (streamed per candidate) in
         # pinned host memory; merge_task upcasts one tensor group at a time.
         self.stream = sources_on == "host" and self.device.type == "cuda"
@@ -85,7 +87,7 @@ class LiveMerge:
             raise UserError("sources: host streams to one GPU; with gpus > 1 keep the sources on the devices")
         self.sources: dict[tuple[str, str], torch.Tensor] = {}
         self.source_device: dict[tuple[str, str], torch.device] = {}
-        for task in plan.tasks:
+        for task in self._live(plan):
             where = self.params[task.out_name].device
             for key in task.inputs:
                 if key not in self.sources:
@@ -100,7 +102,8 @@ class LiveMerge:
         self.fused = (fused_kernels.FusedMerger(self.in_dtype)
                       if fused and self.in_dtype in kernel_dtypes and self.dtype in kernel_dtypes[1:] else None)
         # tensors whose sources the kernels can read (float64 sources take the reference path)
-        self.fusable = {t.out_name for t in plan.tasks if all(self.sources[k].dtype in kernel_dtypes for k in t.inputs)}
+        self.fusable = {t.out_name for t in self._live(plan)
+                        if all(self.sources[k].dtype in kernel_dtypes for k in t.inputs)}
         self.tables_bytes = tables_bytes
         self._tables: dict[str, tuple[tuple, object]] = {}  # out name -> (what they were built for, DareTables)
         self._tables_used = 0  # bytes the built tables hold
@@ -113,6 +116,10 @@ class LiveMerge:
                 self.tokenizer = load_tokenizer(donor.folder)
         else:
             self.tokenizer = load_tokenizer(donor.folder, donor.gguf_file)
+
+    def _live(self, plan: MergePlan) -> list:
+        """The plan's tasks that write a tensor of the live model (not a buffer loading drops)."""
+        return [t for t in plan.tasks if t.out_name not in self.skipped]
 
     def fetch(self, model: str, name: str) -> torch.Tensor:
         return self.sources[(model, name)]
@@ -206,9 +213,10 @@ class LiveMerge:
             raise CandidateError("the candidate recipe does not produce the live model's tensors")
         method = plan.method
         bad: dict[torch.device, torch.Tensor] = {}  # one non-finite flag per device the merge writes to
-        inputs = self._streamed(plan.tasks) if self.stream else ([self.fetch(*k) for k in t.inputs] for t in plan.tasks)
+        tasks = self._live(plan)
+        inputs = self._streamed(tasks) if self.stream else ([self.fetch(*k) for k in t.inputs] for t in tasks)
         with torch.no_grad():
-            for task, tensors in zip(plan.tasks, inputs):
+            for task, tensors in zip(tasks, inputs):
                 target = self.params[task.out_name]
                 if self.fused is not None and task.out_name in self.fusable and self.fused.supports(method, task):
                     flag = bad.get(target.device)

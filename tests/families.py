@@ -1,0 +1,82 @@
+"""Tiny seeded models of the transformers classes users merge, saved as the hub stores them, for the family tests:
+a base and fine-tunes of it (base + a task vector), in transformers 5's checkpoint names, and where the hub's
+checkpoints hold more (Pythia's per-layer attention buffers) with those too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+COMMON = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+
+
+def family_config(arch: str):
+    import transformers as tf
+
+    if arch == "gpt2":
+        return tf.GPT2Config(vocab_size=64, n_embd=32, n_layer=3, n_head=4, n_positions=64, bos_token_id=1,
+                             eos_token_id=2)
+    if arch == "gpt_neox":
+        return tf.GPTNeoXConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                num_attention_heads=4, max_position_embeddings=64, tie_word_embeddings=False,
+                                bos_token_id=1, eos_token_id=2)
+    extra = {
+        "llama": (tf.LlamaConfig, {}), "mistral": (tf.MistralConfig, {}), "qwen2": (tf.Qwen2Config, {}),
+        "qwen3": (tf.Qwen3Config, {"head_dim": 8}), "gemma2": (tf.Gemma2Config, {"head_dim": 8}),
+        "gemma3_text": (tf.Gemma3TextConfig, {"head_dim": 8}), "phi3": (tf.Phi3Config, {}),
+        "stablelm": (tf.StableLmConfig, {}), "starcoder2": (tf.Starcoder2Config, {}),
+        "mixtral": (tf.MixtralConfig, {"num_local_experts": 4, "num_experts_per_tok": 2}),
+        "qwen3_moe": (tf.Qwen3MoeConfig, {"head_dim": 8, "num_experts": 4, "num_experts_per_tok": 2,
+                                           "moe_intermediate_size": 32, "decoder_sparse_step": 1}),
+    }
+    cls, more = extra[arch]
+    return cls(**COMMON, **more)
+
+
+def pythia_buffers(state: dict, config) -> dict:
+    """The per-layer buffers Pythia's hub checkpoints hold (and mergekit's gpt-neox definition expects)."""
+    n = config.max_position_embeddings
+    head = config.hidden_size // config.num_attention_heads
+    rot = head // 4  # Pythia rotates a quarter of each head
+    for i in range(config.num_hidden_layers):
+        state[f"gpt_neox.layers.{i}.attention.bias"] = torch.tril(torch.ones(n, n, dtype=torch.bool)).view(1, 1, n, n)
+        state[f"gpt_neox.layers.{i}.attention.masked_bias"] = torch.tensor(-1e9)
+        state[f"gpt_neox.layers.{i}.attention.rotary_emb.inv_freq"] = 1.0 / (10000 ** (torch.arange(0, rot, 2).float() / rot))
+    return state
+
+
+def build_family(root: Path, arch: str, n_tunes: int = 2, seed: int = 0) -> dict[str, Path]:
+    """base, ft0, ft1...: folders with config.json and model.safetensors (no tokenizer: merges do not need one)."""
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    config = family_config(arch)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    config.architectures = [type(model).__name__]
+    base = {}
+    for name, t in model.state_dict().items():
+        g = torch.Generator().manual_seed(hash(name) % 2**31)
+        base[name] = (torch.randn(t.shape, generator=g) * 0.1 + (1.0 if t.dim() == 1 else 0.0)).to(t.dtype) \
+            if t.is_floating_point() else t.clone()
+    tied = getattr(config, "tie_word_embeddings", False)
+    out = {}
+    for i, name in enumerate(["base", *[f"ft{j}" for j in range(n_tunes)]]):
+        g = torch.Generator().manual_seed(seed * 100 + i)
+        state = {k: (v + 0.02 * torch.randn(v.shape, generator=g)) if i and v.is_floating_point() else v.clone()
+                 for k, v in base.items()}
+        if tied:
+            state.pop("lm_head.weight", None)  # as saved: a tied head is not stored
+        if arch == "gpt_neox":  # Pythia as on the hub: the head under its old name, the attention buffers stored
+            state["embed_out.weight"] = state.pop("lm_head.weight")
+            state = pythia_buffers(state, config)
+        folder = root / name
+        folder.mkdir(parents=True)
+        save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"),
+                  metadata={"format": "pt"})
+        config.save_pretrained(str(folder))
+        out[name] = folder
+    return out
+
