@@ -41,14 +41,23 @@ def _multi_objective(**bounds: float) -> Callable[[dict, Any], None]:
     return change
 
 
+def _text(ctx: Any, name: str, content: str) -> str:
+    path = ctx.tmp / name
+    path.write_text(content)
+    return str(path)
+
+
 def _documents_with(extra: dict) -> Callable[[dict, Any], None]:
-    """Perplexity over 6 documents, scored one by one (an evaluator with items), plus `extra`."""
+    """Perplexity over 6 documents, scored one by one (an evaluator with items), plus `extra` (`fitness: None`:
+    a 7th document of one word)."""
 
     def change(cfg: dict, ctx: Any) -> None:
-        docs = ctx.tmp / "docs.txt"
-        docs.write_text("\n\n".join(" ".join(f"w{(i * j) % 61}" for i in range(40)) for j in range(1, 7)))
-        cfg["fitness"] = [{"name": "perplexity", "data": str(docs), "unit": "documents", "max_length": 32}]
-        cfg.update(extra)
+        docs = ["\n\n".join(" ".join(f"w{(i * j) % 61}" for i in range(40)) for j in range(1, 7))]
+        if "fitness" in extra:
+            docs.append("w5")
+        path = _text(ctx, "docs.txt", "\n\n".join(docs))
+        cfg["fitness"] = [{"name": "perplexity", "data": path, "unit": "documents", "max_length": 32}]
+        cfg.update({k: v for k, v in extra.items() if k != "fitness"})
 
     return change
 
@@ -92,6 +101,11 @@ SEARCH_CONFIGS: list[tuple[str, Callable[[dict, Any], None], str]] = [
     # what needs no model is refused before any model is opened (the source here is missing as well)
     ("racing-needs-items-before-models", _with_missing_model({"racing": {}}), "racing needs"),
     ("subset-needs-items-before-models", _with_missing_model({"subset": {}}), "subset needs"),
+    # data that scores nothing: refused at the first candidate (the tokenizer is the model's), and the new run
+    # leaves nothing behind
+    ("text-that-tokenizes-to-nothing", _set("fitness.0.data", lambda ctx: _text(ctx, "one.txt", "w1")),
+     "gives no token to predict"),
+    ("a-document-that-tokenizes-to-nothing", _documents_with({"fitness": None}), "document 7"),
 ]
 
 # `run:` model references that do not resolve: (id, reference(ctx), expected). ctx.run is a finished run folder

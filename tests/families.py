@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from conftest import save_tokenizer
+
 COMMON = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
               num_key_value_heads=2, max_position_embeddings=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)
 
@@ -48,7 +50,7 @@ def pythia_buffers(state: dict, config) -> dict:
 
 
 def build_family(root: Path, arch: str, n_tunes: int = 2, seed: int = 0) -> dict[str, Path]:
-    """base, ft0, ft1...: folders with config.json and model.safetensors (no tokenizer: merges do not need one)."""
+    """base, ft0, ft1...: folders with config.json, model.safetensors and the tests' word-level tokenizer."""
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM
 
@@ -77,6 +79,7 @@ def build_family(root: Path, arch: str, n_tunes: int = 2, seed: int = 0) -> dict
         save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"),
                   metadata={"format": "pt"})
         config.save_pretrained(str(folder))
+        save_tokenizer(folder)
         out[name] = folder
     return out
 

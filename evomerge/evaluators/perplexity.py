@@ -73,7 +73,10 @@ class Perplexity(Evaluator):
         if o.max_tokens:
             ids = ids[: o.max_tokens]
         nll, count = self._windows_nll(model, self._windows(ids))
-        mean = nll / max(count, 1)
+        if count == 0:  # else perplexity 1.0: the best possible fitness for scoring nothing
+            raise UserError(f"{o.data} gives no token to predict: it tokenizes to {len(ids)} token(s) with this "
+                            "model's tokenizer", "perplexity")
+        mean = nll / count
         return {"perplexity": math.exp(mean), "neg_log_perplexity": -mean}
 
     def _windows(self, ids: torch.Tensor) -> list[torch.Tensor]:
@@ -92,6 +95,10 @@ class Perplexity(Evaluator):
         for j, (a, b) in zip(owner, self._per_window(model, windows)):
             nll[j] += a
             count[j] += b
+        empty = [i for i, c in zip(indices, count) if c == 0]
+        if empty:  # a document that scores nothing would be a perfect item (log-likelihood 0)
+            raise UserError(f"document {empty[0] + 1} of {self.options.data} gives no token to predict (it "
+                            "tokenizes to fewer than 2 tokens): remove it, or join it to its neighbour", "perplexity")
         return [{"nll": a, "tokens": float(b), "neg_log_perplexity": -a / max(b, 1)} for a, b in zip(nll, count)]
 
     def aggregate_items(self, items: list[dict[str, float]]) -> dict[str, float]:

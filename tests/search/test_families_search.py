@@ -1,0 +1,40 @@
+"""A parameter-space search runs on every family users evolve, and its best exports to a folder that re-scores
+exactly what the search recorded (Pythia's stored attention buffers, GPT-2's tied head, fused MoE experts)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from families import build_family
+from helpers import cli
+
+ARCHS = ["gpt2", "gpt_neox", "mixtral", "qwen3_moe", "gemma3_text", "phi3", "starcoder2"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_search_and_export_rescore_exactly(arch, tmp_path, capsys):
+    m = build_family(tmp_path / "models", arch)
+    text = tmp_path / "text.txt"
+    text.write_text(" ".join(f"w{(i * 7) % 61}" for i in range(200)))
+    cfg = {
+        "merge": {"merge_method": "dare_ties", "base_model": str(m["base"]),
+                  "models": [{"model": str(m["ft0"])}, {"model": str(m["ft1"])}]},
+        "genome": {"parameters": ["weight", "density"]},
+        "optimizer": {"name": "cma", "seed": 0, "popsize": 3},
+        "budget": {"max_trials": 3},
+        "fitness": [{"name": "perplexity", "data": str(text), "max_length": 32}],
+        "device": "cpu",
+    }
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert cli("search", path, "--run-dir", tmp_path / "run", "--quiet") == 0, capsys.readouterr().err
+    assert cli("status", tmp_path / "run", "--json") == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["completed"] == 3 and status["failed"] == 0
+    assert cli("export", tmp_path / "run", tmp_path / "best", "--quiet") == 0
+    capsys.readouterr()
+    assert cli("eval", tmp_path / "best", "--config", path, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["fitness"] == status["best"]["fitness"]
