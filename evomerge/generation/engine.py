@@ -10,8 +10,9 @@ which are cut off), so the CPU can queue kernels ahead of the GPU.
 The engine computes with the model's own modules and weights (norms, projections, rotary embedding, the
 model's `apply_rotary_pos_emb`), read at call time: a live merge that overwrites weights in place is seen by
 the next call, and a data-flow hop model runs with one cache slot per hop. It supports the Llama family
-(Llama, Mistral, Qwen2, SmolLM2: RMSNorm, rotary, grouped-query attention, gated MLP); `supports(model)` says
-when it does not apply, and callers then use plain `generate`. Greedy output equals plain greedy decoding up to
+and its relatives (Llama, Mistral, Qwen2, SmolLM2, Qwen3 with its per-head q/k norms, and the MoE models Mixtral,
+Qwen2-MoE and Qwen3-MoE, whose MLP block runs as the model's own module); `supports(model)` says when it does not
+apply (Gemma 2/3, Phi-3, GPT-2, GPT-NeoX, ...), and callers then use plain `generate`, saying so once. Greedy output equals plain greedy decoding up to
 floating-point ties (tested token for token in float32 on CPU).
 """
 
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 
 from evomerge.core.architecture import layers_and_scales
 
-FAMILY = ("llama", "mistral", "qwen2")
+FAMILY = ("llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe")
 
 
 def supports(model: Any, max_len: int | None = None) -> str | None:
@@ -45,8 +46,8 @@ def supports(model: Any, max_len: int | None = None) -> str | None:
         attn, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
         if attn is None or mlp is None or not all(hasattr(attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj")):
             return "a layer is not a standard attention + MLP block"
-        if not all(hasattr(mlp, n) for n in ("gate_proj", "up_proj", "down_proj", "act_fn")):
-            return "a layer's MLP is not gated"
+        if not callable(mlp):
+            return "a layer's MLP is not a module"
     if len({p.device for p in model.parameters()}) > 1:
         return "the model is spread over several devices"
     window = getattr(cfg, "sliding_window", None)
@@ -122,8 +123,11 @@ class Engine:
                 h = h * scale
             attn, mlp = layer.self_attn, layer.mlp
             x = layer.input_layernorm(h)
-            q = attn.q_proj(x).view(b, t, -1, self.head_dim).transpose(1, 2)
-            k = attn.k_proj(x).view(b, t, -1, self.head_dim).transpose(1, 2)
+            q = attn.q_proj(x).view(b, t, -1, self.head_dim)
+            k = attn.k_proj(x).view(b, t, -1, self.head_dim)
+            if getattr(attn, "q_norm", None) is not None:  # Qwen3: RMSNorm over each head's query and key
+                q, k = attn.q_norm(q), attn.k_norm(k)
+            q, k = q.transpose(1, 2), k.transpose(1, 2)
             v = attn.v_proj(x).view(b, t, -1, self.head_dim).transpose(1, 2)
             q, k = self._rope(attn)(q, k, cos, sin)
             if write_at is None and offset:
@@ -144,7 +148,7 @@ class Engine:
                                                    scale=attn.scaling, enable_gqa=self.n_kv != self.n_heads)
             h = h + attn.o_proj(o.transpose(1, 2).reshape(b, t, -1))
             x = layer.post_attention_layernorm(h)
-            h = h + mlp.down_proj(mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x))
+            h = h + mlp(x)  # the model's own block: a gated MLP, or a sparse mixture of experts
         return inner.norm(h)
 
     # -- generation ---------------------------------------------------------------------------------------------

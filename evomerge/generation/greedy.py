@@ -8,6 +8,8 @@ is cut. Output equals plain `generate` greedy decoding of each prompt.
 
 from __future__ import annotations
 
+import sys
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +49,10 @@ class StopOnStrings:
         return torch.tensor([any(s in t for s in self.stop) for t in texts], device=input_ids.device)
 
 
+def _on_gpu(model: Any) -> bool:
+    return next(model.parameters()).device.type == "cuda"
+
+
 def use_engine(model: Any, choice: str, max_len: int | None = None) -> bool:
     """'fast' forces the engine (an error if it cannot run the model), 'hf' forces `generate`, 'auto' takes the
     engine on a GPU whenever it supports the model."""
@@ -61,7 +67,12 @@ def use_engine(model: Any, choice: str, max_len: int | None = None) -> bool:
 
             raise UserError(f"engine: fast cannot run this model ({why}); use engine: auto or hf")
         return True
-    return why is None and next(model.parameters()).device.type == "cuda"
+    on_gpu = _on_gpu(model)
+    if why is not None and on_gpu and not model.__dict__.get("_evomerge_engine_said"):
+        model.__dict__["_evomerge_engine_said"] = True  # once per model object, not once per batch
+        print(f"note: the fast generation engine cannot run this model ({why}); generating with transformers' "
+              "generate", file=sys.stderr)
+    return why is None and on_gpu
 
 
 def engine_for(model: Any, batch_size: int) -> Any:

@@ -1,4 +1,5 @@
-"""The fast generation engine equals plain greedy `generate` token for token (float32, CPU), on tiny Llama,
+"""The fast generation engine equals plain greedy `generate` token for token (float32, CPU), on tiny Llama, Qwen3,
+Mixtral and Qwen3-MoE models (other families fall back to `generate`, saying so once), and on tiny Llama,
 Mistral and Qwen2 models, the real SmolLM2, data-flow hop models and live merges; finished rows stop costing."""
 
 from __future__ import annotations
@@ -144,3 +145,40 @@ def test_the_smollm2_mgsm_header_is_shared(smollm2):
     assert fast == greedy_generate(model, tok, prompts, engine="hf", **kw)
     shared = engine_for(model, 3).stats["shared_prefix"]
     assert shared >= 0.4 * min(len(tok(p).input_ids) for p in prompts)
+
+
+ENGINE_FAMILIES = ["qwen3", "mixtral", "qwen3_moe"]
+FALLBACK_FAMILIES = ["gemma2", "gemma3_text", "phi3", "starcoder2", "stablelm", "gpt2", "gpt_neox"]
+
+
+@pytest.fixture(scope="module")
+def family_models(tmp_path_factory):
+    """One tiny model of each family beyond the Llama-likes, loaded from its saved folder as users load it."""
+    from transformers import AutoModelForCausalLM
+
+    from families import build_family
+
+    root = tmp_path_factory.mktemp("engine-families")
+    return {arch: AutoModelForCausalLM.from_pretrained(str(build_family(root / arch, arch, n_tunes=0)["base"]),
+                                                       dtype=torch.float32).eval()
+            for arch in ENGINE_FAMILIES + FALLBACK_FAMILIES}
+
+
+@pytest.mark.parametrize("arch", ENGINE_FAMILIES)
+def test_the_engine_equals_plain_greedy_on_qwen3_and_mixtures_of_experts(family_models, arch):
+    model = family_models[arch]
+    assert supports(model) is None
+    ours = Engine(model, max_batch=3, sync_every=4).generate(PROMPTS, 10)
+    assert ours == [hf_greedy(model, p, 10) for p in PROMPTS]
+
+
+@pytest.mark.parametrize("arch", FALLBACK_FAMILIES)
+def test_other_families_fall_back_to_generate_saying_so_once(family_models, arch, capsys, monkeypatch):
+    from evomerge.generation import greedy
+
+    model = family_models[arch]
+    assert supports(model) is not None
+    monkeypatch.setattr(greedy, "_on_gpu", lambda m: True)  # where `auto` would take the engine
+    assert not greedy.use_engine(model, "auto") and not greedy.use_engine(model, "auto")
+    err = capsys.readouterr().err
+    assert err.count("cannot run this model") == 1 and "transformers' generate" in err
