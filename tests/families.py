@@ -49,8 +49,39 @@ def pythia_buffers(state: dict, config) -> dict:
     return state
 
 
-def build_family(root: Path, arch: str, n_tunes: int = 2, seed: int = 0) -> dict[str, Path]:
-    """base, ft0, ft1...: folders with config.json, model.safetensors and the tests' word-level tokenizer."""
+def per_expert(state: dict, arch: str) -> dict:
+    """Mixture-of-experts tensors as the hub stores them, one per expert (transformers 5 fuses them on load):
+    Mixtral's `block_sparse_moe.experts.N.w1/w3/w2` and `block_sparse_moe.gate`, Qwen-MoE's
+    `mlp.experts.N.gate_proj/up_proj/down_proj`."""
+    out = {}
+    for name, t in state.items():
+        if name.endswith("mlp.experts.gate_up_proj"):
+            layer = name[: -len("mlp.experts.gate_up_proj")]
+            half = t.shape[1] // 2
+            for e in range(t.shape[0]):
+                gate, up = t[e, :half].clone(), t[e, half:].clone()
+                if arch == "mixtral":
+                    out[f"{layer}block_sparse_moe.experts.{e}.w1.weight"] = gate
+                    out[f"{layer}block_sparse_moe.experts.{e}.w3.weight"] = up
+                else:
+                    out[f"{layer}mlp.experts.{e}.gate_proj.weight"] = gate
+                    out[f"{layer}mlp.experts.{e}.up_proj.weight"] = up
+        elif name.endswith("mlp.experts.down_proj"):
+            layer = name[: -len("mlp.experts.down_proj")]
+            for e in range(t.shape[0]):
+                key = f"block_sparse_moe.experts.{e}.w2.weight" if arch == "mixtral" else f"mlp.experts.{e}.down_proj.weight"
+                out[layer + key] = t[e].clone()
+        elif arch == "mixtral" and name.endswith("mlp.gate.weight"):
+            out[name.replace("mlp.gate.weight", "block_sparse_moe.gate.weight")] = t
+        else:
+            out[name] = t
+    return out
+
+
+def build_family(root: Path, arch: str, n_tunes: int = 2, seed: int = 0, hub_experts: bool = False
+                 ) -> dict[str, Path]:
+    """base, ft0, ft1...: folders with config.json, model.safetensors and the tests' word-level tokenizer
+    (`hub_experts`: mixture-of-experts tensors one per expert, as the hub stores them)."""
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM
 
@@ -74,6 +105,8 @@ def build_family(root: Path, arch: str, n_tunes: int = 2, seed: int = 0) -> dict
         if arch == "gpt_neox":  # Pythia as on the hub: the head under its old name, the attention buffers stored
             state["embed_out.weight"] = state.pop("lm_head.weight")
             state = pythia_buffers(state, config)
+        if hub_experts:
+            state = per_expert(state, arch)
         folder = root / name
         folder.mkdir(parents=True)
         save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"),

@@ -159,3 +159,58 @@ def checkpoint_to_runtime(model: Any, names: list[str], state: dict) -> dict[str
     except (ImportError, AttributeError, TypeError):
         pass  # an older or newer transformers: the missing-name check below reports it
     return mapping
+
+
+@dataclass(frozen=True)
+class FusedView:
+    """Where a per-expert checkpoint tensor lives inside a runtime tensor that fuses a layer's experts (transformers 5
+    stores `mlp.experts.gate_up_proj` [experts, 2 x inner, hidden] and `mlp.experts.down_proj`): expert `expert`,
+    rows `offset`..`offset + rows` (the n-th of the concatenated projections, gate before up)."""
+
+    runtime: str
+    expert: int
+    offset: int
+    rows: int
+
+    def of(self, fused: Any) -> Any:
+        return fused[self.expert].narrow(0, self.offset, self.rows)
+
+
+def fused_views(model: Any, names: list[str], shapes: dict[str, tuple], state: dict,
+                runtime: dict[str, str]) -> dict[str, FusedView]:
+    """For checkpoint tensors that transformers' loading stacks into one fused tensor per layer (hub Mixtral's
+    `block_sparse_moe.experts.N.w1`, Qwen-MoE's `mlp.experts.N.gate_proj`), the view of the fused runtime tensor
+    each one is; the live model merges into those views in place. Only stacking experts (and concatenating the
+    stacks along the rows) is known; another conversion is refused by name."""
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+    except ImportError:
+        return {}
+    transforms = get_model_conversion_mapping(model)
+    renamings = [x for x in transforms if isinstance(x, WeightRenaming)]
+    converters = [x for x in transforms if isinstance(x, WeightConverter)]
+    prefix = getattr(model, "base_model_prefix", None)
+    views = {}
+    for n in names:
+        target = runtime.get(n)
+        if target not in state or tuple(state[target].shape) == tuple(shapes[n]):
+            continue
+        renamed = rename_source_key(n, renamings, [], prefix, state)[0]
+        for conv in converters:
+            ops = [type(op).__name__ for op in conv.operations]
+            for p, pattern in enumerate(conv.source_patterns):
+                m = re.search(re.escape(pattern).replace(r"\*", r"(\d+)"), renamed)
+                if m is None:
+                    continue
+                if ops not in (["MergeModulelist"], ["MergeModulelist", "Concatenate"]) or \
+                        getattr(conv.operations[0], "dim", 0) != 0 or \
+                        (len(ops) == 2 and getattr(conv.operations[1], "dim", 1) != 1):
+                    raise UserError(f"{n}: transformers fuses it into {target} by {ops}, which live merges do not "
+                                    "map yet; merge and export the recipe instead (`evomerge merge`)")
+                rows = shapes[n][0]
+                views[n] = FusedView(target, int(m.group(1)), p * rows, rows)
+                break
+            if n in views:
+                break
+    return views

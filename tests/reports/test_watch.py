@@ -51,3 +51,19 @@ def test_a_finished_run_is_shown_once(family, target, tmp_path):
     console = Console(record=True, width=100)
     watch(tmp_path / "run", interval=5, console=console)  # returns at once
     assert "6/6 trials" in console.export_text()
+
+
+def test_watch_with_json_streams_json_lines(family, target, tmp_path, capsys):
+    """`status --watch --json`: one JSON object per refresh (JSON Lines) for scripts, never the live view."""
+    import json
+
+    from helpers import cli
+
+    search(make_config(family, target, budget=6), tmp_path / "run")
+    capsys.readouterr()
+    assert cli("status", tmp_path / "run", "--watch", "--json", "--interval", "0.2") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1  # a finished run: its status once
+    status = json.loads(lines[0])
+    assert status["completed"] == 6 and status["running_now"] is False and status["best"]["trial"] >= 0
+    assert cli("status", tmp_path / "run", "--watch", "--interval", "0") == 2  # a refresh interval that spins

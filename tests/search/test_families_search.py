@@ -11,12 +11,15 @@ import yaml
 from families import build_family
 from helpers import cli
 
-ARCHS = ["gpt2", "gpt_neox", "mixtral", "qwen3_moe", "gemma3_text", "phi3", "starcoder2"]
+ARCHS = ["gpt2", "gpt_neox", "mixtral", "qwen3_moe", "gemma3_text", "phi3", "starcoder2", "mixtral-hub",
+         "qwen3_moe-hub"]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_search_and_export_rescore_exactly(arch, tmp_path, capsys):
-    m = build_family(tmp_path / "models", arch)
+    """`-hub`: the experts stored one tensor each, as on the hub (the live model merges into views of its fused
+    expert tensors; the export keeps the hub's layout)."""
+    m = build_family(tmp_path / "models", arch.removesuffix("-hub"), hub_experts=arch.endswith("-hub"))
     text = tmp_path / "text.txt"
     text.write_text(" ".join(f"w{(i * 7) % 61}" for i in range(200)))
     cfg = {
@@ -38,3 +41,7 @@ def test_search_and_export_rescore_exactly(arch, tmp_path, capsys):
     capsys.readouterr()
     assert cli("eval", tmp_path / "best", "--config", path, "--json") == 0
     assert json.loads(capsys.readouterr().out)["fitness"] == status["best"]["fitness"]
+    if arch.endswith("-hub"):
+        from conftest import load_state
+
+        assert any(".experts.1." in n for n in load_state(tmp_path / "best"))
