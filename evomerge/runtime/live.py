@@ -18,7 +18,7 @@ from evomerge.core.devices import pick_device
 from evomerge.core.dtypes import torch_dtype
 from evomerge.merging.merge import merge_task, merge_task_into
 from evomerge.sources.models import ModelPool, load_tokenizer
-from evomerge.core.architecture import checkpoint_to_runtime, fused_views, ignored_on_load, is_vlm
+from evomerge.core.architecture import checkpoint_to_runtime, ignored_on_load, is_vlm
 from evomerge.merging.plan import MergePlan, plan_merge
 from evomerge.merging.recipe import Recipe
 
@@ -79,11 +79,8 @@ class LiveMerge:
         missing = [n for n in self.names if runtime[n] not in state and n not in self.skipped]
         if missing:
             raise UserError(f"the model class has no parameter {missing[0]}", plan.donor)
-        # per-expert checkpoint tensors (hub Mixtral, Qwen-MoE) are views into the runtime's fused expert tensors
+        self.params = {n: state[runtime[n]] for n in self.names if n not in self.skipped}
         shapes = {t.out_name: tuple(pool.get(t.inputs[0][0]).infos[t.inputs[0][1]].shape) for t in plan.tasks}
-        views = fused_views(self.model, self.names, shapes, state, runtime)
-        self.params = {n: views[n].of(state[runtime[n]]) if n in views else state[runtime[n]]
-                       for n in self.names if n not in self.skipped}
         wrong = [n for n, p in self.params.items() if tuple(p.shape) != shapes[n]]
         if wrong:
             raise UserError(f"{wrong[0]} {list(shapes[wrong[0]])} has no counterpart of its shape in the model class "

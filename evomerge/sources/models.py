@@ -24,6 +24,7 @@ from safetensors import safe_open
 from evomerge.core.dtypes import SAFETENSORS, torch_dtype
 from evomerge.core.errors import UserError, reason
 from evomerge.core.references import HUB_ID, download, resolve_scheme, scheme_of, split_reference
+from evomerge.sources.experts import ExpertFusion, expert_fusion
 
 TOKENIZER_FILES = (
     "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model", "added_tokens.json",
@@ -56,6 +57,8 @@ class ModelSource:
     _memory: dict[str, torch.Tensor] | None = field(default=None, repr=False)
     _stack: ExitStack = field(default_factory=ExitStack, repr=False)
     _config: Any = field(default=None, repr=False)
+    _fusion: Any = field(default=None, repr=False)  # an evomerge.sources.experts.ExpertFusion: experts read fused
+    _stored: dict[str, TensorInfo] = field(default_factory=dict, repr=False)  # with _fusion: the names as stored
 
     @property
     def config(self) -> Any:
@@ -93,6 +96,10 @@ class ModelSource:
         return t if self.lora is None else self.lora.apply(name, t)
 
     def _read(self, name: str, buffer: torch.Tensor | None = None) -> torch.Tensor:
+        if self._fusion is not None:
+            if name in self._fusion.fused:  # a layer's experts, stacked (and their projections concatenated)
+                return torch.stack([torch.cat([self._read(n) for n in expert]) for expert in self._fusion.fused[name]])
+            name = self._fusion.renamed.get(name, name)
         if self._memory is not None:
             return self._memory[name]
         span = self._spans.get(name)
@@ -136,7 +143,7 @@ class ModelSource:
                ) -> torch.Tensor:
         """The tensor read with pread(2) into memory of its own: the file stays in the page cache, shared and
         not counted in this process's RSS as an mmap would be, and threads may read side by side."""
-        info = self.infos[name]
+        info = self._stored.get(name) or self.infos[name]
         fd = self._fds.get(path)
         if fd is None:
             fd = self._fds[path] = os.open(path, os.O_RDONLY)
@@ -281,7 +288,25 @@ def _open_plain(ref: str) -> ModelSource:
             spans.update(_spans(f, infos))
         except Exception as e:
             raise UserError(f"cannot read {f.name}: {reason(e)}", ref) from None
-    return ModelSource(ref=ref, folder=folder, config_json=config, infos=infos, _files=owner, _spans=spans)
+    fusion = expert_fusion(config.get("model_type"), list(infos))
+    stored = infos if fusion is not None else {}
+    if fusion is not None:
+        infos = _fused_infos(infos, fusion)  # the stored names stay readable through their spans
+    return ModelSource(ref=ref, folder=folder, config_json=config, infos=infos, _files=owner, _spans=spans,
+                       _fusion=fusion, _stored=stored)
+
+
+def _fused_infos(infos: dict[str, TensorInfo], fusion: ExpertFusion) -> dict[str, TensorInfo]:
+    """The tensors as transformers 5 holds them: experts fused, stored names renamed (sources/experts.py)."""
+    members = {n for experts in fusion.fused.values() for e in experts for n in e}
+    old_names = set(fusion.renamed.values())
+    out = {n: i for n, i in infos.items() if n not in members and n not in old_names}
+    out.update({new: infos[old] for new, old in fusion.renamed.items()})
+    for name, experts in fusion.fused.items():
+        first = infos[experts[0][0]]
+        rows = sum(infos[n].shape[0] for n in experts[0])
+        out[name] = TensorInfo((len(experts), rows, *first.shape[1:]), first.dtype)
+    return out
 
 
 def _spans(path: Path, infos: dict[str, TensorInfo]) -> dict[str, tuple[Path, int, int]]:

@@ -1,7 +1,9 @@
 """Every family users merge merges equal to mergekit 0.1.5 (the reference for recipe semantics), on tiny seeded
 models of each transformers class saved as the hub stores them: a merge with a base (TIES: top-k and sign
 election over each whole tensor, fused expert tensors included), a passthrough of two slices (embeddings from the
-first slice, final norm and output head from the last), and slerp for the families whose tensors are fused."""
+first slice, final norm and output head from the last), and slerp for the families whose tensors are fused.
+Mixture-of-experts checkpoints come in both layouts (transformers 5's fused one, and the hub's one tensor per
+expert, which both tools read fused: evomerge/sources/experts.py); the outputs are compared tensor for tensor."""
 
 from __future__ import annotations
 
@@ -20,7 +22,10 @@ ARCHS = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", 
 @pytest.fixture(scope="module")
 def families(tmp_path_factory):
     root = tmp_path_factory.mktemp("families")
-    return {arch: build_family(root / arch, arch) for arch in ARCHS}
+    out = {arch: build_family(root / arch, arch) for arch in ARCHS}
+    for arch in ("mixtral", "qwen3_moe"):  # experts one tensor each, as the hub stores them
+        out[f"{arch}-hub"] = build_family(root / f"{arch}-hub", arch, hub_experts=True)
+    return out
 
 
 def recipes(m: dict) -> dict[str, str]:
@@ -55,6 +60,8 @@ dtype: float32
 
 CASES = [(a, r) for a in ARCHS for r in ("ties", "passthrough")] + [(a, "slerp") for a in ("gpt_neox", "mixtral",
                                                                                             "qwen3_moe", "phi3")]
+# hub MoE checkpoints: a layer's experts are one tensor for TIES' top-k and slerp's norms, as in mergekit
+CASES += [(f"{a}-hub", r) for a in ("mixtral", "qwen3_moe") for r in ("ties", "slerp", "passthrough")]
 
 
 @pytest.mark.parametrize("arch, kind", CASES, ids=[f"{a}-{r}" for a, r in CASES])
