@@ -86,27 +86,39 @@ def detect_layout(names: list[str], config: Any, ref: str = "model") -> Layout:
 
 # -- the loaded model ---------------------------------------------------------------------------------------------
 
-DECODER_PATHS = (("model",), ("model", "language_model"), ("language_model", "model"))
+# (attributes from the top model to the decoder, the decoder's attribute holding its layer list)
+DECODERS = ((("model",), "layers"), (("model", "language_model"), "layers"), (("language_model", "model"), "layers"),
+            (("gpt_neox",), "layers"), (("transformer",), "h"))
+
+
+def decoder_and_layers(model: Any) -> tuple[tuple[str, ...], str]:
+    """Where a loaded model keeps its decoder layers: (attributes to the decoder, the layer list's name), e.g.
+    (('model',), 'layers') for Llama-likes, (('model', 'language_model'), 'layers') for LLaVA-style VLMs (whose
+    language model is what a path runs through), (('transformer',), 'h') for GPT-2, (('gpt_neox',), 'layers')."""
+    import torch
+
+    for path, attr in DECODERS:
+        m = model
+        for step in path:
+            m = getattr(m, step, None)
+        if isinstance(getattr(m, attr, None), torch.nn.ModuleList):
+            return path, attr
+    raise UserError(f"data-flow merging needs a decoder with a list of layers (got {type(model).__name__})")
 
 
 def decoder_path(model: Any) -> tuple[str, ...]:
-    """Attributes leading from the top model to the decoder holding `.layers`: ('model',) for causal LMs,
-    ('model', 'language_model') for LLaVA-style VLMs, whose language model is what a path runs through."""
-    for path in DECODER_PATHS:
-        m = model
-        for attr in path:
-            m = getattr(m, attr, None)
-        import torch
-
-        if isinstance(getattr(m, "layers", None), torch.nn.ModuleList):
-            return path
-    raise UserError(f"data-flow merging needs a decoder with a list of layers (got {type(model).__name__})")
+    return decoder_and_layers(model)[0]
 
 
 def decoder(model: Any) -> Any:
     for attr in decoder_path(model):
         model = getattr(model, attr)
     return model
+
+
+def decoder_layers(model: Any) -> Any:
+    """The loaded model's list of decoder layers."""
+    return getattr(decoder(model), decoder_and_layers(model)[1])
 
 
 @runtime_checkable

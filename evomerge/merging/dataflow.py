@@ -125,44 +125,59 @@ def export_dataflow(path: DataflowPath, out: Path, *, force: bool = False, progr
             base = cfg["architectures"][0]
             vlm = "text_config" in cfg and "vision_config" in cfg
             cls = "EvoDataflowForImageTextToText" if vlm else "EvoDataflowForCausalLM"
-            layers = "model.language_model.layers" if vlm else "model.layers"
+            layers = "model.language_model.layers" if vlm else _layer_list(staged)  # model.layers, transformer.h
             (staged / MODELING_FILE).write_text(
                 _MODELING.format(base=base, cls=cls, layers=layers, key=SCALES_KEY), encoding="utf-8")
             cfg[SCALES_KEY] = [h.scale for h in path.hops]
             cfg["architectures"] = [cls]
             auto = "AutoModelForImageTextToText" if vlm else "AutoModelForCausalLM"
             cfg["auto_map"] = {auto: f"{MODELING_FILE[:-3]}.{cls}"}
-            if vlm:
-                _rename_to_runtime(staged)
+            _rename_to_runtime(staged, vlm)
             (staged / "config.json").write_text(json.dumps(cfg, indent=2))
 
 
-def _rename_to_runtime(folder: Path) -> None:
-    """Store a VLM's tensors under the module names of the loaded model. Checkpoints keep older names
-    (`language_model.lm_head.weight`) that transformers renames when loading its own classes, but it applies no
-    renaming to custom code, which the scaled export needs."""
+def _layer_list(folder: Path) -> str:
+    """The attribute path of a written text model's layer list, from its tensor names (`model.layers`,
+    `transformer.h`, `gpt_neox.layers`): in a causal LM the checkpoint names are the module paths."""
+    from evomerge.core.architecture import detect_layout
+    from evomerge.sources.models import open_model
+
+    src = open_model(str(folder))
+    try:
+        return detect_layout(src.names(), src.plan_config, str(folder)).prefix.rstrip(".")
+    finally:
+        src.close()
+
+
+def _rename_to_runtime(folder: Path, vlm: bool) -> None:
+    """Store the tensors under the module names of the loaded model. Checkpoints keep older names
+    (`language_model.lm_head.weight`, GPT-NeoX's `embed_out.weight`) that transformers renames when loading its own
+    classes, but it applies no renaming to custom code, which the scaled export needs: without this, such a head
+    would load as random weights. Buffers that loading drops anyway (Pythia's attention masks) are left out."""
     import json
 
     from safetensors.torch import load_file, save_file
-    from transformers import AutoConfig, AutoModelForImageTextToText
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
-    from evomerge.core.architecture import checkpoint_to_runtime
+    from evomerge.core.architecture import checkpoint_to_runtime, ignored_on_load
 
+    auto = AutoModelForImageTextToText if vlm else AutoModelForCausalLM
     with torch.device("meta"):
-        model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(str(folder)))
+        model = auto.from_config(AutoConfig.from_pretrained(str(folder)))
     state = model.state_dict()
     shards = sorted(folder.glob("*.safetensors"))
     renamed: dict[str, str] = {}
     for f in shards:
         tensors = load_file(str(f))
         mapping = checkpoint_to_runtime(model, list(tensors), state)
-        missing = [n for n in tensors if mapping[n] not in state]
+        dropped = {n for n in tensors if mapping[n] not in state and ignored_on_load(model, mapping[n])}
+        missing = [n for n in tensors if mapping[n] not in state and n not in dropped]
         if missing:
             raise RuntimeError(f"no module of the model holds {missing[0]}")
-        save_file({mapping[n]: t for n, t in tensors.items()}, str(f), metadata={"format": "pt"})
-        renamed.update(mapping)
+        save_file({mapping[n]: t for n, t in tensors.items() if n not in dropped}, str(f), metadata={"format": "pt"})
+        renamed.update({n: m for n, m in mapping.items() if n not in dropped})
     index = folder / "model.safetensors.index.json"
     if index.exists():
         data = json.loads(index.read_text())
-        data["weight_map"] = {renamed.get(k, k): v for k, v in data["weight_map"].items()}
+        data["weight_map"] = {renamed[k]: v for k, v in data["weight_map"].items() if k in renamed}
         index.write_text(json.dumps(data, indent=2))

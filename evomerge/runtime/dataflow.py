@@ -73,12 +73,12 @@ class HopModel:
     model is then the same VLM class with its language model's layers replaced by the path."""
 
     def __init__(self, model_a: torch.nn.Module, model_b: torch.nn.Module):
-        from evomerge.core.architecture import decoder, decoder_path, is_vlm
+        from evomerge.core.architecture import decoder_and_layers, decoder_layers, is_vlm
 
         self.a, self.b = model_a, model_b
-        self.path_a = decoder_path(model_a)
+        self.path_a, self.attr = decoder_and_layers(model_a)
         self.vlm = is_vlm(model_a.config)
-        self.layers_a, self.layers_b = decoder(model_a).layers, decoder(model_b).layers
+        self.layers_a, self.layers_b = decoder_layers(model_a), decoder_layers(model_b)
         pb = dict(self.layers_b[0].named_parameters())
         for name, pa in self.layers_a[0].named_parameters():
             if name not in pb or pb[name].shape != pa.shape:
@@ -102,12 +102,12 @@ class HopModel:
                     setattr(dst, name, child)
             src, dst = getattr(src, attr), getattr(dst, attr)
         for name, child in src.named_children():
-            if name != "layers":
+            if name != self.attr:
                 setattr(dst, name, child)
-        dst.layers = torch.nn.ModuleList(
+        setattr(dst, self.attr, torch.nn.ModuleList(
             _HopLayer((self.layers_a if h.model == "a" else self.layers_b)[h.layer], i, h.scale)
             for i, h in enumerate(path.hops)
-        )
+        ))
         left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
         if left:
             raise RuntimeError(f"hop model left tensors on the meta device: {left[:3]}")

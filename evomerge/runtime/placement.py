@@ -39,14 +39,14 @@ def layer_blocks(num_layers: int, n_devices: int) -> list[int]:
 
 def module_device_map(model: Any, devices: list[torch.device]) -> dict[str, torch.device]:
     """Top-level module names of the model (as accelerate's dispatch_model takes them) -> device."""
-    from evomerge.core.architecture import decoder_path
+    from evomerge.core.architecture import decoder_and_layers
 
-    path = decoder_path(model)
+    path, layers = decoder_and_layers(model)
     decoder = model
     for attr in path:
         decoder = getattr(decoder, attr)
     prefix = ".".join(path)
-    blocks = layer_blocks(len(decoder.layers), len(devices))
+    blocks = layer_blocks(len(getattr(decoder, layers)), len(devices))
     first, last = devices[0], devices[-1]
     out: dict[str, torch.device] = {}
     # everything above the decoder on the first device except the head; the decoder's own children likewise
@@ -57,14 +57,14 @@ def module_device_map(model: Any, devices: list[torch.device]) -> dict[str, torc
                 names.append(".".join(path[:depth] + (name,)))
         parent = getattr(parent, attr)
     for name, _ in decoder.named_children():
-        if name != "layers":
+        if name != layers:
             names.append(f"{prefix}.{name}")
     tied = bool(getattr(getattr(model, "config", None), "tie_word_embeddings", False))
     for name in names:
         late = name.endswith("lm_head") or name.endswith(".norm") or name == "lm_head"
         out[name] = last if late and not (tied and name.endswith("lm_head")) else first
     for i, block in enumerate(blocks):
-        out[f"{prefix}.layers.{i}"] = devices[block]
+        out[f"{prefix}.{layers}.{i}"] = devices[block]
     if tied:  # a tied head shares the embedding matrix: both on the embedding's device
         for name in names:
             if name.endswith("lm_head"):

@@ -45,3 +45,34 @@ def test_search_and_export_rescore_exactly(arch, tmp_path, capsys):
 
         names = set(load_state(tmp_path / "best"))
         assert "model.layers.0.mlp.experts.gate_up_proj" in names and not any(".experts.1." in n for n in names)
+
+
+DFS_ARCHS = ["llama", "qwen3", "gemma2", "gemma3_text", "phi3", "stablelm", "starcoder2", "mixtral",
+             "qwen3_moe", "gpt2", "gpt_neox"]
+
+
+@pytest.mark.parametrize("arch", DFS_ARCHS)
+def test_dataflow_search_and_export_rescore_exactly(arch, tmp_path, capsys):
+    """A data-flow search over two models of the family (layers of both, in a new order, with scales), its best
+    exported as a model that loads and re-scores exactly what the search recorded."""
+    m = build_family(tmp_path / "models", arch)
+    text = tmp_path / "text.txt"
+    text.write_text(" ".join(f"w{(i * 7) % 61}" for i in range(200)))
+    cfg = {
+        "dataflow": {"model_a": str(m["ft0"]), "model_b": str(m["ft1"]), "repeats": 1, "scales": True},
+        "optimizer": {"name": "cma", "seed": 0, "popsize": 3},
+        "budget": {"max_trials": 3},
+        "fitness": [{"name": "perplexity", "data": str(text), "max_length": 32}],
+        "device": "cpu",
+    }
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert cli("search", path, "--run-dir", tmp_path / "run", "--quiet") == 0, capsys.readouterr().err
+    assert cli("status", tmp_path / "run", "--json") == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["completed"] == 3 and status["failed"] == 0
+    assert cli("export", tmp_path / "run", tmp_path / "best", "--quiet") == 0
+    capsys.readouterr()
+    # the exported path ships its modeling code (layers run more than once, with scales): loading it is opt-in
+    assert cli("eval", tmp_path / "best", "--config", path, "--json", "--trust-remote-code") == 0
+    assert json.loads(capsys.readouterr().out)["fitness"] == status["best"]["fitness"]
