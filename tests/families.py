@@ -116,3 +116,39 @@ def build_family(root: Path, arch: str, n_tunes: int = 2, seed: int = 0, hub_exp
         out[name] = folder
     return out
 
+
+
+def build_llava_jp(folder: Path, lm: Path, seed: int = 7) -> Path:
+    """A tiny llava-jp as its project stores it: the GPT-2 language model of `lm` under its own names
+    (`transformer.h.N...`, `transformer.wte`, `lm_head`), a CLIP vision tower under `model.vision_tower.*`, a
+    two-layer MLP projector under `model.mm_projector.*`, and a config that says `model_type: llava` with GPT-2
+    fields (not transformers' LLaVA: the project loads it with its own LlavaGpt2ForCausalLM)."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(lm / "model.safetensors"))
+    g = torch.Generator().manual_seed(seed)
+    hidden = json.loads((lm / "config.json").read_text())["n_embd"]
+    vis, vision = 16, "model.vision_tower.vision_tower.vision_model."
+    extra = {f"{vision}embeddings.patch_embedding.weight": (vis, 3, 4, 4),
+             f"{vision}embeddings.position_embedding.weight": (17, vis),
+             f"{vision}post_layernorm.weight": (vis,), f"{vision}post_layernorm.bias": (vis,),
+             "model.mm_projector.0.weight": (hidden, vis), "model.mm_projector.0.bias": (hidden,),
+             "model.mm_projector.2.weight": (hidden, hidden), "model.mm_projector.2.bias": (hidden,)}
+    for i in range(2):  # the vision encoder's own layers (fewer than the LM's)
+        for part in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1"):
+            extra[f"{vision}encoder.layers.{i}.{part}.weight"] = (vis, vis)
+    state.update({n: torch.randn(s, generator=g) * 0.1 for n, s in extra.items()})
+    folder.mkdir(parents=True)
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((lm / "config.json").read_text())
+    config.update({"model_type": "llava", "architectures": ["LlavaGpt2ForCausalLM"],
+                   "mm_vision_tower": "openai/clip-vit-large-patch14-336", "mm_projector_type": "mlp2x_gelu",
+                   "mm_hidden_size": vis, "mm_vision_select_layer": -2, "image_aspect_ratio": "square"})
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    for f in lm.iterdir():
+        if f.name.startswith("tokenizer") or f.name == "special_tokens_map.json":
+            shutil.copy(f, folder / f.name)
+    return folder

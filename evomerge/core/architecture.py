@@ -40,6 +40,15 @@ def is_vlm(config: Any) -> bool:
     return getattr(config, "text_config", None) is not None and getattr(config, "vision_config", None) is not None
 
 
+# tensors of a vision side, in the layouts VLM checkpoints use (transformers' LLaVA and Qwen2-VL, and LLaVA-style
+# projects such as llava-jp that store `model.vision_tower.*` and `model.mm_projector.*` beside a text LM)
+_VISION_HINTS = ("vision_tower.", "mm_projector.", "multi_modal_projector.", "visual.", "vision_model.")
+
+
+def has_vision_tensors(names: list[str]) -> bool:
+    return any(h in n for n in names for h in _VISION_HINTS)
+
+
 def num_layers(config: Any) -> int:
     cfg = text_config(config)
     for key in ("num_hidden_layers", "n_layer", "num_layers"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from evomerge.core.architecture import Layout, detect_layout, is_vlm
+from evomerge.core.architecture import Layout, detect_layout
 from evomerge.core.errors import UserError
 from evomerge.merging.methods import MergeMethod, get_method
 from evomerge.merging.methods.base import ParamSpec
@@ -168,7 +168,7 @@ def plan_merge(recipe: Recipe, open_model: Opener, where: str = "recipe") -> Mer
         canonical = name[len(donor_root):] if name.startswith(donor_root) else name
         inputs = [(s.model, _alias(open_model(s.model), lm_root(open_model(s.model), layout(s.model)) + canonical))
                   for s in sl.sources]
-        if is_vlm(open_model(donor).plan_config) and not all(open_model(m).has(n) for m, n in inputs):
+        if open_model(donor).vlm and not all(open_model(m).has(n) for m, n in inputs):
             return TensorTask(name, [(donor, name)], None, {}, [{}], copy=True)
         return make_task(name, inputs, base, scopes, 0.0)
 
@@ -200,7 +200,7 @@ def lm_root(src: ModelSource, layout: Layout) -> str:
     """The prefix under which a model keeps a text LLM's tensor names: '' for a text model (whatever its own
     prefix: `gpt_neox.`, `transformer.`), 'language_model.' for a LLaVA-style VLM (`language_model.model.layers.N...`,
     `language_model.lm_head.weight`)."""
-    if not is_vlm(src.plan_config):
+    if not src.transformers_vlm:  # text models, and LLaVA-style projects that keep the LM's names at the top
         return ""
     for marker in ("model.layers.", "layers."):
         if layout.prefix.endswith(marker):
@@ -215,7 +215,7 @@ def output_donor(recipe: Recipe, open_model: Opener) -> str:
     if recipe.output_model:
         return recipe.output_model
     for ref in recipe.referenced_models():
-        if is_vlm(open_model(ref).plan_config):
+        if open_model(ref).vlm:
             return ref
     return recipe.base_model or recipe.referenced_models()[0]
 

@@ -56,6 +56,7 @@ class LiveMerge:
         self.names = [t.out_name for t in plan.tasks]
         self.in_dtype = torch_dtype(example.dtype) if example.dtype else None
         donor = pool.get(plan.donor)
+        donor.check_loadable()
         out_name = example.out_dtype or example.dtype
         first = plan.tasks[0].inputs[0]
         self.dtype = torch_dtype(out_name) if out_name else pool.get(first[0]).infos[first[1]].dtype

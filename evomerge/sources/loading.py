@@ -19,7 +19,7 @@ def load_for_eval(ref: str, device: str = "auto", dtype: str | None = None,
     target = pick_device(device)  # a bad or missing device fails before the model is read
     folder, gguf_file = resolve_reference(ref)
     if gguf_file is None:
-        open_model(ref)  # refuses pickled checkpoints before transformers would read them
+        open_model(ref).check_loadable(trust_remote_code)  # pickled weights, unbuildable VLMs: refused up front
         config = json.loads((folder / "config.json").read_text())
         if config.get("auto_map") and not trust_remote_code:
             raise UserError("this model ships its own modeling code (auto_map in config.json); "

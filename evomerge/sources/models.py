@@ -83,6 +83,34 @@ class ModelSource:
                 pass
         return self.config
 
+    @property
+    def vlm(self) -> bool:
+        """A vision-language model: its config says so (transformers' VLMs), or it holds a vision side beside its
+        language model (LLaVA-style projects such as llava-jp, whose config is a text model's)."""
+        from evomerge.core.architecture import has_vision_tensors, is_vlm
+
+        return is_vlm(self.plan_config) or has_vision_tensors(list(self.infos))
+
+    @property
+    def transformers_vlm(self) -> bool:
+        """A VLM that transformers' own classes load (its config has a text and a vision part)."""
+        from evomerge.core.architecture import is_vlm
+
+        return is_vlm(self.plan_config)
+
+    def check_loadable(self, trust_remote_code: bool = False) -> None:
+        """Refuse a model that transformers cannot build, before anything loads it: a VLM whose vision side is
+        its project's own code without `auto_map` (llava-jp's `model_type: llava` with GPT-2 fields and
+        `model.vision_tower` / `model.mm_projector` tensors is not transformers' LLaVA)."""
+        cj = self.config_json or {}
+        if self.vlm and not self.transformers_vlm and not (cj.get("auto_map") and trust_remote_code):
+            raise UserError(
+                f"a vision-language model transformers cannot build (config model_type {cj.get('model_type')!r} "
+                f"without a text and a vision config, and no auto_map code): its language model merges with "
+                f"`evomerge merge` (vision tower and projector are copied unchanged), but scoring it needs its "
+                f"project's model classes; what would make it searchable: the model converted to transformers' "
+                f"LLaVA layout, or its modeling code shipped as auto_map (then pass trust_remote_code)", self.ref)
+
     def names(self) -> list[str]:
         return list(self.infos)
 

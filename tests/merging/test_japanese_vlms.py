@@ -1,0 +1,71 @@
+"""The seeds' Japanese VLMs: their language model merges with text LLMs of the same shape, the vision parts are
+copied unchanged, and the output is laid out (and so loads) as the original. llava-jp: a GPT-2 llm-jp LM beside
+`model.vision_tower` / `model.mm_projector`, under a config transformers does not build (`model_type: llava` with
+GPT-2 fields); a search over it is refused up front, saying what would make it searchable. MiniGPT-4's LM is an
+ordinary Llama checkpoint (merged as any Llama, tests/merging/test_families.py); its vision side is not in the
+Hugging Face format."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from conftest import load_state
+from families import build_family, build_llava_jp
+from helpers import cli
+from mergekit_reference import run_ours
+
+
+@pytest.fixture(scope="module")
+def llava_jp(tmp_path_factory):
+    root = tmp_path_factory.mktemp("llava-jp")
+    text = build_family(root / "gpt2", "gpt2")  # base, ft0, ft1: llm-jp-like GPT-2 LMs
+    return {**text, "vlm": build_llava_jp(root / "llava-jp", text["ft0"])}
+
+
+def recipe(m: dict, first: str) -> str:
+    return f"""
+merge_method: ties
+base_model: {m['base']}
+models:
+  - {{model: {m['base']}}}
+  - {{model: {m[first]}, parameters: {{weight: 0.6, density: 0.5}}}}
+  - {{model: {m['ft1']}, parameters: {{weight: 0.4, density: 0.7}}}}
+dtype: float32
+"""
+
+
+def test_llava_jp_language_model_merges_and_vision_is_copied(llava_jp, tmp_path):
+    merged = run_ours(recipe(llava_jp, "vlm"), tmp_path / "vlm-merge")
+    text_only = run_ours(recipe(llava_jp, "ft0"), tmp_path / "text-merge")  # the same LM, without a vision side
+    vlm = load_state(llava_jp["vlm"])
+    vision = {n for n in vlm if n.startswith("model.")}
+    assert len(vision) > 10 and set(merged) == set(vlm)  # every tensor, under llava-jp's own names
+    for name in vision:
+        assert (merged[name] == vlm[name]).all(), name  # copied unchanged
+    for name, t in text_only.items():  # the LM merges exactly as its text twin does (mergekit-equal for GPT-2)
+        assert (merged[name] == t).all(), name
+    assert not (merged["transformer.h.0.attn.c_attn.weight"] == vlm["transformer.h.0.attn.c_attn.weight"]).all()
+    config = json.loads((tmp_path / "vlm-merge" / "config.json").read_text())
+    original = json.loads((llava_jp["vlm"] / "config.json").read_text())
+    assert config["model_type"] == "llava" and config["architectures"] == ["LlavaGpt2ForCausalLM"]
+    assert {k: v for k, v in config.items() if k not in ("dtype", "torch_dtype", "transformers_version")} == \
+        {k: v for k, v in original.items() if k not in ("dtype", "torch_dtype", "transformers_version")}
+
+
+def test_a_search_over_llava_jp_is_refused_saying_what_it_needs(llava_jp, tmp_path, capsys):
+    text = tmp_path / "t.txt"
+    text.write_text(" ".join(f"w{i % 61}" for i in range(100)))
+    cfg = {"merge": yaml.safe_load(recipe(llava_jp, "vlm")), "genome": {"parameters": ["weight"]},
+           "optimizer": {"name": "cma", "seed": 0, "popsize": 3}, "budget": {"max_trials": 3},
+           "fitness": [{"name": "perplexity", "data": str(text), "max_length": 16}], "device": "cpu"}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert cli("search", path, "--run-dir", tmp_path / "run") == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "transformers cannot build" in err and "auto_map" in err
+    assert not (tmp_path / "run").exists()
+    assert cli("eval", llava_jp["vlm"], "--config", path) == 2  # scoring it alone: the same refusal
+    assert "transformers cannot build" in capsys.readouterr().err
