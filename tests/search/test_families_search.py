@@ -13,23 +13,18 @@ from helpers import cli
 
 ARCHS = ["llama", "qwen3", "gemma2", "gemma3_text", "phi3", "stablelm", "starcoder2", "gpt2", "gpt_neox", "mixtral",
          "qwen3_moe", "mixtral-hub", "qwen3_moe-hub"]
+# (not qwen2 in the data-flow list: transformers loads the tests' word-level tokenizer as Qwen2's, which reads it
+# as no tokens)
+DFS_ARCHS = ["llama", "qwen3", "gemma2", "gemma3_text", "phi3", "stablelm", "starcoder2", "mixtral", "qwen3_moe",
+             "gpt2", "gpt_neox"]
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_search_and_export_rescore_exactly(arch, tmp_path, capsys):
-    """`-hub`: the experts stored one tensor each, as on the hub (read fused, as transformers 5 and mergekit do)."""
-    m = build_family(tmp_path / "models", arch.removesuffix("-hub"), hub_experts=arch.endswith("-hub"))
+def search_export_rescore(space: dict, tmp_path, capsys, *eval_options: str) -> None:
+    """Run a 3-trial search with perplexity fitness, export its best, and score the export: the same fitness."""
     text = tmp_path / "text.txt"
     text.write_text(" ".join(f"w{(i * 7) % 61}" for i in range(200)))
-    cfg = {
-        "merge": {"merge_method": "dare_ties", "base_model": str(m["base"]),
-                  "models": [{"model": str(m["ft0"])}, {"model": str(m["ft1"])}]},
-        "genome": {"parameters": ["weight", "density"]},
-        "optimizer": {"name": "cma", "seed": 0, "popsize": 3},
-        "budget": {"max_trials": 3},
-        "fitness": [{"name": "perplexity", "data": str(text), "max_length": 32}],
-        "device": "cpu",
-    }
+    cfg = {**space, "optimizer": {"name": "cma", "seed": 0, "popsize": 3}, "budget": {"max_trials": 3},
+           "fitness": [{"name": "perplexity", "data": str(text), "max_length": 32}], "device": "cpu"}
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(cfg))
     assert cli("search", path, "--run-dir", tmp_path / "run", "--quiet") == 0, capsys.readouterr().err
@@ -38,8 +33,17 @@ def test_search_and_export_rescore_exactly(arch, tmp_path, capsys):
     assert status["completed"] == 3 and status["failed"] == 0
     assert cli("export", tmp_path / "run", tmp_path / "best", "--quiet") == 0
     capsys.readouterr()
-    assert cli("eval", tmp_path / "best", "--config", path, "--json") == 0
+    assert cli("eval", tmp_path / "best", "--config", path, "--json", *eval_options) == 0
     assert json.loads(capsys.readouterr().out)["fitness"] == status["best"]["fitness"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_search_and_export_rescore_exactly(arch, tmp_path, capsys):
+    """`-hub`: the experts stored one tensor each, as on the hub (read fused, as transformers 5 and mergekit do)."""
+    m = build_family(tmp_path / "models", arch.removesuffix("-hub"), hub_experts=arch.endswith("-hub"))
+    search_export_rescore({"merge": {"merge_method": "dare_ties", "base_model": str(m["base"]),
+                                     "models": [{"model": str(m["ft0"])}, {"model": str(m["ft1"])}]},
+                           "genome": {"parameters": ["weight", "density"]}}, tmp_path, capsys)
     if arch.endswith("-hub"):  # written as transformers 5 holds it: a layer's experts fused
         from conftest import load_state
 
@@ -47,33 +51,10 @@ def test_search_and_export_rescore_exactly(arch, tmp_path, capsys):
         assert "model.layers.0.mlp.experts.gate_up_proj" in names and not any(".experts.1." in n for n in names)
 
 
-# (not qwen2 here: transformers loads the tests' word-level tokenizer as Qwen2's, which reads it as no tokens)
-DFS_ARCHS = ["llama", "qwen3", "gemma2", "gemma3_text", "phi3", "stablelm", "starcoder2", "mixtral",
-             "qwen3_moe", "gpt2", "gpt_neox"]
-
-
 @pytest.mark.parametrize("arch", DFS_ARCHS)
 def test_dataflow_search_and_export_rescore_exactly(arch, tmp_path, capsys):
-    """A data-flow search over two models of the family (layers of both, in a new order, with scales), its best
-    exported as a model that loads and re-scores exactly what the search recorded."""
+    """A data-flow search over two models of the family (layers of both, in a new order, with scales); the exported
+    path ships its modeling code (layers run with scales), so loading it is opt-in."""
     m = build_family(tmp_path / "models", arch)
-    text = tmp_path / "text.txt"
-    text.write_text(" ".join(f"w{(i * 7) % 61}" for i in range(200)))
-    cfg = {
-        "dataflow": {"model_a": str(m["ft0"]), "model_b": str(m["ft1"]), "repeats": 1, "scales": True},
-        "optimizer": {"name": "cma", "seed": 0, "popsize": 3},
-        "budget": {"max_trials": 3},
-        "fitness": [{"name": "perplexity", "data": str(text), "max_length": 32}],
-        "device": "cpu",
-    }
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    assert cli("search", path, "--run-dir", tmp_path / "run", "--quiet") == 0, capsys.readouterr().err
-    assert cli("status", tmp_path / "run", "--json") == 0
-    status = json.loads(capsys.readouterr().out)
-    assert status["completed"] == 3 and status["failed"] == 0
-    assert cli("export", tmp_path / "run", tmp_path / "best", "--quiet") == 0
-    capsys.readouterr()
-    # the exported path ships its modeling code (layers run more than once, with scales): loading it is opt-in
-    assert cli("eval", tmp_path / "best", "--config", path, "--json", "--trust-remote-code") == 0
-    assert json.loads(capsys.readouterr().out)["fitness"] == status["best"]["fitness"]
+    search_export_rescore({"dataflow": {"model_a": str(m["ft0"]), "model_b": str(m["ft1"]), "repeats": 1,
+                                        "scales": True}}, tmp_path, capsys, "--trust-remote-code")
