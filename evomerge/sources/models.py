@@ -299,6 +299,11 @@ def _open_plain(ref: str) -> ModelSource:
         files = sorted(folder.glob("*.safetensors"))
     if not files:
         pickled = [p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth")]
+        if any("minigpt" in name.lower() for name in pickled):
+            raise UserError("a MiniGPT-4 checkpoint holds only its vision projection (pickled), not a model: merge "
+                            "its language model instead (a Vicuna / Llama-2 folder, which merges and searches as "
+                            "any Llama); a search over MiniGPT-4 as a VLM would need its vision side (ViT + "
+                            "Q-Former + projection) as a Hugging Face model in safetensors", ref)
         hint = " (found pickled weights; convert them to safetensors)" if pickled else ""
         raise UserError(f"no safetensors weights in the model folder{hint}", ref)
     infos: dict[str, TensorInfo] = {}

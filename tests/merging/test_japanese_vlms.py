@@ -69,3 +69,17 @@ def test_a_search_over_llava_jp_is_refused_saying_what_it_needs(llava_jp, tmp_pa
     assert not (tmp_path / "run").exists()
     assert cli("eval", llava_jp["vlm"], "--config", path) == 2  # scoring it alone: the same refusal
     assert "transformers cannot build" in capsys.readouterr().err
+
+
+def test_a_minigpt4_checkpoint_is_refused_saying_to_merge_its_language_model(tmp_path, capsys):
+    """MiniGPT-4 ships its projection as a pickled .pth beside an ordinary Llama LM (never unpickled here)."""
+    folder = tmp_path / "minigpt4"
+    folder.mkdir()
+    (folder / "pretrained_minigpt4_llama2_7b.pth").write_bytes(b"not read")
+    (folder / "config.json").write_text('{"model_type": "llama", "num_hidden_layers": 2}')
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"merge_method: linear\nmodels:\n  - {{model: {folder}, parameters: {{weight: 1.0}}}}\n")
+    assert cli("merge", recipe, tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert "MiniGPT-4" in err and "merge its language model" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
