@@ -39,7 +39,7 @@ class LiveMerge:
     def __init__(self, example: Recipe, pool: ModelPool, device: str = "auto", fused: bool | None = None,
                  sources_on: str = "device", devices: list[torch.device] | None = None,
                  tables_bytes: int = 4 << 30):
-        """`devices`: spread the model over several devices (evomerge/placement.py); each tensor's sources then
+        """`devices`: spread the model over several devices (evomerge/runtime/placement.py); each tensor's sources then
         live on its device. Otherwise everything is on `device`.
 
         `tables_bytes`: on the CPU, DARE merges with `rescale` keep each source's |delta| grouped by its mask

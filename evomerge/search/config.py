@@ -192,7 +192,7 @@ class SearchConfig(_Strict):
     # memory a CPU live merge may keep for DARE tables (fused_cpu.DareTables: no pass for the rescale sums; the
     # results are the same bits either way, so resumes may change it); 0 turns them off
     dare_tables_gib: float = Field(4.0, ge=0)
-    # GPUs one candidate is spread over (its decoder layers split into blocks, evomerge/placement.py); with
+    # GPUs one candidate is spread over (its decoder layers split into blocks, evomerge/runtime/placement.py); with
     # executor ray, each actor owns this many (gpus_per_worker follows it)
     gpus: int = Field(1, ge=1)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
