@@ -10,9 +10,10 @@ which are cut off), so the CPU can queue kernels ahead of the GPU.
 The engine computes with the model's own modules and weights (norms, projections, rotary embedding, the
 model's `apply_rotary_pos_emb`), read at call time: a live merge that overwrites weights in place is seen by
 the next call, and a data-flow hop model runs with one cache slot per hop. It supports the Llama family
-and its relatives (Llama, Mistral, Qwen2, SmolLM2, Qwen3 with its per-head q/k norms, and the MoE models Mixtral,
-Qwen2-MoE and Qwen3-MoE, whose MLP block runs as the model's own module); `supports(model)` says when it does not
-apply (Gemma 2/3, Phi-3, GPT-2, GPT-NeoX, ...), and callers then use plain `generate`, saying so once. Greedy output equals plain greedy decoding up to
+and its relatives (Llama, Mistral, Qwen2, SmolLM2, Qwen3 with its per-head q/k norms, Phi-3/Phi-4 with their fused
+qkv projection, and the MoE models Mixtral, Qwen2-MoE and Qwen3-MoE, whose MLP block runs as the model's own
+module); `supports(model)` says when it does not apply (Gemma 2/3, GPT-2, GPT-NeoX, ...), and callers then use
+plain `generate`, saying so once. Greedy output equals plain greedy decoding up to
 floating-point ties (tested token for token in float32 on CPU).
 """
 
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 
 from evomerge.core.architecture import layers_and_scales
 
-FAMILY = ("llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe")
+FAMILY = ("llama", "mistral", "qwen2", "qwen3", "phi3", "mixtral", "qwen2_moe", "qwen3_moe")
 
 
 def supports(model: Any, max_len: int | None = None) -> str | None:
@@ -44,7 +45,8 @@ def supports(model: Any, max_len: int | None = None) -> str | None:
             return f"the decoder has no {name}"
     for layer, _ in layers:
         attn, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
-        if attn is None or mlp is None or not all(hasattr(attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj")):
+        projections = ("q_proj", "k_proj", "v_proj") if not hasattr(attn, "qkv_proj") else ("qkv_proj",)
+        if attn is None or mlp is None or not all(hasattr(attn, n) for n in (*projections, "o_proj")):
             return "a layer is not a standard attention + MLP block"
         if not callable(mlp):
             return "a layer's MLP is not a module"
@@ -90,6 +92,18 @@ class Engine:
     def _rope(self, attn: Any) -> Callable:
         return sys.modules[type(attn).__module__].apply_rotary_pos_emb
 
+    def _project(self, attn: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values as [b, t, heads, head_dim]: from q/k/v projections, or split from one fused
+        `qkv_proj` (Phi-3, Phi-4: queries, then keys, then values)."""
+        b, t, _ = x.shape
+        if hasattr(attn, "qkv_proj"):
+            qkv = attn.qkv_proj(x)
+            nq, nk = self.n_heads * self.head_dim, self.n_kv * self.head_dim
+            q, k, v = qkv[..., :nq], qkv[..., nq:nq + nk], qkv[..., nq + nk:]
+        else:
+            q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+        return (q.view(b, t, -1, self.head_dim), k.view(b, t, -1, self.head_dim), v.view(b, t, -1, self.head_dim))
+
     def _alloc(self, rows: int, length: int, device: torch.device, dtype: torch.dtype, n_layers: int) -> None:
         if self.cache is not None:
             k, _ = self.cache
@@ -123,12 +137,10 @@ class Engine:
                 h = h * scale
             attn, mlp = layer.self_attn, layer.mlp
             x = layer.input_layernorm(h)
-            q = attn.q_proj(x).view(b, t, -1, self.head_dim)
-            k = attn.k_proj(x).view(b, t, -1, self.head_dim)
+            q, k, v = self._project(attn, x)
             if getattr(attn, "q_norm", None) is not None:  # Qwen3: RMSNorm over each head's query and key
                 q, k = attn.q_norm(q), attn.k_norm(k)
-            q, k = q.transpose(1, 2), k.transpose(1, 2)
-            v = attn.v_proj(x).view(b, t, -1, self.head_dim).transpose(1, 2)
+            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
             q, k = self._rope(attn)(q, k, cos, sin)
             if write_at is None and offset:
                 ck[li, rows, :, offset:offset + t] = k

@@ -1,5 +1,5 @@
 """The fast generation engine equals plain greedy `generate` token for token (float32, CPU), on tiny Llama, Qwen3,
-Mixtral and Qwen3-MoE models (other families fall back to `generate`, saying so once), and on tiny Llama,
+Phi-3, Mixtral and Qwen3-MoE models (other families fall back to `generate`, saying so once), and on tiny Llama,
 Mistral and Qwen2 models, the real SmolLM2, data-flow hop models and live merges; finished rows stop costing."""
 
 from __future__ import annotations
@@ -147,8 +147,8 @@ def test_the_smollm2_mgsm_header_is_shared(smollm2):
     assert shared >= 0.4 * min(len(tok(p).input_ids) for p in prompts)
 
 
-ENGINE_FAMILIES = ["qwen3", "mixtral", "qwen3_moe"]
-FALLBACK_FAMILIES = ["gemma2", "gemma3_text", "phi3", "starcoder2", "stablelm", "gpt2", "gpt_neox"]
+ENGINE_FAMILIES = ["qwen3", "phi3", "mixtral", "qwen3_moe"]
+FALLBACK_FAMILIES = ["gemma2", "gemma3_text", "starcoder2", "stablelm", "gpt2", "gpt_neox"]
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +165,7 @@ def family_models(tmp_path_factory):
 
 
 @pytest.mark.parametrize("arch", ENGINE_FAMILIES)
-def test_the_engine_equals_plain_greedy_on_qwen3_and_mixtures_of_experts(family_models, arch):
+def test_the_engine_equals_plain_greedy_on_qwen3_phi3_and_mixtures_of_experts(family_models, arch):
     model = family_models[arch]
     assert supports(model) is None
     ours = Engine(model, max_batch=3, sync_every=4).generate(PROMPTS, 10)
@@ -182,3 +182,18 @@ def test_other_families_fall_back_to_generate_saying_so_once(family_models, arch
     assert not greedy.use_engine(model, "auto") and not greedy.use_engine(model, "auto")
     err = capsys.readouterr().err
     assert err.count("cannot run this model") == 1 and "transformers' generate" in err
+
+
+def test_the_engine_equals_plain_greedy_on_a_phi_with_partial_rotary():
+    """Phi-4-mini rotates only part of each head (partial_rotary_factor): the model's own rotary function runs."""
+    import transformers as tf
+
+    from families import COMMON
+
+    torch.manual_seed(0)
+    model = tf.AutoModelForCausalLM.from_config(tf.Phi3Config(**COMMON, partial_rotary_factor=0.5)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    assert supports(model) is None
+    assert Engine(model, max_batch=3, sync_every=4).generate(PROMPTS, 10) == [hf_greedy(model, p, 10) for p in PROMPTS]
