@@ -30,6 +30,8 @@ def family_config(arch: str):
         "gemma3_text": (tf.Gemma3TextConfig, {"head_dim": 8}), "phi3": (tf.Phi3Config, {}),
         "stablelm": (tf.StableLmConfig, {}), "starcoder2": (tf.Starcoder2Config, {}),
         "mixtral": (tf.MixtralConfig, {"num_local_experts": 4, "num_experts_per_tok": 2}),
+        "qwen2_moe": (tf.Qwen2MoeConfig, {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
+                                           "shared_expert_intermediate_size": 48, "decoder_sparse_step": 1}),
         "qwen3_moe": (tf.Qwen3MoeConfig, {"head_dim": 8, "num_experts": 4, "num_experts_per_tok": 2,
                                            "moe_intermediate_size": 32, "decoder_sparse_step": 1}),
     }

@@ -147,7 +147,7 @@ def test_the_smollm2_mgsm_header_is_shared(smollm2):
     assert shared >= 0.4 * min(len(tok(p).input_ids) for p in prompts)
 
 
-ENGINE_FAMILIES = ["qwen3", "phi3", "mixtral", "qwen3_moe"]
+ENGINE_FAMILIES = ["qwen3", "phi3", "mixtral", "qwen2_moe", "qwen3_moe"]
 FALLBACK_FAMILIES = ["gemma2", "gemma3_text", "starcoder2", "stablelm", "gpt2", "gpt_neox"]
 
 
