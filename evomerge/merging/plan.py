@@ -166,8 +166,13 @@ def plan_merge(recipe: Recipe, open_model: Opener, where: str = "recipe") -> Mer
         VLM, the name under its language model); a VLM's tensors that not every source has (vision tower,
         projector) are copied from the donor."""
         canonical = name[len(donor_root):] if name.startswith(donor_root) else name
-        inputs = [(s.model, _alias(open_model(s.model), lm_root(open_model(s.model), layout(s.model)) + canonical))
-                  for s in sl.sources]
+
+        def source_name(model: str) -> str:  # its language model's name for it (a VLM stored under runtime names
+            src = open_model(model)          # keeps `lm_head` at the top, beside `model.language_model.layers`)
+            rooted = lm_root(src, layout(model)) + canonical
+            return rooted if src.has(rooted) or not src.has(canonical) else canonical
+
+        inputs = [(s.model, _alias(open_model(s.model), source_name(s.model))) for s in sl.sources]
         if open_model(donor).vlm and not all(open_model(m).has(n) for m, n in inputs):
             return TensorTask(name, [(donor, name)], None, {}, [{}], copy=True)
         return make_task(name, inputs, base, scopes, 0.0)

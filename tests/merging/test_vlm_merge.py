@@ -186,3 +186,30 @@ def test_qwen2_vl_data_flow_identity_path_is_exact(qwen_family):
     with torch.no_grad():
         assert torch.equal(ident(**inputs).logits, a(**inputs).logits)
         assert not torch.allclose(mixed(**inputs).logits, a(**inputs).logits, atol=1e-4)
+
+
+def test_a_vlm_stored_under_runtime_names_merges_its_head_too(vlm_family, tmp_path):
+    """A LLaVA stored with the loaded model's names (`model.language_model.layers...` and a top-level `lm_head`,
+    as a scaled data-flow export writes it): its head is merged like the rest of its language model, not copied."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    runtime = tmp_path / "vlm-runtime"
+    shutil.copytree(vlm_family["vlm"], runtime)
+    renamed = {}
+    for n, t in load_state(vlm_family["vlm"]).items():
+        if n.startswith("language_model.model."):
+            n = "model.language_model." + n[len("language_model.model."):]
+        elif n == "language_model.lm_head.weight":
+            n = "lm_head.weight"
+        renamed[n] = t
+    assert "lm_head.weight" in renamed and any(n.startswith("model.language_model.layers.") for n in renamed)
+    for f in runtime.glob("*.safetensors"):
+        f.unlink()
+    save_file(renamed, str(runtime / "model.safetensors"))
+    run_merge(recipe({**vlm_family, "vlm": runtime}), tmp_path / "out", device="cpu", progress=False)
+    merged, base, ja = load_state(tmp_path / "out"), load_state(vlm_family["base"]), load_state(vlm_family["ja"])
+    head = "lm_head.weight"
+    expect = base[head] + 0.6 * (renamed[head] - base[head]) + 0.7 * (ja[head] - base[head])
+    torch.testing.assert_close(merged[head], expect, rtol=0, atol=1e-6)
