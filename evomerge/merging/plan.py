@@ -104,6 +104,7 @@ def plan_merge(recipe: Recipe, open_model: Opener, where: str = "recipe") -> Mer
     donor = output_donor(recipe, open_model)
     donor_layout = layout(donor)
     donor_root = lm_root(open_model(donor), donor_layout)
+    donor_vlm = open_model(donor).vlm
     global_params = recipe.settings(f"{where}: parameters")
     known = {p.name for p in method.params}
     warnings = [
@@ -173,7 +174,7 @@ def plan_merge(recipe: Recipe, open_model: Opener, where: str = "recipe") -> Mer
             return rooted if src.has(rooted) or not src.has(canonical) else canonical
 
         inputs = [(s.model, _alias(open_model(s.model), source_name(s.model))) for s in sl.sources]
-        if open_model(donor).vlm and not all(open_model(m).has(n) for m, n in inputs):
+        if donor_vlm and not all(open_model(m).has(n) for m, n in inputs):
             return TensorTask(name, [(donor, name)], None, {}, [{}], copy=True)
         return make_task(name, inputs, base, scopes, 0.0)
 

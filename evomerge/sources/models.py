@@ -15,6 +15,7 @@ import os
 import struct
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -83,10 +84,11 @@ class ModelSource:
                 pass
         return self.config
 
-    @property
+    @cached_property
     def vlm(self) -> bool:
         """A vision-language model: its config says so (transformers' VLMs), or it holds a vision side beside its
-        language model (LLaVA-style projects such as llava-jp, whose config is a text model's)."""
+        language model (LLaVA-style projects such as llava-jp, whose config is a text model's). Cached: planning
+        asks for every non-layer tensor of every candidate, and the answer is a scan of all tensor names."""
         from evomerge.core.architecture import has_vision_tensors, is_vlm
 
         return is_vlm(self.plan_config) or has_vision_tensors(list(self.infos))
@@ -105,11 +107,9 @@ class ModelSource:
         cj = self.config_json or {}
         if self.vlm and not self.transformers_vlm and not (cj.get("auto_map") and trust_remote_code):
             raise UserError(
-                f"a vision-language model transformers cannot build (config model_type {cj.get('model_type')!r} "
-                f"without a text and a vision config, and no auto_map code): its language model merges with "
-                f"`evomerge merge` (vision tower and projector are copied unchanged), but scoring it needs its "
-                f"project's model classes; what would make it searchable: the model converted to transformers' "
-                f"LLaVA layout, or its modeling code shipped as auto_map (then pass trust_remote_code)", self.ref)
+                f"a vision-language model transformers cannot build (model_type {cj.get('model_type')!r}, no text and "
+                f"vision config, no auto_map): `evomerge merge` merges its language model, but scoring it needs "
+                f"it in transformers' LLaVA layout or its modeling code as auto_map (with trust_remote_code)", self.ref)
 
     def names(self) -> list[str]:
         return list(self.infos)
