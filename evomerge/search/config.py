@@ -112,14 +112,29 @@ class RacingConfig(_Strict):
 
 class SubsetConfig(_Strict):
     """Subset fitness: candidates (after the first generation, unless `first_generation: random`) are scored on
-    `items` anchor problems and their full-set score estimated (search/subset.py); each generation's best is
-    re-scored on the full set."""
+    `items` anchor problems and their full-set score estimated (search/subset.py). Every candidate of a generation
+    is scored on the same problems, so the optimiser's ranking within a generation is a paired comparison.
+
+    `check` says when estimates meet the full set: `generation` re-scores each generation's best by estimate on
+    every problem (its item results choose the next anchors); `final` checks nothing during the run (each
+    generation gets a fresh seeded random subset) and at the end scores the best by estimate of each of the last
+    `finalists` generations on every problem: the run's best is the best of those. A full check per generation
+    costs about what a generation on a small subset costs, so only `final` can save ten times."""
 
     items: int = Field(32, ge=2)
     seed: int = 0
     # the first generation: `full` scores it on every problem (its item results choose the first anchors);
     # `random` scores it on a seeded random subset too (a plain mean estimate), the cheaper start for short runs
     first_generation: Literal["full", "random"] = "full"
+    check: Literal["generation", "final"] = "generation"
+    finalists: int = Field(2, ge=1)  # `check: final`: how many of the last generations give a finalist
+
+    @model_validator(mode="after")
+    def _finalists_need_final(self) -> "SubsetConfig":
+        if "finalists" in self.model_fields_set and self.check != "final":
+            raise ValueError("`finalists` applies to `check: final` only (with `check: generation` every "
+                             "generation's best is checked)")
+        return self
 
 
 class ConstraintConfig(_Strict):
@@ -173,7 +188,7 @@ class TrackingConfig(_Strict):
 
 # fields added to a section after runs were recorded with it: (section, field) -> the default that fingerprints
 # as if the field were absent
-ADDED_FIELDS = {("subset", "first_generation"): "full"}
+ADDED_FIELDS = {("subset", "first_generation"): "full", ("subset", "check"): "generation", ("subset", "finalists"): 2}
 
 
 class SearchConfig(_Strict):

@@ -274,7 +274,7 @@ class Driver:
                  f"population {pop}; budget {budget.max_trials} trials")
         self.gen = self._open(gen)
         for g in range(gen):  # on resume: closed generations whose best has no validation or full-set check yet
-            if self.config.subset is not None:
+            if self._checks_each_generation():
                 self._queue_check(g)
             if self.validate:
                 self._queue_validation(g)
@@ -289,6 +289,7 @@ class Driver:
         self.bar = tqdm(total=budget.max_trials, initial=min(finished, budget.max_trials), desc="trials",
                         unit="trial", disable=not self.progress, dynamic_ncols=True)
         self.best = store.best()
+        self.final_queued = False
         self.scored = {}  # candidate (YAML) -> the trial that scored it: no candidate is scored twice
         for t in store.trials("complete"):
             if t.duplicate_of is None:
@@ -314,6 +315,8 @@ class Driver:
                     self.executor.submit(job)
                     in_flight += 1
                 if in_flight == 0:
+                    if self._queue_final_checks():  # subset fitness, `check: final`: the finalists, in full
+                        continue
                     break
                 for job, result in self.executor.wait(1.0):
                     in_flight -= 1
@@ -465,9 +468,27 @@ class Driver:
                  + (f"; best so far {best.fitness:.4g} (trial {best.id})" if best else ""))
         if self.validate:
             self._queue_validation(g.index)
-        if self.config.subset is not None:
+        if self._checks_each_generation():
             self._queue_check(g.index)
         self.gen = self._open(g.index + 1)
+
+    def _checks_each_generation(self) -> bool:
+        return self.config.subset is not None and self.config.subset.check == "generation"
+
+    def _queue_final_checks(self) -> bool:
+        """Subset fitness with `check: final`, once the search itself is done: the best by estimate of each of
+        the last `finalists` generations is scored on every problem (a resumed run queues only those not yet
+        checked). True if anything was queued."""
+        subset = self.config.subset
+        if subset is None or subset.check != "final" or self.final_queued:
+            return False
+        self.final_queued = True
+        gens = sorted({t.generation for t in self.store.trials() if t.status in ("complete", "estimated")})
+        for g in gens[-subset.finalists:]:
+            self._queue_check(g)
+        if self.to_validate:
+            self.log(f"scoring {len(self.to_validate)} finalist(s) on every problem")
+        return bool(self.to_validate)
 
     def _queue_check(self, gen: int) -> None:
         """Subset fitness: the generation's best by estimate is scored on every problem next."""
@@ -489,6 +510,8 @@ class Driver:
             from evomerge.search.subset import choose_anchors
 
             results = [dict(enumerate(t.item_values)) for t in self.store.trials("complete") if t.item_values]
+            if subset.check == "final":  # no full-set rows during the run: a fresh random subset each generation
+                results = []
             anchors, weights = choose_anchors(results, self.n_items, self.config.subset.items,
                                               self.config.subset.seed + gen)
             text = json.dumps([anchors, weights])

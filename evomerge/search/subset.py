@@ -4,9 +4,11 @@ Anchors (as tinyBenchmarks and MERGE3 do): the problems are clustered by how the
 so far answered them (one column of item results per problem; problems that the same candidates get right and
 wrong fall together), one anchor per cluster, the problem nearest its centre (scipy's k-means). A candidate is
 scored on the anchors only, and its full-set mean is estimated as the anchors' values weighted by their clusters'
-sizes (the `weighted` estimator). Each generation's best is re-scored on the full set: that score is what the run
-reports and exports, its item results join the matrix the next anchors come from, and the gap between estimate and
-full score is recorded as the estimation error.
+sizes (the `weighted` estimator). With `check: generation` each generation's best is re-scored on the full set:
+that score is what the run reports and exports, its item results join the matrix the next anchors come from, and
+the gap between estimate and full score is recorded as the estimation error. With `check: final` nothing is
+re-scored until the search ends (so there are no full-set rows to cluster: each generation draws a fresh seeded
+random subset), then the best by estimate of each of the last `finalists` generations is (search/driver.py).
 
 Everything here is a pure function of the recorded item results and the seed, so a resumed run chooses the same
 anchors.

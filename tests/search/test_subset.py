@@ -136,3 +136,83 @@ def test_validation_spending_counts_in_the_run(family, target, tmp_path):
         n = b.trials()[0].items_total
         assert len(validated) == 2  # one per generation
         assert b.spent()["generated_tokens"] == a.spent()["generated_tokens"] + 2 * n * len(validated)
+
+
+def final_config(family, target, budget=24, finalists=2):
+    cfg = subset_config(family, target, budget=budget)
+    cfg["subset"].update(first_generation="random", check="final", finalists=finalists)
+    return cfg
+
+
+def test_check_final_scores_only_the_last_generations_bests_in_full(family, target, tmp_path, capsys):
+    """`check: final`: no full-set scoring during the run, every generation on a fresh random subset shared by all
+    its candidates, and at the end the best by estimate of each of the last two generations scored on every
+    problem; the run's best is the better of those two, and what it spent counts the finalists' full scoring."""
+    search(final_config(family, target), tmp_path / "run")
+    with RunStore(tmp_path / "run") as store:
+        done = store.trials()
+        total = done[0].items_total
+        gens = sorted({t.generation for t in done})
+        assert gens == [0, 1, 2, 3]
+        anchors = [json.loads(store.get_meta(f"anchors.{g}"))[0] for g in gens]
+        assert len({tuple(a) for a in anchors}) == 4 and all(len(a) == 6 for a in anchors)  # fresh each generation
+        checked = [t for t in done if t.status == "complete"]
+        assert sorted(t.generation for t in checked) == [2, 3]
+        for t in checked:
+            gen = [u for u in done if u.generation == t.generation]
+            assert t.estimate == max(u.estimate if u.estimate is not None else u.fitness for u in gen)
+            assert t.items_used == total and len(t.item_values) == total
+        assert all(t.status == "estimated" and t.items_used == 6 for t in done if t not in checked)
+        assert store.result().id == max(checked, key=lambda t: (t.fitness, -t.id)).id
+        scored = 6 * len(done) + total * len(checked)
+        assert store.spent()["generated_tokens"] == 2 * scored
+    assert cli("export", tmp_path / "run", tmp_path / "best", "--quiet") == 0
+    capsys.readouterr()
+    assert cli("eval", tmp_path / "best", "--config", _write(tmp_path, final_config(family, target)), "--json") == 0
+    with RunStore(tmp_path / "run") as store:
+        assert json.loads(capsys.readouterr().out)["fitness"] == store.result().fitness  # a full-set score
+
+
+def _write(tmp_path, cfg):
+    import yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_check_final_resumes_exactly_and_finishes_checks_a_killed_run_left(family, target, tmp_path):
+    search(final_config(family, target), tmp_path / "r")
+    search(final_config(family, target, budget=12), tmp_path / "a")  # stops after 2 generations: checks 0 and 1
+    search(final_config(family, target), tmp_path / "a", resume=True)  # 2 more, then checks 2 and 3
+    with RunStore(tmp_path / "a") as a, RunStore(tmp_path / "r") as r:
+        assert [(t.genes, t.estimate if t.estimate is not None else t.fitness) for t in a.trials()] == \
+            [(t.genes, t.estimate if t.estimate is not None else t.fitness) for t in r.trials()]
+        # the first run's finalists stay scored (full-set facts): the longer run chooses among four
+        assert sorted(t.generation for t in a.trials("complete")) == [0, 1, 2, 3]
+        assert {t.id for t in r.trials("complete")} < {t.id for t in a.trials("complete")}
+        assert a.result().fitness >= r.result().fitness
+    # a run killed before its finalists were scored: the resume scores them and nothing else
+    search(final_config(family, target), tmp_path / "k")
+    with RunStore(tmp_path / "k") as store:
+        last = max(store.trials("complete"), key=lambda t: t.generation)
+        store._q("UPDATE trials SET status='estimated', fitness=estimate, estimate=NULL WHERE id=?", (last.id,))
+        before = store.spent()["generated_tokens"]
+    search(final_config(family, target), tmp_path / "k", resume=True)
+    with RunStore(tmp_path / "k") as store:
+        assert store.trial(last.id).status == "complete" and store.trial(last.id).fitness == last.fitness
+        assert store.spent()["generated_tokens"] > before and len(store.trials()) == 24
+
+
+def test_finalists_need_check_final(family, target):
+    from evomerge.core.errors import UserError
+    from evomerge.search.config import search_config_from_dict
+
+    cfg = subset_config(family, target)
+    cfg["subset"]["finalists"] = 3
+    with pytest.raises(UserError, match="finalists"):
+        search_config_from_dict(cfg, "test")
+    plain = search_config_from_dict(subset_config(family, target), "t").fingerprint()
+    cfg = subset_config(family, target)
+    cfg["subset"]["check"] = "generation"
+    assert search_config_from_dict(cfg, "t").fingerprint() == plain  # older runs stay resumable
