@@ -154,3 +154,71 @@ def build_llava_jp(folder: Path, lm: Path, seed: int = 7) -> Path:
         if f.name.startswith("tokenizer") or f.name == "special_tokens_map.json":
             shutil.copy(f, folder / f.name)
     return folder
+
+
+ASAGI_CODE = {  # stand-ins for the project's own code files that config.json's auto_map names
+    "configuration_llava.py": "from transformers import LlavaConfig as _Base\n\n\nclass LlavaConfig(_Base):\n"
+                              "    pass\n",
+    "modeling_llava.py": "from transformers import LlavaForConditionalGeneration as _Base\n\n"
+                         "from .configuration_llava import LlavaConfig\n\n\n"
+                         "class LlavaForConditionalGeneration(_Base):\n    config_class = LlavaConfig\n",
+}
+
+
+def build_asagi(folder: Path, lm: Path, seed: int = 11) -> Path:
+    """A tiny Asagi as its hub repos store it: an llm-jp-3 (Llama) language model with `lm`'s weights, a SigLIP
+    vision tower and a two-layer projector, in transformers' older LLaVA layout (`language_model.model.*`,
+    `language_model.lm_head.weight`, `vision_tower.vision_model.*`, `multi_modal_projector.linear_{1,2}.*`: the
+    project's own modeling_llava.py keeps the pre-4.50 class); config.json says `model_type: llava` with text and
+    vision configs and an `auto_map` to that code (loaded with `AutoModel.from_pretrained(...,
+    trust_remote_code=True)`); a processor with a SigLIP image processor and the tests' tokenizer, whose last word
+    is the `<image>` token (so the vocabulary is the text models')."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor,
+                              PreTrainedTokenizerFast, SiglipImageProcessor, SiglipVisionConfig)
+
+    from conftest import VOCAB
+
+    words = VOCAB[:-1] + ["<image>"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                   pad_token="<unk>", extra_special_tokens={"image_token": "<image>"})
+    text = LlamaConfig.from_pretrained(str(lm))
+    vision = SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                image_size=30, patch_size=10)
+    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=len(words) - 1,
+                      vision_feature_select_strategy="full", vision_feature_layer=-2)
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    lm_state = load_file(str(lm / "model.safetensors"))
+    old = {}
+    for name, t in model.state_dict().items():
+        if name.startswith("model.language_model."):
+            key = "model." + name[len("model.language_model."):]
+            old["language_model." + key] = lm_state[key].clone()
+        elif name == "lm_head.weight":
+            old["language_model.lm_head.weight"] = lm_state["lm_head.weight"].clone()
+        elif name.startswith("model.vision_tower.") and not name.startswith("model.vision_tower.vision_model."):
+            old["vision_tower.vision_model." + name[len("model.vision_tower."):]] = t.contiguous()  # SigLIP <4.50
+        else:
+            old[name[len("model."):]] = t.contiguous()
+    folder.mkdir(parents=True)
+    save_file(old, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    data = cfg.to_dict()
+    data.update(architectures=["LlavaForConditionalGeneration"],
+                auto_map={"AutoConfig": "configuration_llava.LlavaConfig",
+                          "AutoModel": "modeling_llava.LlavaForConditionalGeneration"})
+    (folder / "config.json").write_text(json.dumps(data, indent=2))
+    for name, code in ASAGI_CODE.items():
+        (folder / name).write_text(code)
+    LlavaProcessor(image_processor=SiglipImageProcessor(size={"height": 30, "width": 30}), tokenizer=fast,
+                   patch_size=10, vision_feature_select_strategy="full", image_token="<image>",
+                   num_additional_image_tokens=0).save_pretrained(str(folder))
+    return folder

@@ -18,7 +18,10 @@ from typing import Callable
 from evomerge.core.errors import UserError, reason
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+(@[\w.\-/]+)?$")
-HUB_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.json", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
+# "*.py": a model's own code (auto_map), downloaded so an output can carry it; never imported without
+# trust_remote_code
+HUB_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.json", "*.model", "*.txt", "*.jinja", "*.tiktoken",
+                "*.py"]
 
 Resolver = Callable[[str], Path]  # the part after `SCHEME:` -> a local folder or .gguf file
 _SCHEMES: dict[str, str | Resolver] = {}

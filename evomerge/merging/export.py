@@ -251,6 +251,15 @@ def write_output_config(donor: ModelSource, plan: MergePlan, dtype: torch.dtype 
     copy_generation_config(donor, out, cfg)
 
 
+def copy_code(src: ModelSource, out: Path) -> None:
+    """A donor that ships its own modeling code (`auto_map` in config.json, as Asagi does) keeps it: its
+    top-level .py files go with the config that names them, so the output loads the way the original does
+    (`trust_remote_code=True`). Copied, never imported here."""
+    if src.gguf_file is None and (src.config_json or {}).get("auto_map"):
+        for code in sorted(src.folder.glob("*.py")):
+            shutil.copy(code, out / code.name)
+
+
 def has_tokenizer(src: ModelSource) -> bool:
     return src.gguf_file is not None or any((src.folder / name).exists() for name in TOKENIZER_FILES)
 
@@ -350,6 +359,7 @@ def export_merge(run, out: Path, *, force: bool = False, max_shard_size: int = 5
                 raise
         writer.close()
         write_output_config(pool.get(plan.donor), plan, run.out_dtype, tmp)
+        copy_code(pool.get(plan.donor), tmp)
         copy_tokenizer(tok_src, tmp)
         (tmp / RECIPE_FILE).write_text(recipe.to_yaml(), encoding="utf-8")
         (tmp / "README.md").write_text(model_card(recipe, plan, card_extra), encoding="utf-8")

@@ -80,6 +80,7 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
         opt = make_optimizer(config.optimizer, space.x0(), space.names, len(config.fitness),
                              config.archive.model_dump() if config.archive else None, config.fitness_keys())
         sources = {ref: fingerprint(ref) for ref in space.sources()}
+        _note_own_code(pool, sources, log)
         data = fitness.data_fingerprints("fitness")
         if validation is not None:
             data.update(validation.data_fingerprints("validation"))
@@ -121,6 +122,17 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
             if store is not None:
                 store.close()
             lock.release()
+
+
+def _note_own_code(pool: ModelPool, refs, log) -> None:
+    """A source that ships its own modeling code (auto_map, as Asagi does) is scored in the search by the
+    transformers class its config's model_type names, never by its own code: one line says so."""
+    for ref in refs:
+        cj = pool.get(ref).config_json or {}
+        if cj.get("auto_map"):
+            log(f"note: {ref} ships its own modeling code (auto_map); the search scores candidates with "
+                f"transformers' class for model_type {cj.get('model_type')!r}, and exports keep its code "
+                "(load them with trust_remote_code)")
 
 
 def _check_economy(config: SearchConfig, fitness: Any) -> None:

@@ -1,7 +1,9 @@
 """The seeds' Japanese VLMs: their language model merges with text LLMs of the same shape, the vision parts are
 copied unchanged, and the output is laid out (and so loads) as the original. llava-jp: a GPT-2 llm-jp LM beside
 `model.vision_tower` / `model.mm_projector`, under a config transformers does not build (`model_type: llava` with
-GPT-2 fields); a search over it is refused up front, saying what would make it searchable. MiniGPT-4's LM is an
+GPT-2 fields); a search over it is refused up front, saying what would make it searchable. Asagi: an llm-jp-3
+(Llama) LM and a SigLIP tower in transformers' older LLaVA layout, with its own modeling code (auto_map): merged,
+searched with a VQA fitness, exported with its code. MiniGPT-4's LM is an
 ordinary Llama checkpoint (merged as any Llama, tests/merging/test_families.py); its vision side is not in the
 Hugging Face format."""
 
@@ -13,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import load_state
-from families import build_family, build_llava_jp
+from families import ASAGI_CODE, build_asagi, build_family, build_llava_jp
 from helpers import cli
 from mergekit_reference import run_ours
 
@@ -83,3 +85,73 @@ def test_a_minigpt4_checkpoint_is_refused_saying_to_merge_its_language_model(tmp
     err = capsys.readouterr().err
     assert "MiniGPT-4" in err and "merge its language model" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def asagi(tmp_path_factory):
+    root = tmp_path_factory.mktemp("asagi")
+    text = build_family(root / "llama", "llama")  # base, ft0, ft1: llm-jp-3-like Llama LMs
+    return {**text, "vlm": build_asagi(root / "asagi", text["ft0"])}
+
+
+def test_asagi_language_model_merges_vision_is_copied_and_it_loads_with_its_own_code(asagi, tmp_path):
+    from transformers import AutoModel
+
+    merged = run_ours(recipe(asagi, "vlm"), tmp_path / "vlm-merge")
+    text_only = run_ours(recipe(asagi, "ft0"), tmp_path / "text-merge")  # the same LM, without a vision side
+    vlm = load_state(asagi["vlm"])
+    assert set(merged) == set(vlm)  # every tensor, under Asagi's own (older LLaVA) names
+    vision = [n for n in vlm if not n.startswith("language_model.")]
+    assert any(n.startswith("vision_tower.vision_model.") for n in vision)
+    assert any(n.startswith("multi_modal_projector.") for n in vision)
+    for name in vision:
+        assert (merged[name] == vlm[name]).all(), name  # copied unchanged
+    for name, t in text_only.items():  # the LM merges exactly as its text twin does (mergekit-equal for Llama)
+        assert (merged["language_model." + name] == t).all(), name
+    out = tmp_path / "vlm-merge"
+    config = json.loads((out / "config.json").read_text())
+    original = json.loads((asagi["vlm"] / "config.json").read_text())
+    assert config["auto_map"] == original["auto_map"]
+    for name, code in ASAGI_CODE.items():  # its own code travels with it
+        assert (out / name).read_text() == code
+    model = AutoModel.from_pretrained(str(out), trust_remote_code=True, dtype="float32")  # as Asagi is loaded
+    assert type(model).__module__.startswith("transformers_modules.")
+    state = model.state_dict()
+    assert (state["model.language_model.layers.1.mlp.up_proj.weight"]
+            == merged["language_model.model.layers.1.mlp.up_proj.weight"]).all()
+
+
+def test_a_search_over_asagi_scores_it_on_images_and_its_export_rescores_exactly(asagi, vqa_data, tmp_path,
+                                                                                capsys):
+    pytest.importorskip("fugashi")
+    from evomerge.search.results import run_status
+
+    data = tmp_path / "vg.jsonl"  # the fixture's images, with answers in the tiny tokenizer's words
+    rows = [json.loads(line) for line in (vqa_data / "vg.jsonl").read_text().splitlines()]
+    for i, row in enumerate(rows):
+        row["image"] = str(vqa_data / row["image"])
+        for j, qa in enumerate(row["qas"]):
+            qa["answer"] = " ".join(f"w{(7 * i + 3 * j + k) % 61}" for k in range(4))
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    cfg = {"merge": yaml.safe_load(recipe(asagi, "vlm")), "genome": {"parameters": ["weight", "density"]},
+           "optimizer": {"name": "cma", "seed": 0, "popsize": 3, "sigma0": 0.5}, "budget": {"max_trials": 6},
+           "fitness": [{"name": "ja_vg_vqa", "data": str(data), "prompt": "<image> {question}",
+                        "max_new_tokens": 4, "num_beams": 1, "metric": "rougeL"}], "device": "cpu"}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert cli("search", path, "--run-dir", tmp_path / "run", "--quiet") == 0
+    err = capsys.readouterr().err
+    assert err.count("ships its own modeling code") == 1 and "'llava'" in err  # what scores it, said once
+    from evomerge.search.store import RunStore
+
+    with RunStore(tmp_path / "run") as store:
+        fitness = [t.fitness for t in store.trials("complete")]
+    assert len(fitness) == 6 and len(set(fitness)) > 1  # candidates answer differently
+    assert cli("export", tmp_path / "run", tmp_path / "best", "--quiet") == 0
+    assert (tmp_path / "best" / "modeling_llava.py").exists()
+    capsys.readouterr()
+    assert cli("eval", tmp_path / "best", "--config", path, "--json") == 2  # its own code: only when asked
+    assert "--trust-remote-code" in capsys.readouterr().err
+    assert cli("eval", tmp_path / "best", "--config", path, "--json", "--trust-remote-code") == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["fitness"] == pytest.approx(run_status(tmp_path / "run")["best"]["fitness"], abs=1e-9)
