@@ -6,11 +6,11 @@
 Fixed before it ran (this file and the two arm configs were committed first; a change means running every arm
 again). Two arms of the miniature's parameter-space search, identical but for one `subset:` block:
 
-- full (search/miniature-steer-full.yaml): every candidate scored on all 128 fitness problems;
-- cheap (search/miniature-steer-cheap.yaml): every candidate of a generation scored on the same 6 problems, a
+- full (search/miniature-steer-full.yaml): every candidate scored on all 96 fitness problems;
+- cheap (search/miniature-steer-cheap.yaml): every candidate of a generation scored on the same 5 problems, a
   fresh seeded random draw each generation (CMA-ES only ranks within a generation, so the comparison is paired);
   no full-set check during the run; at the end the best by estimate of each of the last two generations is scored
-  on all 128 problems and the better of the two is the run's best.
+  on all 96 problems and the better of the two is the run's best.
 
 Each arm runs with seeds 0, 1, 2 (`optimizer.seed`, and `subset.seed` in the cheap arm; nothing else changes):
 8 generations of 8 candidates. The best of each run is exported and scored on the 400 held-out problems
@@ -27,19 +27,17 @@ The criteria, decided before the runs:
 3. reported per seed, not judged: where each best came from (its generation; a best from generation 0 shows no
    steering), the full-set fitness of every finalist, and the full arm's own gain over its generation 0.
 
-Runs go two at a time, one CPU thread each (OMP_NUM_THREADS=1); seconds are therefore those of a shared machine,
-token counts are exact. Writes runs/.../report.json and prints it.
+Runs go one after another (torch's threads: both cores of the 2-core machine). Token counts are exact and
+deterministic; seconds are the machine's. Writes RUNS/report.json and prints it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -51,35 +49,38 @@ TOKEN_RATIO = 10.0
 LOWEST_DIFFERENCE = -0.03
 
 
-def evomerge(*args, threads: int | None = None) -> str:
-    env = dict(os.environ)
-    if threads is not None:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    out = subprocess.run([sys.executable, "-m", "evomerge", *map(str, args)], capture_output=True, text=True,
-                         env=env)
+def evomerge(*args) -> str:
+    out = subprocess.run([sys.executable, "-m", "evomerge", *map(str, args)], capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"evomerge {' '.join(map(str, args))} failed:\n{out.stderr[-2000:]}")
     return out.stdout
 
 
+SMOKE: dict = {}  # --smoke: a small setting that checks this script end to end (never the proof)
+
+
 def arm_config(arm: str, seed: int) -> dict:
-    """The arm's committed config with the seed set (the only thing that varies between a arm's runs)."""
+    """The arm's committed config with the seed set (the only thing that varies between an arm's runs)."""
     from evomerge.core.resources import resolve_path
 
     cfg = yaml.safe_load(resolve_path(f"evomerge:configs/search/miniature-steer-{arm}.yaml").read_text())
     cfg["optimizer"]["seed"] = seed
     if cfg.get("subset"):
         cfg["subset"]["seed"] = seed
+    if SMOKE:
+        cfg["budget"]["max_trials"] = SMOKE["trials"]
+        cfg["fitness"][0]["limit"] = SMOKE["problems"]
     return cfg
 
 
-def run_arm(runs: Path, arm: str, seed: int, threads: int) -> Path:
+def run_arm(runs: Path, arm: str, seed: int) -> Path:
     run = runs / f"{arm}-s{seed}"
     path = runs / "configs" / f"{arm}-s{seed}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(arm_config(arm, seed), sort_keys=False, allow_unicode=True))
     resume = ["--resume"] if (run / "run.sqlite").exists() else []
-    evomerge("search", path, "--run-dir", run, "--quiet", *resume, threads=threads)  # a finished run: no-op
+    print(f"{time.strftime('%H:%M:%S')} {arm} seed {seed}", flush=True)
+    evomerge("search", path, "--run-dir", run, "--quiet", *resume)  # a finished run: nothing to do
     return run
 
 
@@ -99,9 +100,10 @@ def describe(run: Path) -> dict:
     k = (json.loads(store_config(run)).get("subset") or {}).get("items", 0)
     problems = sum(t.items_used or 0 for t in trials) + len(finalists) * k
     gen0 = [t.fitness for t in trials if t.generation == 0 and t.status == "complete"]
+    span = max(t.finished for t in trials if t.finished) - min(t.started for t in trials if t.started)
     return {**spent, "trials": len(trials), "scored": len(scored), "problems_scored": problems,
             "best": best.id, "best_generation": best.generation, "best_fitness": best.fitness,
-            "best_of_generation_0": max(gen0) if gen0 else None, "finalists": finalists,
+            "best_full_in_generation_0": max(gen0) if gen0 else None, "finalists": finalists, "span_s": span,
             "generations": [{"generation": g["generation"], "best": g["best"], "mean": g["mean"]} for g in gens]}
 
 
@@ -112,15 +114,17 @@ def store_config(run: Path) -> str:
         return store.get_meta("config")
 
 
-def held_out(run: Path, work: Path, name: str, threads: int) -> Path:
+def held_out(run: Path, work: Path, name: str) -> Path:
     model, samples = work / f"{name}-best", work / f"{name}-heldout.jsonl"
     if not samples.exists():
-        evomerge("export", run, model, "--force", "--quiet", threads=threads)
+        print(f"{time.strftime('%H:%M:%S')} held-out: {name}", flush=True)
+        evomerge("export", run, model, "--force", "--quiet")
         cfg = arm_config("full", 0)
-        cfg["fitness"][0]["data"] = HELD_OUT
+        cfg["fitness"][0]["data"] = SMOKE.get("held_out", HELD_OUT)
+        cfg["fitness"][0].pop("limit", None)
         path = work / "heldout.yaml"
         path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
-        evomerge("eval", model, "--config", path, "--samples", samples, "--json", threads=threads)
+        evomerge("eval", model, "--config", path, "--samples", samples, "--json")
     return samples
 
 
@@ -128,23 +132,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=Path, required=True)
     ap.add_argument("--no-run", action="store_true")
-    ap.add_argument("--jobs", type=int, default=2, help="runs at once (each with one CPU thread)")
+    ap.add_argument("--smoke", action="store_true", help="16 trials on 16 problems, seed 0, the 100-problem test "
+                    "file instead of the held-out one: checks the script, proves nothing")
     args = ap.parse_args()
+    seeds = SEEDS
+    if args.smoke:
+        SMOKE.update(trials=16, problems=16, held_out="evomerge:data/ja_math_test.jsonl")
+        seeds = (0,)
     from evomerge.evaluators.compare import load_samples, paired_test
 
     runs = args.runs
     runs.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    order = [(arm, seed) for arm in ARMS for seed in SEEDS]  # the long full arms first
+    order = [(arm, seed) for arm in ARMS for seed in seeds]  # the long full arms first
     if not args.no_run:
-        with ThreadPoolExecutor(args.jobs) as pool:
-            list(pool.map(lambda a: run_arm(runs, *a, threads=1), order))
+        for arm, seed in order:
+            run_arm(runs, arm, seed)
     done = [(arm, seed) for arm, seed in order if (runs / f"{arm}-s{seed}" / "run.sqlite").exists()]
     work = runs / "held-out"
     work.mkdir(exist_ok=True)
-    with ThreadPoolExecutor(args.jobs) as pool:
-        samples = dict(zip(done, pool.map(lambda a: held_out(runs / f"{a[0]}-s{a[1]}", work, f"{a[0]}-s{a[1]}",
-                                                             threads=1), done)))
+    samples = {(arm, seed): held_out(runs / f"{arm}-s{seed}", work, f"{arm}-s{seed}") for arm, seed in done}
     report: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "wall_s": time.time() - t0, "runs": {}, "seeds": {}}
     values = {}
     for (arm, seed), path in samples.items():
@@ -153,7 +160,7 @@ def main() -> None:
         r["held_out_acc_ja"] = sum(values[arm, seed]) / len(values[arm, seed])
         report["runs"][f"{arm}-s{seed}"] = r
     pooled_full, pooled_cheap = [], []
-    for seed in SEEDS:
+    for seed in seeds:
         if ("full", seed) not in values or ("cheap", seed) not in values:
             continue
         full, cheap = report["runs"][f"full-s{seed}"], report["runs"][f"cheap-s{seed}"]
@@ -164,7 +171,7 @@ def main() -> None:
         }
         pooled_full += values["full", seed]
         pooled_cheap += values["cheap", seed]
-    if len(report["seeds"]) == len(SEEDS):
+    if len(report["seeds"]) == len(seeds):
         pooled = paired_test(pooled_full, pooled_cheap)
         ratios = [s["token_ratio"] for s in report["seeds"].values()]
         report["pooled"] = pooled

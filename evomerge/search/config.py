@@ -102,7 +102,9 @@ class RacingConfig(_Strict):
     candidate whose upper confidence bound on its full-set score cannot reach the generation's selection cut (the
     mu-th best full score among the generation's finished candidates, mu = popsize // 2: CMA-ES's parents) stops.
     The bound is Hoeffding-Serfling's for sampling without replacement, at `confidence` over all looks together,
-    and never above what perfect answers on the remaining problems would give."""
+    and never above what perfect answers on the remaining problems would give. The confidence is per candidate:
+    with several candidates a generation, and one shared problem order (their errors correlated), the chance that
+    some good candidate is stopped wrongly is larger."""
 
     chunk: int = Field(16, ge=1)  # problems per step
     confidence: float = Field(0.95, gt=0, lt=1)
