@@ -36,7 +36,26 @@ def family_config(arch: str):
                                            "moe_intermediate_size": 32, "decoder_sparse_step": 1}),
     }
     cls, more = extra[arch]
+    if arch == "qwen2":  # room for the byte-level BPE tokenizer Qwen2's tokenizer class needs (bpe_tokenizer)
+        return cls(**{**COMMON, "vocab_size": 330}, **more)
     return cls(**COMMON, **more)
+
+
+def save_bpe_tokenizer(folder: Path) -> None:
+    """A byte-level BPE tokenizer trained on the tests' words: transformers 5 loads a Qwen2 model's tokenizer as
+    Qwen2's class whatever tokenizer_config.json says, and that class rebuilds a BPE from tokenizer.json (the
+    word-level one of the other families reads as no tokens at all)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=330, special_tokens=["<|endoftext|>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([" ".join(f"w{i}" for i in range(61))] * 20, trainer)
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
+                            pad_token="<|endoftext|>").save_pretrained(str(folder))
 
 
 def pythia_buffers(state: dict, config) -> dict:
@@ -114,7 +133,7 @@ def build_family(root: Path, arch: str, n_tunes: int = 2, seed: int = 0, hub_exp
         save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"),
                   metadata={"format": "pt"})
         config.save_pretrained(str(folder))
-        save_tokenizer(folder)
+        (save_bpe_tokenizer if arch == "qwen2" else save_tokenizer)(folder)
         out[name] = folder
     return out
 

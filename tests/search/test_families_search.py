@@ -11,12 +11,10 @@ import yaml
 from families import build_family
 from helpers import cli
 
-ARCHS = ["llama", "qwen3", "gemma2", "gemma3_text", "phi3", "stablelm", "starcoder2", "gpt2", "gpt_neox", "mixtral",
-         "qwen2_moe", "qwen3_moe", "mixtral-hub", "qwen2_moe-hub", "qwen3_moe-hub"]
-# (not qwen2 in the data-flow list: transformers loads the tests' word-level tokenizer as Qwen2's, which reads it
-# as no tokens)
-DFS_ARCHS = ["llama", "qwen3", "gemma2", "gemma3_text", "phi3", "stablelm", "starcoder2", "mixtral", "qwen3_moe",
-             "gpt2", "gpt_neox"]
+ARCHS = ["llama", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "stablelm", "starcoder2", "gpt2", "gpt_neox",
+         "mixtral", "qwen2_moe", "qwen3_moe", "mixtral-hub", "qwen2_moe-hub", "qwen3_moe-hub"]
+DFS_ARCHS = ["llama", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "stablelm", "starcoder2", "mixtral",
+             "qwen3_moe", "gpt2", "gpt_neox"]
 
 
 def search_export_rescore(space: dict, tmp_path, capsys, *eval_options: str) -> None:
