@@ -20,6 +20,13 @@ def family_config(arch: str):
     if arch == "gpt2":
         return tf.GPT2Config(vocab_size=64, n_embd=32, n_layer=3, n_head=4, n_positions=64, bos_token_id=1,
                              eos_token_id=2)
+    if arch == "gpt_bigcode":
+        return tf.GPTBigCodeConfig(vocab_size=64, n_embd=32, n_layer=3, n_head=4, n_positions=64, bos_token_id=1,
+                                   eos_token_id=2)
+    if arch == "falcon":  # the new decoder (Falcon 40B / 180B, Falcon 2); the head stored, as mergekit requires
+        return tf.FalconConfig(vocab_size=64, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                               num_kv_heads=2, new_decoder_architecture=True, tie_word_embeddings=False,
+                               bos_token_id=1, eos_token_id=2)
     if arch == "gpt_neox":
         return tf.GPTNeoXConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
                                 num_attention_heads=4, max_position_embeddings=64, tie_word_embeddings=False,
@@ -29,6 +36,11 @@ def family_config(arch: str):
         "qwen3": (tf.Qwen3Config, {"head_dim": 8}), "gemma2": (tf.Gemma2Config, {"head_dim": 8}),
         "gemma3_text": (tf.Gemma3TextConfig, {"head_dim": 8}), "phi3": (tf.Phi3Config, {}),
         "stablelm": (tf.StableLmConfig, {}), "starcoder2": (tf.Starcoder2Config, {}),
+        # the other decoder architectures mergekit 0.1.5 defines that transformers builds without remote code
+        "gemma": (tf.GemmaConfig, {"head_dim": 8}), "olmo2": (tf.Olmo2Config, {}),
+        "cohere": (tf.CohereConfig, {"use_qk_norm": True}), "cohere2": (tf.Cohere2Config, {}),
+        "granite": (tf.GraniteConfig, {}), "phi": (tf.PhiConfig, {}), "glm4": (tf.Glm4Config, {"head_dim": 8}),
+        "arcee": (tf.ArceeConfig, {}), "apertus": (tf.ApertusConfig, {}),
         "mixtral": (tf.MixtralConfig, {"num_local_experts": 4, "num_experts_per_tok": 2}),
         "qwen2_moe": (tf.Qwen2MoeConfig, {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
                                            "shared_expert_intermediate_size": 48, "decoder_sparse_step": 1}),

@@ -190,7 +190,8 @@ class TrackingConfig(_Strict):
 
 # fields added to a section after runs were recorded with it: (section, field) -> the default that fingerprints
 # as if the field were absent
-ADDED_FIELDS = {("subset", "first_generation"): "full", ("subset", "check"): "generation", ("subset", "finalists"): 2}
+ADDED_FIELDS = {("subset", "first_generation"): "full", ("subset", "check"): "generation",
+                ("subset", "finalists"): 2}
 
 
 class SearchConfig(_Strict):

@@ -16,7 +16,9 @@ from families import build_family  # noqa: E402
 from mergekit_reference import assert_same, run_mergekit, run_ours  # noqa: E402
 
 ARCHS = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "stablelm", "starcoder2", "gpt2",
-         "gpt_neox", "mixtral", "qwen3_moe"]
+         "gpt_neox", "mixtral", "qwen3_moe",
+         # the rest of mergekit's decoder architectures that transformers builds (no remote code)
+         "gemma", "olmo2", "cohere", "cohere2", "granite", "phi", "gpt_bigcode", "falcon", "glm4", "arcee", "apertus"]
 
 
 @pytest.fixture(scope="module")
