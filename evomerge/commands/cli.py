@@ -101,7 +101,11 @@ def replay(run_dir: Path, racing: str | None, subset: str | None, as_json: bool)
         return
     for row in report["generations"]:
         click.echo("  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
-                             if k != "raced_ids"))
+                             if k not in ("raced_ids", "anchor_ids", "estimates")))
+    choice = report.get("final_choice")
+    if choice:
+        click.echo(f"final choice: trial {choice['trial']} (generation {choice['generation']}), full score "
+                   f"{choice['full']:.4g}; the run's best scored in full: {choice['run_best_full']:.4g}")
     agreement = report["mean_top_half_agreement"]
     click.echo(f"problems used {report['problems_used']} of {report['problems_full']} ({report['saving']:.2f}x fewer); "
                + (f"mean top-half agreement {agreement:.3f}" if agreement is not None else "no generation to compare"))

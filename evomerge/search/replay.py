@@ -113,15 +113,21 @@ def replay_racing(run_dir: str | Path, chunk: int = 16, confidence: float = 0.95
             "mean_top_half_agreement": float(np.mean([r["top_half_agreement"] for r in rows]))}
 
 
-def replay_subset(run_dir: str | Path, items: int = 32, seed: int = 0, first_random: int = 0) -> dict[str, Any]:
+def replay_subset(run_dir: str | Path, items: int = 32, seed: int = 0, first_random: int = 0, final: int = 0,
+                  finalists: int = 2) -> dict[str, Any]:
     """Per generation: top-half agreement of the estimates with full scores, and the error of the
     best-by-estimate's estimate, with anchors from what a subset run would have scored in full. The first
-    generation is scored in full, or with `first_random=1` estimated from a random subset as well."""
+    generation is scored in full, or with `first_random=1` estimated from a random subset as well. `final=1`
+    replays `check: final`: no check per generation (each draws a fresh random subset), and at the end the best by
+    estimate of each of the last `finalists` generations scored in full; `final_choice` says which it picks."""
     from evomerge.search.subset import choose_anchors, estimate
 
     _checked(SubsetConfig, "--subset", items=items, seed=seed)
-    if first_random not in (0, 1):
-        raise UserError(f"first_random is 0 or 1, got {first_random}", "--subset")
+    for name, value in (("first_random", first_random), ("final", final)):
+        if value not in (0, 1):
+            raise UserError(f"{name} is 0 or 1, got {value}", "--subset")
+    if finalists < 1:
+        raise UserError(f"finalists must be at least 1, got {finalists}", "--subset")
     gens, config = _generations(Path(run_dir))
     weight = config["fitness"][0].get("weight", 1.0)
     n = len(gens[0][0].item_values)
@@ -141,15 +147,26 @@ def replay_subset(run_dir: str | Path, items: int = 32, seed: int = 0, first_ran
         truth = [t.fitness for t in trials]
         mu = max(1, len(trials) // 2)
         best = max(range(len(trials)), key=lambda i: (est[i], -i))
-        known.append(dict(enumerate(trials[best].item_values)))  # its full-set check
-        rows.append({"generation": g, "candidates": len(trials), "anchors": len(anchors),
+        if not final:
+            known.append(dict(enumerate(trials[best].item_values)))  # its full-set check
+        rows.append({"generation": g, "candidates": len(trials), "anchors": len(anchors), "anchor_ids": anchors,
+                     "estimates": est,
                      "top_half_agreement": len(_top(truth, mu) & _top(est, mu)) / mu,
-                     "best_error": est[best] - truth[best], "best_is_true_best": truth[best] == max(truth)})
-        used_all += len(anchors) * len(trials) + n
+                     "best_error": est[best] - truth[best], "best_is_true_best": truth[best] == max(truth),
+                     "best_id": trials[best].id, "best_full": truth[best]})
+        used_all += len(anchors) * len(trials) + (0 if final else n)
         total_all += n * len(trials)
+    choice = None
+    if final and rows:
+        chosen = rows[-finalists:]
+        used_all += n * len(chosen)
+        pick = max(chosen, key=lambda r: (r["best_full"], -r["best_id"]))
+        choice = {"trial": pick["best_id"], "generation": pick["generation"], "full": pick["best_full"],
+                  "run_best_full": max(t.fitness for trials in gens for t in trials)}
     errors = [abs(r["best_error"]) for r in rows]
-    return {"setting": {"items": items, "seed": seed, "first_generation": "random" if first_random else "full"},
-            "generations": rows, "problems_used": used_all,
+    setting = {"items": items, "seed": seed, "first_generation": "random" if first_random else "full",
+               "check": "final" if final else "generation", **({"finalists": finalists} if final else {})}
+    return {"setting": setting, "generations": rows, "final_choice": choice, "problems_used": used_all,
             "problems_full": total_all, "saving": total_all / max(used_all, 1),
             "mean_top_half_agreement": float(np.mean([r["top_half_agreement"] for r in rows])) if rows else None,
             "mean_abs_best_error": float(np.mean(errors)) if errors else None}

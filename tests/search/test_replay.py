@@ -70,3 +70,27 @@ def test_subset_replay_with_an_estimated_first_generation(full_run):
     report = replay_subset(full_run / "full", items=6, first_random=1)
     assert [r["generation"] for r in report["generations"]] == [0, 1, 2, 3]
     assert report["saving"] > replay_subset(full_run / "full", items=6)["saving"]
+
+
+def test_a_check_final_replay_decides_generation_zero_as_a_real_run(family, target, full_run, tmp_path, capsys):
+    """`final=1`: fresh random anchors each generation, no checks during the run, the finalists at the end; its
+    generation 0 (the same candidates as the full run's) is estimated exactly as a real `check: final` run's."""
+    subset = {"items": 6, "first_generation": "random", "check": "final", "finalists": 2}
+    search(item_config(family, target, budget=6, subset=subset), tmp_path / "real")
+    with RunStore(tmp_path / "real") as store:
+        import json
+
+        real_anchors = json.loads(store.get_meta("anchors.0"))[0]
+        real = sorted(store.generation_trials(0), key=lambda t: t.ask_index)
+        real_est = [t.estimate if t.estimate is not None else t.fitness for t in real]
+    report = replay_subset(full_run / "full", items=6, first_random=1, final=1)
+    gen0 = report["generations"][0]
+    assert gen0["anchor_ids"] == real_anchors and gen0["estimates"] == pytest.approx(real_est)
+    with RunStore(full_run / "full") as store:
+        n = store.trials()[0].items_total
+    assert report["problems_used"] == 6 * 24 + 2 * n  # anchors only, then two finalists in full
+    choice = report["final_choice"]
+    assert choice["generation"] in (2, 3) and choice["full"] <= choice["run_best_full"]
+    assert cli("replay", full_run / "full", "--subset", "items=6,first_random=1,final=1") == 0
+    assert "final choice: trial" in capsys.readouterr().out
+    assert cli("replay", full_run / "full", "--subset", "items=6,final=2") == 2
