@@ -133,6 +133,8 @@ class ItemOptions(Options):
     target: str  # a safetensors file with the target model's state dict
     scale: float = 2000.0
     hit: float = 0.5  # ItemHit: an item is right when its closeness is above this
+    calls_file: str | None = None  # counts score_items() calls across processes
+    kill_at_call: int | None = None  # SIGKILL the process at this call (once)
 
 
 class ItemTarget(Evaluator):
@@ -158,6 +160,8 @@ class ItemTarget(Evaluator):
     def score_items(self, model, tokenizer, indices):
         import math
 
+        if self.options.calls_file:
+            TargetDistance._count(self)
         state = model.state_dict()
         out = []
         for i in indices:

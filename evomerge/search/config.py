@@ -112,6 +112,19 @@ class RacingConfig(_Strict):
     seed: int = 0  # the shared problem order (common random numbers: comparisons are paired)
 
 
+class GrowConfig(_Strict):
+    """`subset: {check: final, grow: ...}`: a generation whose candidates between them score less than
+    `min_total` (the sum of their item values: with accuracy, right answers) is scored on `step` more shared
+    problems, again until it does, up to `max_items` per candidate; the whole search spends at most `mean_items`
+    problems per candidate (later generations' `items` reserved first). Why: a weak population on a few problems
+    is all zeros, a tie that tells CMA-ES nothing, and such generations are where a search starts."""
+
+    step: int = Field(3, ge=1)
+    min_total: float = Field(4.0, gt=0)
+    max_items: int = Field(12, ge=2)
+    mean_items: float = Field(6.0, gt=0)
+
+
 class SubsetConfig(_Strict):
     """Subset fitness: candidates (after the first generation, unless `first_generation: random`) are scored on
     `items` anchor problems and their full-set score estimated (search/subset.py). Every candidate of a generation
@@ -130,12 +143,21 @@ class SubsetConfig(_Strict):
     first_generation: Literal["full", "random"] = "full"
     check: Literal["generation", "final"] = "generation"
     finalists: int = Field(2, ge=1)  # `check: final`: how many of the last generations give a finalist
+    grow: GrowConfig | None = None  # `check: final`: more shared problems for a generation that scores too little
 
     @model_validator(mode="after")
     def _finalists_need_final(self) -> "SubsetConfig":
         if "finalists" in self.model_fields_set and self.check != "final":
             raise ValueError("`finalists` applies to `check: final` only (with `check: generation` every "
                              "generation's best is checked)")
+        if self.grow is not None:
+            if self.check != "final":
+                raise ValueError("`grow` applies to `check: final` only (its generations are plain random subsets)")
+            if self.grow.max_items < self.items:
+                raise ValueError(f"grow.max_items ({self.grow.max_items}) is below items ({self.items})")
+            if self.grow.mean_items < self.items:
+                raise ValueError(f"grow.mean_items ({self.grow.mean_items}) is below items ({self.items}): "
+                                 "the budget cannot pay for one subset per candidate")
         return self
 
 
@@ -191,7 +213,7 @@ class TrackingConfig(_Strict):
 # fields added to a section after runs were recorded with it: (section, field) -> the default that fingerprints
 # as if the field were absent
 ADDED_FIELDS = {("subset", "first_generation"): "full", ("subset", "check"): "generation",
-                ("subset", "finalists"): 2}
+                ("subset", "finalists"): 2, ("subset", "grow"): None}
 
 
 class SearchConfig(_Strict):

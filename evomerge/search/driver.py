@@ -256,6 +256,7 @@ class _Generation:
     trial_of: dict[int, int] = field(default_factory=dict)  # ask index -> trial id, once created
     finished: list[tuple[int, int, float]] = field(default_factory=list)  # (ask index, trial id, fitness)
     full: list[float] = field(default_factory=list)  # fitness of its trials scored on every problem (racing's cut)
+    extending: int = 0  # subset growth: extension jobs of this generation not back yet (it closes after them)
 
 
 class Driver:
@@ -307,6 +308,8 @@ class Driver:
             if t.duplicate_of is None:
                 self.scored.setdefault(t.recipe, t.id)
         in_flight = 0
+        if len(self.gen.finished) >= pop:  # resumed with all its trials in: extensions still owed, or the close
+            self._settle()
         try:
             while True:
                 stop = (dispatched >= budget.max_trials
@@ -397,6 +400,18 @@ class Driver:
             else:
                 self.log(f"validation of trial {job.trial_id} failed: {(result.error or '')[:200]}")
             return
+        if job.kind == "extend":  # subset growth: a trial of the open generation, scored on more problems
+            if result.status in SCORED:
+                store.extend(job.trial_id, result.fitness, result.scores, len(job.anchors[0]), result.eval_s)
+            else:
+                store.fail_trial(job.trial_id, f"scoring it on more problems failed: {result.error}")
+                self.log(f"trial {job.trial_id}: scoring it on more problems failed: {(result.error or '')[:200]}")
+            g = self.gen
+            g.extending -= 1
+            if g.extending == 0:
+                g.finished = [(k, tid, fitness_of(store.trial(tid), self.failed)) for k, tid, _ in g.finished]
+                self._settle()
+            return
         if job.kind == "check":  # subset fitness: a generation's best, now scored on every problem
             if result.status == "complete":
                 estimate = store.trial(job.trial_id).fitness
@@ -434,7 +449,7 @@ class Driver:
             if status == "complete":
                 self.gen.full.append(fitness)
             if len(self.gen.finished) >= self.opt.popsize:
-                self._close()
+                self._settle()
 
     # -- generations -------------------------------------------------------------------------------------------
     def _open(self, index: int) -> _Generation:
@@ -483,6 +498,68 @@ class Driver:
         if self._checks_each_generation():
             self._queue_check(g.index)
         self.gen = self._open(g.index + 1)
+
+    def _settle(self) -> None:
+        """The open generation has its `popsize` finishers. With `subset.grow` its told trials are first scored on
+        whatever more problems they still lack (a resumed run), or on `step` new ones while the generation scores
+        too little and the budget allows; then it closes."""
+        g = self.gen
+        if g.extending:
+            return
+        jobs = self._extensions(g)
+        if jobs:
+            g.extending = len(jobs)
+            self.to_validate.extend(jobs)  # ahead of the next generation (which waits for this one's close)
+            return
+        self._close()
+
+    def _extensions(self, g: _Generation) -> list[Job]:
+        subset = self.config.subset
+        grow = subset.grow if subset is not None else None
+        if grow is None or (g.index == 0 and subset.first_generation == "full"):
+            return []
+        trials = [self.store.trial(tid) for _, tid, _ in g.finished[:self.opt.popsize]]
+        scored = [t for t in trials if t.status == "estimated" and t.duplicate_of is None]
+        if not scored:
+            return []
+        anchors = self._all_anchors(g.index)
+        if all(t.items_used >= len(anchors) for t in scored):
+            weight = self.config.fitness[0].weight
+            total = sum(t.fitness / weight * t.items_used for t in scored)  # the item values, summed
+            if total + 1e-9 >= grow.min_total or not self._can_grow(g.index):
+                return []
+            anchors = self._add_anchors(g.index, anchors)
+            self.log(f"generation {g.index}: its candidates scored {total:.3g} in all on {len(anchors) - grow.step} "
+                     f"problems each; {grow.step} more problems each")
+        return [Job("extend", t.id, list(t.genes), g.index, t.ask_index,
+                    anchors=(anchors[t.items_used:], [1.0 / (len(anchors) - t.items_used)] * (len(anchors) - t.items_used)))
+                for t in scored if t.items_used < len(anchors)]
+
+    def _can_grow(self, gen: int) -> bool:
+        from evomerge.search.subset import can_grow
+
+        subset = self.config.subset
+        first = 1 if subset.first_generation == "full" else 0
+        gens = -(-self.budget.max_trials // self.opt.popsize) - first
+        return can_grow([len(self._all_anchors(h)) for h in range(first, gen + 1)], gens, self.opt.popsize,
+                        subset.items, self.n_items, subset.grow)
+
+    def _all_anchors(self, gen: int) -> list[int]:
+        """Generation `gen`'s problems: its subset, then any problems growth added (in the store)."""
+        first = self._anchors(gen)
+        extra = json.loads(self.store.get_meta(f"grown.{gen}") or "[]")
+        return list(first[0]) + extra if first else []
+
+    def _add_anchors(self, gen: int, anchors: list[int]) -> list[int]:
+        """`step` more problems for generation `gen`, kept in the store before any job uses them (a resumed run
+        extends with the same)."""
+        from evomerge.search.subset import more_anchors
+
+        subset = self.config.subset
+        new = more_anchors(anchors, self.n_items, subset.grow.step, subset.seed, gen)
+        extra = json.loads(self.store.get_meta(f"grown.{gen}") or "[]") + new
+        self.store.set_meta(f"grown.{gen}", json.dumps(extra))
+        return anchors + new
 
     def _checks_each_generation(self) -> bool:
         return self.config.subset is not None and self.config.subset.check == "generation"
@@ -541,7 +618,7 @@ class Driver:
                 self.to_validate.append(Job("validate", top.id, list(top.genes), gen))
 
     def _requeue(self, job: Job) -> None:
-        if job.kind in ("validate", "check"):  # it runs again in another slot
+        if job.kind in ("validate", "check", "extend"):  # it runs again in another slot
             self.to_validate.appendleft(job)
         elif job.generation == self.gen.index:
             self.gen.queue.appendleft(job.ask_index)

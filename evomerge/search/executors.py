@@ -21,7 +21,8 @@ from evomerge.core.errors import UserError
 
 @dataclass
 class Job:
-    kind: str  # evaluate | validate | check | duplicate (scored before: the driver records it, nothing runs)
+    # evaluate | validate | check | extend (subset growth: more anchors) | duplicate (scored before: recorded only)
+    kind: str
     trial_id: int
     genes: list[float]
     generation: int = -1

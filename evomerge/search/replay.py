@@ -114,15 +114,24 @@ def replay_racing(run_dir: str | Path, chunk: int = 16, confidence: float = 0.95
 
 
 def replay_subset(run_dir: str | Path, items: int = 32, seed: int = 0, first_random: int = 0, final: int = 0,
-                  finalists: int = 2) -> dict[str, Any]:
+                  finalists: int = 2, grow_step: int = 0, grow_min: float = 4.0, grow_max: int = 12,
+                  grow_mean: float = 6.0) -> dict[str, Any]:
     """Per generation: top-half agreement of the estimates with full scores, and the error of the
     best-by-estimate's estimate, with anchors from what a subset run would have scored in full. The first
     generation is scored in full, or with `first_random=1` estimated from a random subset as well. `final=1`
     replays `check: final`: no check per generation (each draws a fresh random subset), and at the end the best by
-    estimate of each of the last `finalists` generations scored in full; `final_choice` says which it picks."""
-    from evomerge.search.subset import choose_anchors, estimate
+    estimate of each of the last `finalists` generations scored in full; `final_choice` says which it picks.
+    `grow_step=3,grow_min=4,grow_max=12,grow_mean=5` (with `final=1`) replays `grow`."""
+    from evomerge.search.subset import can_grow, choose_anchors, estimate, more_anchors
 
     _checked(SubsetConfig, "--subset", items=items, seed=seed)
+    grow = None
+    if grow_step:
+        if not final:
+            raise UserError("grow_step needs final=1 (growth is a setting of `check: final`)", "--subset")
+        grow = _checked(SubsetConfig, "--subset", items=items, seed=seed, check="final",
+                        grow={"step": grow_step, "min_total": grow_min, "max_items": grow_max,
+                              "mean_items": grow_mean}).grow
     for name, value in (("first_random", first_random), ("final", final)):
         if value not in (0, 1):
             raise UserError(f"{name} is 0 or 1, got {value}", "--subset")
@@ -140,9 +149,20 @@ def replay_subset(run_dir: str | Path, items: int = 32, seed: int = 0, first_ran
         known = [dict(enumerate(t.item_values)) for t in gens[0]]  # the first generation is scored in full
         rows, used_all, total_all = [], n * len(gens[0]), n * len(gens[0])
         gens = gens[1:]
+    popsize = config.get("optimizer", {}).get("popsize") or len(gens[0] if gens else [])
+    max_trials = config.get("budget", {}).get("max_trials", 0)
+    estimated = -(-max_trials // max(popsize, 1)) - (0 if first_random else 1)
+    sizes: list[int] = []  # problems per candidate of each estimated generation (growth's budget)
     for trials in gens:
         g = trials[0].generation
         anchors, weights = choose_anchors(known, n, items, seed + g)
+        if grow is not None:  # as the driver grows a generation: the same draws, totals and budget
+            sizes.append(len(anchors))
+            while (sum(t.item_values[a] for t in trials for a in anchors) + 1e-9 < grow.min_total
+                   and can_grow(sizes, estimated, popsize, items, n, grow)):
+                anchors = anchors + more_anchors(anchors, n, grow.step, seed, g)
+                sizes[-1] = len(anchors)
+            weights = [1.0 / len(anchors)] * len(anchors)
         est = [weight * estimate(dict(enumerate(t.item_values)), anchors, weights) for t in trials]
         truth = [t.fitness for t in trials]
         mu = max(1, len(trials) // 2)
@@ -165,7 +185,8 @@ def replay_subset(run_dir: str | Path, items: int = 32, seed: int = 0, first_ran
                   "run_best_full": max(t.fitness for trials in gens for t in trials)}
     errors = [abs(r["best_error"]) for r in rows]
     setting = {"items": items, "seed": seed, "first_generation": "random" if first_random else "full",
-               "check": "final" if final else "generation", **({"finalists": finalists} if final else {})}
+               "check": "final" if final else "generation", **({"finalists": finalists} if final else {}),
+               **({"grow": grow.model_dump()} if grow is not None else {})}
     return {"setting": setting, "generations": rows, "final_choice": choice, "problems_used": used_all,
             "problems_full": total_all, "saving": total_all / max(used_all, 1),
             "mean_top_half_agreement": float(np.mean([r["top_half_agreement"] for r in rows])) if rows else None,

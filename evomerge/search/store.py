@@ -260,6 +260,28 @@ class RunStore:
                 (fitness, json.dumps(scores), race["items"], json.dumps([values[i] for i in sorted(values)]),
                  prompt, generated, eval_s or 0.0, trial_id))
 
+    def extend(self, trial_id: int, fitness: float, scores: dict, items: int, eval_s: float | None = None) -> None:
+        """Subset growth: an estimated trial scored on `items` more problems (equal weights). Its fitness becomes
+        the mean over all its problems; counts (seconds, tokens, items) add up, metrics average by problems."""
+        t = self.trial(trial_id)
+        n = t.items_used or 0
+        merged = json.loads(json.dumps(t.scores or {}))
+        for key, metrics in scores.items():
+            old = merged.setdefault(key, {})
+            for m, v in metrics.items():
+                if not isinstance(v, (int, float)):
+                    continue
+                if m in ("seconds", "prompt_tokens", "generated_tokens", "items"):
+                    old[m] = old.get(m, 0) + v
+                else:
+                    old[m] = (old.get(m, 0.0) * n + v * items) / (n + items)
+        prompt, generated = _tokens(scores)
+        self._q("UPDATE trials SET fitness=?, scores=?, items_used=?, prompt_tokens=COALESCE(prompt_tokens, 0)+?, "
+                "generated_tokens=COALESCE(generated_tokens, 0)+?, eval_s=COALESCE(eval_s, 0)+? "
+                "WHERE id=? AND status='estimated'",
+                ((t.fitness * n + fitness * items) / (n + items), json.dumps(merged), n + items, prompt, generated,
+                 eval_s or 0.0, trial_id))
+
     def spent(self) -> dict[str, float]:
         """What the run has spent so far: tokens, and seconds merging and scoring."""
         row = self._q("SELECT COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(generated_tokens), 0), "

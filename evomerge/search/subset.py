@@ -54,3 +54,25 @@ def choose_anchors(results: list[dict[int, float]], n_items: int, k: int, seed: 
 def estimate(values: dict[int, float], anchors: list[int], weights: list[float]) -> float:
     """The full-set mean, estimated from the anchors' values."""
     return float(sum(w * values[a] for a, w in zip(anchors, weights)))
+
+
+def more_anchors(anchors: list[int], n_items: int, step: int, seed: int, gen: int) -> list[int]:
+    """Subset growth (`grow`): `step` more problems for generation `gen`, a draw from those it has not seen,
+    seeded by (seed, generation, round) so that a resumed run and a replay draw the same."""
+    rest = sorted(set(range(n_items)) - set(anchors))
+    rng = np.random.default_rng([seed, gen, len(anchors)])
+    return sorted(int(i) for i in rng.choice(rest, size=min(step, len(rest)), replace=False))
+
+
+def can_grow(items_by_generation: list[int], generations: int, popsize: int, items: int, n_items: int,
+             grow) -> bool:
+    """Whether the last of the estimated generations so far (`items_by_generation`: problems per candidate of
+    each, oldest first) may take `grow.step` more: within `max_items` and the fitness set, and with the generations
+    still to come (of `generations` estimated ones in the run) able to pay for their `items`, all within
+    `grow.mean_items` problems per candidate. Counted per generation of `popsize` candidates."""
+    now = items_by_generation[-1]
+    if now + grow.step > min(grow.max_items, n_items):
+        return False
+    spent = sum(items_by_generation) * popsize
+    reserve = max(0, generations - len(items_by_generation)) * items * popsize
+    return spent + grow.step * popsize + reserve <= grow.mean_items * popsize * generations

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from evomerge.core.errors import UserError
 from evomerge.search.replay import replay_racing, replay_subset
 from evomerge.search.store import RunStore
 from helpers import cli, make_config, search
@@ -94,3 +95,28 @@ def test_a_check_final_replay_decides_generation_zero_as_a_real_run(family, targ
     assert cli("replay", full_run / "full", "--subset", "items=6,first_random=1,final=1") == 0
     assert "final choice: trial" in capsys.readouterr().out
     assert cli("replay", full_run / "full", "--subset", "items=6,final=2") == 2
+
+
+@pytest.mark.parametrize("min_total", [20.0, 1e6], ids=["until-enough", "until-budget"])
+def test_a_grow_replay_decides_generation_zero_as_a_real_run(family, target, full_run, tmp_path, min_total):
+    """`grow_step=...` (with `final=1`): generation 0 grows on the same draws, totals and budget as a real run
+    with `grow`, so its problems and estimates equal the real run's."""
+    grow = {"step": 2, "min_total": min_total, "max_items": 9, "mean_items": 5}
+    subset = {"items": 3, "first_generation": "random", "check": "final", "finalists": 2, "grow": grow}
+    search(item_config(family, target, subset=subset), tmp_path / "real")
+    with RunStore(tmp_path / "real") as store:
+        import json
+
+        real_anchors = json.loads(store.get_meta("anchors.0"))[0] + json.loads(store.get_meta("grown.0") or "[]")
+        real = sorted(store.generation_trials(0), key=lambda t: t.ask_index)
+        real_est = [t.estimate if t.estimate is not None else t.fitness for t in real]
+    report = replay_subset(full_run / "full", items=3, first_random=1, final=1, grow_step=2, grow_min=min_total,
+                           grow_max=9, grow_mean=5)
+    gen0 = report["generations"][0]
+    assert 3 < len(real_anchors) <= 9  # it grew
+    assert gen0["anchor_ids"] == real_anchors and gen0["estimates"] == pytest.approx(real_est, abs=1e-12)
+    assert report["setting"]["grow"]["step"] == 2
+    with pytest.raises(UserError, match="final=1"):
+        replay_subset(full_run / "full", items=3, grow_step=2)
+    with pytest.raises(UserError, match="max_items"):
+        replay_subset(full_run / "full", items=3, final=1, grow_step=2, grow_max=2)

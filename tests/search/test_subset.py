@@ -216,3 +216,84 @@ def test_finalists_need_check_final(family, target):
     cfg = subset_config(family, target)
     cfg["subset"]["check"] = "generation"
     assert search_config_from_dict(cfg, "t").fingerprint() == plain  # older runs stay resumable
+
+
+def grow_config(family, target, min_total=1e6, **extra):
+    cfg = final_config(family, target)
+    cfg["subset"].update(items=3, grow={"step": 2, "min_total": min_total, "max_items": 9, "mean_items": 5})
+    cfg["fitness"][0].update(extra)
+    return cfg
+
+
+def test_grow_scores_a_generation_that_scores_too_little_on_more_problems_within_the_budget(family, target,
+                                                                                              tmp_path):
+    """`grow`: a generation whose candidates score less than `min_total` between them gets `step` more shared
+    problems, up to `max_items`, while the later generations' `items` stay paid for within `mean_items` per
+    candidate. Each estimate is the mean over all the problems its generation was scored on."""
+    search(grow_config(family, target), tmp_path / "run")
+    with RunStore(tmp_path / "run") as store:
+        done = store.trials()
+        total = done[0].items_total
+        problems = {g: json.loads(store.get_meta(f"anchors.{g}"))[0] + json.loads(store.get_meta(f"grown.{g}") or "[]")
+                    for g in range(4)}
+        # 6 candidates x 4 generations x 5 = 120 problem scorings: generation 0 grows to 9 (54 + 3 x 18 reserved),
+        # generation 1 to 5 (54 + 30 + 2 x 18), the last two cannot grow
+        assert [len(problems[g]) for g in range(4)] == [9, 5, 3, 3]
+        assert all(len(set(p)) == len(p) for p in problems.values())
+        finalists = [t for t in done if t.status == "complete"]
+        assert sorted(t.generation for t in finalists) == [2, 3]
+        for t in done:
+            assert t.items_used == (total if t in finalists else len(problems[t.generation]))
+        for t in finalists:  # the estimate it was told: its item values on its generation's problems, averaged
+            assert t.estimate == pytest.approx(sum(t.item_values[i] for i in problems[t.generation])
+                                               / len(problems[t.generation]), abs=1e-12)
+        spent = sum(6 * len(p) for p in problems.values()) + total * len(finalists)
+        assert store.spent()["generated_tokens"] == 2 * spent and 6 * sum(map(len, problems.values())) == 120
+    search(grow_config(family, target, min_total=1e-6), tmp_path / "none")  # every generation scores enough
+    with RunStore(tmp_path / "none") as store:
+        assert all(store.get_meta(f"grown.{g}") is None for g in range(4))
+        assert {t.items_used for t in store.trials() if t.status == "estimated"} == {3}
+
+
+def test_a_run_killed_while_it_grows_resumes_exactly(family, target, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parents[1]
+    calls = tmp_path / "calls"
+    cfg = grow_config(family, target, calls_file=str(calls), kill_at_call=9)  # generation 0's first extension
+    env = dict(os.environ, PYTHONPATH=f"{tests}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    proc = subprocess.run([sys.executable, "-m", "evomerge", "search", str(_write(tmp_path, cfg)), "--run-dir",
+                           str(tmp_path / "run"), "--quiet"], env=env, capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    with RunStore(tmp_path / "run") as store:
+        assert sorted(t.items_used for t in store.trials()) == [3, 3, 3, 3, 5, 5]  # killed mid-extension
+    assert cli("search", _write(tmp_path, cfg), "--run-dir", tmp_path / "run", "--resume", "--quiet") == 0
+    search(grow_config(family, target), tmp_path / "clean")
+    with RunStore(tmp_path / "run") as a, RunStore(tmp_path / "clean") as b:
+        assert [(t.genes, t.fitness, t.estimate, t.items_used) for t in a.trials()] == \
+            [(t.genes, t.fitness, t.estimate, t.items_used) for t in b.trials()]
+        assert a.spent()["generated_tokens"] == b.spent()["generated_tokens"]  # the killed call recorded nothing
+    # jobs: generation 0: 6 + 3 extensions x 6, generation 1: 6 + 6, then 6 + 6, 2 finalists; and the killed one
+    assert int(calls.read_text()) == 24 + 12 + 12 + 2 + 1
+
+
+def test_grow_needs_check_final_and_a_budget_that_pays_for_the_subsets(family, target):
+    from evomerge.core.errors import UserError
+    from evomerge.search.config import search_config_from_dict
+
+    cfg = subset_config(family, target)
+    cfg["subset"]["grow"] = {"step": 2}
+    with pytest.raises(UserError, match="grow"):
+        search_config_from_dict(cfg, "test")
+    cfg = grow_config(family, target)
+    cfg["subset"]["grow"]["mean_items"] = 2
+    with pytest.raises(UserError, match="mean_items"):
+        search_config_from_dict(cfg, "test")
+    cfg = final_config(family, target)
+    before = search_config_from_dict(cfg, "t").fingerprint()
+    cfg["subset"]["grow"] = None
+    assert search_config_from_dict(cfg, "t").fingerprint() == before  # older runs stay resumable
