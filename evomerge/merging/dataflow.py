@@ -132,6 +132,9 @@ def export_dataflow(path: DataflowPath, out: Path, *, force: bool = False, progr
             cfg["architectures"] = [cls]
             auto = "AutoModelForImageTextToText" if vlm else "AutoModelForCausalLM"
             cfg["auto_map"] = {auto: f"{MODELING_FILE[:-3]}.{cls}"}
+            for code in staged.glob("*.py"):  # a donor's own code (Asagi's): not what builds this model
+                if code.name != MODELING_FILE:
+                    code.unlink()
             _rename_to_runtime(staged, vlm)
             (staged / "config.json").write_text(json.dumps(cfg, indent=2))
 

@@ -11,7 +11,10 @@ from evomerge.sources.models import load_tokenizer, open_model, resolve_referenc
 
 
 def load_for_eval(ref: str, device: str = "auto", dtype: str | None = None,
-                  trust_remote_code: bool = False) -> tuple[Any, Any]:
+                  trust_remote_code: bool = False, native_class: bool = False) -> tuple[Any, Any]:
+    """(model, tokenizer or processor). A model that ships its own code (auto_map) is refused without
+    `trust_remote_code`, unless `native_class` (a data-flow search, as a parameter-space one): then transformers'
+    own class for its model_type builds it and its code is never run (the search says so once)."""
     import json
 
     from transformers import AutoModelForCausalLM
@@ -21,7 +24,7 @@ def load_for_eval(ref: str, device: str = "auto", dtype: str | None = None,
     if gguf_file is None:
         open_model(ref).check_loadable(trust_remote_code)  # pickled weights, unbuildable VLMs: refused up front
         config = json.loads((folder / "config.json").read_text())
-        if config.get("auto_map") and not trust_remote_code:
+        if config.get("auto_map") and not trust_remote_code and not native_class:
             raise UserError("this model ships its own modeling code (auto_map in config.json); "
                             "pass --trust-remote-code if you trust it", ref)
     if gguf_file is None and is_vlm(json.loads((folder / "config.json").read_text())):

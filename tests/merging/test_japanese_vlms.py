@@ -121,22 +121,27 @@ def test_asagi_language_model_merges_vision_is_copied_and_it_loads_with_its_own_
             == merged["language_model.model.layers.1.mlp.up_proj.weight"]).all()
 
 
-def test_a_search_over_asagi_scores_it_on_images_and_its_export_rescores_exactly(asagi, vqa_data, tmp_path,
-                                                                                capsys):
-    pytest.importorskip("fugashi")
-    from evomerge.search.results import run_status
-
-    data = tmp_path / "vg.jsonl"  # the fixture's images, with answers in the tiny tokenizer's words
+def vqa_fitness(vqa_data, tmp_path) -> list[dict]:
+    """The fixture's images, with answers in the tiny tokenizer's words (so candidates can differ on them)."""
+    data = tmp_path / "vg.jsonl"
     rows = [json.loads(line) for line in (vqa_data / "vg.jsonl").read_text().splitlines()]
     for i, row in enumerate(rows):
         row["image"] = str(vqa_data / row["image"])
         for j, qa in enumerate(row["qas"]):
             qa["answer"] = " ".join(f"w{(7 * i + 3 * j + k) % 61}" for k in range(4))
     data.write_text("\n".join(json.dumps(r) for r in rows))
+    return [{"name": "ja_vg_vqa", "data": str(data), "prompt": "<image> {question}", "max_new_tokens": 4,
+             "num_beams": 1, "metric": "rougeL"}]
+
+
+def test_a_search_over_asagi_scores_it_on_images_and_its_export_rescores_exactly(asagi, vqa_data, tmp_path,
+                                                                                capsys):
+    pytest.importorskip("fugashi")
+    from evomerge.search.results import run_status
+
     cfg = {"merge": yaml.safe_load(recipe(asagi, "vlm")), "genome": {"parameters": ["weight", "density"]},
            "optimizer": {"name": "cma", "seed": 0, "popsize": 3, "sigma0": 0.5}, "budget": {"max_trials": 6},
-           "fitness": [{"name": "ja_vg_vqa", "data": str(data), "prompt": "<image> {question}",
-                        "max_new_tokens": 4, "num_beams": 1, "metric": "rougeL"}], "device": "cpu"}
+           "fitness": vqa_fitness(vqa_data, tmp_path), "device": "cpu"}
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(cfg))
     assert cli("search", path, "--run-dir", tmp_path / "run", "--quiet") == 0
@@ -153,5 +158,35 @@ def test_a_search_over_asagi_scores_it_on_images_and_its_export_rescores_exactly
     assert cli("eval", tmp_path / "best", "--config", path, "--json") == 2  # its own code: only when asked
     assert "--trust-remote-code" in capsys.readouterr().err
     assert cli("eval", tmp_path / "best", "--config", path, "--json", "--trust-remote-code") == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["fitness"] == pytest.approx(run_status(tmp_path / "run")["best"]["fitness"], abs=1e-9)
+
+
+def test_a_data_flow_search_through_asagi_exports_it_with_its_code_and_rescores_exactly(asagi, vqa_data, tmp_path,
+                                                                                       capsys):
+    """DFS with Asagi as model A (its LM's layers interleaved with a text Llama's of the same shape, the vision
+    side Asagi's), scored with transformers' LLaVA class as a PS search is (never Asagi's own code). A data-flow
+    export is evomerge's data-flow model (its own code via auto_map, on the same transformers class), with
+    Asagi's vision tower and projector; it re-scores as the search scored."""
+    pytest.importorskip("fugashi")
+    from evomerge.search.results import run_status
+
+    cfg = {"dataflow": {"model_a": str(asagi["vlm"]), "model_b": str(asagi["ft1"]), "repeats": 1, "scales": True},
+           "optimizer": {"name": "cma", "seed": 1, "popsize": 4}, "budget": {"max_trials": 8},
+           "fitness": vqa_fitness(vqa_data, tmp_path), "device": "cpu"}
+    path = tmp_path / "dfs.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert cli("search", path, "--run-dir", tmp_path / "run", "--quiet") == 0
+    assert cli("export", tmp_path / "run", tmp_path / "best", "--quiet") == 0
+    out = tmp_path / "best"
+    config = json.loads((out / "config.json").read_text())
+    assert "modeling_evomerge_dataflow" in json.dumps(config["auto_map"])
+    assert not any((out / name).exists() for name in ASAGI_CODE)  # Asagi's code is not what builds it
+    state, vlm = load_state(out), load_state(asagi["vlm"])
+    vision = [n for n in state if "vision_model." in n or "multi_modal_projector." in n]
+    assert vision and all((state[n] == vlm[n.replace("model.vision_tower.", "vision_tower.").replace(
+        "model.multi_modal_projector.", "multi_modal_projector.")]).all() for n in vision)  # copied unchanged
+    capsys.readouterr()
+    assert cli("eval", out, "--config", path, "--json", "--trust-remote-code") == 0
     scored = json.loads(capsys.readouterr().out)
     assert scored["fitness"] == pytest.approx(run_status(tmp_path / "run")["best"]["fitness"], abs=1e-9)
