@@ -531,9 +531,13 @@ class Driver:
             anchors = self._add_anchors(g.index, anchors)
             self.log(f"generation {g.index}: its candidates scored {total:.3g} in all on {len(anchors) - grow.step} "
                      f"problems each; {grow.step} more problems each")
-        return [Job("extend", t.id, list(t.genes), g.index, t.ask_index,
-                    anchors=(anchors[t.items_used:], [1.0 / (len(anchors) - t.items_used)] * (len(anchors) - t.items_used)))
-                for t in scored if t.items_used < len(anchors)]
+        jobs = []
+        for t in scored:
+            owed = anchors[t.items_used:]  # the problems this trial has not been scored on yet, equally weighted
+            if owed:
+                jobs.append(Job("extend", t.id, list(t.genes), g.index, t.ask_index,
+                                anchors=(owed, [1.0 / len(owed)] * len(owed))))
+        return jobs
 
     def _can_grow(self, gen: int) -> bool:
         from evomerge.search.subset import can_grow
