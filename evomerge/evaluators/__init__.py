@@ -156,9 +156,11 @@ class Fitness:
                 "values": {i: v[metric] for i, v in items.items()} if len(items) == n else None}
         return value, scores, race
 
-    def score_subset(self, model: Any, tokenizer: Any, anchors: list[int], weights: list[float]
-                     ) -> tuple[float, dict, dict]:
-        """Score the anchor problems only; the fitness is the weighted estimate of the full-set score."""
+    def score_subset(self, model: Any, tokenizer: Any, anchors: list[int], weights: list[float],
+                     signal: str = "metric") -> tuple[float, dict, dict]:
+        """Score the anchor problems only; the fitness is the weighted estimate of the full-set score, or with
+        `signal: likelihood` the weighted mean log-probability of their references (nats per problem: the units
+        of a ranking within a generation, not of the metric)."""
         from evomerge.generation.greedy import TokenCount
 
         term = self.racing_term()
@@ -166,6 +168,14 @@ class Fitness:
         metric = term.metric or ev.default_metric
         ev.tokens = TokenCount()
         t0 = time.perf_counter()
+        if signal == "likelihood":
+            items = dict(zip(anchors, ev.reference_items(model, tokenizer, list(anchors))))
+            value = term.weight * sum(w * items[a]["logprob"] for a, w in zip(anchors, weights))
+            scores = {term.key: {"ref_logprob": value / term.weight, "ref_tokens": sum(v["tokens"] for v in items.values()),
+                                 "items": len(items), "seconds": time.perf_counter() - t0,
+                                 "prompt_tokens": ev.tokens.prompt, "generated_tokens": 0}}
+            return value, scores, {"items": len(items), "total": ev.num_items(), "estimate": value, "bound": None,
+                                   "raced": False, "estimated": True, "values": None}
         items = dict(zip(anchors, ev.score_items(model, tokenizer, list(anchors))))
         _, scores = self._item_scores(term, items, t0)
         value = term.weight * sum(w * items[a][metric] for a, w in zip(anchors, weights))

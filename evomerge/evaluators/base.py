@@ -48,6 +48,16 @@ class Evaluator(ABC):
         """Each listed item's values (one per metric, plus whatever `aggregate_items` needs)."""
         raise NotImplementedError(f"{self.name} cannot score problems one by one")
 
+    def likelihood_problem(self) -> str | None:
+        """Why this evaluator cannot give `reference_items` (None: it can). The likelihood signal of subset
+        fitness (search/config.py `subset.signal`) needs a reference answer per problem."""
+        return f"{self.name} has no reference answers to score the likelihood of"
+
+    def reference_items(self, model: Any, tokenizer: Any, indices: list[int]) -> list[dict[str, float]]:
+        """Each listed problem's reference continuation, teacher-forced after its prompt: {"logprob": summed
+        log-probability (nats), "tokens": its length} (evaluators/likelihood.py). Generates nothing."""
+        raise NotImplementedError(self.likelihood_problem())
+
     def scores_items(self, metric: str) -> bool:
         """Whether `metric` can be raced or estimated from items: `score_items` exists and the metric is one whose
         set value follows from its items' values."""

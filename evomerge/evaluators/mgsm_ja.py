@@ -16,7 +16,9 @@ from typing import Any, Literal
 from pydantic import Field
 
 from evomerge.evaluators.base import Evaluator, Options
+from evomerge.core.errors import UserError
 from evomerge.evaluators.data import digest, load_records, require_fields
+from evomerge.evaluators.likelihood import continuation_logprobs
 from evomerge.generation.greedy import greedy_generate
 from evomerge.evaluators.langid import is_japanese
 
@@ -62,6 +64,10 @@ class MgsmJaOptions(Options):
     engine: Literal["auto", "fast", "hf"] = "auto"  # auto: the fast engine on a GPU where it applies
     offset: int = Field(0, ge=0)
     limit: int | None = Field(None, ge=1)
+    # a worked solution per problem, in the language and form a right response takes (GSM8K-ja's solutions, the
+    # miniature's `solution`): what `subset.signal: likelihood` scores instead of generating (None: no such field)
+    reference_field: str | None = None
+    target_delimiter: str = " "  # between the prompt and its reference, as a response begins (lm-eval's name)
 
 
 class MgsmJa(Evaluator):
@@ -73,9 +79,18 @@ class MgsmJa(Evaluator):
     def __init__(self, options: MgsmJaOptions, where: str = "mgsm_ja"):
         super().__init__(options)
         records = load_records(options.data, where)
-        require_fields(records, [options.question_field, options.answer_field], options.data, where)
+        fields = [options.question_field, options.answer_field] + [options.reference_field] * bool(options.reference_field)
+        require_fields(records, fields, options.data, where)
         end = None if options.limit is None else options.offset + options.limit
         self.records = records[options.offset:end]
+        self._fields = fields
+        if options.reference_field:
+            bad = next((i for i, r in enumerate(self.records)
+                        if not isinstance(r.get(options.reference_field), str) or not r[options.reference_field].strip()),
+                       None)
+            if bad is not None:
+                raise UserError(f"record {options.offset + bad + 1} of {options.data} has no {options.reference_field!r} "
+                                "text: every problem needs its reference for the likelihood signal", where)
         self.last_responses: list[str] = []
         self._last_scored: list[dict[str, bool]] = []
 
@@ -83,7 +98,8 @@ class MgsmJa(Evaluator):
     binary_items = True  # each answer is right or wrong
 
     def data_fingerprint(self) -> str:
-        return digest(self.records)
+        """The fields scored only: a field added to the file for another use leaves a run resumable."""
+        return digest([{k: r[k] for k in self._fields} for r in self.records])
 
     def last_item_values(self, metric: str) -> list[float] | None:
         values = {"acc": lambda s: s["correct"], "acc_ja": lambda s: s["correct"] and s["japanese"],
@@ -104,6 +120,19 @@ class MgsmJa(Evaluator):
             out.append({"acc": float(s["correct"]), "acc_ja": float(s["correct"] and s["japanese"]),
                         "ja_rate": float(s["japanese"])})
         return out
+
+    def likelihood_problem(self) -> str | None:
+        if not self.options.reference_field:
+            return (f"{self.name} scores a reference's likelihood only with `reference_field` (the data's field of "
+                    "worked solutions)")
+        return None
+
+    def reference_items(self, model: Any, tokenizer: Any, indices: list[int]) -> list[dict[str, float]]:
+        o = self.options
+        prompts = self.prompts(tokenizer)
+        return continuation_logprobs(model, tokenizer, [prompts[i] for i in indices],
+                                     [o.target_delimiter + self.records[i][o.reference_field] for i in indices],
+                                     o.batch_size, self.tokens, self.name)
 
     def prompts(self, tokenizer: Any) -> list[str]:
         o = self.options

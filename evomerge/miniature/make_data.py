@@ -55,8 +55,14 @@ def ja_math_files() -> dict[str, list[data.Problem]]:
     }
 
 
-def jsonl(problems: list[data.Problem]) -> str:
-    return "".join(json.dumps({"question": p.question, "answer_number": p.answer}, ensure_ascii=False) + "\n"
+# the fitness files carry each problem's worked solution, in the form a right response takes: the reference that
+# `subset.signal: likelihood` scores (evaluators/likelihood.py); the test and held-out files only what is scored
+WITH_SOLUTIONS = {"ja_math_fitness.jsonl", "ja_math_fitness_256.jsonl"}
+
+
+def jsonl(problems: list[data.Problem], solutions: bool = False) -> str:
+    return "".join(json.dumps({"question": p.question, "answer_number": p.answer,
+                               **({"solution": p.solution} if solutions else {})}, ensure_ascii=False) + "\n"
                    for p in problems)
 
 
@@ -65,7 +71,7 @@ def main() -> None:
     (ROOT / "ja_math_fitness.txt").write_text("\n\n".join(data.ja_math_texts(60, seed=100, split="fitness")) + "\n",
                                               encoding="utf-8")
     for name, problems in ja_math_files().items():
-        (ROOT / name).write_text(jsonl(problems), encoding="utf-8")
+        (ROOT / name).write_text(jsonl(problems, name in WITH_SOLUTIONS), encoding="utf-8")
     tiny_vqa(ROOT / "ja_vqa_tiny")
     print(f"wrote data files in {ROOT}")
 

@@ -144,12 +144,22 @@ class SubsetConfig(_Strict):
     check: Literal["generation", "final"] = "generation"
     finalists: int = Field(2, ge=1)  # `check: final`: how many of the last generations give a finalist
     grow: GrowConfig | None = None  # `check: final`: more shared problems for a generation that scores too little
+    # what an estimated candidate is scored by: the metric on its subset, or (`likelihood`, `check: final`) the
+    # log-probability of each subset problem's reference answer after its prompt: no generation, and a continuous
+    # value per problem where right/wrong is a coin flip (evaluators/likelihood.py); the finalists get the metric
+    signal: Literal["metric", "likelihood"] = "metric"
 
     @model_validator(mode="after")
     def _finalists_need_final(self) -> "SubsetConfig":
         if "finalists" in self.model_fields_set and self.check != "final":
             raise ValueError("`finalists` applies to `check: final` only (with `check: generation` every "
                              "generation's best is checked)")
+        if self.signal == "likelihood":
+            if self.check != "final":
+                raise ValueError("`signal: likelihood` needs `check: final` (its estimates are log-probabilities, not "
+                                 "the metric: only the finalists are scored on the metric)")
+            if self.grow is not None:
+                raise ValueError("`grow` counts right answers: it does not apply to `signal: likelihood`")
         if self.grow is not None:
             if self.check != "final":
                 raise ValueError("`grow` applies to `check: final` only (its generations are plain random subsets)")
@@ -213,7 +223,7 @@ class TrackingConfig(_Strict):
 # fields added to a section after runs were recorded with it: (section, field) -> the default that fingerprints
 # as if the field were absent
 ADDED_FIELDS = {("subset", "first_generation"): "full", ("subset", "check"): "generation",
-                ("subset", "finalists"): 2, ("subset", "grow"): None}
+                ("subset", "finalists"): 2, ("subset", "grow"): None, ("subset", "signal"): "metric"}
 
 
 class SearchConfig(_Strict):

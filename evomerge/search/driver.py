@@ -150,6 +150,9 @@ def _check_economy(config: SearchConfig, fitness: Any) -> None:
         if config.subset.items >= n:
             raise UserError(f"subset.items ({config.subset.items}) must be below the number of fitness problems "
                             f"({n}); to score every problem, leave `subset:` out", "search config: subset.items")
+        why = fitness.racing_term().evaluator.likelihood_problem()
+        if config.subset.signal == "likelihood" and why is not None:
+            raise UserError(f"{why}; or leave `signal` at `metric`", "search config: subset.signal")
 
 
 def _open_store(config: SearchConfig, run_dir: Path, resume: bool, config_text: str, sources: dict[str, str],

@@ -101,7 +101,7 @@ class Runner:
         if config.racing is not None and job.kind == "evaluate":
             return lambda m, t: fitness.score_raced(m, t, job.cut, config.racing)
         if config.subset is not None and job.anchors is not None:
-            return lambda m, t: fitness.score_subset(m, t, *job.anchors)
+            return lambda m, t: fitness.score_subset(m, t, *job.anchors, config.subset.signal)
         if config.subset is not None:  # the first generation and each generation's check: the full set
             return lambda m, t: fitness.score_raced(m, t, None)
         return lambda m, t: (*fitness.score(m, t), fitness.item_record())

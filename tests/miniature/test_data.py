@@ -10,14 +10,14 @@ import pytest
 
 from evomerge.core.resources import package_path
 from evomerge.miniature import data
-from evomerge.miniature.make_data import ja_math_files, jsonl
+from evomerge.miniature.make_data import WITH_SOLUTIONS, ja_math_files, jsonl
 
 FILES = ja_math_files()
 
 
 @pytest.mark.parametrize("name", sorted(FILES))
 def test_each_shipped_file_is_what_make_data_writes(name):
-    assert package_path(f"data/{name}").read_text(encoding="utf-8") == jsonl(FILES[name])
+    assert package_path(f"data/{name}").read_text(encoding="utf-8") == jsonl(FILES[name], name in WITH_SOLUTIONS)
 
 
 def test_the_text_file_is_what_make_data_writes():

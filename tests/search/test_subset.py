@@ -297,3 +297,89 @@ def test_grow_needs_check_final_and_a_budget_that_pays_for_the_subsets(family, t
     before = search_config_from_dict(cfg, "t").fingerprint()
     cfg["subset"]["grow"] = None
     assert search_config_from_dict(cfg, "t").fingerprint() == before  # older runs stay resumable
+
+
+def likelihood_config(family, target, tmp_path, budget=12, **subset):
+    """mgsm_ja on the tiny family with a worked `solution` per problem, estimated by its likelihood."""
+    data = tmp_path / "m.jsonl"
+    data.write_text("\n".join(json.dumps({"question": f"w{i} w{i + 1}", "answer_number": i,
+                                          "solution": f"w{i + 2} w{(3 * i) % 50} w{i + 4}"}) for i in range(10)))
+    cfg = make_config(family, target, budget=budget)
+    cfg["optimizer"] = {"name": "cma", "seed": 3, "popsize": 4, "sigma0": 0.3}
+    cfg["fitness"] = [{"name": "mgsm_ja", "data": str(data), "prompt": "{question}", "max_new_tokens": 2,
+                       "batch_size": 4, "reference_field": "solution", "engine": "hf"}]
+    cfg["subset"] = {"items": 4, "first_generation": "random", "check": "final", "finalists": 2,
+                     "signal": "likelihood", **subset}
+    return cfg
+
+
+def test_the_likelihood_signal_ranks_on_references_without_generating_and_finalists_get_the_metric(
+        family, target, tmp_path, capsys):
+    """`signal: likelihood`: each candidate's estimate is its mean log-probability of the references of its
+    generation's shared problems (what a direct computation on the exported model gives), nothing generated; the
+    best by it of each of the last two generations is scored on the metric over every problem, and the run's best
+    is the better of those."""
+    from evomerge.evaluators import Fitness
+    from evomerge.search.config import search_config_from_dict
+
+    cfg = likelihood_config(family, target, tmp_path)
+    search(cfg, tmp_path / "run")
+    with RunStore(tmp_path / "run") as store:
+        done = store.trials()
+        finalists = [t for t in done if t.status == "complete"]
+        assert sorted(t.generation for t in finalists) == [1, 2]
+        estimated = [t for t in done if t.status == "estimated"]
+        assert len(estimated) == 10 and all(t.fitness < 0 and t.generated_tokens == 0 and t.prompt_tokens > 0
+                                            for t in estimated)
+        for t in finalists:
+            gen = [u for u in done if u.generation == t.generation]
+            assert t.estimate == max(u.estimate if u.estimate is not None else u.fitness for u in gen) < 0
+            assert 0 <= t.fitness <= 1 and t.items_used == 10 and t.generated_tokens > 0
+        assert store.result().id == max(finalists, key=lambda t: (t.fitness, -t.id)).id
+        probe = estimated[-1]
+        anchors = json.loads(store.get_meta(f"anchors.{probe.generation}"))[0]
+    import yaml
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from evomerge.merging.merge import run_merge
+    from evomerge.merging.recipe import recipe_from_dict
+
+    run_merge(recipe_from_dict(yaml.safe_load(probe.recipe)), tmp_path / "probe", device="cpu", progress=False)
+
+    model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "probe"))
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "probe"))
+    ev = Fitness(search_config_from_dict(cfg, "t").fitness).terms[0].evaluator
+    items = ev.reference_items(model, tok, anchors)
+    assert probe.fitness == pytest.approx(sum(v["logprob"] for v in items) / len(items), abs=1e-4)
+
+
+def test_a_likelihood_run_resumes_exactly(family, target, tmp_path):
+    search(likelihood_config(family, target, tmp_path, budget=6), tmp_path / "a")
+    search(likelihood_config(family, target, tmp_path), tmp_path / "a", resume=True)
+    search(likelihood_config(family, target, tmp_path), tmp_path / "b")
+    with RunStore(tmp_path / "a") as a, RunStore(tmp_path / "b") as b:
+        pick = [(t.genes, t.estimate if t.estimate is not None else t.fitness) for t in b.trials()]
+        assert [(t.genes, t.estimate if t.estimate is not None else t.fitness) for t in a.trials()] == pick
+
+
+def test_the_likelihood_signal_is_refused_where_it_cannot_work(family, target, tmp_path, capsys):
+    from evomerge.core.errors import UserError
+    from evomerge.search.config import search_config_from_dict
+
+    for change, message in [({"check": "generation", "finalists": None}, "needs `check: final`"),
+                            ({"grow": {"step": 2}}, "does not apply to `signal: likelihood`")]:
+        cfg = likelihood_config(family, target, tmp_path, **change)
+        if cfg["subset"]["finalists"] is None:
+            del cfg["subset"]["finalists"]
+        with pytest.raises(UserError, match=message):
+            search_config_from_dict(cfg, "test")
+    cfg = likelihood_config(family, target, tmp_path)
+    del cfg["fitness"][0]["reference_field"]
+    assert cli("search", _write(tmp_path, cfg), "--run-dir", tmp_path / "no", "--quiet") == 2
+    err = capsys.readouterr().err
+    assert "subset.signal" in err and "reference_field" in err and "Traceback" not in err
+    assert not (tmp_path / "no").exists()
+    before = search_config_from_dict(final_config(family, target), "t").fingerprint()
+    cfg = final_config(family, target)
+    cfg["subset"]["signal"] = "metric"
+    assert search_config_from_dict(cfg, "t").fingerprint() == before  # older runs stay resumable

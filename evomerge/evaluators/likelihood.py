@@ -1,0 +1,59 @@
+"""Teacher-forced log-likelihood of a reference continuation: a fitness signal that generates nothing.
+
+A search's cost is candidates x problems x generated tokens. Scoring how likely a candidate finds a worked
+reference solution after the task's own prompt (lm-eval's `loglikelihood`) costs one forward pass over prompt and
+reference, no decoding, and gives a continuous value per problem where right/wrong gives a coin flip: on a few
+shared problems it still ranks a generation's candidates (search/config.py `subset.signal: likelihood`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from evomerge.core.errors import UserError
+
+
+def encode_pair(tokenizer: Any, prompt: str, continuation: str) -> tuple[list[int], int]:
+    """(token ids of prompt + continuation, how many of them are the prompt's). The pair is tokenized as one text
+    where the prompt's tokens are a prefix of it (so the continuation is read as generation would produce it);
+    otherwise (a merge across the boundary) prompt and continuation are tokenized apart and joined."""
+    head = tokenizer(prompt).input_ids
+    whole = tokenizer(prompt + continuation).input_ids
+    if whole[: len(head)] == head and len(whole) > len(head):
+        return whole, len(head)
+    tail = tokenizer(continuation, add_special_tokens=False).input_ids
+    return head + tail, len(head)
+
+
+def continuation_logprobs(model: Any, tokenizer: Any, prompts: list[str], continuations: list[str],
+                          batch_size: int = 16, count: Any = None, where: str = "likelihood") -> list[dict[str, float]]:
+    """Each continuation's summed log-probability given its prompt (`logprob`, nats) and its token count
+    (`tokens`). Rows are right-padded, so a row's numbers do not depend on the rows beside it (up to batched float
+    rounding). `count` (a TokenCount) gets every token read as prompt tokens: nothing is generated."""
+    pairs = [encode_pair(tokenizer, p, c) for p, c in zip(prompts, continuations)]
+    for i, (ids, head) in enumerate(pairs):
+        if len(ids) <= head:
+            raise UserError(f"reference {i + 1} tokenizes to nothing: a likelihood of nothing would be perfect",
+                            where)
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out: list[dict[str, float]] = []
+    with torch.no_grad():
+        for start in range(0, len(pairs), batch_size):
+            batch = pairs[start: start + batch_size]
+            width = max(len(ids) for ids, _ in batch)
+            x = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros(len(batch), width, dtype=torch.long)
+            for r, (ids, _) in enumerate(batch):
+                x[r, : len(ids)] = torch.tensor(ids)
+                mask[r, : len(ids)] = 1
+            logits = model(input_ids=x.to(device), attention_mask=mask.to(device)).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(2, x[:, 1:, None].to(device))[..., 0].cpu()
+            for r, (ids, head) in enumerate(batch):
+                # token t is predicted at position t - 1: the continuation's tokens are positions head-1 .. len-2
+                out.append({"logprob": float(logp[r, head - 1: len(ids) - 1].sum()), "tokens": float(len(ids) - head)})
+            if count is not None:
+                count.add(sum(len(ids) for ids, _ in batch), 0)
+    return out
