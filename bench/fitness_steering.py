@@ -1,7 +1,8 @@
 """Issue 30's proof: can a fitness ten times cheaper steer a search to a model as good on held-out problems?
 
-    python bench/fitness_steering.py --runs runs/steering2                 # the second proof (grow); runs what is
-    python bench/fitness_steering.py --runs runs/steering2 --no-run        #   missing, then reports; or only reports
+    python bench/fitness_steering.py --runs runs/steering3 --full-from runs/steering2   # the third proof
+    python bench/fitness_steering.py --runs runs/steering2 --cheap grow    # the second proof (aba7120); runs what
+    python bench/fitness_steering.py --runs runs/steering2 --no-run        #   is missing, then reports; or reports
     python bench/fitness_steering.py --runs runs/steering --cheap cheap    # the first proof (af44fd3)
 
 Fixed before it ran (this file and the two arm configs were committed first; a change means running every arm
@@ -26,6 +27,29 @@ first proof (which it failed on). Same finalists, same criteria. The full arm is
 its code path are unchanged since af44fd3: it was started from c556c6f, before this commit, and nothing of it was
 looked at before this analysis ran); with `--first RUNS` the report says whether each full run repeated the first
 proof's trial for trial (genes and fitness), a check that the runs are deterministic.
+
+The third proof (`--cheap likelihood`, the default; this file's changes and search/miniature-steer-likelihood.yaml
+committed before it ran) changes the signal, not the budget's place: every candidate of a generation is ranked by
+the summed log-probability of the worked solutions of the same 8 problems after their prompts (drawn afresh each
+generation; `subset.signal: likelihood`, evaluators/likelihood.py), which generates nothing; at the end the best by
+it of each of the last three generations is scored on all 96 problems (acc_ja), and the best of those is the
+run's best. Why: the first two proofs failed on noise, a right/wrong value per problem on ~5 problems (whole
+generations of ties at 0, and later rankings little better than chance); a log-probability is continuous, so
+broken candidates are still ordered and no budget goes into generating. The choice came from a pilot on the
+fitness split only (the second proof's full run, seed 0: generations 1 and 6, 8 candidates each, 24 problems; no
+held-out problem): the rank correlation within a generation of a candidate's 96-problem acc_ja with its summed
+solution log-probability on 8 random problems was 0.79 (generation 1) and 0.59 (generation 6), against 0.71 and
+0.54 for acc_ja itself on 8 random problems and 0.77 and 0.63 on 12; more problems raised the log-probability's
+correlation little (0.80 and 0.59 on 24), so 8 keep the prompt reading low. The log-probability of the answer's
+digits alone, a margin at them, and teacher-forced exact match all ranked worse. Three finalists, not two: at
+8 x 8 candidates the full arm's bests came from generations 4-7. Costs, counted as before (every scoring, the
+finalists' full scoring): generated tokens are the finalists' only (~3 x 96 problems against 64 x 96); the prompt
+tokens the log-probabilities read are reported beside them (not judged).
+The full arm is not run a third time: it is deterministic, and its run from c556c6f repeated the first proof's
+trial for trial in every seed (`--first`); its config and code path are unchanged here (mgsm_ja's data now also
+carries a `solution` field the full arm does not read; its data fingerprint covers the scored fields only and is
+unchanged, a34e1bbe77c1c7d3). `--full-from runs/steering2` copies those runs in (a resume of a finished run does
+nothing); their bests are exported and scored on the held-out set again by this script.
 
 Each arm runs with seeds 0, 1, 2 (`optimizer.seed`, and `subset.seed` in the cheap arm; nothing else changes):
 8 generations of 8 candidates. The best of each run is exported and scored on the 400 held-out problems
@@ -163,9 +187,12 @@ def main() -> None:
     ap.add_argument("--no-run", action="store_true")
     ap.add_argument("--smoke", action="store_true", help="16 trials on 16 problems, seed 0, the 100-problem test "
                     "file instead of the held-out one: checks the script, proves nothing")
-    ap.add_argument("--cheap", choices=["grow", "cheap"], default="grow",
-                    help="the cheap arm: grow (the second proof) or cheap (the first, af44fd3)")
+    ap.add_argument("--cheap", choices=["likelihood", "grow", "cheap"], default="likelihood",
+                    help="the cheap arm: likelihood (the third proof), grow (the second, aba7120) or cheap (the "
+                    "first, af44fd3)")
     ap.add_argument("--first", type=Path, help="the first proof's runs: does each full run repeat its own?")
+    ap.add_argument("--full-from", type=Path, help="take the full arm's finished runs from this folder (copied in, "
+                    "then resumed: a finished run has nothing to do) instead of running them again")
     args = ap.parse_args()
     ARMS[1] = args.cheap
     seeds = SEEDS
@@ -178,6 +205,13 @@ def main() -> None:
     runs.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     order = [(arm, seed) for arm in ARMS for seed in seeds]  # the long full arms first
+    if args.full_from is not None:
+        import shutil
+
+        for seed in seeds:
+            src, dst = args.full_from / f"full-s{seed}", runs / f"full-s{seed}"
+            if not dst.exists():
+                shutil.copytree(src, dst, ignore=shutil.ignore_patterns("run.lock"))
     if not args.no_run:
         for arm, seed in order:
             run_arm(runs, arm, seed)
@@ -201,6 +235,12 @@ def main() -> None:
         report["seeds"][seed] = {
             "token_ratio": full["generated_tokens"] / cheap["generated_tokens"],
             "problem_ratio": full["problems_scored"] / max(1, cheap["problems_scored"]),
+            # reported, not judged: what the forward passes read (the likelihood signal reads prompts and
+            # references without generating), and the seconds scoring took on this machine
+            "prompt_token_ratio": full["prompt_tokens"] / max(1, cheap["prompt_tokens"]),
+            "forwarded_token_ratio": (full["prompt_tokens"] + full["generated_tokens"])
+            / max(1, cheap["prompt_tokens"] + cheap["generated_tokens"]),
+            "scoring_seconds_ratio": full["eval_s"] / max(1e-9, cheap["eval_s"]),
             "vs_full": paired_test(values["full", seed], values[cheap_arm, seed]),
         }
         pooled_full += values["full", seed]
