@@ -94,16 +94,19 @@ class HopModel:
         auto = AutoModelForImageTextToText if self.vlm else AutoModelForCausalLM
         with torch.device("meta"):
             model = auto.from_config(cfg, dtype=self.a.dtype)
-        # graft every module of A except the layer list, level by level down to the decoder
+        # graft every module of A except the layer list, level by level down to the decoder, with each level's own
+        # parameters and buffers (GPTBigCode keeps its causal mask on the decoder itself)
         src, dst = self.a, model
-        for attr in self.path_a:
+        for attr in [*self.path_a, None]:
             for name, child in src.named_children():
-                if name != attr:
+                if name != (attr or self.attr):
                     setattr(dst, name, child)
-            src, dst = getattr(src, attr), getattr(dst, attr)
-        for name, child in src.named_children():
-            if name != self.attr:
-                setattr(dst, name, child)
+            for name, p in src.named_parameters(recurse=False):
+                setattr(dst, name, p)
+            for name, b in src.named_buffers(recurse=False):
+                dst.register_buffer(name, b, persistent=name not in src._non_persistent_buffers_set)
+            if attr is not None:
+                src, dst = getattr(src, attr), getattr(dst, attr)
         setattr(dst, self.attr, torch.nn.ModuleList(
             _HopLayer((self.layers_a if h.model == "a" else self.layers_b)[h.layer], i, h.scale)
             for i, h in enumerate(path.hops)

@@ -19,6 +19,7 @@ DFS_ARCHS = ["llama", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "stable
 
 def search_export_rescore(space: dict, tmp_path, capsys, *eval_options: str) -> None:
     """Run a 3-trial search with perplexity fitness, export its best, and score the export: the same fitness."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     text = tmp_path / "text.txt"
     text.write_text(" ".join(f"w{(i * 7) % 61}" for i in range(200)))
     cfg = {**space, "optimizer": {"name": "cma", "seed": 0, "popsize": 3}, "budget": {"max_trials": 3},
@@ -56,3 +57,19 @@ def test_dataflow_search_and_export_rescore_exactly(arch, tmp_path, capsys):
     m = build_family(tmp_path / "models", arch)
     search_export_rescore({"dataflow": {"model_a": str(m["ft0"]), "model_b": str(m["ft1"]), "repeats": 1,
                                         "scales": True}}, tmp_path, capsys, "--trust-remote-code")
+
+
+# the rest of mergekit's decoder architectures that transformers builds (they merge equal to mergekit:
+# tests/merging/test_families.py): both searches on each, on one pair of models
+OTHER_ARCHS = ["gemma", "olmo2", "cohere", "cohere2", "granite", "phi", "gpt_bigcode", "falcon", "glm4", "arcee",
+               "apertus"]
+
+
+@pytest.mark.parametrize("arch", OTHER_ARCHS)
+def test_the_other_mergekit_architectures_search_both_ways_and_export_exactly(arch, tmp_path, capsys):
+    m = build_family(tmp_path / "models", arch)
+    search_export_rescore({"merge": {"merge_method": "ties", "base_model": str(m["base"]),
+                                     "models": [{"model": str(m["ft0"])}, {"model": str(m["ft1"])}]},
+                           "genome": {"parameters": ["weight", "density"]}}, tmp_path / "ps", capsys)
+    search_export_rescore({"dataflow": {"model_a": str(m["ft0"]), "model_b": str(m["ft1"]), "repeats": 1,
+                                        "scales": True}}, tmp_path / "dfs", capsys, "--trust-remote-code")
