@@ -50,11 +50,19 @@ def fitness_units(config: dict) -> tuple[str, Any]:
     return f"{metric} (higher is better)", lambda v: v / weight
 
 
+def likelihood_estimates(config: dict) -> bool:
+    """Whether the run's estimated trials hold log-probabilities of references (`subset.signal: likelihood`)."""
+    return (config.get("subset") or {}).get("signal") == "likelihood"
+
+
 def fitness_series(store: RunStore) -> dict[str, Any]:
     """What the fitness plot draws, in the metric's units: every scored trial as a point (x = its generation),
     each generation's best and mean (the unfinished one too), the best so far, and validation scores."""
-    label, shown = fitness_units(store.config())
-    trials = [t for t in store.trials() if t.status in ("complete", "raced", "estimated")]
+    config = store.config()
+    label, shown = fitness_units(config)
+    # likelihood estimates are log-probabilities, not the metric: only trials scored on the metric are drawn
+    drawn = ("complete", "raced") if likelihood_estimates(config) else ("complete", "raced", "estimated")
+    trials = [t for t in store.trials() if t.status in drawn]
     gens = sorted({t.generation for t in trials})
     higher = "lower" not in label
     pick = max if higher else min

@@ -73,13 +73,16 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         config = store.config()
         best = store.result()
         gens = store.generations()
+        likelihood = (config.get("subset") or {}).get("signal") == "likelihood"
         return {
             "run_dir": str(run_dir),
             "completed": store.count("complete"),
             "failed": store.count("failed"),
             "raced": store.count("raced"),
             "estimated": store.count("estimated"),
-            "estimation_error": _estimation_error(store.trials("complete")),
+            # likelihood estimates are log-probabilities (nats per problem), not the metric: no error to compare
+            "estimation_error": None if likelihood else _estimation_error(store.trials("complete")),
+            "estimates": "log-probability" if likelihood else "metric",
             "running": store.count("running"),
             "budget": config["budget"]["max_trials"],
             "generations": len(gens),

@@ -336,6 +336,10 @@ def test_the_likelihood_signal_ranks_on_references_without_generating_and_finali
             assert t.estimate == max(u.estimate if u.estimate is not None else u.fitness for u in gen) < 0
             assert 0 <= t.fitness <= 1 and t.items_used == 10 and t.generated_tokens > 0
         assert store.result().id == max(finalists, key=lambda t: (t.fitness, -t.id)).id
+        from evomerge.reports.report import fitness_series
+
+        drawn = fitness_series(store)  # log-probabilities are not drawn as if they were accuracies
+        assert sorted(g for g, _, _ in drawn["points"]) == [1, 2] and drawn["generations"] == [1, 2]
         probe = estimated[-1]
         anchors = json.loads(store.get_meta(f"anchors.{probe.generation}"))[0]
     import yaml
@@ -351,6 +355,12 @@ def test_the_likelihood_signal_ranks_on_references_without_generating_and_finali
     ev = Fitness(search_config_from_dict(cfg, "t").fitness).terms[0].evaluator
     items = ev.reference_items(model, tok, anchors)
     assert probe.fitness == pytest.approx(sum(v["logprob"] for v in items) / len(items), abs=1e-4)
+    capsys.readouterr()
+    assert cli("status", tmp_path / "run", "--json") == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["estimates"] == "log-probability" and status["estimation_error"] is None
+    assert cli("status", tmp_path / "run") == 0
+    assert "they are not the metric" in capsys.readouterr().out
 
 
 def test_a_likelihood_run_resumes_exactly(family, target, tmp_path):
