@@ -171,7 +171,8 @@ class Fitness:
         if signal == "likelihood":
             items = dict(zip(anchors, ev.reference_items(model, tokenizer, list(anchors))))
             value = term.weight * sum(w * items[a]["logprob"] for a, w in zip(anchors, weights))
-            scores = {term.key: {"ref_logprob": value / term.weight, "ref_tokens": sum(v["tokens"] for v in items.values()),
+            scores = {term.key: {"ref_logprob": value / term.weight,
+                                 "ref_tokens": sum(v["tokens"] for v in items.values()),
                                  "items": len(items), "seconds": time.perf_counter() - t0,
                                  "prompt_tokens": ev.tokens.prompt, "generated_tokens": 0}}
             return value, scores, {"items": len(items), "total": ev.num_items(), "estimate": value, "bound": None,

@@ -79,18 +79,19 @@ class MgsmJa(Evaluator):
     def __init__(self, options: MgsmJaOptions, where: str = "mgsm_ja"):
         super().__init__(options)
         records = load_records(options.data, where)
-        fields = [options.question_field, options.answer_field] + [options.reference_field] * bool(options.reference_field)
+        fields = [options.question_field, options.answer_field]
+        fields += [options.reference_field] if options.reference_field else []
         require_fields(records, fields, options.data, where)
         end = None if options.limit is None else options.offset + options.limit
         self.records = records[options.offset:end]
         self._fields = fields
         if options.reference_field:
+            ref = options.reference_field
             bad = next((i for i, r in enumerate(self.records)
-                        if not isinstance(r.get(options.reference_field), str) or not r[options.reference_field].strip()),
-                       None)
+                        if not isinstance(r.get(ref), str) or not r[ref].strip()), None)
             if bad is not None:
-                raise UserError(f"record {options.offset + bad + 1} of {options.data} has no {options.reference_field!r} "
-                                "text: every problem needs its reference for the likelihood signal", where)
+                raise UserError(f"record {options.offset + bad + 1} of {options.data} has no {ref!r} text: every "
+                                "problem needs its reference for the likelihood signal", where)
         self.last_responses: list[str] = []
         self._last_scored: list[dict[str, bool]] = []
 

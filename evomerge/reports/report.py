@@ -16,6 +16,7 @@ import numpy as np
 import yaml
 
 from evomerge.core.errors import UserError
+from evomerge.search.results import likelihood_estimates
 from evomerge.search.store import RunStore, Trial
 
 
@@ -48,11 +49,6 @@ def fitness_units(config: dict) -> tuple[str, Any]:
         name = metric.removeprefix("neg_log_")
         return f"{name} (lower is better)", lambda v: math.exp(-v / weight)
     return f"{metric} (higher is better)", lambda v: v / weight
-
-
-def likelihood_estimates(config: dict) -> bool:
-    """Whether the run's estimated trials hold log-probabilities of references (`subset.signal: likelihood`)."""
-    return (config.get("subset") or {}).get("signal") == "likelihood"
 
 
 def fitness_series(store: RunStore) -> dict[str, Any]:

@@ -73,7 +73,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         config = store.config()
         best = store.result()
         gens = store.generations()
-        likelihood = (config.get("subset") or {}).get("signal") == "likelihood"
+        likelihood = likelihood_estimates(config)
         return {
             "run_dir": str(run_dir),
             "completed": store.count("complete"),
@@ -120,6 +120,12 @@ def _front(store: RunStore, config: dict) -> dict[str, Any] | None:
     history = pareto.hypervolume_history(store.trials("complete"), objs, constraints)
     info["hypervolume"] = history[-1][1] if history else None
     return info
+
+
+def likelihood_estimates(config: dict) -> bool:
+    """Whether a run's estimated trials hold log-probabilities of references (`subset.signal: likelihood`), not
+    values of the metric."""
+    return (config.get("subset") or {}).get("signal") == "likelihood"
 
 
 def _estimation_error(trials: list[Trial]) -> dict[str, float] | None:

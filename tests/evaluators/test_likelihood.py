@@ -18,7 +18,8 @@ from evomerge.generation.greedy import TokenCount
 def tiny(family):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    return AutoModelForCausalLM.from_pretrained(str(family["ja"])).eval(), AutoTokenizer.from_pretrained(str(family["ja"]))
+    path = str(family["ja"])
+    return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
 
 
 def direct(model, tokenizer, prompt, continuation):
