@@ -4,6 +4,8 @@ checkpoints hold more (Pythia's per-layer attention buffers) with those too."""
 
 from __future__ import annotations
 
+import zlib
+
 from pathlib import Path
 
 import torch
@@ -124,7 +126,7 @@ def build_family(root: Path, arch: str, n_tunes: int = 2, seed: int = 0, hub_exp
     config.architectures = [type(model).__name__]
     base = {}
     for name, t in model.state_dict().items():
-        g = torch.Generator().manual_seed(hash(name) % 2**31)
+        g = torch.Generator().manual_seed(zlib.crc32(name.encode()))  # not hash(): salted per process
         base[name] = (torch.randn(t.shape, generator=g) * 0.1 + (1.0 if t.dim() == 1 else 0.0)).to(t.dtype) \
             if t.is_floating_point() else t.clone()
     tied = getattr(config, "tie_word_embeddings", False)
