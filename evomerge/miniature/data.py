@@ -122,6 +122,17 @@ def ja_math_sided(n: int, seed: int, split: str, exclude: set[tuple[int, int, in
                   unique: bool = True) -> list[Problem]:
     """Like `ja_math`, drawing only arithmetic from the side of the number space that `split` belongs to
     ('heldout' for the held-out split, 'fitness' otherwise), none in `exclude`, and (`unique`) no question twice."""
+    return [problem for problem, _ in _sided_draw(n, seed, split, exclude, unique)]
+
+
+def ja_math_sided_keys(n: int, seed: int, split: str, exclude: set[tuple[int, int, int]] = frozenset(),
+                       unique: bool = True) -> set[tuple[int, int, int]]:
+    """The arithmetic of each problem `ja_math_sided(n, seed, split, exclude, unique)` draws."""
+    return {key for _, key in _sided_draw(n, seed, split, exclude, unique)}
+
+
+def _sided_draw(n: int, seed: int, split: str, exclude: set[tuple[int, int, int]],
+                unique: bool) -> list[tuple[Problem, tuple[int, int, int]]]:
     want = "heldout" if split == "heldout" else "fitness"
     rng = random.Random(f"ja-math-sided-{split}-{seed}")
     out, seen = [], set()
@@ -131,7 +142,7 @@ def ja_math_sided(n: int, seed: int, split: str, exclude: set[tuple[int, int, in
         problem, key = _ja_problem(rng, split)
         if side(key) == want and key not in exclude and not (unique and problem.question in seen):
             seen.add(problem.question)
-            out.append(problem)
+            out.append((problem, key))
     raise ValueError(f"only {len(out)} of {n} problems fit (split {split}, seed {seed})")
 
 

@@ -45,13 +45,18 @@ def ja_math_files() -> dict[str, list[data.Problem]]:
     """Every Japanese math file shipped, by name. The miniature's own (64 fitness, 100 test) came first; the cost
     study's fitness set (256) and the held-out set (400) draw from opposite sides of the number space
     (`data.side`), the held-out one in a wording of its own, with no question twice and no (op, a, b) of any
-    fitness file: a held-out problem is new in its words and in its arithmetic."""
+    fitness file: a held-out problem is new in its words and in its arithmetic. A second held-out draw (`_b`, the
+    fourth proof of results/fitness-steering.md) repeats no arithmetic of the first either: the first has judged
+    earlier designs, the second no design decision has seen."""
     small_fitness = data.ja_math(64, 200, "fitness")
+    first = data.ja_math_keys(64, 200)
     return {
         "ja_math_fitness.jsonl": small_fitness,
         "ja_math_test.jsonl": data.ja_math(100, 300, "test"),
         "ja_math_fitness_256.jsonl": data.ja_math_sided(256, 400, "fitness"),
-        "ja_math_heldout_400.jsonl": data.ja_math_sided(400, 500, "heldout", exclude=data.ja_math_keys(64, 200)),
+        "ja_math_heldout_400.jsonl": data.ja_math_sided(400, 500, "heldout", exclude=first),
+        "ja_math_heldout_b_400.jsonl": data.ja_math_sided(
+            400, 600, "heldout", exclude=first | data.ja_math_sided_keys(400, 500, "heldout", exclude=first)),
     }
 
 

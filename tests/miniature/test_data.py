@@ -46,18 +46,28 @@ def _family(question: str) -> set[int]:
     return found
 
 
-def test_the_held_out_split_is_new_in_its_words_and_its_arithmetic():
-    held = _rows("ja_math_heldout_400.jsonl")
+HELD_OUT = ("ja_math_heldout_400.jsonl", "ja_math_heldout_b_400.jsonl")
+
+
+@pytest.mark.parametrize("name", HELD_OUT)
+def test_the_held_out_split_is_new_in_its_words_and_its_arithmetic(name):
+    held = _rows(name)
     assert len(held) == 400
     questions = [r["question"] for r in held]
     assert len(set(questions)) == len(questions), "a held-out question appears twice"
     assert all(_family(q) == {data.FAMILY["heldout"]} for q in questions), "a held-out question in another wording"
-    assert not set(questions) & {r["question"] for name in FILES if name != "ja_math_heldout_400.jsonl"
-                                 for r in _rows(name)}, "a held-out question in another file"
+    assert not set(questions) & {r["question"] for other in FILES if other != name
+                                 for r in _rows(other)}, "a held-out question in another file"
     fitness = {_arithmetic(r) for name in ("ja_math_fitness.jsonl", "ja_math_fitness_256.jsonl") for r in _rows(name)}
     repeated = sum(_arithmetic(r) in fitness for r in held)  # a count only: the held-out items stay unread
     assert not repeated, f"{repeated} held-out problems repeat a fitness problem's numbers and answer"
     assert len({_arithmetic(r) for r in held}) > 250  # and the arithmetic varies
+
+
+def test_the_second_held_out_draw_repeats_no_arithmetic_of_the_first():
+    """The first held-out set has judged earlier designs of the steering proof; the second must be new to them."""
+    first = {_arithmetic(r) for r in _rows(HELD_OUT[0])}
+    assert not sum(_arithmetic(r) in first for r in _rows(HELD_OUT[1]))  # a count only
 
 
 def test_the_cost_study_fitness_set_has_no_question_twice():
