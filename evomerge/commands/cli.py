@@ -211,9 +211,11 @@ def status(run_dir: Path, as_json: bool, watch: bool, interval: float) -> None:
                + (f", {spent['prompt_tokens']} prompt and {spent['generated_tokens']} generated tokens"
                   if spent["prompt_tokens"] else "")
                + (f"; {spent['duplicates']} repeated candidates taken from earlier trials" if spent["duplicates"] else ""))
-    if info["estimates"] == "log-probability" and info["estimated"]:
-        click.echo("estimates are the references' log-probabilities (nats per problem): they rank a generation, "
-                   "they are not the metric; the best is a finalist scored on the metric")
+    if info["estimates"] in ("log-probability", "agreement") and info["estimated"]:
+        what = ("the references' log-probabilities (nats per problem)" if info["estimates"] == "log-probability"
+                else "the share of the references' tokens each candidate would pick itself")
+        click.echo(f"estimates are {what}: they rank a generation, they are not the metric; the best is a "
+                   "finalist scored on the metric")
     if info["estimation_error"]:
         e = info["estimation_error"]
         click.echo(f"subset estimates vs full-set scores of {e['checked']} generation bests: mean error "

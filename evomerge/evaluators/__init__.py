@@ -159,8 +159,9 @@ class Fitness:
     def score_subset(self, model: Any, tokenizer: Any, anchors: list[int], weights: list[float],
                      signal: str = "metric") -> tuple[float, dict, dict]:
         """Score the anchor problems only; the fitness is the weighted estimate of the full-set score, or with
-        `signal: likelihood` the weighted mean log-probability of their references (nats per problem: the units
-        of a ranking within a generation, not of the metric)."""
+        `signal: likelihood` the weighted mean log-probability of their references (nats per problem), with
+        `signal: agreement` the weighted mean share of their tokens that are the candidate's greedy pick: the units
+        of a ranking within a generation, not of the metric. Both are recorded either way."""
         from evomerge.generation.greedy import TokenCount
 
         term = self.racing_term()
@@ -168,10 +169,12 @@ class Fitness:
         metric = term.metric or ev.default_metric
         ev.tokens = TokenCount()
         t0 = time.perf_counter()
-        if signal == "likelihood":
+        if signal in ("likelihood", "agreement"):
             items = dict(zip(anchors, ev.reference_items(model, tokenizer, list(anchors))))
-            value = term.weight * sum(w * items[a]["logprob"] for a, w in zip(anchors, weights))
-            scores = {term.key: {"ref_logprob": value / term.weight,
+            logprob = sum(w * items[a]["logprob"] for a, w in zip(anchors, weights))
+            agreement = sum(w * items[a]["agree"] / items[a]["tokens"] for a, w in zip(anchors, weights))
+            value = term.weight * (logprob if signal == "likelihood" else agreement)
+            scores = {term.key: {"ref_logprob": logprob, "ref_agreement": agreement,
                                  "ref_tokens": sum(v["tokens"] for v in items.values()),
                                  "items": len(items), "seconds": time.perf_counter() - t0,
                                  "prompt_tokens": ev.tokens.prompt, "generated_tokens": 0}}

@@ -55,7 +55,8 @@ class Evaluator(ABC):
 
     def reference_items(self, model: Any, tokenizer: Any, indices: list[int]) -> list[dict[str, float]]:
         """Each listed problem's reference continuation, teacher-forced after its prompt: {"logprob": summed
-        log-probability (nats), "tokens": its length} (evaluators/likelihood.py). Generates nothing."""
+        log-probability (nats), "tokens": its length, "agree": how many of its tokens are the model's greedy pick}
+        (evaluators/likelihood.py). Generates nothing."""
         raise NotImplementedError(self.likelihood_problem())
 
     def scores_items(self, metric: str) -> bool:

@@ -4,6 +4,11 @@ A search's cost is candidates x problems x generated tokens. Scoring how likely 
 reference solution after the task's own prompt (lm-eval's `loglikelihood`) costs one forward pass over prompt and
 reference, no decoding, and gives a continuous value per problem where right/wrong gives a coin flip: on a few
 shared problems it still ranks a generation's candidates (search/config.py `subset.signal: likelihood`).
+
+The same pass gives the reference's *agreement*: the share of its tokens that are the candidate's own greedy pick
+given the reference so far (`subset.signal: agreement`). Greedy decoding is what the metric scores, and each token
+counts at most once, so one token the candidate finds very unlikely (a spacing or a particle the reference
+happens to use) cannot outweigh the rest the way it does in a summed log-probability.
 """
 
 from __future__ import annotations
@@ -29,8 +34,8 @@ def encode_pair(tokenizer: Any, prompt: str, continuation: str) -> tuple[list[in
 
 def continuation_logprobs(model: Any, tokenizer: Any, prompts: list[str], continuations: list[str],
                           batch_size: int = 16, count: Any = None, where: str = "likelihood") -> list[dict[str, float]]:
-    """Each continuation's summed log-probability given its prompt (`logprob`, nats) and its token count
-    (`tokens`). Rows are right-padded, so a row's numbers do not depend on the rows beside it (up to batched float
+    """Each continuation's summed log-probability given its prompt (`logprob`, nats), its token count
+    (`tokens`), and how many of its tokens are the model's greedy pick at their position (`agree`). Rows are right-padded, so a row's numbers do not depend on the rows beside it (up to batched float
     rounding). `count` (a TokenCount) gets every token read as prompt tokens: nothing is generated."""
     pairs = [encode_pair(tokenizer, p, c) for p, c in zip(prompts, continuations)]
     for i, (ids, head) in enumerate(pairs):
@@ -58,10 +63,15 @@ def continuation_logprobs(model: Any, tokenizer: Any, prompts: list[str], contin
                 logits = model(input_ids=x, attention_mask=mask, logits_to_keep=keep).logits
             except TypeError:  # a model class without `logits_to_keep`
                 logits = model(input_ids=x, attention_mask=mask).logits[:, first: width - 1]
-            logp = torch.log_softmax(logits.float(), dim=-1).gather(2, x[:, first + 1:, None])[..., 0].cpu()
+            logits = logits.float()
+            target = x[:, first + 1:, None]
+            logp = torch.log_softmax(logits, dim=-1).gather(2, target)[..., 0].cpu()
+            # the greedy pick ties as generation breaks ties (argmax: the lowest id among equal logits)
+            agree = (logits.argmax(-1) == target[..., 0]).cpu()
             for r, (ids, head) in enumerate(batch):
-                out.append({"logprob": float(logp[r, head - 1 - first: len(ids) - 1 - first].sum()),
-                            "tokens": float(len(ids) - head)})
+                span = slice(head - 1 - first, len(ids) - 1 - first)
+                out.append({"logprob": float(logp[r, span].sum()), "tokens": float(len(ids) - head),
+                            "agree": float(agree[r, span].sum())})
             if count is not None:
                 count.add(sum(len(ids) for ids, _ in batch), 0)
     return out

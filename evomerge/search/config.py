@@ -144,22 +144,23 @@ class SubsetConfig(_Strict):
     check: Literal["generation", "final"] = "generation"
     finalists: int = Field(2, ge=1)  # `check: final`: how many of the last generations give a finalist
     grow: GrowConfig | None = None  # `check: final`: more shared problems for a generation that scores too little
-    # what an estimated candidate is scored by: the metric on its subset, or (`likelihood`, `check: final`) the
-    # log-probability of each subset problem's reference answer after its prompt: no generation, and a continuous
-    # value per problem where right/wrong is a coin flip (evaluators/likelihood.py); the finalists get the metric
-    signal: Literal["metric", "likelihood"] = "metric"
+    # what an estimated candidate is scored by: the metric on its subset, or (`check: final`) its subset problems'
+    # reference answers teacher-forced after their prompts, nothing generated (evaluators/likelihood.py): their
+    # log-probability (`likelihood`), or the share of their tokens the candidate would pick itself (`agreement`,
+    # bounded per token); the finalists get the metric
+    signal: Literal["metric", "likelihood", "agreement"] = "metric"
 
     @model_validator(mode="after")
     def _finalists_need_final(self) -> "SubsetConfig":
         if "finalists" in self.model_fields_set and self.check != "final":
             raise ValueError("`finalists` applies to `check: final` only (with `check: generation` every "
                              "generation's best is checked)")
-        if self.signal == "likelihood":
+        if self.signal != "metric":
             if self.check != "final":
-                raise ValueError("`signal: likelihood` needs `check: final` (its estimates are log-probabilities, not "
+                raise ValueError(f"`signal: {self.signal}` needs `check: final` (its estimates score references, not "
                                  "the metric: only the finalists are scored on the metric)")
             if self.grow is not None:
-                raise ValueError("`grow` counts right answers: it does not apply to `signal: likelihood`")
+                raise ValueError(f"`grow` counts right answers: it does not apply to `signal: {self.signal}`")
         if self.grow is not None:
             if self.check != "final":
                 raise ValueError("`grow` applies to `check: final` only (its generations are plain random subsets)")

@@ -151,7 +151,7 @@ def _check_economy(config: SearchConfig, fitness: Any) -> None:
             raise UserError(f"subset.items ({config.subset.items}) must be below the number of fitness problems "
                             f"({n}); to score every problem, leave `subset:` out", "search config: subset.items")
         why = fitness.racing_term().evaluator.likelihood_problem()
-        if config.subset.signal == "likelihood" and why is not None:
+        if config.subset.signal != "metric" and why is not None:
             raise UserError(f"{why}; or leave `signal` at `metric`", "search config: subset.signal")
 
 

@@ -80,9 +80,10 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             "failed": store.count("failed"),
             "raced": store.count("raced"),
             "estimated": store.count("estimated"),
-            # likelihood estimates are log-probabilities (nats per problem), not the metric: no error to compare
+            # estimates from references (log-probabilities, agreement) are not the metric: no error to compare
             "estimation_error": None if likelihood else _estimation_error(store.trials("complete")),
-            "estimates": "log-probability" if likelihood else "metric",
+            "estimates": {"likelihood": "log-probability", "agreement": "agreement"}.get(
+                (config.get("subset") or {}).get("signal"), "metric"),
             "running": store.count("running"),
             "budget": config["budget"]["max_trials"],
             "generations": len(gens),
@@ -123,9 +124,9 @@ def _front(store: RunStore, config: dict) -> dict[str, Any] | None:
 
 
 def likelihood_estimates(config: dict) -> bool:
-    """Whether a run's estimated trials hold log-probabilities of references (`subset.signal: likelihood`), not
-    values of the metric."""
-    return (config.get("subset") or {}).get("signal") == "likelihood"
+    """Whether a run's estimated trials score references (`subset.signal: likelihood` or `agreement`), not values
+    of the metric."""
+    return (config.get("subset") or {}).get("signal") in ("likelihood", "agreement")
 
 
 def _estimation_error(trials: list[Trial]) -> dict[str, float] | None:

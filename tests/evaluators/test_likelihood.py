@@ -27,10 +27,12 @@ def direct(model, tokenizer, prompt, continuation):
     ids = tokenizer(prompt + continuation).input_ids
     with torch.no_grad():
         logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
-    return sum(float(logp[t - 1, ids[t]]) for t in range(len(head), len(ids))), len(ids) - len(head)
+    span = range(len(head), len(ids))
+    return (sum(float(logp[t - 1, ids[t]]) for t in span), len(ids) - len(head),
+            sum(int(logp[t - 1].argmax()) == ids[t] for t in span))  # tokens that are the greedy pick
 
 
-def test_log_probabilities_equal_a_direct_computation_in_any_batch(tiny):
+def test_log_probabilities_and_agreement_equal_a_direct_computation_in_any_batch(tiny):
     model, tok = tiny
     prompts = ["w1 w2", "w3", "w4 w5 w6 w7", "w8 w9"]
     refs = [" w3 w4", " w9 w9 w1", " w2", " w5 w6 w7 w8 w9"]
@@ -38,9 +40,19 @@ def test_log_probabilities_equal_a_direct_computation_in_any_batch(tiny):
     batched = continuation_logprobs(model, tok, prompts, refs, batch_size=3, count=count)
     one = continuation_logprobs(model, tok, prompts, refs, batch_size=1)
     for p, r, b, o in zip(prompts, refs, batched, one):
-        want, n = direct(model, tok, p, r)
+        want, n, agree = direct(model, tok, p, r)
         assert b["logprob"] == pytest.approx(want, abs=1e-4) and o["logprob"] == pytest.approx(want, abs=1e-4)
         assert b["tokens"] == n == len(r.split()) and b["logprob"] < 0
+        assert b["agree"] == o["agree"] == agree
+    # a reference made of the model's own greedy continuation agrees on every token; a later token changed does not
+    ids = tok("w1 w2").input_ids
+    with torch.no_grad():
+        for _ in range(4):
+            ids.append(int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
+    own = " " + tok.decode(ids[len(tok("w1 w2").input_ids):])
+    other = next(w for w in ("w10", "w11") if tok.convert_tokens_to_ids(w) != ids[-1])
+    changed = own.rsplit(" ", 1)[0] + " " + other
+    assert [r["agree"] for r in continuation_logprobs(model, tok, ["w1 w2"] * 2, [own, changed])] == [4, 3]
     assert count.generated == 0 and count.prompt == sum(len(encode_pair(tok, p, r)[0]) for p, r in zip(prompts, refs))
     with pytest.raises(UserError, match="reference 2 tokenizes to nothing"):
         continuation_logprobs(model, tok, prompts[:2], refs[:1] + [""])

@@ -363,6 +363,44 @@ def test_the_likelihood_signal_ranks_on_references_without_generating_and_finali
     assert "they are not the metric" in capsys.readouterr().out
 
 
+def test_the_agreement_signal_ranks_by_the_share_of_reference_tokens_a_candidate_would_pick_itself(
+        family, target, tmp_path, capsys):
+    """`signal: agreement`: a candidate's estimate is the mean over its generation's shared problems of the share
+    of each reference's tokens that are its greedy pick (what a direct computation on the exported model gives),
+    in [0, 1], nothing generated; the finalists get the metric; both reference signals are recorded."""
+    from evomerge.evaluators import Fitness
+    from evomerge.search.config import search_config_from_dict
+
+    cfg = likelihood_config(family, target, tmp_path, budget=8, signal="agreement")
+    search(cfg, tmp_path / "run")
+    with RunStore(tmp_path / "run") as store:
+        done = store.trials()
+        estimated = [t for t in done if t.status == "estimated"]
+        finalists = [t for t in done if t.status == "complete"]
+        assert sorted(t.generation for t in finalists) == [0, 1] and len(estimated) == 6
+        assert all(0 <= t.fitness <= 1 and t.generated_tokens == 0 for t in estimated)
+        assert all(set(t.scores["mgsm_ja"]) >= {"ref_agreement", "ref_logprob"} for t in estimated)
+        assert len({t.fitness for t in estimated}) > 1  # it ranks: the candidates differ
+        probe = estimated[-1]
+        anchors = json.loads(store.get_meta(f"anchors.{probe.generation}"))[0]
+    import yaml
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from evomerge.merging.merge import run_merge
+    from evomerge.merging.recipe import recipe_from_dict
+
+    run_merge(recipe_from_dict(yaml.safe_load(probe.recipe)), tmp_path / "probe", device="cpu", progress=False)
+    model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "probe"))
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "probe"))
+    items = Fitness(search_config_from_dict(cfg, "t").fitness).terms[0].evaluator.reference_items(model, tok, anchors)
+    assert probe.fitness == pytest.approx(sum(v["agree"] / v["tokens"] for v in items) / len(items), abs=1e-6)
+    capsys.readouterr()
+    assert cli("status", tmp_path / "run", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["estimates"] == "agreement"
+    assert cli("status", tmp_path / "run") == 0
+    assert "would pick itself" in capsys.readouterr().out
+
+
 def test_a_likelihood_run_resumes_exactly(family, target, tmp_path):
     search(likelihood_config(family, target, tmp_path, budget=6), tmp_path / "a")
     search(likelihood_config(family, target, tmp_path), tmp_path / "a", resume=True)
@@ -377,7 +415,10 @@ def test_the_likelihood_signal_is_refused_where_it_cannot_work(family, target, t
     from evomerge.search.config import search_config_from_dict
 
     for change, message in [({"check": "generation", "finalists": None}, "needs `check: final`"),
-                            ({"grow": {"step": 2}}, "does not apply to `signal: likelihood`")]:
+                            ({"grow": {"step": 2}}, "does not apply to `signal: likelihood`"),
+                            ({"signal": "agreement", "check": "generation", "finalists": None},
+                             "`signal: agreement` needs `check: final`"),
+                            ({"signal": "agreement", "grow": {"step": 2}}, "does not apply to `signal: agreement`")]:
         cfg = likelihood_config(family, target, tmp_path, **change)
         if cfg["subset"]["finalists"] is None:
             del cfg["subset"]["finalists"]
