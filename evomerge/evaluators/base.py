@@ -49,7 +49,7 @@ class Evaluator(ABC):
         raise NotImplementedError(f"{self.name} cannot score problems one by one")
 
     def likelihood_problem(self) -> str | None:
-        """Why this evaluator cannot give `reference_items` (None: it can). The likelihood signal of subset
+        """Why this evaluator cannot give `reference_items` (None: it can). The reference signals of subset
         fitness (search/config.py `subset.signal`) needs a reference answer per problem."""
         return f"{self.name} has no reference answers to score the likelihood of"
 

@@ -35,8 +35,8 @@ def encode_pair(tokenizer: Any, prompt: str, continuation: str) -> tuple[list[in
 def continuation_logprobs(model: Any, tokenizer: Any, prompts: list[str], continuations: list[str],
                           batch_size: int = 16, count: Any = None, where: str = "likelihood") -> list[dict[str, float]]:
     """Each continuation's summed log-probability given its prompt (`logprob`, nats), its token count
-    (`tokens`), and how many of its tokens are the model's greedy pick at their position (`agree`). Rows are right-padded, so a row's numbers do not depend on the rows beside it (up to batched float
-    rounding). `count` (a TokenCount) gets every token read as prompt tokens: nothing is generated."""
+    (`tokens`), and how many of its tokens are the model's greedy pick at their position (`agree`). Rows are
+    right-padded, so a row's numbers do not depend on the rows beside it (up to batched float rounding). `count` (a TokenCount) gets every token read as prompt tokens: nothing is generated."""
     pairs = [encode_pair(tokenizer, p, c) for p, c in zip(prompts, continuations)]
     for i, (ids, head) in enumerate(pairs):
         if len(ids) <= head:

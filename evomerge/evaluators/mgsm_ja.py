@@ -91,7 +91,7 @@ class MgsmJa(Evaluator):
                         if not isinstance(r.get(ref), str) or not r[ref].strip()), None)
             if bad is not None:
                 raise UserError(f"record {options.offset + bad + 1} of {options.data} has no {ref!r} text: every "
-                                "problem needs its reference for the likelihood signal", where)
+                                "problem needs its reference for a reference signal (`subset.signal`)", where)
         self.last_responses: list[str] = []
         self._last_scored: list[dict[str, bool]] = []
 

@@ -122,23 +122,18 @@ def ja_math_sided(n: int, seed: int, split: str, exclude: set[tuple[int, int, in
                   unique: bool = True) -> list[Problem]:
     """Like `ja_math`, drawing only arithmetic from the side of the number space that `split` belongs to
     ('heldout' for the held-out split, 'fitness' otherwise), none in `exclude`, and (`unique`) no question twice."""
-    return [problem for problem, _ in _sided_draw(n, seed, split, exclude, unique)]
+    return ja_math_sided_drawn(n, seed, split, exclude, unique)[0]
 
 
-def ja_math_sided_keys(n: int, seed: int, split: str, exclude: set[tuple[int, int, int]] = frozenset(),
-                       unique: bool = True) -> set[tuple[int, int, int]]:
-    """The arithmetic of each problem `ja_math_sided(n, seed, split, exclude, unique)` draws."""
-    return {key for _, key in _sided_draw(n, seed, split, exclude, unique)}
-
-
-def _sided_draw(n: int, seed: int, split: str, exclude: set[tuple[int, int, int]],
-                unique: bool) -> list[tuple[Problem, tuple[int, int, int]]]:
+def ja_math_sided_drawn(n: int, seed: int, split: str, exclude: set[tuple[int, int, int]] = frozenset(),
+                        unique: bool = True) -> tuple[list[Problem], set[tuple[int, int, int]]]:
+    """`ja_math_sided`'s problems and the arithmetic of each (what a later draw must not repeat)."""
     want = "heldout" if split == "heldout" else "fitness"
     rng = random.Random(f"ja-math-sided-{split}-{seed}")
     out, seen = [], set()
     for _ in range(1000 * n):
         if len(out) == n:
-            return out
+            return [problem for problem, _ in out], {key for _, key in out}
         problem, key = _ja_problem(rng, split)
         if side(key) == want and key not in exclude and not (unique and problem.question in seen):
             seen.add(problem.question)

@@ -51,14 +51,15 @@ def ja_math_files() -> dict[str, list[data.Problem]]:
     subtractions (5 of 400 are products): the held-out side of the number space has ~50 distinct products and the
     first draw took them."""
     small_fitness = data.ja_math(64, 200, "fitness")
-    first = data.ja_math_keys(64, 200)
+    small_fitness_keys = data.ja_math_keys(64, 200)  # not sided: it was drawn before the sides were
+    held_out, held_out_keys = data.ja_math_sided_drawn(400, 500, "heldout", exclude=small_fitness_keys)
     return {
         "ja_math_fitness.jsonl": small_fitness,
         "ja_math_test.jsonl": data.ja_math(100, 300, "test"),
         "ja_math_fitness_256.jsonl": data.ja_math_sided(256, 400, "fitness"),
-        "ja_math_heldout_400.jsonl": data.ja_math_sided(400, 500, "heldout", exclude=first),
-        "ja_math_heldout_b_400.jsonl": data.ja_math_sided(
-            400, 600, "heldout", exclude=first | data.ja_math_sided_keys(400, 500, "heldout", exclude=first)),
+        "ja_math_heldout_400.jsonl": held_out,
+        "ja_math_heldout_b_400.jsonl": data.ja_math_sided(400, 600, "heldout",
+                                                          exclude=small_fitness_keys | held_out_keys),
     }
 
 

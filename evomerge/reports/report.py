@@ -16,7 +16,7 @@ import numpy as np
 import yaml
 
 from evomerge.core.errors import UserError
-from evomerge.search.results import likelihood_estimates
+from evomerge.search.results import reference_estimates
 from evomerge.search.store import RunStore, Trial
 
 
@@ -56,8 +56,8 @@ def fitness_series(store: RunStore) -> dict[str, Any]:
     each generation's best and mean (the unfinished one too), the best so far, and validation scores."""
     config = store.config()
     label, shown = fitness_units(config)
-    # likelihood estimates are log-probabilities, not the metric: only trials scored on the metric are drawn
-    drawn = ("complete", "raced") if likelihood_estimates(config) else ("complete", "raced", "estimated")
+    # estimates from references (log-probabilities, agreement) are not the metric: only metric scores are drawn
+    drawn = ("complete", "raced") if reference_estimates(config) else ("complete", "raced", "estimated")
     trials = [t for t in store.trials() if t.status in drawn]
     gens = sorted({t.generation for t in trials})
     higher = "lower" not in label

@@ -73,7 +73,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         config = store.config()
         best = store.result()
         gens = store.generations()
-        likelihood = likelihood_estimates(config)
+        by_reference = reference_estimates(config)
         return {
             "run_dir": str(run_dir),
             "completed": store.count("complete"),
@@ -81,7 +81,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             "raced": store.count("raced"),
             "estimated": store.count("estimated"),
             # estimates from references (log-probabilities, agreement) are not the metric: no error to compare
-            "estimation_error": None if likelihood else _estimation_error(store.trials("complete")),
+            "estimation_error": None if by_reference else _estimation_error(store.trials("complete")),
             "estimates": {"likelihood": "log-probability", "agreement": "agreement"}.get(
                 (config.get("subset") or {}).get("signal"), "metric"),
             "running": store.count("running"),
@@ -123,7 +123,7 @@ def _front(store: RunStore, config: dict) -> dict[str, Any] | None:
     return info
 
 
-def likelihood_estimates(config: dict) -> bool:
+def reference_estimates(config: dict) -> bool:
     """Whether a run's estimated trials score references (`subset.signal: likelihood` or `agreement`), not values
     of the metric."""
     return (config.get("subset") or {}).get("signal") in ("likelihood", "agreement")
