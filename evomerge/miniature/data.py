@@ -45,7 +45,9 @@ class Problem:
     solution: str  # step-by-step text ending with the answer
 
 
-def _numbers(rng: random.Random, op: str) -> tuple[int, int, int]:
+def _numbers(rng: random.Random, op: str, wide: bool = False) -> tuple[int, int, int]:
+    """Two operands and the result; `wide` draws products from a wider range (2-24 x 2-12) for a held-out draw
+    made after the narrow range's held-out products were used up."""
     if op == "+":
         a, b = rng.randint(2, 60), rng.randint(2, 40)
         return a, b, a + b
@@ -53,7 +55,7 @@ def _numbers(rng: random.Random, op: str) -> tuple[int, int, int]:
         a = rng.randint(10, 90)
         b = rng.randint(1, a - 1)
         return a, b, a - b
-    a, b = rng.randint(2, 12), rng.randint(2, 9)
+    a, b = (rng.randint(2, 24), rng.randint(2, 12)) if wide else (rng.randint(2, 12), rng.randint(2, 9))
     return a, b, a * b
 
 
@@ -96,10 +98,10 @@ def en_math(n: int, seed: int) -> list[Problem]:
     return out
 
 
-def _ja_problem(rng: random.Random, split: str) -> tuple[Problem, tuple[int, int, int]]:
+def _ja_problem(rng: random.Random, split: str, wide: bool = False) -> tuple[Problem, tuple[int, int, int]]:
     """A problem and its arithmetic: the numbers it states, unordered, and its answer (3 x 7 is 7 x 3)."""
     op = rng.choice("+-*")
-    a, b, ans = _numbers(rng, op)
+    a, b, ans = _numbers(rng, op, wide)
     item, _, counter = rng.choice(ITEMS)
     q = JA_TEMPLATES[op][FAMILY[split]].format(n=rng.choice(NAMES_JA), a=a, b=b, item=item, c=counter)
     return Problem(q, ans, f"{a} {OP_WORD[op]} {b} = {ans} です。答えは{ans}です。"), (min(a, b), max(a, b), ans)
@@ -119,22 +121,23 @@ def side(arithmetic: tuple[int, int, int]) -> str:
 
 
 def ja_math_sided(n: int, seed: int, split: str, exclude: set[tuple[int, int, int]] = frozenset(),
-                  unique: bool = True) -> list[Problem]:
+                  unique: bool = True, wide: bool = False) -> list[Problem]:
     """Like `ja_math`, drawing only arithmetic from the side of the number space that `split` belongs to
     ('heldout' for the held-out split, 'fitness' otherwise), none in `exclude`, and (`unique`) no question twice."""
-    return ja_math_sided_drawn(n, seed, split, exclude, unique)[0]
+    return ja_math_sided_drawn(n, seed, split, exclude, unique, wide)[0]
 
 
 def ja_math_sided_drawn(n: int, seed: int, split: str, exclude: set[tuple[int, int, int]] = frozenset(),
-                        unique: bool = True) -> tuple[list[Problem], set[tuple[int, int, int]]]:
-    """`ja_math_sided`'s problems and the arithmetic of each (what a later draw must not repeat)."""
+                        unique: bool = True, wide: bool = False) -> tuple[list[Problem], set[tuple[int, int, int]]]:
+    """`ja_math_sided`'s problems and the arithmetic of each (what a later draw must not repeat); `wide` draws
+    products from the wider range (`_numbers`)."""
     want = "heldout" if split == "heldout" else "fitness"
     rng = random.Random(f"ja-math-sided-{split}-{seed}")
     out, seen = [], set()
     for _ in range(1000 * n):
         if len(out) == n:
             return [problem for problem, _ in out], {key for _, key in out}
-        problem, key = _ja_problem(rng, split)
+        problem, key = _ja_problem(rng, split, wide)
         if side(key) == want and key not in exclude and not (unique and problem.question in seen):
             seen.add(problem.question)
             out.append((problem, key))

@@ -49,17 +49,23 @@ def ja_math_files() -> dict[str, list[data.Problem]]:
     fourth proof of results/fitness-steering.md) repeats no arithmetic of the first either: the first has judged
     earlier designs, the second no design decision has seen. Its problems are nearly all additions and
     subtractions (5 of 400 are products): the held-out side of the number space has ~50 distinct products and the
-    first draw took them."""
+    first draw took them. So a third draw (`_c`, the fifth proof), of 600, repeats no arithmetic of the first two
+    and draws its products from a wider range (2-24 x 2-12): the mix of operations of the fitness set again, with
+    larger products than any fitness file has."""
     small_fitness = data.ja_math(64, 200, "fitness")
     small_fitness_keys = data.ja_math_keys(64, 200)  # not sided: it was drawn before the sides were
     held_out, held_out_keys = data.ja_math_sided_drawn(400, 500, "heldout", exclude=small_fitness_keys)
+    held_out_b, held_out_b_keys = data.ja_math_sided_drawn(400, 600, "heldout",
+                                                           exclude=small_fitness_keys | held_out_keys)
+    held_out_c = data.ja_math_sided(600, 700, "heldout", exclude=small_fitness_keys | held_out_keys | held_out_b_keys,
+                                    wide=True)
     return {
         "ja_math_fitness.jsonl": small_fitness,
         "ja_math_test.jsonl": data.ja_math(100, 300, "test"),
         "ja_math_fitness_256.jsonl": data.ja_math_sided(256, 400, "fitness"),
         "ja_math_heldout_400.jsonl": held_out,
-        "ja_math_heldout_b_400.jsonl": data.ja_math_sided(400, 600, "heldout",
-                                                          exclude=small_fitness_keys | held_out_keys),
+        "ja_math_heldout_b_400.jsonl": held_out_b,
+        "ja_math_heldout_c_600.jsonl": held_out_c,
     }
 
 

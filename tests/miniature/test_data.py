@@ -46,13 +46,13 @@ def _family(question: str) -> set[int]:
     return found
 
 
-HELD_OUT = ("ja_math_heldout_400.jsonl", "ja_math_heldout_b_400.jsonl")
+HELD_OUT = ("ja_math_heldout_400.jsonl", "ja_math_heldout_b_400.jsonl", "ja_math_heldout_c_600.jsonl")
 
 
 @pytest.mark.parametrize("name", HELD_OUT)
 def test_the_held_out_split_is_new_in_its_words_and_its_arithmetic(name):
     held = _rows(name)
-    assert len(held) == 400
+    assert len(held) == int(name.rsplit("_", 1)[1].split(".")[0])
     questions = [r["question"] for r in held]
     assert len(set(questions)) == len(questions), "a held-out question appears twice"
     assert all(_family(q) == {data.FAMILY["heldout"]} for q in questions), "a held-out question in another wording"
@@ -64,10 +64,33 @@ def test_the_held_out_split_is_new_in_its_words_and_its_arithmetic(name):
     assert len({_arithmetic(r) for r in held}) > 250  # and the arithmetic varies
 
 
-def test_the_second_held_out_draw_repeats_no_arithmetic_of_the_first():
-    """The first held-out set has judged earlier designs of the steering proof; the second must be new to them."""
-    first = {_arithmetic(r) for r in _rows(HELD_OUT[0])}
-    assert not sum(_arithmetic(r) in first for r in _rows(HELD_OUT[1]))  # a count only
+def test_each_later_held_out_draw_repeats_no_arithmetic_of_an_earlier_one():
+    """The earlier held-out sets have judged earlier designs of the steering proof; a later one must be new to them."""
+    for later in (1, 2):
+        earlier = {_arithmetic(r) for name in HELD_OUT[:later] for r in _rows(name)}
+        assert not sum(_arithmetic(r) in earlier for r in _rows(HELD_OUT[later])), HELD_OUT[later]  # a count only
+
+
+def _operation(question: str) -> str:
+    """'+', '-' or '*': which operation's wording a question has."""
+    for op, templates in data.JA_TEMPLATES.items():
+        for template in templates:
+            if re.fullmatch(re.sub(r"\\\{[a-z]+\\\}", ".+?", re.escape(template)), question):
+                return op
+    raise AssertionError("a question in no wording")
+
+
+def test_the_third_held_out_draw_has_the_fitness_sets_mix_of_operations():
+    """The second draw is nearly all sums and differences (the narrow range's held-out products were used up by the
+    first); the third draws products from a wider range, so each operation is a fair share again. Counts only."""
+    def shares(name):
+        ops = [_operation(r["question"]) for r in _rows(name)]
+        return {op: ops.count(op) / len(ops) for op in "+-*"}
+
+    assert shares(HELD_OUT[1])["*"] < 0.05  # what the third draw repairs
+    fitness, third = shares("ja_math_fitness_256.jsonl"), shares(HELD_OUT[2])
+    assert all(0.25 <= third[op] <= 0.42 for op in "+-*"), third
+    assert all(abs(third[op] - fitness[op]) < 0.12 for op in "+-*"), (third, fitness)
 
 
 def test_the_cost_study_fitness_set_has_no_question_twice():
