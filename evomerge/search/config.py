@@ -132,8 +132,9 @@ class SubsetConfig(_Strict):
 
     `check` says when estimates meet the full set: `generation` re-scores each generation's best by estimate on
     every problem (its item results choose the next anchors); `final` checks nothing during the run (each
-    generation gets a fresh seeded random subset) and at the end scores the best by estimate of each of the last
-    `finalists` generations on every problem: the run's best is the best of those. A full check per generation
+    generation gets a fresh seeded random subset) and at the end scores `finalists` candidates on every problem
+    (`finalists_from`: the best by estimate of each of the last generations, or the best of the whole run): the
+    run's best is the best of those. A full check per generation
     costs about what a generation on a small subset costs, so only `final` can save ten times."""
 
     items: int = Field(32, ge=2)
@@ -142,7 +143,11 @@ class SubsetConfig(_Strict):
     # `random` scores it on a seeded random subset too (a plain mean estimate), the cheaper start for short runs
     first_generation: Literal["full", "random"] = "full"
     check: Literal["generation", "final"] = "generation"
-    finalists: int = Field(2, ge=1)  # `check: final`: how many of the last generations give a finalist
+    finalists: int = Field(2, ge=1)  # `check: final`: how many finalists are scored on every problem
+    # where they come from: the best by estimate of each of the last `finalists` generations, or the `finalists`
+    # best by estimate of the whole run (estimates of different generations read different problems: fair
+    # between generations only on average, which is what a larger pool of finalists pays for)
+    finalists_from: Literal["generations", "run"] = "generations"
     grow: GrowConfig | None = None  # `check: final`: more shared problems for a generation that scores too little
     # what an estimated candidate is scored by: the metric on its subset, or (`check: final`) its subset problems'
     # reference answers teacher-forced after their prompts, nothing generated (evaluators/likelihood.py): their
@@ -152,9 +157,10 @@ class SubsetConfig(_Strict):
 
     @model_validator(mode="after")
     def _finalists_need_final(self) -> "SubsetConfig":
-        if "finalists" in self.model_fields_set and self.check != "final":
-            raise ValueError("`finalists` applies to `check: final` only (with `check: generation` every "
-                             "generation's best is checked)")
+        for name in ("finalists", "finalists_from"):
+            if name in self.model_fields_set and self.check != "final":
+                raise ValueError(f"`{name}` applies to `check: final` only (with `check: generation` every "
+                                 "generation's best is checked)")
         if self.signal != "metric":
             if self.check != "final":
                 raise ValueError(f"`signal: {self.signal}` needs `check: final` (its estimates score references, not "
@@ -224,7 +230,8 @@ class TrackingConfig(_Strict):
 # fields added to a section after runs were recorded with it: (section, field) -> the default that fingerprints
 # as if the field were absent
 ADDED_FIELDS = {("subset", "first_generation"): "full", ("subset", "check"): "generation",
-                ("subset", "finalists"): 2, ("subset", "grow"): None, ("subset", "signal"): "metric"}
+                ("subset", "finalists"): 2, ("subset", "grow"): None, ("subset", "signal"): "metric",
+                ("subset", "finalists_from"): "generations"}
 
 
 class SearchConfig(_Strict):

@@ -572,16 +572,23 @@ class Driver:
         return self.config.subset is not None and self.config.subset.check == "generation"
 
     def _queue_final_checks(self) -> bool:
-        """Subset fitness with `check: final`, once the search itself is done: the best by estimate of each of
-        the last `finalists` generations is scored on every problem (a resumed run queues only those not yet
-        checked). True if anything was queued."""
+        """Subset fitness with `check: final`, once the search itself is done: the finalists (the best by
+        estimate of each of the last `finalists` generations, or the `finalists` best by estimate of the run) are
+        scored on every problem (a resumed run queues only those not yet checked). True if anything was queued."""
         subset = self.config.subset
         if subset is None or subset.check != "final" or self.final_queued:
             return False
         self.final_queued = True
-        gens = sorted({t.generation for t in self.store.trials() if t.status in ("complete", "estimated")})
-        for g in gens[-subset.finalists:]:
-            self._queue_check(g)
+        scored = [t for t in self.store.trials() if t.status in ("complete", "estimated")]
+        if subset.finalists_from == "run":  # by estimate, even for a finalist checked before a resume
+            ranked = sorted((t for t in scored if t.duplicate_of is None),
+                            key=lambda t: (-fitness_of(t, self.failed), t.id))
+            for t in ranked[:subset.finalists]:
+                if t.status == "estimated":
+                    self.to_validate.append(Job("check", t.id, list(t.genes), t.generation))
+        else:
+            for g in sorted({t.generation for t in scored})[-subset.finalists:]:
+                self._queue_check(g)
         if self.to_validate:
             self.log(f"scoring {len(self.to_validate)} finalist(s) on every problem")
         return bool(self.to_validate)

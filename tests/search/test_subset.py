@@ -173,6 +173,39 @@ def test_check_final_scores_only_the_last_generations_bests_in_full(family, targ
         assert json.loads(capsys.readouterr().out)["fitness"] == store.result().fitness  # a full-set score
 
 
+def test_finalists_from_the_run_are_its_best_estimates_whatever_their_generation(family, target, tmp_path):
+    """`finalists_from: run`: the `finalists` best by estimate of the whole run are scored on every problem (ties by
+    trial id), nothing else is; the best is the best of those in full; a run killed before its finalists were
+    scored scores the same ones on resume."""
+    cfg = final_config(family, target, finalists=3)
+    cfg["subset"]["finalists_from"] = "run"
+    search(cfg, tmp_path / "run")
+    with RunStore(tmp_path / "run") as store:
+        done = store.trials()
+        ranked = sorted(done, key=lambda t: (-(t.estimate if t.estimate is not None else t.fitness), t.id))
+        checked = [t for t in done if t.status == "complete"]
+        assert {t.id for t in checked} == {t.id for t in ranked[:3]}
+        last_three = {max((t for t in done if t.generation == g), key=lambda t: (t.estimate or t.fitness, -t.id)).id
+                      for g in (1, 2, 3)}
+        assert {t.id for t in checked} != last_three  # what `finalists_from: generations` would have scored
+        assert all(t.items_used == t.items_total for t in checked)
+        assert store.result().id == max(checked, key=lambda t: (t.fitness, -t.id)).id
+        spent = store.spent()["generated_tokens"]
+        store._q("UPDATE trials SET status='estimated', fitness=estimate, estimate=NULL WHERE id=?", (checked[0].id,))
+    search(cfg, tmp_path / "run", resume=True)
+    with RunStore(tmp_path / "run") as store:
+        assert {t.id for t in store.trials("complete")} == {t.id for t in checked}
+        assert store.trial(checked[0].id).fitness == checked[0].fitness
+        assert store.spent()["generated_tokens"] > spent
+    cfg["subset"]["check"] = "generation"
+    del cfg["subset"]["finalists"]
+    from evomerge.core.errors import UserError
+    from evomerge.search.config import search_config_from_dict
+
+    with pytest.raises(UserError, match="finalists_from"):
+        search_config_from_dict(cfg, "test")
+
+
 def _write(tmp_path, cfg):
     import yaml
 
