@@ -115,12 +115,13 @@ def replay_racing(run_dir: str | Path, chunk: int = 16, confidence: float = 0.95
 
 def replay_subset(run_dir: str | Path, items: int = 32, seed: int = 0, first_random: int = 0, final: int = 0,
                   finalists: int = 2, grow_step: int = 0, grow_min: float = 4.0, grow_max: int = 12,
-                  grow_mean: float = 6.0) -> dict[str, Any]:
+                  grow_mean: float = 6.0, from_run: int = 0) -> dict[str, Any]:
     """Per generation: top-half agreement of the estimates with full scores, and the error of the
     best-by-estimate's estimate, with anchors from what a subset run would have scored in full. The first
     generation is scored in full, or with `first_random=1` estimated from a random subset as well. `final=1`
     replays `check: final`: no check per generation (each draws a fresh random subset), and at the end the best by
-    estimate of each of the last `finalists` generations scored in full; `final_choice` says which it picks.
+    estimate of each of the last `finalists` generations scored in full (`from_run=1`: the `finalists` best by
+    estimate of the whole run, `finalists_from: run`); `final_choice` says which it picks.
     `grow_step=3,grow_min=4,grow_max=12,grow_mean=5` (with `final=1`) replays `grow`."""
     from evomerge.search.subset import can_grow, choose_anchors, estimate, more_anchors
 
@@ -132,7 +133,9 @@ def replay_subset(run_dir: str | Path, items: int = 32, seed: int = 0, first_ran
         grow = _checked(SubsetConfig, "--subset", items=items, seed=seed, check="final",
                         grow={"step": grow_step, "min_total": grow_min, "max_items": grow_max,
                               "mean_items": grow_mean}).grow
-    for name, value in (("first_random", first_random), ("final", final)):
+    if from_run and not final:
+        raise UserError("from_run needs final=1 (it chooses the finalists of `check: final`)", "--subset")
+    for name, value in (("first_random", first_random), ("final", final), ("from_run", from_run)):
         if value not in (0, 1):
             raise UserError(f"{name} is 0 or 1, got {value}", "--subset")
     if finalists < 1:
@@ -153,6 +156,7 @@ def replay_subset(run_dir: str | Path, items: int = 32, seed: int = 0, first_ran
     max_trials = config.get("budget", {}).get("max_trials", 0)
     estimated = -(-max_trials // max(popsize, 1)) - (0 if first_random else 1)
     sizes: list[int] = []  # problems per candidate of each estimated generation (growth's budget)
+    pool: list[tuple[float, int, int, float]] = []  # every estimated trial: (estimate, id, generation, full score)
     for trials in gens:
         g = trials[0].generation
         anchors, weights = choose_anchors(known, n, items, seed + g)
@@ -167,6 +171,7 @@ def replay_subset(run_dir: str | Path, items: int = 32, seed: int = 0, first_ran
         truth = [t.fitness for t in trials]
         mu = max(1, len(trials) // 2)
         best = max(range(len(trials)), key=lambda i: (est[i], -i))
+        pool += [(e, t.id, g, t.fitness) for e, t in zip(est, trials)]
         if not final:
             known.append(dict(enumerate(trials[best].item_values)))  # its full-set check
         rows.append({"generation": g, "candidates": len(trials), "anchors": len(anchors), "anchor_ids": anchors,
@@ -178,14 +183,20 @@ def replay_subset(run_dir: str | Path, items: int = 32, seed: int = 0, first_ran
         total_all += n * len(trials)
     choice = None
     if final and rows:
-        chosen = rows[-finalists:]
+        if from_run:
+            chosen = [{"best_id": i, "generation": g, "best_full": full}
+                      for _, i, g, full in sorted(pool, key=lambda r: (-r[0], r[1]))[:finalists]]
+        else:
+            chosen = rows[-finalists:]
         used_all += n * len(chosen)
         pick = max(chosen, key=lambda r: (r["best_full"], -r["best_id"]))
         choice = {"trial": pick["best_id"], "generation": pick["generation"], "full": pick["best_full"],
+                  "finalists": [r["best_id"] for r in chosen],
                   "run_best_full": max(t.fitness for trials in gens for t in trials)}
     errors = [abs(r["best_error"]) for r in rows]
     setting = {"items": items, "seed": seed, "first_generation": "random" if first_random else "full",
                "check": "final" if final else "generation", **({"finalists": finalists} if final else {}),
+               **({"finalists_from": "run" if from_run else "generations"} if final else {}),
                **({"grow": grow.model_dump()} if grow is not None else {})}
     return {"setting": setting, "generations": rows, "final_choice": choice, "problems_used": used_all,
             "problems_full": total_all, "saving": total_all / max(used_all, 1),

@@ -95,6 +95,23 @@ def test_a_check_final_replay_decides_generation_zero_as_a_real_run(family, targ
     assert cli("replay", full_run / "full", "--subset", "items=6,first_random=1,final=1") == 0
     assert "final choice: trial" in capsys.readouterr().out
     assert cli("replay", full_run / "full", "--subset", "items=6,final=2") == 2
+    # `from_run=1` (`finalists_from: run`): the best estimates of the whole run, whatever their generation
+    wide = replay_subset(full_run / "full", items=6, first_random=1, final=1, finalists=3, from_run=1)
+    pool = sorted((e, i) for r in wide["generations"]
+                  for e, i in zip(r["estimates"], _ids(full_run / "full", r["generation"])))
+    pool.sort(key=lambda x: (-x[0], x[1]))
+    assert wide["final_choice"]["finalists"] == [i for _, i in pool[:3]]
+    assert wide["problems_used"] == 6 * 24 + 3 * n
+    assert cli("replay", full_run / "full", "--subset", "items=6,final=1,finalists=3,from_run=1") == 0
+    assert "final choice: trial" in capsys.readouterr().out
+    assert cli("replay", full_run / "full", "--subset", "items=6,from_run=1") == 2  # needs final=1
+    assert "from_run needs final=1" in capsys.readouterr().err
+
+
+def _ids(run, generation):
+    with RunStore(run) as store:
+        trials = [t for t in store.generation_trials(generation) if t.duplicate_of is None]
+        return [t.id for t in sorted(trials, key=lambda t: t.ask_index)]
 
 
 @pytest.mark.parametrize("min_total", [20.0, 1e6], ids=["until-enough", "until-budget"])
