@@ -8,7 +8,8 @@ sizes (the `weighted` estimator). With `check: generation` each generation's bes
 that score is what the run reports and exports, its item results join the matrix the next anchors come from, and
 the gap between estimate and full score is recorded as the estimation error. With `check: final` nothing is
 re-scored until the search ends (so there are no full-set rows to cluster: each generation draws a fresh seeded
-random subset), then the best by estimate of each of the last `finalists` generations is (search/driver.py).
+random subset), then the finalists are: the best by estimate of each of the last `finalists` generations, or
+(`finalists_from: run`) the `finalists` best by estimate of the whole run (search/driver.py).
 
 Everything here is a pure function of the recorded item results and the seed, so a resumed run chooses the same
 anchors.
