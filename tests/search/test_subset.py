@@ -182,10 +182,14 @@ def test_finalists_from_the_run_are_its_best_estimates_whatever_their_generation
     search(cfg, tmp_path / "run")
     with RunStore(tmp_path / "run") as store:
         done = store.trials()
-        ranked = sorted(done, key=lambda t: (-(t.estimate if t.estimate is not None else t.fitness), t.id))
+
+        def estimate(t):
+            return t.estimate if t.estimate is not None else t.fitness
+
+        ranked = sorted(done, key=lambda t: (-estimate(t), t.id))
         checked = [t for t in done if t.status == "complete"]
         assert {t.id for t in checked} == {t.id for t in ranked[:3]}
-        last_three = {max((t for t in done if t.generation == g), key=lambda t: (t.estimate or t.fitness, -t.id)).id
+        last_three = {max((t for t in done if t.generation == g), key=lambda t: (estimate(t), -t.id)).id
                       for g in (1, 2, 3)}
         assert {t.id for t in checked} != last_three  # what `finalists_from: generations` would have scored
         assert all(t.items_used == t.items_total for t in checked)
