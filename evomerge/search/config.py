@@ -134,8 +134,8 @@ class SubsetConfig(_Strict):
     every problem (its item results choose the next anchors); `final` checks nothing during the run (each
     generation gets a fresh seeded random subset) and at the end scores `finalists` candidates on every problem
     (`finalists_from`: the best by estimate of each of the last generations, or the best of the whole run): the
-    run's best is the best of those. A full check per generation
-    costs about what a generation on a small subset costs, so only `final` can save ten times."""
+    run's best is the best of those. A full check per generation costs about what a generation on a small subset
+    costs, so only `final` can save ten times."""
 
     items: int = Field(32, ge=2)
     seed: int = 0

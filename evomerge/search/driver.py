@@ -584,8 +584,7 @@ class Driver:
             ranked = sorted((t for t in scored if t.duplicate_of is None),
                             key=lambda t: (-fitness_of(t, self.failed), t.id))
             for t in ranked[:subset.finalists]:
-                if t.status == "estimated":
-                    self.to_validate.append(Job("check", t.id, list(t.genes), t.generation))
+                self._queue_full_score(t)
         else:
             for g in sorted({t.generation for t in scored})[-subset.finalists:]:
                 self._queue_check(g)
@@ -597,9 +596,12 @@ class Driver:
         """Subset fitness: the generation's best by estimate is scored on every problem next."""
         done = [t for t in self.store.generation_trials(gen) if t.status in ("complete", "estimated")]
         if done:
-            top = max(done, key=lambda t: (fitness_of(t, self.failed), -t.id))
-            if top.status == "estimated":
-                self.to_validate.append(Job("check", top.id, list(top.genes), gen))
+            self._queue_full_score(max(done, key=lambda t: (fitness_of(t, self.failed), -t.id)))
+
+    def _queue_full_score(self, trial: Trial) -> None:
+        """An estimated trial is scored on every problem next (one checked already is not scored again)."""
+        if trial.status == "estimated":
+            self.to_validate.append(Job("check", trial.id, list(trial.genes), trial.generation))
 
     def _anchors(self, gen: int) -> tuple[list[int], list[float]] | None:
         """Subset fitness: generation `gen`'s anchor problems and weights, chosen from the item results of every
