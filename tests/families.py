@@ -4,6 +4,7 @@ checkpoints hold more (Pythia's per-layer attention buffers) with those too."""
 
 from __future__ import annotations
 
+import shutil
 import zlib
 
 from pathlib import Path
@@ -198,20 +199,24 @@ ASAGI_CODE = {  # stand-ins for the project's own code files that config.json's 
 }
 
 
+LLAVA_4_45 = Path(__file__).parent / "data" / "llava_4_45"  # a LLaVA's files as transformers 4.45.1 saves them
+
+
 def build_asagi(folder: Path, lm: Path, seed: int = 11) -> Path:
     """A tiny Asagi as its hub repos store it: an llm-jp-3 (Llama) language model with `lm`'s weights, a SigLIP
-    vision tower and a two-layer projector, in transformers' older LLaVA layout (`language_model.model.*`,
-    `language_model.lm_head.weight`, `vision_tower.vision_model.*`, `multi_modal_projector.linear_{1,2}.*`: the
-    project's own modeling_llava.py keeps the pre-4.50 class); config.json says `model_type: llava` with text and
-    vision configs and an `auto_map` to that code (loaded with `AutoModel.from_pretrained(...,
-    trust_remote_code=True)`); a processor with a SigLIP image processor and the tests' tokenizer, whose last word
-    is the `<image>` token (so the vocabulary is the text models')."""
+    vision tower and a two-layer projector, saved by transformers 4.45.1 (the version its card pins): tensors in
+    the older LLaVA layout (`language_model.model.*`, `vision_tower.vision_model.*`, `multi_modal_projector.*`,
+    checked name for name and shape for shape against what 4.45.1 writes, tests/data/llava_4_45), and
+    config.json, processor_config.json (`patch_size: null`) and preprocessor_config.json as 4.45.1 writes them,
+    plus an `auto_map` to the project's own code (loaded with `AutoModel.from_pretrained(...,
+    trust_remote_code=True)`); the tests' tokenizer, whose last word is the `<image>` token."""
     import json
 
     from safetensors.torch import load_file, save_file
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import (LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor,
-                              PreTrainedTokenizerFast, SiglipImageProcessor, SiglipVisionConfig)
+    from tokenizers import AddedToken
+    from transformers import (LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, PreTrainedTokenizerFast,
+                              SiglipVisionConfig)
 
     from conftest import VOCAB
 
@@ -219,12 +224,17 @@ def build_asagi(folder: Path, lm: Path, seed: int = 11) -> Path:
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-                                   pad_token="<unk>", extra_special_tokens={"image_token": "<image>"})
+                                   pad_token="<unk>")
+    fast.add_tokens([AddedToken("<image>", special=True, normalized=False)])  # as LLaVA tokenizers add it
+    saved = json.loads((LLAVA_4_45 / "config.json").read_text())
     text = LlamaConfig.from_pretrained(str(lm))
-    vision = SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                image_size=30, patch_size=10)
-    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=len(words) - 1,
-                      vision_feature_select_strategy="full", vision_feature_layer=-2)
+    for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_key_value_heads"):
+        assert saved["text_config"][key] == getattr(text, key), key  # the template is this LM's shape
+    vision = SiglipVisionConfig(**{k: saved["vision_config"][k] for k in (
+        "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size", "patch_size")})
+    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=saved["image_token_index"],
+                      vision_feature_select_strategy=saved["vision_feature_select_strategy"],
+                      vision_feature_layer=saved["vision_feature_layer"])
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(cfg)
     with torch.no_grad():
@@ -242,16 +252,16 @@ def build_asagi(folder: Path, lm: Path, seed: int = 11) -> Path:
             old["vision_tower.vision_model." + name[len("model.vision_tower."):]] = t.contiguous()  # SigLIP <4.50
         else:
             old[name[len("model."):]] = t.contiguous()
+    shapes = json.loads((LLAVA_4_45 / "tensors.json").read_text())
+    assert {n: list(t.shape) for n, t in old.items()} == shapes  # 4.45.1's names and shapes, no more, no less
     folder.mkdir(parents=True)
     save_file(old, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    data = cfg.to_dict()
-    data.update(architectures=["LlavaForConditionalGeneration"],
-                auto_map={"AutoConfig": "configuration_llava.LlavaConfig",
-                          "AutoModel": "modeling_llava.LlavaForConditionalGeneration"})
-    (folder / "config.json").write_text(json.dumps(data, indent=2))
+    saved.update(auto_map={"AutoConfig": "configuration_llava.LlavaConfig",
+                           "AutoModel": "modeling_llava.LlavaForConditionalGeneration"})
+    (folder / "config.json").write_text(json.dumps(saved, indent=2))
     for name, code in ASAGI_CODE.items():
         (folder / name).write_text(code)
-    LlavaProcessor(image_processor=SiglipImageProcessor(size={"height": 30, "width": 30}), tokenizer=fast,
-                   patch_size=10, vision_feature_select_strategy="full", image_token="<image>",
-                   num_additional_image_tokens=0).save_pretrained(str(folder))
+    fast.save_pretrained(str(folder))
+    for name in ("processor_config.json", "preprocessor_config.json"):
+        shutil.copy(LLAVA_4_45 / name, folder / name)
     return folder

@@ -132,8 +132,8 @@ class DataflowLive:
     def __init__(self, example: DataflowPath, dtype: str | None = None, device: str = "auto"):
         from evomerge.sources.loading import load_for_eval
 
-        self.a, self.tokenizer = load_for_eval(example.model_a, device, dtype, native_class=True)
-        self.b, _ = load_for_eval(example.model_b, device, dtype, native_class=True)
+        self.a, self.tokenizer = load_for_eval(example.model_a, device, dtype, native_class=True, quiet=True)
+        self.b, _ = load_for_eval(example.model_b, device, dtype, native_class=True, quiet=True)
         self.hops = HopModel(self.a, self.b)
         self.model = self.hops.build(example)
 

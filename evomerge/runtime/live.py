@@ -114,10 +114,10 @@ class LiveMerge:
         self._tables: dict[str, tuple[tuple, object]] = {}  # out name -> (what they were built for, DareTables)
         self._tables_used = 0  # bytes the built tables hold
         if vlm:
-            from transformers import AutoProcessor
+            from evomerge.sources.processors import load_processor
 
-            try:  # VQA evaluators take the processor; text-only fitness works with the tokenizer
-                self.tokenizer = AutoProcessor.from_pretrained(str(donor.folder))
+            try:  # VQA evaluators take the processor; text-only fitness works with the tokenizer (a search
+                self.tokenizer = load_processor(donor.folder)  # says once what a legacy processor lacked)
             except (OSError, ValueError):
                 self.tokenizer = load_tokenizer(donor.folder)
         else:

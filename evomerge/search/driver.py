@@ -80,7 +80,7 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
         opt = make_optimizer(config.optimizer, space.x0(), space.names, len(config.fitness),
                              config.archive.model_dump() if config.archive else None, config.fitness_keys())
         sources = {ref: fingerprint(ref) for ref in space.sources()}
-        _note_own_code(pool, sources, log)
+        _note_sources(pool, sources, log)
         data = fitness.data_fingerprints("fitness")
         if validation is not None:
             data.update(validation.data_fingerprints("validation"))
@@ -124,15 +124,24 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
             lock.release()
 
 
-def _note_own_code(pool: ModelPool, refs, log) -> None:
-    """A source that ships its own modeling code (auto_map, as Asagi does) is scored in the search by the
-    transformers class its config's model_type names, never by its own code: one line says so."""
+def _note_sources(pool: ModelPool, refs, log) -> None:
+    """What the search does differently from the source's own loading, one line each: a source that ships its
+    own modeling code (auto_map, as Asagi does) is scored by the transformers class its config's model_type
+    names, never by its own code; a processor saved without a patch size (before transformers 4.47, as Asagi's)
+    counts image tokens from config.json, or is refused here when config.json cannot say."""
+    from evomerge.sources.processors import image_count_note
+
     for ref in refs:
-        cj = pool.get(ref).config_json or {}
+        source = pool.get(ref)
+        cj = source.config_json or {}
         if cj.get("auto_map"):
             log(f"note: {ref} ships its own modeling code (auto_map); the search scores candidates with "
                 f"transformers' class for model_type {cj.get('model_type')!r}, and exports keep its code "
                 "(load them with trust_remote_code)")
+        if source.vlm:
+            note = image_count_note(source.folder)
+            if note is not None:
+                log(f"note: {note}")
 
 
 def _check_economy(config: SearchConfig, fitness: Any) -> None:

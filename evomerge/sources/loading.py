@@ -11,10 +11,12 @@ from evomerge.sources.models import load_tokenizer, open_model, resolve_referenc
 
 
 def load_for_eval(ref: str, device: str = "auto", dtype: str | None = None,
-                  trust_remote_code: bool = False, native_class: bool = False) -> tuple[Any, Any]:
+                  trust_remote_code: bool = False, native_class: bool = False, quiet: bool = False
+                  ) -> tuple[Any, Any]:
     """(model, tokenizer or processor). A model that ships its own code (auto_map) is refused without
     `trust_remote_code`, unless `native_class` (a data-flow search, as a parameter-space one): then transformers'
-    own class for its model_type builds it and its code is never run (the search says so once)."""
+    own class for its model_type builds it and its code is never run (the search says so once). A processor
+    saved without a patch size gets it from config.json, said on stderr unless `quiet` (a search says it once)."""
     import json
 
     from transformers import AutoModelForCausalLM
@@ -28,12 +30,15 @@ def load_for_eval(ref: str, device: str = "auto", dtype: str | None = None,
             raise UserError("this model ships its own modeling code (auto_map in config.json); "
                             "pass --trust-remote-code if you trust it", ref)
     if gguf_file is None and is_vlm(json.loads((folder / "config.json").read_text())):
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoModelForImageTextToText
 
+        from evomerge.sources.processors import image_count, load_processor
+
+        image_count(folder)  # a processor that cannot count image tokens is refused before the model is read
         try:
             model = AutoModelForImageTextToText.from_pretrained(str(folder), dtype=dtype or "auto",
                                                                 trust_remote_code=trust_remote_code)
-            processor = AutoProcessor.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+            processor = load_processor(folder, trust_remote_code, None if quiet else _say)
         except Exception as e:
             raise UserError(f"cannot load the vision-language model: {reason(e)}", ref) from None
         _fold_adapter(model, ref)
@@ -46,6 +51,12 @@ def load_for_eval(ref: str, device: str = "auto", dtype: str | None = None,
     _fold_adapter(model, ref)
     model.to(target).eval()
     return model, load_tokenizer(folder, gguf_file)
+
+
+def _say(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr)
 
 
 def _fold_adapter(model: Any, ref: str) -> None:

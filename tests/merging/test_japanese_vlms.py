@@ -2,9 +2,9 @@
 copied unchanged, and the output is laid out (and so loads) as the original. llava-jp: a GPT-2 llm-jp LM beside
 `model.vision_tower` / `model.mm_projector`, under a config transformers does not build (`model_type: llava` with
 GPT-2 fields); a search over it is refused up front, saying what would make it searchable. Asagi: an llm-jp-3
-(Llama) LM and a SigLIP tower in transformers' older LLaVA layout, with its own modeling code (auto_map): merged,
-searched with a VQA fitness, exported with its code. MiniGPT-4's LM is an
-ordinary Llama checkpoint (merged as any Llama, tests/merging/test_families.py); its vision side is not in the
+(Llama) LM and a SigLIP tower in transformers' older LLaVA layout, with its own modeling code (auto_map), its
+files as transformers 4.45.1 (the version its card pins) writes them: merged, searched with a VQA fitness,
+exported with its code. MiniGPT-4's LM is an ordinary Llama checkpoint (merged as any Llama, tests/merging/test_families.py); its vision side is not in the
 Hugging Face format."""
 
 from __future__ import annotations
@@ -147,6 +147,7 @@ def test_a_search_over_asagi_scores_it_on_images_and_its_export_rescores_exactly
     assert cli("search", path, "--run-dir", tmp_path / "run", "--quiet") == 0
     err = capsys.readouterr().err
     assert err.count("ships its own modeling code") == 1 and "'llava'" in err  # what scores it, said once
+    assert err.count("has no patch_size (saved before transformers 4.47)") == 1  # its 4.45.1 processor, filled
     from evomerge.search.store import RunStore
 
     with RunStore(tmp_path / "run") as store:

@@ -1,0 +1,67 @@
+"""Loading a vision-language model's processor so that it counts image tokens as the model's config says.
+
+A LLaVA-style processor saved before transformers 4.47 stores `patch_size: null` (the model expanded each
+`<image>` token into the image's features itself). Transformers 5 expands it in the processor and fails on the
+null, so every VQA score of such a model would fail (Asagi's card pins transformers 4.45.1). The count follows
+from config.json: the vision tower's patch size, the feature selection strategy, and whether the tower adds a
+class token."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from evomerge.core.errors import UserError
+
+# image features a vision tower yields beyond one per patch: CLIP's class token; SigLIP has none
+EXTRA_TOKENS = {"clip_vision_model": 1, "siglip_vision_model": 0}
+# the processors that expand `<image>` by patch size (LLaVA, LLaVA-NeXT, their video variants)
+COUNTING = ("LlavaProcessor", "LlavaNextProcessor", "LlavaNextVideoProcessor", "VideoLlavaProcessor")
+
+
+def image_count(folder: Path) -> dict | None:
+    """What a processor saved without a patch size lacks, from the folder's files alone (so a search says it,
+    or refuses, before any model is built); None when the processor counts by itself or is not of that kind."""
+    folder = Path(folder)
+    path = folder / "processor_config.json"
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if saved.get("processor_class") not in COUNTING or saved.get("patch_size") is not None:
+        return None
+    config = json.loads((folder / "config.json").read_text())
+    vision = config.get("vision_config") or {}
+    kind, patch = vision.get("model_type"), vision.get("patch_size")
+    if kind not in EXTRA_TOKENS or not isinstance(patch, int):
+        raise UserError(f"the processor has no patch_size (saved before transformers 4.47) and config.json's "
+                        f"vision tower ({kind!r}, patch_size {patch!r}) does not say how many tokens an image "
+                        "takes; set patch_size and num_additional_image_tokens in processor_config.json", str(path))
+    strategy = saved.get("vision_feature_select_strategy") or config.get("vision_feature_select_strategy",
+                                                                           "default")
+    return {"patch_size": patch, "vision_feature_select_strategy": strategy,
+            "num_additional_image_tokens": EXTRA_TOKENS[kind]}
+
+
+def image_count_note(folder: Path) -> str | None:
+    fill = image_count(folder)
+    if fill is None:
+        return None
+    return (f"{Path(folder) / 'processor_config.json'} has no patch_size (saved before transformers 4.47); image "
+            f"tokens are counted from config.json: patch {fill['patch_size']}, strategy "
+            f"{fill['vision_feature_select_strategy']!r}, {fill['num_additional_image_tokens']} extra")
+
+
+def load_processor(folder: Path, trust_remote_code: bool = False, log: Callable[[str], None] | None = None) -> Any:
+    """AutoProcessor, with a legacy processor's image-token count filled in (`log` gets one line saying so)."""
+    from transformers import AutoProcessor
+
+    fill = image_count(folder)
+    processor = AutoProcessor.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+    if fill is not None:
+        for name, value in fill.items():
+            setattr(processor, name, value)
+        if log is not None:
+            log(f"note: {image_count_note(folder)}")
+    return processor
