@@ -199,6 +199,19 @@ ASAGI_CODE = {  # stand-ins for the project's own code files that config.json's 
 }
 
 
+def ties_recipe(m: dict, first: str) -> str:
+    """TIES over a family's base, `first` (a text model or a VLM holding the same LM) and ft1."""
+    return f"""
+merge_method: ties
+base_model: {m['base']}
+models:
+  - {{model: {m['base']}}}
+  - {{model: {m[first]}, parameters: {{weight: 0.6, density: 0.5}}}}
+  - {{model: {m['ft1']}, parameters: {{weight: 0.4, density: 0.7}}}}
+dtype: float32
+"""
+
+
 LLAVA_4_45 = Path(__file__).parent / "data" / "llava_4_45"  # a LLaVA's files as transformers 4.45.1 saves them
 
 
@@ -209,23 +222,12 @@ def build_asagi(folder: Path, lm: Path, seed: int = 11) -> Path:
     checked name for name and shape for shape against what 4.45.1 writes, tests/data/llava_4_45), and
     config.json, processor_config.json (`patch_size: null`) and preprocessor_config.json as 4.45.1 writes them,
     plus an `auto_map` to the project's own code (loaded with `AutoModel.from_pretrained(...,
-    trust_remote_code=True)`); the tests' tokenizer, whose last word is the `<image>` token."""
+    trust_remote_code=True)`); the tokenizer files too (the tests' words, the last one `<image>`, an added token)."""
     import json
 
     from safetensors.torch import load_file, save_file
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from tokenizers import AddedToken
-    from transformers import (LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, PreTrainedTokenizerFast,
-                              SiglipVisionConfig)
+    from transformers import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, SiglipVisionConfig
 
-    from conftest import VOCAB
-
-    words = VOCAB[:-1] + ["<image>"]
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-                                   pad_token="<unk>")
-    fast.add_tokens([AddedToken("<image>", special=True, normalized=False)])  # as LLaVA tokenizers add it
     saved = json.loads((LLAVA_4_45 / "config.json").read_text())
     text = LlamaConfig.from_pretrained(str(lm))
     for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_key_value_heads"):
@@ -261,7 +263,7 @@ def build_asagi(folder: Path, lm: Path, seed: int = 11) -> Path:
     (folder / "config.json").write_text(json.dumps(saved, indent=2))
     for name, code in ASAGI_CODE.items():
         (folder / name).write_text(code)
-    fast.save_pretrained(str(folder))
-    for name in ("processor_config.json", "preprocessor_config.json"):
+    for name in ("processor_config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",
+                 "special_tokens_map.json"):
         shutil.copy(LLAVA_4_45 / name, folder / name)
     return folder

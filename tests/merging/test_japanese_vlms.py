@@ -16,6 +16,7 @@ import yaml
 
 from conftest import load_state
 from families import ASAGI_CODE, build_asagi, build_family, build_llava_jp
+from families import ties_recipe as recipe
 from helpers import cli
 from mergekit_reference import run_ours
 
@@ -25,18 +26,6 @@ def llava_jp(tmp_path_factory):
     root = tmp_path_factory.mktemp("llava-jp")
     text = build_family(root / "gpt2", "gpt2")  # base, ft0, ft1: llm-jp-like GPT-2 LMs
     return {**text, "vlm": build_llava_jp(root / "llava-jp", text["ft0"])}
-
-
-def recipe(m: dict, first: str) -> str:
-    return f"""
-merge_method: ties
-base_model: {m['base']}
-models:
-  - {{model: {m['base']}}}
-  - {{model: {m[first]}, parameters: {{weight: 0.6, density: 0.5}}}}
-  - {{model: {m['ft1']}, parameters: {{weight: 0.4, density: 0.7}}}}
-dtype: float32
-"""
 
 
 def test_llava_jp_language_model_merges_and_vision_is_copied(llava_jp, tmp_path):
@@ -119,6 +108,30 @@ def test_asagi_language_model_merges_vision_is_copied_and_it_loads_with_its_own_
     state = model.state_dict()
     assert (state["model.language_model.layers.1.mlp.up_proj.weight"]
             == merged["language_model.model.layers.1.mlp.up_proj.weight"]).all()
+
+
+def test_a_merged_asagi_scores_in_evomerge_as_transformers_4_45_runs_it(asagi, tmp_path, capsys):
+    """What a search scores (transformers 5's LLaVA class, `<image>` expanded by the processor whose count comes
+    from config.json) equals what Asagi's users run: transformers 4.45.1 with the export's own code, `<image>`
+    expanded by the model (logits recorded by tests/data/llava_4_45/cross_version.py from the same merge)."""
+    import torch
+    from PIL import Image
+
+    from evomerge.sources.loading import load_for_eval
+    from families import LLAVA_4_45
+
+    reference = json.loads((LLAVA_4_45 / "asagi_merge_logits.json").read_text())
+    assert reference["transformers"] == "4.45.1" and reference["class"].startswith("transformers_modules.")
+    run_ours(recipe(asagi, "vlm"), tmp_path / "merged")
+    model, processor = load_for_eval(str(tmp_path / "merged"), "cpu", "float32", native_class=True)
+    assert "has no patch_size" in capsys.readouterr().err
+    inputs = processor(text=reference["prompt"], images=Image.new("RGB", (40, 36), tuple(reference["color"])),
+                       return_tensors="pt")
+    ids = inputs["input_ids"][0].tolist()
+    assert ids.count(reference["input_ids"][0]) == 9 and ids[9:] == reference["input_ids"][1:]  # 3x3 patches
+    with torch.no_grad():
+        logits = model(**inputs).logits[0, -len(reference["logits"]):]
+    torch.testing.assert_close(logits, torch.tensor(reference["logits"]), atol=1e-5, rtol=0)
 
 
 def vqa_fitness(vqa_data, tmp_path) -> list[dict]:

@@ -4,8 +4,9 @@ model and processor, at the tests' tiny sizes (tests/families.py COMMON; build_a
 Not part of the suite: run once by hand in an environment with transformers==4.45.1, e.g.
     python -m venv /tmp/t445 && /tmp/t445/bin/pip install torch==2.13.0 transformers==4.45.1 pillow
     /tmp/t445/bin/python tests/data/llava_4_45/make.py
-The tests' tiny Asagi (tests/families.py build_asagi) takes config.json, processor_config.json and
-preprocessor_config.json from here as written, and checks its tensors against tensors.json (name -> shape).
+The tests' tiny Asagi (tests/families.py build_asagi) takes config.json, the processor and tokenizer files from
+here as written, and checks its tensors against tensors.json (name -> shape). The tokenizer is the tests'
+word-level one with `<image>` as an added special token.
 The processor is saved as a LLaVA processor of that time was when nothing set its patch size: `patch_size: null`
 (the model expanded the image token itself before transformers 4.47)."""
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import torch
 import transformers
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
 from transformers import (LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor,
                           PreTrainedTokenizerFast, SiglipImageProcessor, SiglipVisionConfig)
 
@@ -30,6 +31,7 @@ def main() -> None:
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
                                    pad_token="<unk>")
+    fast.add_tokens([AddedToken("<image>", special=True, normalized=False)])  # as LLaVA tokenizers add it
     text = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, bos_token_id=1,
                        eos_token_id=2, pad_token_id=0)
@@ -43,7 +45,8 @@ def main() -> None:
         model.save_pretrained(tmp)
         LlavaProcessor(image_processor=SiglipImageProcessor(size={"height": 30, "width": 30}),
                        tokenizer=fast).save_pretrained(tmp)
-        for name in ("config.json", "processor_config.json", "preprocessor_config.json"):
+        for name in ("config.json", "processor_config.json", "preprocessor_config.json", "tokenizer.json",
+                     "tokenizer_config.json", "special_tokens_map.json"):
             shutil.copy(Path(tmp) / name, HERE / name)
         from safetensors import safe_open
 
