@@ -1,7 +1,7 @@
 """Loading a vision-language model's processor so that it counts image tokens as the model's config says.
 
-A LLaVA-style processor saved before transformers 4.47 stores `patch_size: null` (the model expanded each
-`<image>` token into the image's features itself). Transformers 5 expands it in the processor and fails on the
+A LLaVA-style processor saved before transformers 4.47 stores `patch_size: null`, or no processor_config.json
+at all before 4.44 (the model expanded each `<image>` token into the image's features itself). Transformers 5 expands it in the processor and fails on the
 null, so every VQA score of such a model would fail (Asagi's card pins transformers 4.45.1). The count follows
 from config.json: the vision tower's patch size, the feature selection strategy, and whether the tower adds a
 class token."""
@@ -25,11 +25,9 @@ def image_count(folder: Path) -> dict | None:
     or refuses, before any model is built); None when the processor counts by itself or is not of that kind."""
     folder = Path(folder)
     path = folder / "processor_config.json"
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if saved.get("processor_class") not in COUNTING or saved.get("patch_size") is not None:
+    saved = _read(path)  # absent when saved before transformers 4.44: its class is named beside the image's
+    kind_of = saved.get("processor_class") or _read(folder / "preprocessor_config.json").get("processor_class")
+    if kind_of not in COUNTING or saved.get("patch_size") is not None:
         return None
     config = json.loads((folder / "config.json").read_text())
     vision = config.get("vision_config") or {}
@@ -44,12 +42,19 @@ def image_count(folder: Path) -> dict | None:
             "num_additional_image_tokens": EXTRA_TOKENS[kind]}
 
 
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def image_count_note(folder: Path) -> str | None:
     fill = image_count(folder)
     if fill is None:
         return None
-    return (f"{Path(folder) / 'processor_config.json'} has no patch_size (saved before transformers 4.47); image "
-            f"tokens are counted from config.json: patch {fill['patch_size']}, strategy "
+    return (f"{folder}: the processor has no patch_size (saved before transformers 4.47); image tokens are "
+            f"counted from config.json: patch {fill['patch_size']}, strategy "
             f"{fill['vision_feature_select_strategy']!r}, {fill['num_additional_image_tokens']} extra")
 
 

@@ -16,13 +16,16 @@ LEGACY = {"image_token": "<image>", "patch_size": None, "processor_class": "Llav
           "vision_feature_select_strategy": None}  # as transformers 4.45.1 saves a processor left at its defaults
 
 
-def as_legacy(src, dst):
-    """`src` with its processor as 4.45.1 saved one: the image processor in preprocessor_config.json."""
+def as_legacy(src, dst, before_4_44: bool = False):
+    """`src` with its processor as 4.45.1 saved one: the image processor in preprocessor_config.json (and, before
+    4.44, no processor_config.json at all)."""
     shutil.copytree(src, dst)
     saved = json.loads((dst / "processor_config.json").read_text())
     image = dict(saved.get("image_processor", {}), processor_class="LlavaProcessor")
     (dst / "preprocessor_config.json").write_text(json.dumps(image))
     (dst / "processor_config.json").write_text(json.dumps(LEGACY))
+    if before_4_44:
+        (dst / "processor_config.json").unlink()
     return dst
 
 
@@ -41,14 +44,15 @@ def image_tokens_vs_features(folder, processor):
     return int((inputs["input_ids"] == model.config.image_token_id).sum()), int(n_features)
 
 
-def test_a_legacy_clip_processor_counts_what_the_model_makes(tiny_llava, tmp_path, capsys):
+@pytest.mark.parametrize("before_4_44", [False, True])
+def test_a_legacy_clip_processor_counts_what_the_model_makes(tiny_llava, tmp_path, before_4_44):
     """CLIP (a class token) with the `default` strategy (which drops it): 3x3 patches + 1 - 1 = 9 tokens."""
-    folder = as_legacy(tiny_llava, tmp_path / "llava")
+    folder = as_legacy(tiny_llava, tmp_path / "llava", before_4_44)
     assert image_count(folder) == {"patch_size": 10, "vision_feature_select_strategy": "default",
                                    "num_additional_image_tokens": 1}
     lines = []
     processor = load_processor(folder, log=lines.append)
-    assert len(lines) == 1 and "processor_config.json has no patch_size" in lines[0] and "patch 10" in lines[0]
+    assert len(lines) == 1 and "the processor has no patch_size" in lines[0] and "patch 10" in lines[0]
     tokens, features = image_tokens_vs_features(folder, processor)
     assert tokens == features == 9
 
@@ -97,3 +101,51 @@ def test_a_search_and_eval_refuse_such_a_vlm_before_anything_is_written(tiny_lla
         err = capsys.readouterr().err
         assert "processor_config.json" in err and "set patch_size" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_legacy_llava_next_processor_counts_what_the_model_makes(tmp_path):
+    """LLaVA-NeXT (EvoVLM-JP's kind): its count also depends on the image's shape (tiles + newline tokens); the
+    model accepts the prompt only when the processor's count equals its features, for each shape."""
+    import torch
+    from PIL import Image
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
+    from transformers import (AutoModelForImageTextToText, CLIPVisionConfig, LlavaNextConfig,
+                              LlavaNextForConditionalGeneration, LlavaNextImageProcessor, LlavaNextProcessor,
+                              PreTrainedTokenizerFast)
+
+    from conftest import VOCAB, tiny_config
+
+    words = VOCAB + ["<image>"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                   pad_token="<unk>")
+    fast.add_tokens([AddedToken("<image>", special=True, normalized=False)])
+    text = tiny_config("mistral")
+    text.vocab_size = len(words)
+    grid = [[30, 30], [30, 60]]
+    config = LlavaNextConfig(vision_config=CLIPVisionConfig(hidden_size=16, intermediate_size=32,
+                                                            num_hidden_layers=2, num_attention_heads=2,
+                                                            image_size=30, patch_size=10, projection_dim=16),
+                             text_config=text, image_token_index=len(words) - 1, image_grid_pinpoints=grid,
+                             vision_feature_select_strategy="default")
+    src = tmp_path / "next"
+    LlavaNextForConditionalGeneration(config).save_pretrained(str(src))
+    LlavaNextProcessor(image_processor=LlavaNextImageProcessor(
+        size={"shortest_edge": 30}, crop_size={"height": 30, "width": 30}, image_grid_pinpoints=grid),
+        tokenizer=fast).save_pretrained(str(src))
+    folder = as_legacy(src, tmp_path / "legacy")
+    for name in ("processor_config.json", "preprocessor_config.json"):
+        saved = json.loads((folder / name).read_text())
+        saved["processor_class"] = "LlavaNextProcessor"
+        (folder / name).write_text(json.dumps(saved))
+    assert image_count(folder)["num_additional_image_tokens"] == 1
+    processor = load_processor(folder)
+    model = AutoModelForImageTextToText.from_pretrained(str(folder)).eval()
+    counts = []
+    for size in [(40, 36), (30, 70)]:
+        inputs = processor(images=Image.new("RGB", size, (200, 30, 30)), text="<image> w1 w2", return_tensors="pt")
+        counts.append(int((inputs["input_ids"] == model.config.image_token_id).sum()))
+        with torch.no_grad():
+            assert torch.isfinite(model(**inputs).logits).all()  # transformers refuses a count that is off
+    assert counts[0] != counts[1]  # the shape matters, and each was right
