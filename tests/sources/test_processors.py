@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -149,3 +150,27 @@ def test_a_legacy_llava_next_processor_counts_what_the_model_makes(tmp_path):
         with torch.no_grad():
             assert torch.isfinite(model(**inputs).logits).all()  # transformers refuses a count that is off
     assert counts[0] != counts[1]  # the shape matters, and each was right
+
+
+def test_a_llava_saved_by_transformers_4_38_scores_as_4_38_runs_it(tmp_path, capsys):
+    """EvoVLM-JP-v1-7B's kind: saved by 4.38.2, no processor_config.json, the model expanding `<image>` itself.
+    Scored by evomerge (transformers 5, the processor's count filled from config.json), it gives the logits 4.38.2
+    gave (tests/data/llava_4_38/make.py wrote the model and them)."""
+    import torch
+    from PIL import Image
+
+    from evomerge.sources.loading import load_for_eval
+
+    folder = tmp_path / "evovlm-like"
+    shutil.copytree(Path(__file__).parent.parent / "data" / "llava_4_38", folder)
+    assert not (folder / "processor_config.json").exists()
+    reference = json.loads((folder / "reference.json").read_text())
+    assert reference["transformers"] == "4.38.2" and reference["input_ids"].count(32) == 1  # one <image>, then
+    model, processor = load_for_eval(str(folder), "cpu", "float32")
+    assert "the processor has no patch_size" in capsys.readouterr().err
+    inputs = processor(text=reference["prompt"], images=Image.new("RGB", (40, 36), tuple(reference["color"])),
+                       return_tensors="pt")
+    assert inputs["input_ids"][0].tolist().count(32) == 9  # 3x3 patches (+ CLIP's class token, dropped)
+    with torch.no_grad():
+        logits = model(**inputs).logits[0, -len(reference["logits"]):]
+    torch.testing.assert_close(logits, torch.tensor(reference["logits"]), atol=1e-5, rtol=0)
