@@ -32,6 +32,10 @@ def image_count(folder: Path) -> dict | None:
     config = json.loads((folder / "config.json").read_text())
     vision = config.get("vision_config") or {}
     kind, patch = vision.get("model_type"), vision.get("patch_size")
+    if kind in EXTRA_TOKENS and patch is None:  # configs saved before 4.41 leave out what equals the default
+        from transformers import CONFIG_MAPPING
+
+        patch = CONFIG_MAPPING[kind]().patch_size
     if kind not in EXTRA_TOKENS or not isinstance(patch, int):
         raise UserError(f"the processor has no patch_size (saved before transformers 4.47) and config.json's "
                         f"vision tower ({kind!r}, patch_size {patch!r}) does not say how many tokens an image "

@@ -76,7 +76,7 @@ def test_a_processor_that_counts_by_itself_is_left_alone(tiny_llava):
     assert processor.patch_size == 10 and processor.num_additional_image_tokens == 1
 
 
-@pytest.mark.parametrize("vision", [{"model_type": "pixtral", "patch_size": 16}, {"model_type": "clip_vision_model"}])
+@pytest.mark.parametrize("vision", [{"model_type": "pixtral", "patch_size": 16}, {"patch_size": 14}, None])
 def test_what_config_json_cannot_tell_is_refused_naming_the_file(tmp_path, vision):
     (tmp_path / "processor_config.json").write_text(json.dumps(LEGACY))
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llava", "vision_config": vision}))
@@ -85,12 +85,21 @@ def test_what_config_json_cannot_tell_is_refused_naming_the_file(tmp_path, visio
     assert "processor_config.json" in str(e.value) and "set patch_size" in str(e.value)
 
 
+def test_a_patch_size_left_out_as_the_default_is_the_default(tmp_path):
+    """Configs written before transformers 4.41 keep only what differs from the class defaults."""
+    (tmp_path / "processor_config.json").write_text(json.dumps(LEGACY))
+    for kind, patch in (("clip_vision_model", 32), ("siglip_vision_model", 16)):
+        (tmp_path / "config.json").write_text(json.dumps({"model_type": "llava", "vision_config": {
+            "model_type": kind}}))
+        assert image_count(tmp_path)["patch_size"] == patch
+
+
 def test_a_search_and_eval_refuse_such_a_vlm_before_anything_is_written(tiny_llava, tmp_path, vqa_data, capsys):
     import yaml
 
     folder = as_legacy(tiny_llava, tmp_path / "llava")
     config = json.loads((folder / "config.json").read_text())
-    del config["vision_config"]["patch_size"]
+    del config["vision_config"]["model_type"]  # transformers reads it as CLIP; evomerge cannot know the tower
     (folder / "config.json").write_text(json.dumps(config))
     cfg = {"merge": {"merge_method": "linear", "models": [{"model": str(folder), "parameters": {"weight": 1.0}}]},
            "genome": {"parameters": ["weight"]}, "budget": {"max_trials": 2}, "device": "cpu",
