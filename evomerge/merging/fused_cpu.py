@@ -35,7 +35,6 @@ import os
 import sys
 import threading
 import types as pytypes
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -533,7 +532,9 @@ def _kernels(S: int) -> Any:
                                                      ck._u24.py_func, ck._sign.py_func, ck._exact_add.py_func))
     digest = hashlib.sha1((src + helpers + numba.__version__).encode()).hexdigest()[:12]
     name = f"evomerge_cpu_kernels_{S}_{digest}"
-    folder = Path(os.environ.get("EVOMERGE_CACHE", Path.home() / ".cache" / "evomerge")) / "cpu_kernels"
+    from evomerge.core.assets import cache_root
+
+    folder = cache_root() / "cpu_kernels"
     try:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{name}.py"

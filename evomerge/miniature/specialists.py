@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from evomerge.core.assets import cache_root
 from evomerge.miniature import data
 
 SPECS = {
@@ -31,10 +32,6 @@ SPECS = {
     "ja-instruct": {"pairs": "ja_instruct", "steps": 40, "lr": 1e-4, "batch": 8, "seed": 3},
     "math-instruct": {"pairs": "en_math_instruct", "steps": 60, "lr": 2e-4, "batch": 16, "seed": 4},
 }
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("EVOMERGE_CACHE", Path.home() / ".cache" / "evomerge"))
 
 
 def _texts(kind: str, n: int, seed: int) -> list[str]:
@@ -103,11 +100,13 @@ def _train(spec: dict, out: Path, log=print) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from evomerge.core.assets import smollm2_gguf
+    from evomerge.sources.gguf import load_args
 
     gguf = smollm2_gguf()
     torch.manual_seed(spec["seed"])
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    base, extra = load_args(gguf.parent, gguf.name)  # the GGUF as transformers reads it, converted once
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, **extra)
+    tok = AutoTokenizer.from_pretrained(base, **extra)
     model.model.embed_tokens.weight.requires_grad_(False)  # tied with lm_head: the costly part, and not needed
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=spec["lr"], weight_decay=0.0)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from evomerge.miniature.specialists import cache_root
+from evomerge.core.assets import cache_root
 
 VERSION = "v1"
 IMAGE_TOKEN = "<filename>"
@@ -37,10 +37,12 @@ def _build(out: Path) -> None:
                               LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor)
 
     from evomerge.core.assets import smollm2_gguf
+    from evomerge.sources.gguf import load_args
 
     gguf = smollm2_gguf()
-    lm = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    base, extra = load_args(gguf.parent, gguf.name)  # the GGUF as transformers reads it, converted once
+    lm = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, **extra)
+    tok = AutoTokenizer.from_pretrained(base, **extra)
     text = lm.config
     if hasattr(text, "quantization_config"):
         del text.quantization_config

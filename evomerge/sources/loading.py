@@ -7,6 +7,7 @@ from typing import Any
 from evomerge.core.errors import UserError, reason
 from evomerge.core.architecture import is_vlm
 from evomerge.core.devices import pick_device
+from evomerge.sources.gguf import load_args
 from evomerge.sources.models import load_tokenizer, open_model, resolve_reference
 
 
@@ -44,8 +45,9 @@ def load_for_eval(ref: str, device: str = "auto", dtype: str | None = None,
         _fold_adapter(model, ref)
         return model.to(target).eval(), processor
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file, dtype=dtype or "auto",
-                                                     trust_remote_code=trust_remote_code)
+        path, extra = (str(folder), {}) if gguf_file is None else load_args(folder, gguf_file)  # GGUF: cached
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto", trust_remote_code=trust_remote_code,
+                                                     **extra)
     except Exception as e:
         raise UserError(f"cannot load the model: {reason(e)}", ref) from None
     _fold_adapter(model, ref)

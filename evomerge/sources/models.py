@@ -26,6 +26,7 @@ from evomerge.core.dtypes import SAFETENSORS, torch_dtype
 from evomerge.core.errors import UserError, reason
 from evomerge.core.references import HUB_ID, download, resolve_scheme, scheme_of, split_reference
 from evomerge.sources.experts import ExpertFusion, expert_fusion
+from evomerge.sources.gguf import load_args
 
 TOKENIZER_FILES = (
     "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model", "added_tokens.json",
@@ -249,7 +250,8 @@ def _load_config(folder: Path, ref: str, gguf_file: str | None = None) -> Any:
     if gguf_file is None and not (folder / "config.json").exists():
         raise UserError("no config.json in the model folder", ref)
     try:
-        return AutoConfig.from_pretrained(str(folder), gguf_file=gguf_file)
+        path, extra = (str(folder), {}) if gguf_file is None else load_args(folder, gguf_file)  # converts once
+        return AutoConfig.from_pretrained(path, **extra)
     except Exception as e:
         raise UserError(f"cannot read the model config: {reason(e)}", ref) from None
 
@@ -364,11 +366,12 @@ def _open_gguf(ref: str, folder: Path, gguf_file: str) -> ModelSource:
 
     from transformers.utils import logging as hf_logging
 
-    config = _load_config(folder, ref, gguf_file)
+    config = _load_config(folder, ref, gguf_file)  # converts the GGUF (once, cached) or says why it cannot
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # transformers' own bars would interleave with ours
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file, dtype=torch.float32)
+        path, extra = load_args(folder, gguf_file)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **extra)
     except Exception as e:
         raise UserError(f"cannot load the GGUF model: {reason(e)}", ref) from None
     finally:
@@ -407,7 +410,8 @@ class ModelPool:
 def load_tokenizer(folder, gguf_file: str | None = None) -> Any:
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file)
+    path, extra = (str(folder), {}) if gguf_file is None else load_args(Path(folder), gguf_file)
+    tok = AutoTokenizer.from_pretrained(path, **extra)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok

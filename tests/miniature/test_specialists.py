@@ -6,6 +6,7 @@ import re
 
 import torch
 
+from conftest import private_cache
 from evomerge.miniature import data, specialists
 
 
@@ -68,7 +69,7 @@ def test_short_instruction_build_learns_its_answers(smollm2, tmp_path, monkeypat
     became more likely (loss on them falls)."""
     from transformers import AutoModelForCausalLM
 
-    monkeypatch.setenv("EVOMERGE_CACHE", str(tmp_path))
+    private_cache(monkeypatch, tmp_path)
     base, tok = smollm2
     spec = {"pairs": "en_math_instruct", "steps": 3, "lr": 2e-4, "batch": 4, "seed": 9}
     path = specialists.specialist_path("math-instruct", log=lambda *a: None, spec=spec)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import private_cache
+
 from evomerge.core.errors import UserError
 from evomerge.merging.merge import run_merge
 from evomerge.merging.recipe import recipe_from_dict
@@ -69,11 +71,11 @@ def test_builtin_tiny_vlm_wraps_smollm2_unchanged(gguf, reference, tmp_path, mon
     """builtin:smollm2-vlm: a LLaVA whose language model is SmolLM2 bit for bit; its image token is one of
     SmolLM2's own tokens, expanded by the processor to the vision tower's patch count."""
     from PIL import Image
-    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from evomerge.miniature.tiny_vlm import IMAGE_SIZE, PATCH, tiny_vlm_path
 
-    monkeypatch.setenv("EVOMERGE_CACHE", str(tmp_path))
+    private_cache(monkeypatch, tmp_path)
     folder = tiny_vlm_path(log=lambda m: None)
     vlm = AutoModelForImageTextToText.from_pretrained(str(folder)).eval()
     proc = AutoProcessor.from_pretrained(str(folder))
@@ -88,3 +90,26 @@ def test_builtin_tiny_vlm_wraps_smollm2_unchanged(gguf, reference, tmp_path, mon
     with torch.no_grad():
         assert torch.isfinite(vlm(**inputs).logits).all()
     assert tiny_vlm_path(log=lambda m: None) == folder  # cached: built once
+
+
+def test_the_converted_gguf_is_transformers_reading_bit_for_bit(gguf, reference):
+    """Every GGUF load reads the folder converted once (evomerge/sources/gguf.py): the same tensors, tokenizer
+    and chat template as transformers' own reading of the file, and a second call converts nothing."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from evomerge.sources.gguf import converted
+
+    folder = converted(gguf.parent, gguf.name)
+    assert converted(gguf.parent, gguf.name) == folder
+    ours = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    mine, theirs = ours.state_dict(), reference.state_dict()
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    assert ours.lm_head.weight.data_ptr() == ours.model.embed_tokens.weight.data_ptr()  # still tied
+    tok, tok_ref = AutoTokenizer.from_pretrained(str(folder)), AutoTokenizer.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name)
+    for text in ["こんにちは、世界！ 12+30=42です。", "  tabs\t<|im_start|>user\nhi<|im_end|>", "ｶﾀｶﾅ 漢字 😀"]:
+        assert tok(text)["input_ids"] == tok_ref(text)["input_ids"]
+    chat = [{"role": "user", "content": "2+3は？"}]
+    assert tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) == \
+        tok_ref.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    assert not hasattr(ours.config, "quantization_config")  # stored dequantised
