@@ -73,7 +73,7 @@ def _write(src: Path, out: Path) -> None:
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # a converting bar would interleave with the caller's output
+    hf_logging.disable_progress_bar()  # its loading bars; the dequantising bar (plain tqdm) shows the work
     try:
         model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32)
         tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
