@@ -1,8 +1,8 @@
 """A GGUF model as a Hugging Face folder, converted once and cached.
 
-Transformers reads a GGUF through gguf-py, whose metadata parsing takes seconds on every load (for SmolLM2-135M
-about 15 s for the model and 4 s for the tokenizer on this project's CPU: a 49k-token vocabulary and its merges,
-a name map built per tensor), so every command that names the offline model paid it, several times. The weights
+Transformers reads a GGUF through gguf-py, whose metadata parsing is most of every load (SmolLM2-135M's 49k-token
+vocabulary and merges, a name map built per tensor): every command that named the offline model paid it, often
+several times; the converted folder loads 45x faster on this project's CPU (bench/gguf_load.py). The weights
 as transformers dequantises them (float32), the config and the tokenizer it builds are written once as
 safetensors and JSON under $EVOMERGE_CACHE/gguf, keyed by the file (path, size, time) and transformers' version,
 and every later load reads those: the same tensors bit for bit, the same tokenizer. The GGUF stays the model's
