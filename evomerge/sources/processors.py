@@ -1,10 +1,10 @@
 """Loading a vision-language model's processor so that it counts image tokens as the model's config says.
 
 A LLaVA-style processor saved before transformers 4.47 stores `patch_size: null`, or no processor_config.json
-at all before 4.44 (the model expanded each `<image>` token into the image's features itself). Transformers 5 expands it in the processor and fails on the
-null, so every VQA score of such a model would fail (Asagi's card pins transformers 4.45.1). The count follows
-from config.json: the vision tower's patch size, the feature selection strategy, and whether the tower adds a
-class token."""
+at all before 4.44 (the model expanded each `<image>` token into the image's features itself). Transformers 5
+expands it in the processor and fails on the null, so every VQA score of such a model would fail (Asagi, saved
+with 4.45.1; EvoVLM-JP-v1-7B, with 4.38.2). The count follows from config.json: the vision tower's patch size,
+the feature selection strategy, and whether the tower adds a class token."""
 
 from __future__ import annotations
 

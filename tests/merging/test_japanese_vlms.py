@@ -4,8 +4,8 @@ copied unchanged, and the output is laid out (and so loads) as the original. lla
 GPT-2 fields); a search over it is refused up front, saying what would make it searchable. Asagi: an llm-jp-3
 (Llama) LM and a SigLIP tower in transformers' older LLaVA layout, with its own modeling code (auto_map), its
 files as transformers 4.45.1 (the version its card pins) writes them: merged, searched with a VQA fitness,
-exported with its code. MiniGPT-4's LM is an ordinary Llama checkpoint (merged as any Llama, tests/merging/test_families.py); its vision side is not in the
-Hugging Face format."""
+exported with its code. MiniGPT-4's LM is an ordinary Llama checkpoint (merged as any Llama,
+tests/merging/test_families.py); its vision side is not in the Hugging Face format."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ import pytest
 import yaml
 
 from conftest import load_state
-from families import ASAGI_CODE, build_asagi, build_family, build_llava_jp
-from families import ties_recipe as recipe
+from families import ASAGI_CODE, build_asagi, build_family, build_llava_jp, ties_recipe as recipe
 from helpers import cli
 from mergekit_reference import run_ours
 
