@@ -11,9 +11,10 @@ The engine computes with the model's own modules and weights (norms, projections
 model's `apply_rotary_pos_emb`), read at call time: a live merge that overwrites weights in place is seen by
 the next call, and a data-flow hop model runs with one cache slot per hop. It supports the Llama family
 and its relatives (Llama, Mistral, Qwen2, SmolLM2, Qwen3 with its per-head q/k norms, Phi-3/Phi-4 with their fused
-qkv projection, and the MoE models Mixtral, Qwen2-MoE and Qwen3-MoE, whose MLP block runs as the model's own
-module); `supports(model)` says when it does not apply (Gemma 2/3, GPT-2, GPT-NeoX, ...), and callers then use
-plain `generate`, saying so once. Greedy output equals plain greedy decoding up to
+qkv projection, the MoE models Mixtral, Qwen2-MoE and Qwen3-MoE, whose MLP block runs as the model's own module,
+and Gemma 2 and 3: norms around each block's output, Gemma 2's soft-capped attention and output logits, Gemma 3's
+two rotary bases for local and global layers); `supports(model)` says when it does not apply (GPT-2, GPT-NeoX,
+StableLM, ..., or sequences longer than a sliding window), and callers then use plain `generate`, saying so once. Greedy output equals plain greedy decoding up to
 floating-point ties (tested token for token in float32 on CPU).
 """
 
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 
 from evomerge.core.architecture import layers_and_scales
 
-FAMILY = ("llama", "mistral", "qwen2", "qwen3", "phi3", "mixtral", "qwen2_moe", "qwen3_moe")
+FAMILY = ("llama", "mistral", "qwen2", "qwen3", "phi3", "mixtral", "qwen2_moe", "qwen3_moe", "gemma2", "gemma3_text")
 
 
 def supports(model: Any, max_len: int | None = None) -> str | None:
@@ -104,6 +105,32 @@ class Engine:
             q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
         return (q.view(b, t, -1, self.head_dim), k.view(b, t, -1, self.head_dim), v.view(b, t, -1, self.head_dim))
 
+    def _attend(self, attn: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+                causal: bool = False) -> torch.Tensor:
+        """Attention over [b, heads, t, head_dim]; `mask` True where a query may look. Gemma 2 soft-caps the scores
+        before the mask, as its own (eager) attention does: scaled_dot_product_attention cannot."""
+        cap = getattr(attn, "attn_logit_softcapping", None)
+        if cap is None:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=attn.scaling,
+                                                  enable_gqa=self.n_kv != self.n_heads)
+        if self.n_kv != self.n_heads:
+            k = k.repeat_interleave(self.n_heads // self.n_kv, dim=1)
+            v = v.repeat_interleave(self.n_heads // self.n_kv, dim=1)
+        w = torch.matmul(q, k.transpose(2, 3)) * attn.scaling
+        w = torch.tanh(w / cap) * cap
+        if causal:
+            mask = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril(k.shape[2] - q.shape[2])
+        if mask is not None:
+            w = w.masked_fill(~mask, float("-inf"))
+        return torch.matmul(F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype), v)
+
+    def _logits(self, h: torch.Tensor) -> torch.Tensor:
+        """The head's logits, soft-capped where the model caps them (Gemma 2): a cap can round near-equal logits
+        into ties, and the argmax must break them as `generate` does."""
+        logits = self.model.lm_head(h)
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        return logits if cap is None else torch.tanh(logits / cap) * cap
+
     def _alloc(self, rows: int, length: int, device: torch.device, dtype: torch.dtype, n_layers: int) -> None:
         if self.cache is not None:
             k, _ = self.cache
@@ -123,7 +150,11 @@ class Engine:
         write_at[i] and attends to the first lengths[i] slots; `span` (a host number, so the host never waits for
         the GPU) is the longest of them."""
         inner, layers = self._parts()
-        cos, sin = inner.rotary_emb(h, positions)
+        rotary = inner.rotary_emb
+        if hasattr(rotary, "layer_types"):  # Gemma 3: local and global layers rotate with different bases
+            rope = {kind: rotary(h, positions, kind) for kind in rotary.layer_types}
+        else:
+            rope = rotary(h, positions)
         ck, cv = self.cache
         b, t, _ = h.shape
         if write_at is not None:
@@ -141,26 +172,27 @@ class Engine:
             if getattr(attn, "q_norm", None) is not None:  # Qwen3: RMSNorm over each head's query and key
                 q, k = attn.q_norm(q), attn.k_norm(k)
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+            cos, sin = rope[attn.layer_type] if isinstance(rope, dict) else rope
             q, k = self._rope(attn)(q, k, cos, sin)
             if write_at is None and offset:
                 ck[li, rows, :, offset:offset + t] = k
                 cv[li, rows, :, offset:offset + t] = v
-                o = F.scaled_dot_product_attention(q, ck[li, rows, :, :offset + t], cv[li, rows, :, :offset + t],
-                                                   attn_mask=mask, scale=attn.scaling,
-                                                   enable_gqa=self.n_kv != self.n_heads)
+                o = self._attend(attn, q, ck[li, rows, :, :offset + t], cv[li, rows, :, :offset + t], mask)
             elif write_at is None:
                 ck[li, rows, :, :t] = k
                 cv[li, rows, :, :t] = v
-                o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=attn.scaling,
-                                                   enable_gqa=self.n_kv != self.n_heads)
+                o = self._attend(attn, q, k, v, causal=True)
             else:
                 ck[li, idx, :, write_at] = k[:, :, 0]
                 cv[li, idx, :, write_at] = v[:, :, 0]
-                o = F.scaled_dot_product_attention(q, ck[li, :b, :, :span], cv[li, :b, :, :span], attn_mask=mask,
-                                                   scale=attn.scaling, enable_gqa=self.n_kv != self.n_heads)
-            h = h + attn.o_proj(o.transpose(1, 2).reshape(b, t, -1))
-            x = layer.post_attention_layernorm(h)
-            h = h + mlp(x)  # the model's own block: a gated MLP, or a sparse mixture of experts
+                o = self._attend(attn, q, ck[li, :b, :, :span], cv[li, :b, :, :span], mask)
+            a = attn.o_proj(o.transpose(1, 2).reshape(b, t, -1))
+            if hasattr(layer, "pre_feedforward_layernorm"):  # Gemma 2/3: each block's output is normed too
+                h = h + layer.post_attention_layernorm(a)
+                h = h + layer.post_feedforward_layernorm(mlp(layer.pre_feedforward_layernorm(h)))
+            else:
+                h = h + a
+                h = h + mlp(layer.post_attention_layernorm(h))  # a gated MLP, or a sparse mixture of experts
         return inner.norm(h)
 
     # -- generation ---------------------------------------------------------------------------------------------
@@ -237,7 +269,7 @@ class Engine:
             h = inner.embed_tokens(last[:n, None])
             span = max(host_len[:n]) + 1
             h = self._layers_forward(h, lengths[:n, None], slice(0, n), lengths[:n], lengths[:n] + 1, span)
-            nxt = self.model.lm_head(h[:, -1]).argmax(-1)
+            nxt = self._logits(h[:, -1]).argmax(-1)
             lengths[:n] += 1
             for i in range(n):
                 host_len[i] += 1
@@ -292,7 +324,7 @@ class Engine:
         lens = torch.tensor([len(x) for x in ids], device=device)
         positions = p + torch.arange(longest, device=device)[None].expand(len(ids), -1)
         h = self._layers_forward(inner.embed_tokens(pad), positions, rows, None, None, offset=p)
-        nxt = self.model.lm_head(h[torch.arange(len(ids), device=device), lens - 1]).argmax(-1)
+        nxt = self._logits(h[torch.arange(len(ids), device=device), lens - 1]).argmax(-1)
         lens = lens + p
         lengths[start: start + len(ids)] = lens
         last[start: start + len(ids)] = nxt
