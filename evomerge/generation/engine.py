@@ -11,11 +11,12 @@ The engine computes with the model's own modules and weights (norms, projections
 model's `apply_rotary_pos_emb`), read at call time: a live merge that overwrites weights in place is seen by
 the next call, and a data-flow hop model runs with one cache slot per hop. It supports the Llama family
 and its relatives (Llama, Mistral, Qwen2, SmolLM2, Qwen3 with its per-head q/k norms, Phi-3/Phi-4 with their fused
-qkv projection, the MoE models Mixtral, Qwen2-MoE and Qwen3-MoE, whose MLP block runs as the model's own module,
-and Gemma 2 and 3: norms around each block's output, Gemma 2's soft-capped attention and output logits, Gemma 3's
-two rotary bases for local and global layers); `supports(model)` says when it does not apply (GPT-2, GPT-NeoX,
-StableLM, ..., or sequences longer than a sliding window), and callers then use plain `generate`, saying so once. Greedy output equals plain greedy decoding up to
-floating-point ties (tested token for token in float32 on CPU).
+qkv projection, the MoE models Mixtral, Qwen2-MoE and Qwen3-MoE, whose MLP block runs as the model's own module;
+Gemma 2 and 3: norms around each block's output, Gemma 2's soft-capped attention and output logits, Gemma 3's
+two rotary bases for local and global layers; Starcoder2; StableLM 2 with its partial rotary, per-head q/k norms
+and parallel residual); `supports(model)` says when it does not apply (GPT-2, GPT-NeoX, ..., or sequences
+longer than a sliding window), and callers then use plain `generate`, saying so once. Greedy output equals
+plain greedy decoding up to floating-point ties (tested token for token in float32 on CPU).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 
 from evomerge.core.architecture import layers_and_scales
 
-FAMILY = ("llama", "mistral", "qwen2", "qwen3", "phi3", "mixtral", "qwen2_moe", "qwen3_moe", "gemma2", "gemma3_text")
+FAMILY = ("llama", "mistral", "qwen2", "qwen3", "phi3", "mixtral", "qwen2_moe", "qwen3_moe", "gemma2", "gemma3_text", "starcoder2", "stablelm")
 
 
 def supports(model: Any, max_len: int | None = None) -> str | None:
@@ -105,6 +106,15 @@ class Engine:
             q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
         return (q.view(b, t, -1, self.head_dim), k.view(b, t, -1, self.head_dim), v.view(b, t, -1, self.head_dim))
 
+    def _rotate(self, attn: Any, q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """The model's rotary function on queries and keys; StableLM rotates only the first `rotary_ndims` of each
+        head, split off in its attention (Phi-3's function splits by itself)."""
+        n = getattr(attn, "rotary_ndims", None)
+        if n is None or n >= q.shape[-1]:
+            return self._rope(attn)(q, k, cos, sin)
+        q_rot, k_rot = self._rope(attn)(q[..., :n], k[..., :n], cos, sin)
+        return torch.cat((q_rot, q[..., n:]), dim=-1), torch.cat((k_rot, k[..., n:]), dim=-1)
+
     def _attend(self, attn: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
                 causal: bool = False) -> torch.Tensor:
         """Attention over [b, heads, t, head_dim]; `mask` True where a query may look. Gemma 2 soft-caps the scores
@@ -172,8 +182,10 @@ class Engine:
             if getattr(attn, "q_norm", None) is not None:  # Qwen3: RMSNorm over each head's query and key
                 q, k = attn.q_norm(q), attn.k_norm(k)
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+            if getattr(attn, "q_layernorm", None) is not None:  # StableLM 2: a LayerNorm per head, after the split
+                q, k = attn.q_layernorm(q), attn.k_layernorm(k)
             cos, sin = rope[attn.layer_type] if isinstance(rope, dict) else rope
-            q, k = self._rope(attn)(q, k, cos, sin)
+            q, k = self._rotate(attn, q, k, cos, sin)
             if write_at is None and offset:
                 ck[li, rows, :, offset:offset + t] = k
                 cv[li, rows, :, offset:offset + t] = v
@@ -190,6 +202,8 @@ class Engine:
             if hasattr(layer, "pre_feedforward_layernorm"):  # Gemma 2/3: each block's output is normed too
                 h = h + layer.post_attention_layernorm(a)
                 h = h + layer.post_feedforward_layernorm(mlp(layer.pre_feedforward_layernorm(h)))
+            elif getattr(layer, "use_parallel_residual", False):  # StableLM 2 12B: attention and MLP side by side
+                h = h + a + mlp(x)
             else:
                 h = h + a
                 h = h + mlp(layer.post_attention_layernorm(h))  # a gated MLP, or a sparse mixture of experts

@@ -147,8 +147,9 @@ def test_the_smollm2_mgsm_header_is_shared(smollm2):
     assert shared >= 0.4 * min(len(tok(p).input_ids) for p in prompts)
 
 
-ENGINE_FAMILIES = ["qwen3", "phi3", "mixtral", "qwen2_moe", "qwen3_moe", "gemma2", "gemma3_text"]
-FALLBACK_FAMILIES = ["starcoder2", "stablelm", "gpt2", "gpt_neox"]
+ENGINE_FAMILIES = ["qwen3", "phi3", "mixtral", "qwen2_moe", "qwen3_moe", "gemma2", "gemma3_text", "starcoder2",
+                   "stablelm"]
+FALLBACK_FAMILIES = ["gpt2", "gpt_neox"]
 
 
 @pytest.fixture(scope="module")
@@ -229,3 +230,23 @@ def test_the_engine_equals_plain_greedy_on_gemma_local_and_global_layers(arch):
     budgets = [12, 5, 9, 7, 3, 10, 6]
     assert engine.generate(prompts, budgets) == [hf_greedy(model, p, n) for p, n in zip(prompts, budgets)]
     assert engine.stats["shared_prefix"] == len(header) + 1  # and every prompt's own first token
+
+
+@pytest.mark.parametrize("qk_norm_and_parallel", [False, True])
+def test_the_engine_equals_plain_greedy_on_stablelm_2(qk_norm_and_parallel):
+    """StableLM 2: a quarter of each head rotated (split off in its attention, not in its rotary function), and,
+    as in its 12B model, LayerNorms per head on queries and keys and attention beside the MLP (parallel residual)."""
+    import transformers as tf
+
+    from families import COMMON
+
+    config = tf.StableLmConfig(**COMMON, qk_layernorm=qk_norm_and_parallel,
+                               use_parallel_residual=qk_norm_and_parallel)
+    torch.manual_seed(2)
+    model = tf.AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    assert model.model.layers[0].self_attn.rotary_ndims < config.hidden_size // config.num_attention_heads
+    assert supports(model, max_len=64) is None
+    assert Engine(model, max_batch=3, sync_every=4).generate(PROMPTS, 10) == [hf_greedy(model, p, 10) for p in PROMPTS]
