@@ -85,9 +85,12 @@ class PyCMA(Optimizer):
             "bounds": [0.0, 1.0], "popsize": self.popsize, "seed": config.seed + 1,  # cma treats seed 0 as "random"
             "verbose": -9, "verb_log": 0, "verb_disp": 0, "CMA_diagonal": config.separable,
         }
+        sigma0 = config.sigma0
+        if len(x0) == 1:  # pycma caps each step size at a third of the bounds' range, but in one dimension that
+            sigma0 = min(sigma0, 1 / 3)  # cap fails ("not yet initialized"): capped here as it would cap it
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self.es = cma.CMAEvolutionStrategy(np.asarray(x0, float), config.sigma0, opts)
+            self.es = cma.CMAEvolutionStrategy(np.asarray(x0, float), sigma0, opts)
 
     def ask(self) -> list[np.ndarray]:
         return [np.asarray(x, float) for x in self.es.ask()]

@@ -56,3 +56,17 @@ def test_the_registry_is_what_configs_accept():
     with pytest.raises(ValueError, match="unknown optimizer 'sgd'; known: cma, optuna, nsga2, nsga3, motpe, map_elites"):
         OptimizerConfig(name="sgd")
     assert OptimizerConfig().population(4) == 4 + int(np.floor(3 * np.log(4)))  # the paper's default
+
+
+@pytest.mark.parametrize("cfg", BACKENDS, ids=lambda c: "-".join(c.values()))
+def test_one_gene_is_searched_too(cfg):
+    """One weight evolved alone: pycma fails to cap a one-dimensional step size of 0.5 in [0, 1] on its own
+    ("not yet initialized"), so it is capped at a third of the range, as pycma caps it in more dimensions."""
+    opt = make_optimizer(OptimizerConfig(seed=3, popsize=6, sigma0=0.5, **cfg), np.full(1, 0.5), ["w"])
+    means = []
+    for _ in range(12):
+        xs = opt.ask()
+        assert len(xs) == 6 and all(x.shape == (1,) and 0 <= x[0] <= 1 for x in xs)
+        opt.tell(xs, [sphere(x) for x in xs])
+        means.append(np.mean([sphere(x) for x in xs]))
+    assert means[-1] > means[0]
