@@ -75,12 +75,31 @@ class LiveMerge:
         self.model.eval()
         state = self.model.state_dict()
         runtime = checkpoint_to_runtime(self.model, self.names, state)
-        # buffers older checkpoints stored that transformers drops on load (Pythia's attention masks)
-        self.skipped = {n for n in self.names if runtime[n] not in state and ignored_on_load(self.model, runtime[n])}
-        missing = [n for n in self.names if runtime[n] not in state and n not in self.skipped]
+        # what transformers drops when it loads the output, the live model skips: buffers older checkpoints stored
+        # (Pythia's attention masks), and tensors the class has no place for at all (the `image_newline` of a
+        # LLaVA-1.6 converted to the LLaVA class). A tensor whose name the class does carry elsewhere is refused
+        # instead: a naming fault, which would leave that parameter unset
+        def foreign(name: str) -> bool:
+            tail = ".".join(name.split(".")[-2:])
+            return not any(k == tail or k.endswith("." + tail) for k in state)
+
+        unplaced = [n for n in self.names if runtime[n] not in state]
+        self.skipped = {n for n in unplaced if ignored_on_load(self.model, runtime[n]) or foreign(runtime[n])}
+        self.notes = [f"note: {plan.donor}: {n} has no place in {type(self.model).__name__}; transformers drops it "
+                      "when it loads the output, so candidates are scored without it (exports keep it)"
+                      for n in sorted(self.skipped) if not ignored_on_load(self.model, runtime[n])]
+        missing = [n for n in unplaced if n not in self.skipped]
         if missing:
             raise UserError(f"the model class has no parameter {missing[0]}", plan.donor)
         self.params = {n: state[runtime[n]] for n in self.names if n not in self.skipped}
+        # every parameter of the class gets a tensor (tied ones share their twin's): one that none reaches would keep
+        # its random initialisation and every score would be silently wrong
+        filled = {t.data_ptr() for t in self.params.values()}
+        unset = [name for name, t in self.model.named_parameters() if t.data_ptr() not in filled]
+        if unset:
+            raise UserError(f"{unset[0]} of {type(self.model).__name__} gets no tensor from the sources (loading would "
+                            f"initialise it at random){' and ' + str(len(unset) - 1) + ' more' if len(unset) > 1 else ''}",
+                            plan.donor)
         shapes = {t.out_name: tuple(pool.get(t.inputs[0][0]).infos[t.inputs[0][1]].shape) for t in plan.tasks}
         wrong = [n for n, p in self.params.items() if tuple(p.shape) != shapes[n]]
         if wrong:

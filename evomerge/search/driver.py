@@ -90,7 +90,10 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
             space.check(pool)  # the workers build their own live models
             executor = RayExecutor(config)
         else:  # built here, so that sources that cannot be merged fail before the run folder exists
-            executor = LocalExecutor(space, space.live(pool), fitness, validation)
+            live = space.live(pool)
+            for note in getattr(live, "notes", ()):
+                log(note)
+            executor = LocalExecutor(space, live, fitness, validation)
         created = not run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
         lock = RunLock(run_dir)

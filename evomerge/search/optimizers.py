@@ -86,8 +86,9 @@ class PyCMA(Optimizer):
             "verbose": -9, "verb_log": 0, "verb_disp": 0, "CMA_diagonal": config.separable,
         }
         sigma0 = config.sigma0
-        if len(x0) == 1:  # pycma caps each step size at a third of the bounds' range, but in one dimension that
-            sigma0 = min(sigma0, 1 / 3)  # cap fails ("not yet initialized"): capped here as it would cap it
+        if len(x0) == 1:  # pycma caps each step size at a third of the bounds' range, but its cap cannot run in one
+            sigma0 = min(sigma0, 1 / 3)  # dimension ("not yet initialized"): the start is capped here as it would
+            opts["maxstd"] = np.inf  # be, later steps are left to the bounds (candidates stay inside them)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.es = cma.CMAEvolutionStrategy(np.asarray(x0, float), sigma0, opts)

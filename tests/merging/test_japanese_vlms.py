@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import yaml
 
 from conftest import load_state
@@ -201,5 +202,46 @@ def test_a_data_flow_search_through_asagi_exports_it_with_its_code_and_rescores_
         "model.multi_modal_projector.", "multi_modal_projector.")]).all() for n in vision)  # copied unchanged
     capsys.readouterr()
     assert cli("eval", out, "--config", path, "--json", "--trust-remote-code") == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["fitness"] == pytest.approx(run_status(tmp_path / "run")["best"]["fitness"], abs=1e-9)
+
+
+def test_a_llava_with_a_tensor_its_class_lacks_is_searched_without_it_and_exported_with_it(vqa_data, tmp_path,
+                                                                                           capsys):
+    """EvoVLM-JP-v1-7B's kind: a LLaVA-1.6 converted to the LLaVA class by transformers 4.38.2, whose config keeps
+    `use_image_newline_parameter` (its checkpoint may hold `image_newline`, which the class has no place for and
+    transformers drops on load). The search scores candidates as transformers loads them, says so once, and the
+    export keeps the tensor; the export re-scores exactly."""
+    pytest.importorskip("fugashi")
+    import shutil
+    from pathlib import Path
+
+    from safetensors.torch import load_file, save_file
+
+    from evomerge.search.results import run_status
+
+    folder = tmp_path / "evovlm-like"
+    shutil.copytree(Path(__file__).parent.parent / "data" / "llava_4_38", folder)
+    state = load_file(str(folder / "model.safetensors"))
+    state["image_newline"] = torch.randn(16)
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((folder / "config.json").read_text())
+    config.update(use_image_newline_parameter=True, image_grid_pinpoints=[[30, 60], [60, 30]])
+    (folder / "config.json").write_text(json.dumps(config))
+    merge = {"merge_method": "linear", "dtype": "float32", "parameters": {"normalize": False},
+             "models": [{"model": str(folder), "parameters": {"weight": 0.5}}]}  # candidates scale the model
+    cfg = {"merge": merge, "genome": {"parameters": ["weight"]}, "budget": {"max_trials": 4}, "device": "cpu",
+           "optimizer": {"name": "cma", "seed": 0, "popsize": 2, "sigma0": 0.5},
+           "fitness": vqa_fitness(vqa_data, tmp_path)}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert cli("search", path, "--run-dir", tmp_path / "run", "--quiet") == 0
+    err = capsys.readouterr().err
+    assert err.count("image_newline has no place in LlavaForConditionalGeneration") == 1
+    assert cli("export", tmp_path / "run", tmp_path / "best", "--quiet") == 0
+    kept = load_state(tmp_path / "best")["image_newline"] / state["image_newline"]  # kept, merged as the rest:
+    torch.testing.assert_close(kept, torch.full_like(kept, kept[0].item()))  # the best weight times the source
+    capsys.readouterr()
+    assert cli("eval", tmp_path / "best", "--config", path, "--json") == 0
     scored = json.loads(capsys.readouterr().out)
     assert scored["fitness"] == pytest.approx(run_status(tmp_path / "run")["best"]["fitness"], abs=1e-9)

@@ -70,3 +70,8 @@ def test_one_gene_is_searched_too(cfg):
         opt.tell(xs, [sphere(x) for x in xs])
         means.append(np.mean([sphere(x) for x in xs]))
     assert means[-1] > means[0]
+    flat = make_optimizer(OptimizerConfig(seed=3, popsize=6, sigma0=0.5, **cfg), np.full(1, 0.5), ["w"])
+    for _ in range(30):  # no signal: the step size grows, and must stay harmless
+        xs = flat.ask()
+        assert all(0 <= x[0] <= 1 for x in xs)
+        flat.tell(xs, [0.0] * len(xs))

@@ -206,3 +206,34 @@ def test_resume_refuses_a_source_that_changed(family, target, tmp_path):
     with pytest.raises(UserError, match="changed since this run started"):
         search(dict(cfg, budget={"max_trials": 18}), tmp_path / "run", resume=True)
     assert len(trials(tmp_path / "run")) == 12
+
+
+@pytest.mark.parametrize("fault", ["renamed", "absent"])
+def test_a_parameter_no_source_tensor_reaches_is_refused_before_the_run(family, tmp_path, capsys, fault):
+    """A checkpoint whose final norm is stored under another name, or not at all: the live model would keep that
+    parameter's random initialisation and score every candidate wrongly. Refused up front, nothing written."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from helpers import cli
+
+    odd = [tmp_path / "ja", tmp_path / "math"]
+    for name, folder in zip(["ja", "math"], odd):  # both sources stored the same way, so they line up
+        shutil.copytree(family[name], folder)
+        state = load_file(str(folder / "model.safetensors"))
+        norm = state.pop("model.norm.weight")
+        if fault == "renamed":
+            state["model.final_norm.weight"] = norm
+        save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    text = tmp_path / "text.txt"
+    text.write_text(" ".join(f"w{(i * 7) % 61}" for i in range(200)))
+    cfg = {"merge": {"merge_method": "linear", "models": [{"model": str(odd[0])}, {"model": str(odd[1])}]},
+           "genome": {"parameters": ["weight"]}, "budget": {"max_trials": 2}, "device": "cpu",
+           "fitness": [{"name": "perplexity", "data": str(text), "max_length": 32}]}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert cli("search", path, "--run-dir", tmp_path / "run") == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
+    assert "model.norm.weight" in err and ("gets no tensor" in err or "no parameter" in err), err
