@@ -25,9 +25,12 @@ DONE = "evomerge-gguf.json"  # written last: a folder without it is an interrupt
 CACHE_LIMIT = 1 << 30
 
 
-def load_args(folder: Path, gguf_file: str) -> tuple[str, dict]:
-    """(path, keyword arguments) for transformers' `from_pretrained` to load the GGUF's model or tokenizer: its
-    converted folder, or the file itself when it is too large to cache or the cache cannot be written."""
+def load_args(folder: Path, gguf_file: str | None) -> tuple[str, dict]:
+    """(path, keyword arguments) for transformers' `from_pretrained` to load a model or tokenizer: the folder
+    itself (no GGUF), the GGUF's converted folder, or the GGUF file when it is too large to cache or the cache
+    cannot be written."""
+    if gguf_file is None:
+        return str(folder), {}
     src = Path(folder) / gguf_file
     if src.stat().st_size <= CACHE_LIMIT:
         try:

@@ -45,7 +45,7 @@ def load_for_eval(ref: str, device: str = "auto", dtype: str | None = None,
         _fold_adapter(model, ref)
         return model.to(target).eval(), processor
     try:
-        path, extra = (str(folder), {}) if gguf_file is None else load_args(folder, gguf_file)  # GGUF: cached
+        path, extra = load_args(folder, gguf_file)  # a GGUF: converted once
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto", trust_remote_code=trust_remote_code,
                                                      **extra)
     except Exception as e:

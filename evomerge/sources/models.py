@@ -250,7 +250,7 @@ def _load_config(folder: Path, ref: str, gguf_file: str | None = None) -> Any:
     if gguf_file is None and not (folder / "config.json").exists():
         raise UserError("no config.json in the model folder", ref)
     try:
-        path, extra = (str(folder), {}) if gguf_file is None else load_args(folder, gguf_file)  # converts once
+        path, extra = load_args(folder, gguf_file)  # a GGUF: converted once
         return AutoConfig.from_pretrained(path, **extra)
     except Exception as e:
         raise UserError(f"cannot read the model config: {reason(e)}", ref) from None
@@ -410,7 +410,7 @@ class ModelPool:
 def load_tokenizer(folder, gguf_file: str | None = None) -> Any:
     from transformers import AutoTokenizer
 
-    path, extra = (str(folder), {}) if gguf_file is None else load_args(Path(folder), gguf_file)
+    path, extra = load_args(folder, gguf_file)
     tok = AutoTokenizer.from_pretrained(path, **extra)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
