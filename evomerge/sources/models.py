@@ -252,6 +252,8 @@ def _load_config(folder: Path, ref: str, gguf_file: str | None = None) -> Any:
     try:
         path, extra = load_args(folder, gguf_file)  # a GGUF: converted once
         return AutoConfig.from_pretrained(path, **extra)
+    except UserError:
+        raise
     except Exception as e:
         raise UserError(f"cannot read the model config: {reason(e)}", ref) from None
 
@@ -363,15 +365,21 @@ def _spans(path: Path, infos: dict[str, TensorInfo]) -> dict[str, tuple[Path, in
 
 def _open_gguf(ref: str, folder: Path, gguf_file: str) -> ModelSource:
     from transformers import AutoModelForCausalLM
-
     from transformers.utils import logging as hf_logging
+
+    from evomerge.sources.gguf import load_gguf_model
 
     config = _load_config(folder, ref, gguf_file)  # converts the GGUF (once, cached) or says why it cannot
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # transformers' own bars would interleave with ours
     try:
         path, extra = load_args(folder, gguf_file)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **extra)
+        if extra:  # read directly (too large to cache, or no cache): its coverage is checked here
+            model = load_gguf_model(folder, gguf_file, torch.float32)
+        else:  # the converted folder, whose conversion checked it
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    except UserError:
+        raise
     except Exception as e:
         raise UserError(f"cannot load the GGUF model: {reason(e)}", ref) from None
     finally:

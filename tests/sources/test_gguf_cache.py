@@ -19,7 +19,7 @@ def fake(tmp_path, monkeypatch):
         calls.append(src)
         out.mkdir(parents=True)
         (out / "model.safetensors").write_text(src.read_text())
-        (out / cache.DONE).write_text("{}")
+        cache.seal(out, src)
 
     monkeypatch.setattr(cache, "_write", write)
     (tmp_path / "m.gguf").write_text("one")
@@ -85,3 +85,35 @@ def test_large_files_and_unwritable_caches_are_read_directly(fake, monkeypatch):
 
     monkeypatch.setattr(cache, "_write", unwritable)
     assert cache.load_args(root, "m.gguf") == (str(root), {"gguf_file": "m.gguf"})
+
+
+@pytest.mark.parametrize("damage, said", [
+    (lambda out: (out / "model.safetensors").write_text("ONE"), "model.safetensors has changed"),  # same size
+    (lambda out: (out / "model.safetensors").write_text("one, longer"), "model.safetensors has changed"),
+    (lambda out: (out / "model.safetensors").unlink(), "model.safetensors is missing"),
+    (lambda out: (out / "model-00002-of-00002.safetensors").write_text("x"), "is not one of its files"),
+    (lambda out: (out / cache.DONE).write_text("{not json"), "unreadable"),
+    (lambda out: (out / cache.DONE).write_text("{}"), "lists no files"),
+], ids=["edited-same-size", "edited-longer", "file-missing", "file-added", "marker-unreadable", "marker-empty"])
+def test_a_damaged_entry_is_converted_again_and_said_in_one_line(fake, capsys, damage, said):
+    """The entry must prove it is the conversion it claims to be: its files as the marker records them."""
+    root, calls = fake
+    out = cache.converted(root, "m.gguf")
+    capsys.readouterr()
+    damage(out)
+    assert cache.converted(root, "m.gguf") == out and len(calls) == 2
+    assert (out / "model.safetensors").read_text() == "one" and cache.damaged(out) is None
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and said in err[0] and "converting it again" in err[0], err
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]  # the damaged copy is not left beside it
+    assert cache.converted(root, "m.gguf") == out and len(calls) == 2  # and the new one is used as it is
+
+
+def test_an_entry_changed_after_it_was_checked_is_checked_again(fake):
+    """Hashes are computed once per process for each state of the files: a change afterwards is still seen."""
+    root, calls = fake
+    out = cache.converted(root, "m.gguf")
+    assert cache.converted(root, "m.gguf") == out and len(calls) == 1
+    os.utime(out / "model.safetensors", ns=(1, 1))  # an older time, as a copy that keeps times would leave
+    (out / "model.safetensors").write_text("ONE")
+    assert cache.damaged(out) == "model.safetensors has changed"

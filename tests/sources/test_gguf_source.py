@@ -113,3 +113,89 @@ def test_the_converted_gguf_is_transformers_reading_bit_for_bit(gguf, reference)
     assert tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) == \
         tok_ref.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
     assert not hasattr(ours.config, "quantization_config")  # stored dequantised
+
+
+def small_gguf(path, drop=(), layers=2):
+    """SmolLM2's GGUF cut to its first `layers` layers (its metadata and tokenizer kept), without the tensors in
+    `drop`: a real GGUF file written by gguf-py, as a user's broken conversion would be."""
+    import gguf as gg
+    import numpy as np
+
+    from evomerge.core.assets import smollm2_gguf
+
+    reader = gg.GGUFReader(str(smollm2_gguf()))
+    writer = gg.GGUFWriter(str(path), "llama")
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF.") or name == "general.architecture":
+            continue
+        value = layers if name == "llama.block_count" else field.contents()
+        sub = {"sub_type": field.types[-1]} if field.types[0] == gg.GGUFValueType.ARRAY else {}
+        writer.add_key_value(name, value, field.types[0], **sub)
+    for t in reader.tensors:
+        if (t.name.startswith("blk.") and int(t.name.split(".")[1]) >= layers) or t.name in drop:
+            continue
+        data = np.asarray(t.data)
+        writer.add_tensor(t.name, data, raw_shape=data.shape, raw_dtype=t.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def small(gguf, tmp_path_factory):
+    """Two 2-layer GGUFs cut from SmolLM2's: whole, and without one layer's down projection."""
+    root = tmp_path_factory.mktemp("small-gguf")
+    (root / "whole").mkdir()
+    (root / "broken").mkdir()
+    return {"whole": small_gguf(root / "whole" / "m.gguf"),
+            "broken": small_gguf(root / "broken" / "m.gguf", drop=("blk.1.ffn_down.weight",))}
+
+
+@pytest.mark.parametrize("cached", [True, False], ids=["converted", "read-directly"])
+def test_a_gguf_missing_a_tensor_is_refused_before_anything_is_cached(small, tmp_path, monkeypatch, capsys, cached):
+    """Transformers fills a tensor the file lacks at random, silently, and the conversion would freeze that into
+    the cache (each fresh conversion differently): refused in one line naming the file and the tensor."""
+    from helpers import cli
+    from evomerge.sources import gguf as cache
+
+    monkeypatch.setenv("EVOMERGE_CACHE", str(tmp_path / "cache"))
+    if not cached:
+        monkeypatch.setattr(cache, "CACHE_LIMIT", 0)  # as a GGUF over 1 GB is read
+    src = small["broken"]
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"merge_method: linear\nmodels:\n  - model: {src}\n    parameters: {{weight: 1.0}}\n")
+    assert cli("merge", recipe, tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.startswith("error:")]
+    assert len(lines) == 1 and str(src) in lines[0] and "model.layers.1.mlp.down_proj.weight" in lines[0], err
+    assert "Traceback" not in err and "LOAD REPORT" not in err
+    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "cache" / "gguf").exists() or not list((tmp_path / "cache" / "gguf").iterdir())
+
+
+def test_a_damaged_cached_conversion_is_converted_again(small, tmp_path, monkeypatch, capsys):
+    """A cached model.safetensors edited after the conversion (one tensor scaled, same size) and an entry that
+    lost tokenizer.json: each is converted again, said in one line, and the model read is the GGUF's again."""
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoTokenizer
+
+    from evomerge.sources.gguf import converted
+
+    monkeypatch.setenv("EVOMERGE_CACHE", str(tmp_path / "cache"))
+    src = small["whole"]
+    out = converted(src.parent, src.name)
+    truth = load_file(str(out / "model.safetensors"))  # transformers' reading, bit for bit (tested above)
+    state = dict(truth)
+    state["model.layers.0.mlp.down_proj.weight"] = state["model.layers.0.mlp.down_proj.weight"] * 5
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    capsys.readouterr()
+    assert converted(src.parent, src.name) == out
+    assert "model.safetensors has changed" in capsys.readouterr().err
+    again = load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(again[k], truth[k]) for k in again)
+    (out / "tokenizer.json").unlink()
+    assert converted(src.parent, src.name) == out
+    assert "tokenizer.json is missing" in capsys.readouterr().err
+    assert AutoTokenizer.from_pretrained(str(out))("こんにちは").input_ids  # loads again
