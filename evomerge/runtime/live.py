@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from evomerge.core.errors import UserError
+from evomerge.core.errors import UserError, reason
 from evomerge.merging.export import output_config
 from evomerge.core.devices import pick_device
 from evomerge.core.dtypes import torch_dtype
@@ -133,11 +133,15 @@ class LiveMerge:
         self._tables: dict[str, tuple[tuple, object]] = {}  # out name -> (what they were built for, DareTables)
         self._tables_used = 0  # bytes the built tables hold
         if vlm:
-            from evomerge.sources.processors import load_processor
+            from evomerge.sources.processors import PROCESSOR_FILES, load_processor
 
             try:  # VQA evaluators take the processor; text-only fitness works with the tokenizer (a search
                 self.tokenizer = load_processor(donor.folder)  # says once what a legacy processor lacked)
-            except (OSError, ValueError):
+            except (OSError, ValueError) as e:
+                saved = [n for n in PROCESSOR_FILES if (donor.folder / n).exists()]
+                if saved:  # a processor is there but does not load: every VQA score would fail, so say it now
+                    raise UserError(f"cannot load the processor ({', '.join(saved)}): {reason(e)}",
+                                    str(donor.folder)) from None
                 self.tokenizer = load_tokenizer(donor.folder)
         else:
             self.tokenizer = load_tokenizer(donor.folder, donor.gguf_file)

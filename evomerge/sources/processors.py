@@ -4,7 +4,11 @@ A LLaVA-style processor saved before transformers 4.47 stores `patch_size: null`
 at all before 4.44 (the model expanded each `<image>` token into the image's features itself). Transformers 5
 expands it in the processor and fails on the null, so every VQA score of such a model would fail (Asagi, saved
 with 4.45.1; EvoVLM-JP-v1-7B, with 4.38.2). The count follows from config.json: the vision tower's patch size,
-the feature selection strategy, and whether the tower adds a class token."""
+the feature selection strategy, and whether the tower adds a class token.
+
+The processor's files are checked here as well, before any model is built: a file that is not a JSON object, or
+an image-token setting no processor could use (a patch size of 0, negative or a string), is refused naming the
+file, instead of failing every candidate of a search one by one."""
 
 from __future__ import annotations
 
@@ -12,11 +16,13 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from evomerge.core.errors import UserError
+from evomerge.core.errors import UserError, reason
 
 # image features a vision tower yields beyond one per patch: CLIP's class token; SigLIP has none
 EXTRA_TOKENS = {"clip_vision_model": 1, "siglip_vision_model": 0}
 # the processors that expand `<image>` by patch size (LLaVA, LLaVA-NeXT, their video variants)
+# the files a saved processor consists of, beside the tokenizer's
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 COUNTING = ("LlavaProcessor", "LlavaNextProcessor", "LlavaNextVideoProcessor", "VideoLlavaProcessor")
 
 
@@ -46,11 +52,31 @@ def image_count(folder: Path) -> dict | None:
             "num_additional_image_tokens": EXTRA_TOKENS[kind]}
 
 
+# what a processor_config.json may hold for the settings that count image tokens
+_COUNTS = {"patch_size": (1, "a positive integer"), "num_additional_image_tokens": (0, "an integer >= 0")}
+_STRATEGIES = ("default", "full")
+
+
 def _read(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+    """A processor's JSON file as a dict ({} when absent), refused naming the file when it is not a JSON object
+    or holds an image-token setting that cannot work."""
+    if not path.exists():
         return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UserError(f"not valid JSON ({reason(e)})", str(path)) from None
+    if not isinstance(data, dict):
+        raise UserError(f"must hold a JSON object, not a {type(data).__name__}", str(path))
+    for key, (least, what) in _COUNTS.items():
+        value = data.get(key)
+        if value is not None and (type(value) is not int or value < least):
+            raise UserError(f"{key} must be {what} or null, got {value!r}", str(path))
+    strategy = data.get("vision_feature_select_strategy")
+    if strategy is not None and strategy not in _STRATEGIES:
+        raise UserError(f"vision_feature_select_strategy must be one of {', '.join(_STRATEGIES)} or null, got "
+                        f"{strategy!r}", str(path))
+    return data
 
 
 def image_count_note(folder: Path) -> str | None:

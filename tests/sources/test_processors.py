@@ -183,3 +183,58 @@ def test_a_llava_saved_by_transformers_4_38_scores_as_4_38_runs_it(tmp_path, cap
     with torch.no_grad():
         logits = model(**inputs).logits[0, -len(reference["logits"]):]
     torch.testing.assert_close(logits, torch.tensor(reference["logits"]), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("content, expected", [
+    ('{"patch_size": 10,', "not valid JSON"),
+    ('[{"patch_size": 10}]', "must hold a JSON object, not a list"),
+    ('{"patch_size": 0}', "patch_size must be a positive integer or null, got 0"),
+    ('{"patch_size": -5}', "patch_size must be a positive integer or null, got -5"),
+    ('{"patch_size": "10"}', "patch_size must be a positive integer or null, got '10'"),
+    ('{"patch_size": 10, "num_additional_image_tokens": -1}', "num_additional_image_tokens must be an integer >= 0"),
+    ('{"patch_size": 10, "vision_feature_select_strategy": "cls"}', "vision_feature_select_strategy must be one of"),
+], ids=["invalid-json", "a-list", "patch-0", "patch-negative", "patch-string", "extra-negative", "strategy"])
+def test_a_broken_processor_file_is_refused_naming_it_before_anything_is_written(tiny_llava, tmp_path, vqa_data,
+                                                                                 capsys, content, expected):
+    """Each of these used to print a wrong note, crash with a traceback, or fail every trial of a search (and
+    leave the run folder): refused up front by search and eval, one line naming processor_config.json."""
+    import yaml
+
+    folder = tmp_path / "llava"
+    shutil.copytree(tiny_llava, folder)
+    saved = json.loads((folder / "processor_config.json").read_text())
+    (folder / "processor_config.json").write_text(content)
+    assert saved.get("patch_size") == 10  # the tiny LLaVA's own, which these break
+    cfg = {"merge": {"merge_method": "linear", "models": [{"model": str(folder), "parameters": {"weight": 1.0}}]},
+           "genome": {"parameters": ["weight"]}, "budget": {"max_trials": 2}, "device": "cpu",
+           "fitness": [{"name": "ja_vg_vqa", "data": str(vqa_data / "vg.jsonl")}]}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    for args in (("search", path, "--run-dir", tmp_path / "run"), ("eval", folder, "--config", path)):
+        assert cli(*args) == 2
+        err = capsys.readouterr().err
+        lines = [x for x in err.splitlines() if x.startswith("error:")]
+        assert len(lines) == 1 and "processor_config.json" in lines[0] and expected in lines[0], err
+        assert "Traceback" not in err and "saved before" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_processor_transformers_cannot_load_is_refused_by_a_search_naming_it(tiny_llava, tmp_path, vqa_data,
+                                                                               capsys):
+    """The live model used to fall back to the tokenizer silently, and every VQA trial then failed."""
+    import yaml
+
+    folder = tmp_path / "llava"
+    shutil.copytree(tiny_llava, folder)
+    saved = json.loads((folder / "processor_config.json").read_text())
+    saved["image_processor"]["image_processor_type"] = "NoSuchImageProcessor"
+    (folder / "processor_config.json").write_text(json.dumps(saved))
+    cfg = {"merge": {"merge_method": "linear", "models": [{"model": str(folder), "parameters": {"weight": 1.0}}]},
+           "genome": {"parameters": ["weight"]}, "budget": {"max_trials": 2}, "device": "cpu",
+           "fitness": [{"name": "ja_vg_vqa", "data": str(vqa_data / "vg.jsonl")}]}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert cli("search", path, "--run-dir", tmp_path / "run") == 2
+    err = capsys.readouterr().err
+    assert "cannot load the processor" in err and "Traceback" not in err, err
+    assert not (tmp_path / "run").exists()
