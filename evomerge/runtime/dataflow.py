@@ -58,7 +58,7 @@ def check_layer_shapes(a: Any, b: Any) -> None:
     alone: a path can only run B's layers on A's hidden states if the layers are alike."""
     from evomerge.core.architecture import detect_layout
 
-    la, lb = detect_layout(a.names(), a.config, a.ref), detect_layout(b.names(), b.config, b.ref)
+    la, lb = detect_layout(a.names(), a.plan_config, a.ref), detect_layout(b.names(), b.plan_config, b.ref)
     shapes_b = {k: b.infos[lb.layer_tensor(0, k)].shape for k in lb.layer_keys}
     for key in la.layer_keys:
         shape = a.infos[la.layer_tensor(0, key)].shape

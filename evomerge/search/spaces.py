@@ -133,9 +133,11 @@ class DataflowSpace(SearchSpace):
         d = config.dataflow
         # `run:DIR` (PS+DFS) becomes that run's exported best model: candidates record the folder they ran on
         a, b = (str(resolve_scheme(r)) if r.startswith("run:") else r for r in (d.model_a, d.model_b))
+        for ref in (a, b):  # what transformers cannot build is refused as a PS search refuses it, with its remedy
+            pool.get(ref).check_loadable()
         check_layer_shapes(pool.get(a), pool.get(b))
-        self.genome = DataflowGenome(d, a, b, num_layers(pool.get(a).config), num_layers(pool.get(b).config),
-                                     config.optimizer.sigma0)
+        layers_a, layers_b = (num_layers(pool.get(r).plan_config) for r in (a, b))
+        self.genome = DataflowGenome(d, a, b, layers_a, layers_b, config.optimizer.sigma0)
 
     @property
     def names(self) -> list[str]:

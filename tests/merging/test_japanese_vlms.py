@@ -62,6 +62,24 @@ def test_a_search_over_llava_jp_is_refused_saying_what_it_needs(llava_jp, tmp_pa
     assert "transformers cannot build" in capsys.readouterr().err
 
 
+def test_a_data_flow_search_over_llava_jp_gives_the_same_refusal(llava_jp, tmp_path, capsys):
+    """It used to say "cannot find the 32 decoder layers the config announces" (LlavaConfig's default text config,
+    reached through llava-jp's `model_type: llava`) on a model whose config says 3."""
+    text = tmp_path / "t.txt"
+    text.write_text(" ".join(f"w{i % 61}" for i in range(100)))
+    for a, b in ((llava_jp["vlm"], llava_jp["ft0"]), (llava_jp["ft0"], llava_jp["vlm"])):
+        cfg = {"dataflow": {"model_a": str(a), "model_b": str(b), "repeats": 1},
+               "optimizer": {"name": "cma", "seed": 0, "popsize": 3}, "budget": {"max_trials": 3},
+               "fitness": [{"name": "perplexity", "data": str(text), "max_length": 16}], "device": "cpu"}
+        path = tmp_path / "s.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        assert cli("search", path, "--run-dir", tmp_path / "run") == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "transformers cannot build" in err and "auto_map" in err, err
+        assert "32 decoder layers" not in err and str(llava_jp["vlm"]) in err
+        assert not (tmp_path / "run").exists()
+
+
 def test_a_minigpt4_checkpoint_is_refused_saying_to_merge_its_language_model(tmp_path, capsys):
     """MiniGPT-4 ships its projection as a pickled .pth beside an ordinary Llama LM (never unpickled here)."""
     folder = tmp_path / "minigpt4"
