@@ -328,18 +328,28 @@ def _open_plain(ref: str) -> ModelSource:
     fusion = expert_fusion(config.get("model_type"), list(infos))
     stored = infos if fusion is not None else {}
     if fusion is not None:
-        infos = _fused_infos(infos, fusion)  # the stored names stay readable through their spans
+        infos = _fused_infos(infos, fusion, ref)  # the stored names stay readable through their spans
     return ModelSource(ref=ref, folder=folder, config_json=config, infos=infos, _files=owner, _spans=spans,
                        _fusion=fusion, _stored=stored)
 
 
-def _fused_infos(infos: dict[str, TensorInfo], fusion: ExpertFusion) -> dict[str, TensorInfo]:
-    """The tensors as transformers 5 holds them: experts fused, stored names renamed (sources/experts.py)."""
+def _fused_infos(infos: dict[str, TensorInfo], fusion: ExpertFusion, ref: str) -> dict[str, TensorInfo]:
+    """The tensors as transformers 5 holds them: experts fused, stored names renamed (sources/experts.py). A layer's
+    experts are stacked, so each must be shaped as its first: one that is not is refused naming the tensor."""
     members = {n for experts in fusion.fused.values() for e in experts for n in e}
     old_names = set(fusion.renamed.values())
     out = {n: i for n, i in infos.items() if n not in members and n not in old_names}
     out.update({new: infos[old] for new, old in fusion.renamed.items()})
     for name, experts in fusion.fused.items():
+        for expert in experts:
+            for stored, like in zip(expert, experts[0]):
+                if infos[stored].shape != infos[like].shape:
+                    raise UserError(f"{stored} has shape {list(infos[stored].shape)}, but {like} has "
+                                    f"{list(infos[like].shape)}: a layer's experts must be alike", ref)
+            for stored in expert[1:]:  # projections concatenated along their rows
+                if infos[stored].shape[1:] != infos[expert[0]].shape[1:]:
+                    raise UserError(f"{stored} has shape {list(infos[stored].shape)}, which cannot be joined to "
+                                    f"{expert[0]} ({list(infos[expert[0]].shape)})", ref)
         first = infos[experts[0][0]]
         rows = sum(infos[n].shape[0] for n in experts[0])
         out[name] = TensorInfo((len(experts), rows, *first.shape[1:]), first.dtype)
