@@ -104,6 +104,8 @@ def replay(run_dir: Path, racing: str | None, subset: str | None, as_json: bool)
                              if k not in ("raced_ids", "anchor_ids", "estimates")))
     choice = report.get("final_choice")
     if choice:
+        if choice.get("note"):
+            click.echo(choice["note"])
         click.echo(f"final choice: trial {choice['trial']} (generation {choice['generation']}), full score "
                    f"{choice['full']:.4g}; the run's best scored in full: {choice['run_best_full']:.4g}")
     agreement = report["mean_top_half_agreement"]

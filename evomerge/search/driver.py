@@ -591,15 +591,22 @@ class Driver:
         if subset is None or subset.check != "final" or self.final_queued:
             return False
         self.final_queued = True
+        from evomerge.search.subset import finalists_note
+
         scored = [t for t in self.store.trials() if t.status in ("complete", "estimated")]
         if subset.finalists_from == "run":  # by estimate, even for a finalist checked before a resume
             ranked = sorted((t for t in scored if t.duplicate_of is None),
                             key=lambda t: (-fitness_of(t, self.failed), t.id))
+            note = finalists_note(subset.finalists, len(ranked), "run")
             for t in ranked[:subset.finalists]:
                 self._queue_full_score(t)
         else:
-            for g in sorted({t.generation for t in scored})[-subset.finalists:]:
+            generations = sorted({t.generation for t in scored})
+            note = finalists_note(subset.finalists, len(generations), "generations")
+            for g in generations[-subset.finalists:]:
                 self._queue_check(g)
+        if note is not None:
+            self.log(note)
         if self.to_validate:
             self.log(f"scoring {len(self.to_validate)} finalist(s) on every problem")
         return bool(self.to_validate)

@@ -22,6 +22,7 @@ from evomerge.evaluators.racing import log_term, upper_bound
 from evomerge.merging.recipe import _first_pydantic_error
 from evomerge.search.config import RacingConfig, SubsetConfig
 from evomerge.search.store import RunStore, Trial
+from evomerge.search.subset import finalists_note
 
 
 def _checked(cls: type[BaseModel], option: str, **settings: Any) -> BaseModel:
@@ -186,12 +187,14 @@ def replay_subset(run_dir: str | Path, items: int = 32, seed: int = 0, first_ran
         if from_run:
             chosen = [{"best_id": i, "generation": g, "best_full": full}
                       for _, i, g, full in sorted(pool, key=lambda r: (-r[0], r[1]))[:finalists]]
+            note = finalists_note(finalists, len(pool), "run")
         else:
             chosen = rows[-finalists:]
+            note = finalists_note(finalists, len(rows), "generations")
         used_all += n * len(chosen)
         pick = max(chosen, key=lambda r: (r["best_full"], -r["best_id"]))
         choice = {"trial": pick["best_id"], "generation": pick["generation"], "full": pick["best_full"],
-                  "finalists": [r["best_id"] for r in chosen],
+                  "finalists": [r["best_id"] for r in chosen], "note": note,
                   "run_best_full": max(t.fitness for trials in gens for t in trials)}
     errors = [abs(r["best_error"]) for r in rows]
     setting = {"items": items, "seed": seed, "first_generation": "random" if first_random else "full",

@@ -77,3 +77,16 @@ def can_grow(items_by_generation: list[int], generations: int, popsize: int, ite
     spent = sum(items_by_generation) * popsize
     reserve = max(0, generations - len(items_by_generation)) * items * popsize
     return spent + grow.step * popsize + reserve <= grow.mean_items * popsize * generations
+
+
+def finalists_note(asked: int, available: int, source: str) -> str | None:
+    """The one line a run (and its replay) says when `finalists` asks for more than there are: all of them are
+    scored in full instead (a product decision: the run still ends with every candidate it could check; the
+    setting is not refused, since how many a run will have depends on when it stops). `source` is "run" or
+    "generations"."""
+    if asked <= available:
+        return None
+    what = "distinct estimated candidate(s)" if source == "run" else "generation(s)"
+    each = "all of them are" if source == "run" else "the best of each is"
+    return (f"note: subset.finalists is {asked}, but the run has {available} {what}: {each} scored on every "
+            "problem")

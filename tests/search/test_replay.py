@@ -137,3 +137,11 @@ def test_a_grow_replay_decides_generation_zero_as_a_real_run(family, target, ful
         replay_subset(full_run / "full", items=3, grow_step=2)
     with pytest.raises(UserError, match="max_items"):
         replay_subset(full_run / "full", items=3, final=1, grow_step=2, grow_max=2)
+
+
+def test_replay_says_when_finalists_exceed_what_the_run_has(full_run, capsys):
+    report = replay_subset(full_run / "full", items=6, first_random=1, final=1, finalists=9)
+    assert report["final_choice"]["note"].startswith("note: subset.finalists is 9, but the run has 4 generation(s)")
+    assert replay_subset(full_run / "full", items=6, first_random=1, final=1)["final_choice"]["note"] is None
+    assert cli("replay", full_run / "full", "--subset", "items=6,first_random=1,final=1,finalists=99,from_run=1") == 0
+    assert "subset.finalists is 99, but the run has 24 distinct" in capsys.readouterr().out

@@ -471,3 +471,25 @@ def test_the_likelihood_signal_is_refused_where_it_cannot_work(family, target, t
     cfg = final_config(family, target)
     cfg["subset"]["signal"] = "metric"
     assert search_config_from_dict(cfg, "t").fingerprint() == before  # older runs stay resumable
+
+
+@pytest.mark.parametrize("source, asked, available", [("run", 50, 24), ("generations", 9, 4)])
+def test_more_finalists_than_the_run_has_are_all_scored_and_said_once(family, target, tmp_path, source, asked,
+                                                                      available):
+    """`finalists: 50` in a run of 24 trials, or 9 with `finalists_from: generations` over 4 generations, used to
+    run with no word: every candidate there is (or each generation's best) is scored in full, said in one line."""
+    from evomerge.search.config import search_config_from_dict
+    from evomerge.search.driver import run_search
+
+    cfg = final_config(family, target, finalists=asked)
+    cfg["subset"]["finalists_from"] = source
+    lines = []
+    run_search(search_config_from_dict(cfg, "test"), tmp_path / "run", progress=False, log=lines.append)
+    said = [x for x in lines if "subset.finalists" in x]
+    assert said == [f"note: subset.finalists is {asked}, but the run has {available} "
+                    + ("distinct estimated candidate(s): all of them are" if source == "run"
+                       else "generation(s): the best of each is") + " scored on every problem"], lines
+    with RunStore(tmp_path / "run") as store:
+        checked = [t for t in store.trials() if t.status == "complete"]
+        distinct = [t for t in store.trials() if t.duplicate_of is None]
+        assert len(checked) == (len(distinct) if source == "run" else 4)
