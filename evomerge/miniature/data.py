@@ -154,8 +154,22 @@ def en_math_texts(n: int, seed: int) -> list[str]:
     return [f"Question: {p.question}\nAnswer: {p.solution}" for p in en_math(n, seed)]
 
 
-def ja_math_texts(n: int, seed: int, split: str = "fitness") -> list[str]:
-    return [f"問題: {p.question}\n答え: {p.solution}" for p in ja_math(n, seed, split)]
+def ja_math_texts(n: int, seed: int, split: str = "fitness",
+                  exclude: set[tuple[int, int, int]] = frozenset()) -> list[str]:
+    """Worked problems as text (a perplexity fitness), none with arithmetic in `exclude` (a held-out problem's)."""
+    rng = random.Random(f"ja-math-{split}-{seed}")
+    out = []
+    while len(out) < n:
+        problem, key = _ja_problem(rng, split)
+        if key not in exclude:
+            out.append(f"問題: {problem.question}\n答え: {problem.solution}")
+    return out
+
+
+def arithmetic(problem: Problem) -> tuple[int, int, int]:
+    """A problem's arithmetic as `_ja_problem` keys it (numbers unordered, answer), read from its solution."""
+    a, b = (int(x) for x in problem.solution.split(" = ")[0].split(" ")[::2])
+    return min(a, b), max(a, b), problem.answer
 
 
 # --- instruction data for the miniature's specialists (`*-instruct`) ---------------------------------------

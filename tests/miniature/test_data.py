@@ -21,8 +21,16 @@ def test_each_shipped_file_is_what_make_data_writes(name):
 
 
 def test_the_text_file_is_what_make_data_writes():
-    text = "\n\n".join(data.ja_math_texts(60, seed=100, split="fitness")) + "\n"
-    assert package_path("data/ja_math_fitness.txt").read_text(encoding="utf-8") == text
+    from evomerge.miniature.make_data import fitness_text
+
+    assert package_path("data/ja_math_fitness.txt").read_text(encoding="utf-8") == fitness_text(FILES)
+
+
+def _text_rows(name: str) -> list[dict]:
+    """A worked-problem text file (the quickstart's perplexity fitness) as rows of question and answer."""
+    blocks = package_path(f"data/{name}").read_text(encoding="utf-8").strip().split("\n\n")
+    return [{"question": b.split("\n")[0].removeprefix("問題: "),
+             "answer_number": int(re.search(r"答えは(\d+)です", b).group(1))} for b in blocks]
 
 
 def _rows(name: str) -> list[dict]:
@@ -58,9 +66,12 @@ def test_the_held_out_split_is_new_in_its_words_and_its_arithmetic(name):
     assert all(_family(q) == {data.FAMILY["heldout"]} for q in questions), "a held-out question in another wording"
     assert not set(questions) & {r["question"] for other in FILES if other != name
                                  for r in _rows(other)}, "a held-out question in another file"
-    fitness = {_arithmetic(r) for name in ("ja_math_fitness.jsonl", "ja_math_fitness_256.jsonl") for r in _rows(name)}
-    repeated = sum(_arithmetic(r) in fitness for r in held)  # a count only: the held-out items stay unread
-    assert not repeated, f"{repeated} held-out problems repeat a fitness problem's numbers and answer"
+    assert len(_text_rows("ja_math_fitness.txt")) == 60
+    for fitness_file in ("ja_math_fitness.jsonl", "ja_math_fitness_256.jsonl", "ja_math_fitness.txt"):
+        rows = _text_rows(fitness_file) if fitness_file.endswith(".txt") else _rows(fitness_file)
+        fitness = {_arithmetic(r) for r in rows}
+        repeated = sum(_arithmetic(r) in fitness for r in held)  # a count only: the held-out items stay unread
+        assert not repeated, f"{repeated} held-out problems repeat the numbers and answer of one in {fitness_file}"
     assert len({_arithmetic(r) for r in held}) > 250  # and the arithmetic varies
 
 
