@@ -115,6 +115,15 @@ The criteria, decided before the runs:
 
 Runs go one after another (torch's threads: both cores of the 2-core machine). Token counts are exact and
 deterministic; seconds are the machine's. Writes RUNS/report.json and prints it.
+
+Since 2026-12-06 (after the five proofs above) the report also records where it ran (`provenance`: the commit,
+whether the tree was clean, machine and versions; a proof from a tree with uncommitted changes is said to back no
+claim), checks that the two arms' samples are the same problems in the same order (else it stops, naming the
+files), keeps every required criterion in the report even when it cannot be judged (None, and `met` is then
+false: a missing samples file can no longer drop one), and puts beside each pooled interval (problems resampled:
+how sure we are about these searches) the interval with the search as the unit (one difference per seed, a t
+interval: how sure we are about the next search with the setting; reported, not judged, as the criteria were fixed
+before). The five recorded reports predate this: bench/steering_search_unit.py adds their search-unit intervals.
 """
 
 from __future__ import annotations
@@ -243,6 +252,73 @@ def held_out(run: Path, work: Path, name: str, data: str = HELD_OUT) -> Path:
     return samples
 
 
+def judge(described: dict, samples: dict, samples_a: dict | None, seeds, cheap_arm: str,
+          also_judged: str | None) -> dict:
+    """The fixed criteria on the runs' held-out samples: `described[(arm, seed)]` is `describe(run)`,
+    `samples[(arm, seed)]` its samples file on the held-out draw, `samples_a` the same on the first split (the fifth
+    proof judges both). Every required criterion is in the result, None where it could not be judged, and `met`
+    is true only when each is true."""
+    from evomerge.evaluators.compare import load_samples, paired_test, search_unit_interval
+
+    required = ["tokens_10x_every_seed", "held_out_not_worse"] + (["first_split_not_worse"] if also_judged else [])
+    out: dict = {"runs": {}, "seeds": {}, "criteria": dict.fromkeys(required)}
+    values, items = {}, {}
+    for (arm, seed), path in samples.items():
+        r = dict(described[arm, seed])
+        values[arm, seed], items[arm, seed] = load_samples(path, "acc_ja")
+        r["held_out_acc_ja"] = sum(values[arm, seed]) / len(values[arm, seed])
+        out["runs"][f"{arm}-s{seed}"] = r
+    pooled_full, pooled_cheap = [], []
+    for seed in seeds:
+        if ("full", seed) not in values or (cheap_arm, seed) not in values:
+            continue
+        same_items(items["full", seed], items[cheap_arm, seed], samples["full", seed], samples[cheap_arm, seed])
+        full, cheap = out["runs"][f"full-s{seed}"], out["runs"][f"{cheap_arm}-s{seed}"]
+        out["seeds"][seed] = {
+            "token_ratio": full["generated_tokens"] / cheap["generated_tokens"],
+            "problem_ratio": full["problems_scored"] / max(1, cheap["problems_scored"]),
+            # reported, not judged: what the forward passes read (the likelihood signal reads prompts and
+            # references without generating), and the seconds scoring took on this machine
+            "prompt_token_ratio": full["prompt_tokens"] / max(1, cheap["prompt_tokens"]),
+            "forwarded_token_ratio": (full["prompt_tokens"] + full["generated_tokens"])
+            / max(1, cheap["prompt_tokens"] + cheap["generated_tokens"]),
+            "scoring_seconds_ratio": full["eval_s"] / max(1e-9, cheap["eval_s"]),
+            "vs_full": paired_test(values["full", seed], values[cheap_arm, seed]),
+        }
+        pooled_full += values["full", seed]
+        pooled_cheap += values[cheap_arm, seed]
+    if len(out["seeds"]) == len(seeds):
+        pooled = paired_test(pooled_full, pooled_cheap)
+        out["pooled"] = pooled
+        out["pooled_search_unit"] = search_unit_interval([s["vs_full"]["difference"] for s in out["seeds"].values()])
+        out["criteria"]["tokens_10x_every_seed"] = min(s["token_ratio"] for s in out["seeds"].values()) >= TOKEN_RATIO
+        out["criteria"]["held_out_not_worse"] = pooled["interval_95"][0] >= LOWEST_DIFFERENCE
+    if also_judged is not None and all((arm, seed) in (samples_a or {}) for arm in ("full", cheap_arm)
+                                       for seed in seeds):
+        first, a_full, a_cheap = {"held_out": also_judged, "seeds": {}}, [], []
+        for seed in seeds:
+            (f, f_ids), (c, c_ids) = (load_samples(samples_a[arm, seed], "acc_ja") for arm in ("full", cheap_arm))
+            same_items(f_ids, c_ids, samples_a["full", seed], samples_a[cheap_arm, seed])
+            first["seeds"][seed] = {"full": sum(f) / len(f), "cheap": sum(c) / len(c), "vs_full": paired_test(f, c)}
+            a_full, a_cheap = a_full + f, a_cheap + c
+        first["pooled"] = paired_test(a_full, a_cheap)
+        first["pooled_search_unit"] = search_unit_interval([s["vs_full"]["difference"]
+                                                            for s in first["seeds"].values()])
+        out["first_split"] = first
+        out["criteria"]["first_split_not_worse"] = first["pooled"]["interval_95"][0] >= LOWEST_DIFFERENCE
+    out["not_judged"] = [name for name, ok in out["criteria"].items() if ok is None]
+    out["criteria"]["met"] = all(ok is True for ok in out["criteria"].values())
+    return out
+
+
+def same_items(a: list, b: list, path_a: Path, path_b: Path) -> None:
+    """Two arms are compared item by item: their samples must be the same problems in the same order."""
+    if a != b:
+        first = next((n for n, (x, y) in enumerate(zip(a, b), 1) if x != y), min(len(a), len(b)) + 1)
+        raise SystemExit(f"{path_b}: item {first} is not item {first} of {path_a} ({len(a)} and {len(b)} items): "
+                         "the arms were not scored on the same problems")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=Path, required=True)
@@ -268,7 +344,12 @@ def main() -> None:
     if args.smoke:
         SMOKE.update(trials=16, problems=16, held_out="evomerge:data/ja_math_test.jsonl")
         seeds = (0,)
-    from evomerge.evaluators.compare import load_samples, paired_test
+    from evomerge.core.provenance import provenance
+
+    where = provenance()
+    if not where["tree_clean"] and not args.smoke:
+        print(f"note: the tree has uncommitted changes ({', '.join((where['changed'] or [])[:3])}): this report "
+              "cannot back a claim", flush=True)
 
     runs = args.runs
     runs.mkdir(parents=True, exist_ok=True)
@@ -301,52 +382,10 @@ def main() -> None:
                     shutil.copyfile(src, dst)
         samples_a = {(arm, seed): held_out(runs / f"{arm}-s{seed}", work_a, f"{arm}-s{seed}", also_judged)
                      for arm, seed in done}
-    report: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "wall_s": time.time() - t0, "runs": {}, "seeds": {},
+    report: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "provenance": where, "wall_s": time.time() - t0,
                     "held_out": SMOKE.get("held_out", held_out_file)}
-    values = {}
-    for (arm, seed), path in samples.items():
-        r = describe(runs / f"{arm}-s{seed}")
-        values[arm, seed] = load_samples(path, "acc_ja")[0]
-        r["held_out_acc_ja"] = sum(values[arm, seed]) / len(values[arm, seed])
-        report["runs"][f"{arm}-s{seed}"] = r
-    pooled_full, pooled_cheap = [], []
-    for seed in seeds:
-        cheap_arm = ARMS[1]
-        if ("full", seed) not in values or (cheap_arm, seed) not in values:
-            continue
-        full, cheap = report["runs"][f"full-s{seed}"], report["runs"][f"{cheap_arm}-s{seed}"]
-        report["seeds"][seed] = {
-            "token_ratio": full["generated_tokens"] / cheap["generated_tokens"],
-            "problem_ratio": full["problems_scored"] / max(1, cheap["problems_scored"]),
-            # reported, not judged: what the forward passes read (the likelihood signal reads prompts and
-            # references without generating), and the seconds scoring took on this machine
-            "prompt_token_ratio": full["prompt_tokens"] / max(1, cheap["prompt_tokens"]),
-            "forwarded_token_ratio": (full["prompt_tokens"] + full["generated_tokens"])
-            / max(1, cheap["prompt_tokens"] + cheap["generated_tokens"]),
-            "scoring_seconds_ratio": full["eval_s"] / max(1e-9, cheap["eval_s"]),
-            "vs_full": paired_test(values["full", seed], values[cheap_arm, seed]),
-        }
-        pooled_full += values["full", seed]
-        pooled_cheap += values[cheap_arm, seed]
-    if len(report["seeds"]) == len(seeds):
-        pooled = paired_test(pooled_full, pooled_cheap)
-        ratios = [s["token_ratio"] for s in report["seeds"].values()]
-        report["pooled"] = pooled
-        report["criteria"] = {
-            "tokens_10x_every_seed": min(ratios) >= TOKEN_RATIO,
-            "held_out_not_worse": pooled["interval_95"][0] >= LOWEST_DIFFERENCE,
-        }
-        if also_judged is not None and all((arm, seed) in samples_a for arm in ARMS for seed in seeds):
-            cheap_arm, first = ARMS[1], {"held_out": also_judged, "seeds": {}}
-            a_full, a_cheap = [], []
-            for seed in seeds:
-                f, c = (load_samples(samples_a[arm, seed], "acc_ja")[0] for arm in ("full", cheap_arm))
-                first["seeds"][seed] = {"full": sum(f) / len(f), "cheap": sum(c) / len(c), "vs_full": paired_test(f, c)}
-                a_full, a_cheap = a_full + f, a_cheap + c
-            first["pooled"] = paired_test(a_full, a_cheap)
-            report["first_split"] = first
-            report["criteria"]["first_split_not_worse"] = first["pooled"]["interval_95"][0] >= LOWEST_DIFFERENCE
-        report["criteria"]["met"] = all(report["criteria"].values())
+    described = {(arm, seed): describe(runs / f"{arm}-s{seed}") for arm, seed in samples}
+    report.update(judge(described, samples, samples_a if also_judged else None, seeds, ARMS[1], also_judged))
     if args.first is not None:
         report["full_runs_repeat_the_first_proof"] = {
             seed: same_trials(runs / f"full-s{seed}", args.first / f"full-s{seed}") for seed in seeds
