@@ -115,9 +115,10 @@ def test_the_converted_gguf_is_transformers_reading_bit_for_bit(gguf, reference)
     assert not hasattr(ours.config, "quantization_config")  # stored dequantised
 
 
-def small_gguf(path, drop=(), layers=2):
-    """SmolLM2's GGUF cut to its first `layers` layers (its metadata and tokenizer kept), without the tensors in
-    `drop`: a real GGUF file written by gguf-py, as a user's broken conversion would be."""
+def small_gguf(path, drop=(), layers=2, vocab=2048):
+    """SmolLM2's GGUF cut to its first `layers` layers and `vocab` tokens (the merges among those kept, the rest
+    of its metadata as it is), without the tensors in `drop`: a real GGUF file written by gguf-py, as a user's
+    broken conversion would be, that transformers reads in a second instead of SmolLM2's ten."""
     import gguf as gg
     import numpy as np
 
@@ -125,16 +126,24 @@ def small_gguf(path, drop=(), layers=2):
 
     reader = gg.GGUFReader(str(smollm2_gguf()))
     writer = gg.GGUFWriter(str(path), "llama")
+    tokens = reader.fields["tokenizer.ggml.tokens"].contents()[:vocab]
+    kept = set(tokens)
+    cut = {"llama.block_count": layers, "llama.vocab_size": vocab, "tokenizer.ggml.tokens": tokens,
+           "tokenizer.ggml.token_type": reader.fields["tokenizer.ggml.token_type"].contents()[:vocab],
+           "tokenizer.ggml.merges": [m for m in reader.fields["tokenizer.ggml.merges"].contents()
+                                     if "".join(m.split(" ")) in kept and set(m.split(" ")) <= kept]}
     for name, field in reader.fields.items():
         if name.startswith("GGUF.") or name == "general.architecture":
             continue
-        value = layers if name == "llama.block_count" else field.contents()
+        value = cut[name] if name in cut else field.contents()
         sub = {"sub_type": field.types[-1]} if field.types[0] == gg.GGUFValueType.ARRAY else {}
         writer.add_key_value(name, value, field.types[0], **sub)
     for t in reader.tensors:
         if (t.name.startswith("blk.") and int(t.name.split(".")[1]) >= layers) or t.name in drop:
             continue
         data = np.asarray(t.data)
+        if t.name in ("token_embd.weight", "output.weight"):
+            data = data[:vocab]
         writer.add_tensor(t.name, data, raw_shape=data.shape, raw_dtype=t.tensor_type)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
