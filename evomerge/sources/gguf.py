@@ -2,7 +2,8 @@
 
 Transformers reads a GGUF through gguf-py, whose metadata parsing is most of every load (SmolLM2-135M's 49k-token
 vocabulary and merges, a name map built per tensor): every command that named the offline model paid it, often
-several times; the converted folder loads many times faster on this project's CPU (bench/gguf_load.py). The
+several times; the converted folder loads 28x faster in a new process on this project's CPU, hashes checked
+(bench/gguf_load.py). The
 weights as transformers dequantises them (float32), the config and the tokenizer it builds are written once as
 safetensors and JSON under $EVOMERGE_CACHE/gguf, keyed by the file (path, size, time) and transformers' version,
 and every later load reads those: the same tensors bit for bit, the same tokenizer. The GGUF stays the model's
