@@ -3,14 +3,13 @@
 A reference is a local folder or `.gguf` file, a hub id `org/name[@revision]`, `SCHEME:REST` for a scheme that a
 higher layer registered (`builtin:NAME` for the offline models, `run:DIR` for a search's best model), and any of
 those followed by `+ADAPTER` (a LoRA adapter). This module is the bottom of the package: it knows no scheme
-itself. Each scheme is registered as `module:function`, imported only when a reference uses it, so opening a
-plain folder never loads the code behind `builtin:` (the miniature's training code, say); `evomerge/__init__.py`
-registers the package's own schemes and other packages can add theirs with `register_scheme`.
+itself. A scheme is registered from above as a function (evomerge/commands/schemes.py registers the package's
+own, each importing its owner on first use, so opening a plain folder never loads the code behind `builtin:`);
+other packages can add theirs with `register_scheme`.
 """
 
 from __future__ import annotations
 
-import importlib
 import re
 from pathlib import Path
 from typing import Callable
@@ -24,13 +23,15 @@ HUB_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.json", "*.model"
                 "*.py"]
 
 Resolver = Callable[[str], Path]  # the part after `SCHEME:` -> a local folder or .gguf file
-_SCHEMES: dict[str, str | Resolver] = {}
+_SCHEMES: dict[str, Resolver] = {}
 
 
-def register_scheme(scheme: str, resolver: str | Resolver) -> None:
-    """Make `SCHEME:REST` references resolve through `resolver` (a callable, or 'module:function')."""
+def register_scheme(scheme: str, resolver: Resolver) -> None:
+    """Make `SCHEME:REST` references resolve through `resolver`, a function of the part after `SCHEME:`."""
     if not re.fullmatch(r"[a-z][a-z0-9_]*", scheme):
         raise ValueError(f"a scheme is a lower-case word, got {scheme!r}")
+    if not callable(resolver):
+        raise TypeError(f"a scheme's resolver is a function, got {resolver!r}")
     _SCHEMES[scheme] = resolver
 
 
@@ -45,11 +46,7 @@ def resolve_scheme(ref: str) -> Path:
     scheme = scheme_of(ref)
     if scheme is None:
         raise UserError(f"unknown model scheme; known: {', '.join(sorted(_SCHEMES))}", ref)
-    resolver = _SCHEMES[scheme]
-    if isinstance(resolver, str):
-        module, _, attr = resolver.partition(":")
-        resolver = _SCHEMES[scheme] = getattr(importlib.import_module(module), attr)
-    return Path(resolver(ref[len(scheme) + 1:]))
+    return Path(_SCHEMES[scheme](ref[len(scheme) + 1:]))
 
 
 def split_reference(ref: str) -> tuple[str, str | None]:

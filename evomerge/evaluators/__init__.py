@@ -39,12 +39,12 @@ def evaluator_class(name: str, where: str) -> type[Evaluator]:
 
 
 def _options(cls: type[Evaluator], cfg: Any, where: str) -> Options:
-    from evomerge.merging.recipe import _first_pydantic_error
+    from evomerge.core.config_files import first_pydantic_error
 
     try:
         return cls.Options.model_validate(cfg.options())
     except ValidationError as e:
-        raise UserError(_first_pydantic_error(e), where) from None
+        raise UserError(first_pydantic_error(e), where) from None
 
 
 def check_evaluator_config(cfg: Any, where: str) -> None:

@@ -18,7 +18,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from evomerge.core.dtypes import canonical
-from evomerge.core.errors import UserError, reason
+from evomerge.core.config_files import first_pydantic_error, read_yaml_file
+from evomerge.core.errors import UserError
 
 Scalar = Union[bool, int, float, str]
 
@@ -51,7 +52,7 @@ def parse_setting(value: Any, where: str) -> Setting:
             try:
                 return tuple(FilterRule.model_validate(v) for v in value)
             except ValidationError as e:
-                raise UserError(_first_pydantic_error(e), where) from None
+                raise UserError(first_pydantic_error(e), where) from None
         if all(isinstance(v, (bool, int, float, str)) for v in value):
             return tuple(value)
         raise UserError("a list must hold either plain values (a gradient) or {filter, value} entries", where)
@@ -195,17 +196,6 @@ class Recipe(_WithParameters):
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
-def _first_pydantic_error(e: ValidationError) -> str:
-    err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        msg = "unknown field"
-    elif err["type"] == "missing":
-        msg = "required field is missing"
-    return f"{loc}: {msg}" if loc else msg
-
-
 def recipe_from_dict(data: Any, where: str = "recipe") -> Recipe:
     if data is None:
         raise UserError("the recipe is empty", where)
@@ -214,31 +204,9 @@ def recipe_from_dict(data: Any, where: str = "recipe") -> Recipe:
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as e:
-        raise UserError(_first_pydantic_error(e), where) from None
+        raise UserError(first_pydantic_error(e), where) from None
     validate_parameters(recipe, where)
     return recipe
-
-
-def read_yaml_file(path: str | Path, what: str = "file") -> Any:
-    """Parse a YAML file with `yaml.safe_load`; a missing, empty or malformed file is a UserError naming it.
-    `evomerge:PATH` names a file that ships with the package (evomerge/core/resources.py)."""
-    from evomerge.core.resources import resolve_path
-
-    path = resolve_path(path)
-    if not path.exists():
-        raise UserError("no such file", str(path))
-    if path.is_dir():
-        raise UserError(f"is a folder, not a {what}", str(path))
-    text = path.read_text(encoding="utf-8")
-    if not text.strip():
-        raise UserError(f"the {what} is empty", str(path))
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or reason(e)
-        raise UserError(f"YAML syntax error{line}: {problem}", str(path)) from None
 
 
 def load_recipe(path: str | Path) -> Recipe:

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from evomerge.core.errors import UserError
-from evomerge.merging.recipe import _first_pydantic_error, read_yaml_file
+from evomerge.core.config_files import first_pydantic_error, read_yaml_file
 from evomerge.search.config import EvaluatorConfig
 
 
@@ -78,7 +78,7 @@ def load_table_config(path: str | Path) -> TableConfig:
     try:
         config = TableConfig.model_validate(data)
     except ValidationError as e:
-        raise UserError(_first_pydantic_error(e), str(path)) from None
+        raise UserError(first_pydantic_error(e), str(path)) from None
     from evomerge.evaluators import check_evaluator_config
 
     for i, task in enumerate(config.tasks):

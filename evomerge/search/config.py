@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from evomerge.core.dtypes import DtypeName
 from evomerge.core.errors import UserError
 from evomerge.search.optimizers import OptimizerConfig
-from evomerge.merging.recipe import Recipe, _first_pydantic_error, read_yaml_file, recipe_from_dict
+from evomerge.core.config_files import first_pydantic_error, read_yaml_file
+from evomerge.merging.recipe import Recipe, recipe_from_dict
 
 
 class _Strict(BaseModel):
@@ -336,7 +337,7 @@ def search_config_from_dict(data: Any, where: str) -> SearchConfig:
     try:
         config = SearchConfig.model_validate(data)
     except ValidationError as e:
-        raise UserError(_first_pydantic_error(e), where) from None
+        raise UserError(first_pydantic_error(e), where) from None
     if config.merge is not None:
         config.template(where)
     from evomerge.core.devices import check_device

@@ -35,7 +35,7 @@ from evomerge.search import pareto
 from evomerge.search.optimizers import Optimizer, make_optimizer
 from evomerge.search.spaces import SearchSpace, make_space
 from evomerge.search.store import (BEST_RECIPE, CONFIG_FILE, DB_NAME, LOCK_NAME, MASK_KEYS, SCORED, RunLock, RunStore,
-                                   Trial)
+                                   Trial, meta_key)
 from evomerge.search.tracking import check_trackers, make_trackers
 
 
@@ -566,7 +566,7 @@ class Driver:
     def _all_anchors(self, gen: int) -> list[int]:
         """Generation `gen`'s problems: its subset, then any problems growth added (in the store)."""
         first = self._anchors(gen)
-        extra = json.loads(self.store.get_meta(f"grown.{gen}") or "[]")
+        extra = json.loads(self.store.get_meta(meta_key("grown", gen)) or "[]")
         return list(first[0]) + extra if first else []
 
     def _add_anchors(self, gen: int, anchors: list[int]) -> list[int]:
@@ -576,8 +576,8 @@ class Driver:
 
         subset = self.config.subset
         new = more_anchors(anchors, self.n_items, subset.grow.step, subset.seed, gen)
-        extra = json.loads(self.store.get_meta(f"grown.{gen}") or "[]") + new
-        self.store.set_meta(f"grown.{gen}", json.dumps(extra))
+        extra = json.loads(self.store.get_meta(meta_key("grown", gen)) or "[]") + new
+        self.store.set_meta(meta_key("grown", gen), json.dumps(extra))
         return anchors + new
 
     def _checks_each_generation(self) -> bool:
@@ -628,7 +628,7 @@ class Driver:
         subset = self.config.subset
         if subset is None or (gen == 0 and subset.first_generation == "full"):
             return None
-        key = f"anchors.{gen}"
+        key = meta_key("anchors", gen)
         text = self.store.get_meta(key)
         if text is None:
             from evomerge.search.subset import choose_anchors

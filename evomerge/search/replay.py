@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from evomerge.core.errors import UserError
 from evomerge.evaluators.racing import log_term, upper_bound
-from evomerge.merging.recipe import _first_pydantic_error
+from evomerge.core.config_files import first_pydantic_error
 from evomerge.search.config import RacingConfig, SubsetConfig
 from evomerge.search.store import RunStore, Trial
 from evomerge.search.subset import finalists_note
@@ -30,7 +30,7 @@ def _checked(cls: type[BaseModel], option: str, **settings: Any) -> BaseModel:
     try:
         return cls(**settings)
     except ValidationError as e:
-        raise UserError(_first_pydantic_error(e), option) from None
+        raise UserError(first_pydantic_error(e), option) from None
 
 
 def _generations(run_dir: Path) -> tuple[list[list[Trial]], dict[str, Any]]:

@@ -22,6 +22,42 @@ DB_NAME = "run.sqlite"
 CONFIG_FILE = "config.yaml"
 BEST_RECIPE = "best_recipe.yaml"
 MASK_KEYS = "source-position"  # how this version keys DARE masks (evomerge.core.rng.mask_keys); new runs record it
+
+# Every key of the meta table, in one place: what it holds and who writes it. `get_meta`/`set_meta` refuse any
+# other, so a new key is declared here first (a typo is an error, not a second key).
+META_KEYS = {
+    "config": "the search config the run started with (JSON; search/driver.py)",
+    "fingerprint": "what must not change across a resume (the config's fingerprint; driver)",
+    "created": "when the run was made (seconds since the epoch; driver)",
+    "mask_keys": "how DARE masks are keyed (MASK_KEYS; driver, results)",
+    "sources": "each source model's fingerprint (JSON; driver)",
+    "data": "each fitness/validation data file's fingerprint (JSON; driver)",
+    "genes": "what each gene is (JSON, SearchSpace.genes_info; driver, reports)",
+    "objectives": "the fitness terms as [key, metric] pairs (JSON; driver, pareto)",
+    "self_check": "the live model's self-check notes (a JSON list; driver via add_note, results, reports)",
+    "ray_utilisation": "the Ray workers' busy share (ray_executor)",
+    "ray_span_s": "seconds the Ray workers were held (ray_executor)",
+    "wandb_id": "the Weights & Biases run this run streams to (tracking)",
+}
+# keys with a generation number after the dot
+META_PER_GENERATION = {
+    "anchors": "subset fitness: the generation's problems and weights (JSON [ids, weights]; driver)",
+    "grown": "subset growth: the problems added to the generation (a JSON list; driver)",
+}
+
+
+def meta_key(name: str, generation: int | None = None) -> str:
+    """A declared meta key (`name`, or `name.GENERATION` for the per-generation ones)."""
+    key = name if generation is None else f"{name}.{generation}"
+    _check_meta_key(key)
+    return key
+
+
+def _check_meta_key(key: str) -> None:
+    head, _, tail = key.partition(".")
+    if key in META_KEYS or (head in META_PER_GENERATION and tail.isdigit()):
+        return
+    raise KeyError(f"undeclared run-store meta key {key!r} (declare it in search/store.py META_KEYS)")
 def _column(sql: str, json_value: bool = False, default: Any = None):
     return field(default=default, metadata={"sql": sql, "json": json_value})
 
@@ -204,10 +240,12 @@ class RunStore:
 
     # -- meta --------------------------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
+        _check_meta_key(key)
         row = self._q("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return row[0] if row else None
 
     def set_meta(self, key: str, value: str) -> None:
+        _check_meta_key(key)
         self._q("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     # -- trials ------------------------------------------------------------------------------------------------

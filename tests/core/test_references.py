@@ -15,11 +15,11 @@ def test_a_registered_scheme_resolves_everywhere_a_model_is_named(family):
     assert resolve_scheme("testzoo:ja") == family["ja"]
     assert resolve_reference("testzoo:math") == (family["math"], None)
     assert fingerprint("testzoo:ja") == fingerprint(str(family["ja"]))  # the files decide, not the name
-    register_scheme("testlazy", "pathlib:Path")  # 'module:function', imported on first use
-    assert resolve_scheme("testlazy:/tmp") .as_posix() == "/tmp"
+    with pytest.raises(TypeError, match="a function"):
+        register_scheme("testlazy", "pathlib:Path")  # no 'module:function' strings: an import nobody sees
 
 
-def test_the_package_schemes_are_registered_but_not_imported(family):
+def test_the_package_schemes_are_registered_from_above_but_not_imported(family):
     import subprocess
     import sys
 
@@ -28,9 +28,14 @@ def test_the_package_schemes_are_registered_but_not_imported(family):
             "print(sorted(m for m in sys.modules if m.startswith(('evomerge.miniature', 'evomerge.search'))))")
     out = subprocess.run([sys.executable, "-c", code, str(family["ja"])], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"  # opening a plain folder loads neither the miniature nor the search
+    from test_packaging import import_graph  # the wiring is an import the graph shows, from the top layer
+
+    graph = import_graph()
+    assert "evomerge.commands.schemes" in graph["evomerge"]
+    assert {"evomerge.search.results", "evomerge.miniature.builtins"} <= graph["evomerge.commands.schemes"]
     assert scheme_of("org/model") is None and scheme_of("C:/models/x") is None and scheme_of("nope:x") is None
     with pytest.raises(ValueError, match="lower-case word"):
-        register_scheme("Bad Scheme", "x:y")
+        register_scheme("Bad Scheme", lambda rest: rest)
 
 
 def test_adapters_split_off_unless_the_path_really_has_a_plus(tmp_path):

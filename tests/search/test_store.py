@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +81,26 @@ def test_one_lock_holder_at_a_time(tmp_path):
     first.release()
     with RunLock(tmp_path):
         pass
+
+
+def test_the_meta_keys_are_declared_in_one_place(tmp_path):
+    """Every meta key the package reads or writes is declared in search/store.py; any other is refused."""
+    import ast
+
+    from evomerge.search.store import _check_meta_key, meta_key
+
+    package = Path(__file__).resolve().parents[2] / "evomerge"
+    used = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) in ("get_meta", "set_meta",
+                                                                                   "add_note", "notes"):
+                if node.args and isinstance(node.args[0], ast.Constant):
+                    used.add(node.args[0].value)
+    assert {"config", "fingerprint", "wandb_id", "self_check", "objectives"} <= used  # the scan found them
+    for key in used:
+        _check_meta_key(key)
+    assert meta_key("anchors", 3) == "anchors.3"
+    for bad in ("confg", "anchors", "anchors.x", "grown.1.2", "nope.1"):
+        with pytest.raises(KeyError, match="undeclared"):
+            _check_meta_key(bad)
