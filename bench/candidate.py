@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.generate import config, hf_generate, random_model, timed  # noqa: E402
 from bench.merge import build, tasks_for  # noqa: E402
 from evomerge.generation.engine import Engine  # noqa: E402
-from evomerge.runtime.fused import FusedMerger  # noqa: E402
+from evomerge.merging.fused_gpu import FusedMerger  # noqa: E402
 
 
 def main() -> None:

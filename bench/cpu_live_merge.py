@@ -37,13 +37,13 @@ def main() -> None:
     import numpy as np
 
     from evomerge.merging import fused_cpu
-    from evomerge.merging.merge import merge_task
+    from evomerge.merging.kernels import merge_task
     from evomerge.sources.models import ModelPool
     from evomerge.merging.plan import plan_merge
     from evomerge.core.resources import resolve_path
     from evomerge.runtime.live import LiveMerge
     from evomerge.search.config import load_search_config
-    from evomerge.search.spaces import make_space
+    from evomerge.search.space.spaces import make_space
 
     bws = [copy_bandwidth()]
     rows = []

@@ -41,7 +41,7 @@ def config_path(arm: str) -> Path:
 
 
 def spent(run: Path) -> dict:
-    from evomerge.search.store import RunStore
+    from evomerge.search.records.store import RunStore
 
     with RunStore(run) as store:
         trials = store.trials()
@@ -76,7 +76,7 @@ def screened_racing(run: Path, chunk: int = 16, min_items: int = 32, confidence:
     import numpy as np
 
     from evomerge.evaluators.racing import log_term, upper_bound
-    from evomerge.search.replay import _generations, _item_kind, _top
+    from evomerge.search.economy.replay import _generations, _item_kind, _top
 
     gens, config = _generations(run)
     (lo, hi), binary = _item_kind(config)
@@ -117,7 +117,7 @@ def main() -> None:
     ap.add_argument("--no-run", action="store_true")
     args = ap.parse_args()
     from evomerge.evaluators.compare import compare_files
-    from evomerge.search.replay import replay_racing, replay_subset
+    from evomerge.search.economy.replay import replay_racing, replay_subset
 
     work = args.runs / "held-out"
     work.mkdir(parents=True, exist_ok=True)

@@ -185,7 +185,7 @@ def run_arm(runs: Path, arm: str, seed: int) -> Path:
 
 def describe(run: Path) -> dict:
     """What the run spent and where its best came from."""
-    from evomerge.search.store import RunStore
+    from evomerge.search.records.store import RunStore
 
     with RunStore(run) as store:
         trials = store.trials()
@@ -208,7 +208,7 @@ def describe(run: Path) -> dict:
 
 
 def same_trials(a: Path, b: Path) -> bool:
-    from evomerge.search.store import RunStore
+    from evomerge.search.records.store import RunStore
 
     with RunStore(a) as x, RunStore(b) as y:
         return [(t.genes, t.fitness) for t in x.trials()] == [(t.genes, t.fitness) for t in y.trials()]
@@ -216,7 +216,7 @@ def same_trials(a: Path, b: Path) -> bool:
 
 def same_search(a: Path, b: Path) -> bool:
     """The same candidates with the same estimates, trial for trial (finalists' full scores aside)."""
-    from evomerge.search.store import RunStore
+    from evomerge.search.records.store import RunStore
 
     def key(store):
         return [(t.genes, t.estimate if t.estimate is not None else t.fitness) for t in store.trials()]
@@ -227,7 +227,7 @@ def same_search(a: Path, b: Path) -> bool:
 
 def generation_items(run: Path) -> dict[int, int]:
     """{generation: problems each of its candidates was estimated on} (its subset and any growth), subset runs."""
-    from evomerge.search.store import RunStore
+    from evomerge.search.records.store import RunStore
 
     out = {}
     with RunStore(run) as store:

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from evomerge.runtime.fused import FusedMerger  # noqa: E402
+from evomerge.merging.fused_gpu import FusedMerger  # noqa: E402
 from evomerge.merging.plan import TensorTask  # noqa: E402
 
 METHODS = ["linear", "task_arithmetic", "dare_linear", "dare_ties", "ties", "slerp"]
@@ -114,7 +114,7 @@ def fused_merge(merger: FusedMerger, method: str, tasks, models, outs, bad) -> N
 
 
 def reference_merge(method: str, tasks, models, outs, device) -> None:
-    from evomerge.merging.merge import merge_task
+    from evomerge.merging.kernels import merge_task
     from evomerge.merging.methods import get_method
     from evomerge.merging.plan import MergePlan
 

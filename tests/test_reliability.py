@@ -172,7 +172,7 @@ def _complete(run: Path) -> int:
 @pytest.fixture(scope="module")
 def finished_run(family, text, tmp_path_factory):
     from evomerge.search.config import search_config_from_dict
-    from evomerge.search.driver import run_search
+    from evomerge.search.loop.driver import run_search
 
     root = tmp_path_factory.mktemp("finished")
     cfg = ps_config(family, text, budget=6)
@@ -203,7 +203,7 @@ def test_a_partly_readable_database_says_what_can_be_recovered(finished_run, tmp
     import sqlite3
 
     from evomerge.core.errors import UserError
-    from evomerge.search.store import RunStore
+    from evomerge.search.records.store import RunStore
 
     run = tmp_path / "run"
     shutil.copytree(finished_run / "run", run)
@@ -415,7 +415,7 @@ def test_a_missing_tracker_is_refused_before_models_load_and_a_refused_resume_ch
         finished_run, family, text, tmp_path, capsys, monkeypatch):
     import shutil
 
-    from evomerge.search.store import RunStore
+    from evomerge.search.records.store import RunStore
 
     run = tmp_path / "run"
     shutil.copytree(finished_run / "run", run)

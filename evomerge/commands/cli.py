@@ -81,7 +81,7 @@ def replay(run_dir: Path, racing: str | None, subset: str | None, as_json: bool)
     """What racing or subset fitness would have decided and saved on a run scored in full (from its item results)."""
     import json
 
-    from evomerge.search.replay import replay_racing, replay_subset
+    from evomerge.search.economy.replay import replay_racing, replay_subset
 
     def settings(text: str, option: str) -> dict:
         try:
@@ -160,7 +160,7 @@ def search(config: Path, run_dir: Path, resume: bool, quiet: bool, tensorboard: 
            wandb_mode: str) -> None:
     """Evolve the merge recipe described by CONFIG; every trial is recorded in --run-dir."""
     from evomerge.search.config import TrackingConfig, WandbConfig, load_search_config
-    from evomerge.search.driver import run_search
+    from evomerge.search.loop.driver import run_search
 
     cfg = load_search_config(config)
     if tensorboard or wandb_project:  # flags add to the config's `tracking:` section
@@ -173,7 +173,7 @@ def search(config: Path, run_dir: Path, resume: bool, quiet: bool, tensorboard: 
     best = run_search(cfg, run_dir, resume=resume, progress=not quiet,
                       config_text=config.read_text(encoding="utf-8"), log=lambda m: click.echo(m, err=True))
     if best is None:
-        from evomerge.search.results import no_best_reason
+        from evomerge.search.records.results import no_best_reason
 
         click.echo(f"error: {run_dir}: {no_best_reason(run_dir)}", err=True)
         sys.exit(EXIT_NO_RESULT)
@@ -189,7 +189,7 @@ def status(run_dir: Path, as_json: bool, watch: bool, interval: float) -> None:
     """Progress and best trial of the search in RUN_DIR (--watch --json: one JSON line per refresh)."""
     import json
 
-    from evomerge.search.results import run_status
+    from evomerge.search.records.results import run_status
 
     info = run_status(run_dir)
     if watch:
@@ -257,7 +257,7 @@ def status(run_dir: Path, as_json: bool, watch: bool, interval: float) -> None:
 @click.option("--quiet", is_flag=True)
 def export(run_dir: Path, out_dir: Path, trial: str, device: str, force: bool, quiet: bool) -> None:
     """Write a trial of RUN_DIR (the best by default) as a Hugging Face model in OUT_DIR."""
-    from evomerge.search.results import export_trial
+    from evomerge.search.records.results import export_trial
 
     pick_device(device, "--device")
     t = export_trial(run_dir, out_dir, trial, device=device, force=force, progress=not quiet,

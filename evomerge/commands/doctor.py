@@ -84,7 +84,7 @@ def diagnose(config_path: str | None = None, device: str = "auto", speed: bool =
     from transformers.utils import logging as hf_logging
 
     from evomerge.core.devices import pick_device
-    from evomerge.runtime import fused as fused_kernels
+    from evomerge.merging import fused_gpu as fused_kernels
 
     hf_logging.disable_progress_bar()  # transformers' bars would break the table
     rows: list[dict[str, str]] = []
@@ -146,7 +146,7 @@ def diagnose(config_path: str | None = None, device: str = "auto", speed: bool =
 def _self_check_rows(rows, family, method, dev, gpu) -> None:
     from evomerge.sources.models import ModelPool
     from evomerge.merging.recipe import recipe_from_dict
-    from evomerge.runtime import fused as fused_kernels
+    from evomerge.merging import fused_gpu as fused_kernels
     from evomerge.runtime.live import LiveMerge
 
     name = method.name if method is not None and method.fused is not None and method.fused.gpu else "dare_ties"
@@ -188,7 +188,7 @@ def _speed_rows(rows, family, dev, gpu) -> None:
 
     from evomerge.generation.greedy import fast_generate, greedy_generate
     from evomerge.merging.methods import get_method
-    from evomerge.merging.merge import merge_task_into
+    from evomerge.merging.kernels import merge_into
     from evomerge.merging.plan import MergePlan, TensorTask
 
     n = (64 << 20) if gpu else (8 << 20)  # elements per source: past the caches
@@ -203,7 +203,7 @@ def _speed_rows(rows, family, dev, gpu) -> None:
     lookup = dict(zip(task.inputs, srcs))
     out = torch.empty_like(srcs[0])
     if gpu:
-        from evomerge.runtime.fused import FusedMerger
+        from evomerge.merging.fused_gpu import FusedMerger
 
         merger, flag = FusedMerger(None), torch.zeros(1, dtype=torch.int32, device=dev)
         merge_s = _timed(lambda: merger.merge_into("dare_ties", task, srcs, out, 1, flag), dev)
@@ -212,7 +212,7 @@ def _speed_rows(rows, family, dev, gpu) -> None:
         from evomerge.merging import fused_cpu
 
         fetch = lambda m, t: lookup[(m, t)]  # noqa: E731
-        merge_s = _timed(lambda: merge_task_into(plan, task, fetch, 1, out), dev)
+        merge_s = _timed(lambda: merge_into(plan, task, fetch, 1, out), dev)
         path = "CPU kernels" if fused_cpu.available() else "reference path"
     floor_bytes = 4 * n * 4  # three sources read, one output written, float32
     _row(rows, "speed: merge (dare_ties, 3 x %d MiB)" % (n * 4 >> 20), f"{floor_bytes / merge_s / 1e9:.1f} GB/s",

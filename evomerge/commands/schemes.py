@@ -20,7 +20,7 @@ def builtin_model(name: str) -> Path:
 
 
 def run_model(rest: str) -> Path:
-    from evomerge.search.results import run_best_model
+    from evomerge.search.records.results import run_best_model
 
     return run_best_model(rest)
 

@@ -120,37 +120,26 @@ class Fitness:
         problem in one pass). Returns (fitness, scores, race): race = {items, total, estimate, bound, raced,
         values}. A candidate that is not raced out is scored on every problem, and its fitness is the full-set
         mean."""
-        import numpy as np
-
-        from evomerge.evaluators.racing import log_term, upper_bound
+        from evomerge.evaluators.racing import Race
         from evomerge.generation.greedy import TokenCount
 
         term = self.racing_term()
         ev = term.evaluator
         n = ev.num_items()
-        if racing is None:
-            order, chunk, min_items, log_t = list(range(n)), n, n, 0.0
-        else:
-            order = np.random.default_rng(racing.seed).permutation(n).tolist()
-            chunk, min_items = racing.chunk, racing.min_items
-            log_t = log_term(n, chunk, min_items, racing.confidence)
         metric = term.metric or ev.default_metric
-        lo, hi = ev.item_range or (0.0, 1.0)  # only racing (which needs a range) reads them
+        race = Race.from_config(racing, n, ev.item_range, ev.binary_items, term.weight) if racing else None
+        looks = race.looks() if race is not None else [list(range(n))]
         ev.tokens = TokenCount()
         t0 = time.perf_counter()
         items: dict[int, dict[str, float]] = {}
         bound, raced = None, False
-        for start in range(0, n, chunk):
-            idx = order[start:start + chunk]
+        for idx in looks:
             items.update(zip(idx, ev.score_items(model, tokenizer, idx)))
-            k = len(items)
-            if cut is None or k >= n or k < min_items:
-                continue
-            mean = sum(v[metric] for v in items.values()) / k
-            bound = term.weight * upper_bound(mean, k, n, lo, hi, log_t, ev.binary_items)
-            if bound < cut:
-                raced = True
-                break
+            if race is not None:
+                looked, raced = race.stop([v[metric] for v in items.values()], cut)
+                bound = looked if looked is not None else bound  # the last bound computed is the one recorded
+                if raced:
+                    break
         value, scores = self._item_scores(term, items, t0)
         race = {"items": len(items), "total": n, "estimate": value, "bound": bound, "raced": raced,
                 "values": {i: v[metric] for i, v in items.items()} if len(items) == n else None}

@@ -72,7 +72,7 @@ class Evaluator(ABC):
 
     def last_item_values(self, metric: str) -> list[float] | None:
         """Each item's value of `metric` in the last `evaluate`, in item order (kept with the trial, so a run can
-        be replayed under racing or subset settings later: evomerge/search/replay.py); None if not known."""
+        be replayed under racing or subset settings later: evomerge/search/economy/replay.py); None if not known."""
         return None
 
     def data_fingerprint(self) -> str | None:

@@ -6,20 +6,17 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 
-from evomerge.merging import fused_cpu
-from evomerge.core import rng
 from evomerge.core.devices import pick_device
 from evomerge.core.dtypes import torch_dtype
 from evomerge.core.errors import UserError
-from evomerge.merging.methods import TensorContext
+from evomerge.merging import kernels
 from evomerge.sources.models import ModelPool
-from evomerge.merging.plan import MergePlan, TensorTask, plan_merge
+from evomerge.merging.plan import MergePlan, plan_merge
 from evomerge.merging.recipe import Recipe
-
 
 
 def ensure_seed(recipe: Recipe, seed: int | None = None) -> Recipe:
@@ -29,64 +26,6 @@ def ensure_seed(recipe: Recipe, seed: int | None = None) -> Recipe:
     if recipe.seed is None:
         return recipe.model_copy(update={"seed": random.SystemRandom().randrange(2**31)})
     return recipe
-
-
-def uniform_source(seed: int, task: TensorTask) -> Callable[[int, torch.Size, torch.device], torch.Tensor]:
-    """Uniform numbers for DARE/DELLA masks keyed by (seed, output tensor, source position; `rng.mask_keys`):
-    independent of order, device and where the model files live."""
-
-    def uniform(i: int, shape: torch.Size, device: torch.device) -> torch.Tensor:
-        return rng.uniform_like(rng.mask_keys(seed, task.out_name, i), shape, device)
-
-    return uniform
-
-
-def merge_task(
-    plan: MergePlan,
-    task: TensorTask,
-    fetch: Callable[[str, str], torch.Tensor],
-    seed: int,
-    device: torch.device,
-    in_dtype: torch.dtype | None = None,
-) -> torch.Tensor:
-    """One output tensor, computed in float32 (inputs first rounded to the recipe's `dtype`, as mergekit does)."""
-    if task.copy:
-        return fetch(*task.inputs[0]).to(device)
-    tensors = []
-    for model, name in task.inputs:
-        t = fetch(model, name).to(device)
-        if in_dtype is not None:
-            t = t.to(in_dtype)
-        tensors.append(t.to(torch.float32))
-    if not tensors[0].is_floating_point():
-        return tensors[0]
-    ctx = TensorContext(task.out_name, uniform_source(seed, task))
-    return plan.method.merge(tensors, task.base, task.shared, task.per_input, ctx)
-
-
-def merge_task_into(
-    plan: MergePlan,
-    task: TensorTask,
-    fetch: Callable[[str, str], torch.Tensor],
-    seed: int,
-    out: torch.Tensor,
-    in_dtype: torch.dtype | None = None,
-    tables: fused_cpu.DareTables | None = None,
-) -> bool:
-    """One output tensor written into `out` (in its dtype, on its device); False if it holds NaN or inf.
-
-    On the CPU, methods that declare a fused form run evomerge.merging.fused_cpu's compiled kernels (one or two passes,
-    no float32 temporaries; `tables`: a live merge's fused_cpu.DareTables for this tensor); everything else runs the
-    reference `merge_task` and is copied in."""
-    if not task.copy and out.device.type == "cpu" and out.is_floating_point():
-        tensors = [fetch(model, name) for model, name in task.inputs]
-        if fused_cpu.supports(plan.method, tensors, out, in_dtype):
-            bad = fused_cpu.merge_into(plan.method, tensors, task.base, task.shared, task.per_input, out, seed,
-                                       task.out_name, in_dtype, tables)
-            return bad == 0
-    result = merge_task(plan, task, fetch, seed, out.device, in_dtype)
-    out.copy_(result)
-    return bool(torch.isfinite(result).all())
 
 
 @dataclass
@@ -165,7 +104,7 @@ class MergeRun:
                     out = held[:nbytes].view(dtype).view(shape)
                 else:
                     out = torch.empty(shape, dtype=dtype, device=self.device)
-                finite = merge_task_into(self.plan, task, lambda m, n: inputs[(m, n)], self.recipe.seed or 0, out,
+                finite = kernels.merge_into(self.plan, task, lambda m, n: inputs[(m, n)], self.recipe.seed or 0, out,
                                          in_dtype)
                 inputs = None  # the sources' views go before their mappings close
                 if not finite:

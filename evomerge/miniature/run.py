@@ -18,7 +18,7 @@ from pathlib import Path
 from evomerge.miniature.builtins import builtin_model
 from evomerge.search.config import load_search_config, search_config_from_dict
 from evomerge.core.resources import package_path
-from evomerge.search.driver import run_search
+from evomerge.search.loop.driver import run_search
 from evomerge.reports.table import TableConfig, build_table, load_table_config, to_markdown
 
 RUN_PREFIX = "run:runs/miniature/"
@@ -45,7 +45,7 @@ def _point_at(ref: str, out: Path) -> str:
 
 def _search_span(run_dir: Path) -> float:
     """Seconds from the first trial's start to the last trial's end (model loading excluded)."""
-    from evomerge.search.store import RunStore
+    from evomerge.search.records.store import RunStore
 
     with RunStore(run_dir) as store:
         return store.trial_span()
@@ -53,7 +53,7 @@ def _search_span(run_dir: Path) -> float:
 
 def _has_run(run_dir: Path) -> bool:
     """Re-running the miniature continues its searches; the first time starts them."""
-    from evomerge.search.store import DB_NAME
+    from evomerge.search.records.store import DB_NAME
 
     return (run_dir / DB_NAME).exists()
 

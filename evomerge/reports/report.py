@@ -16,8 +16,8 @@ import numpy as np
 import yaml
 
 from evomerge.core.errors import UserError
-from evomerge.search.results import reference_estimates
-from evomerge.search.store import RunStore, Trial
+from evomerge.search.records.results import reference_estimates
+from evomerge.search.records.store import RunStore, Trial
 
 
 def _plt():
@@ -181,8 +181,8 @@ def plot_path(best: Trial, out: Path) -> Path | None:
 def plot_front(store: RunStore, out: Path) -> Path | None:
     """Multi-objective runs: every scored trial in the plane of the first two objectives (in their own units),
     constraint breakers hollow, the Pareto front joined; beside it the front's hypervolume per generation."""
-    from evomerge.search import pareto
-    from evomerge.search.optimizers import OPTIMIZERS
+    from evomerge.search.optimize import pareto
+    from evomerge.search.optimize.optimizers import OPTIMIZERS
 
     if not getattr(OPTIMIZERS.get(store.config()["optimizer"]["name"]), "multi_objective", False):
         return None
@@ -236,14 +236,14 @@ def plot_front(store: RunStore, out: Path) -> Path | None:
 def plot_archive(store: RunStore, out: Path) -> Path | None:
     """Quality-diversity runs: each objective's archive as a heatmap of its elites' quality over the grid of the
     other objectives (two descriptors: a map; one: a strip; more: the first two, best over the rest)."""
-    from evomerge.search.quality_diversity import archive_of_run, describe
+    from evomerge.search.optimize.quality_diversity import archive_of_run, describe
 
     built = archive_of_run(store)
     if built is None:
         return None
     archives = describe(*built)
     plt = _plt()
-    from evomerge.search import pareto
+    from evomerge.search.optimize import pareto
 
     one_d = all(len(a["descriptors"]) == 1 for a in archives)
     fig, axes = plt.subplots(1, len(archives), figsize=(5 * len(archives), 2.6 if one_d else 4.2), squeeze=False)
@@ -308,7 +308,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
                    f"(fitness {best.fitness:.6g})"
                    + (f", validation {best.val_fitness:.6g}" if best.val_fitness is not None else "") + "."]
         summary += [f"Self-check: {note}" for note in store.notes("self_check")]
-        from evomerge.search.results import _front
+        from evomerge.search.records.results import _front
 
         front = _front(store, store.config())
         if front is not None:

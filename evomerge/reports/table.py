@@ -37,7 +37,7 @@ class TableModel(BaseModel):
 
 def expand_fronts(models: list[TableModel]) -> list[TableModel]:
     """`front: RUN` rows become one `run:RUN@ID` row per Pareto-front member, named after the trial."""
-    from evomerge.search.results import run_status
+    from evomerge.search.records.results import run_status
 
     out = []
     for m in models:
@@ -105,7 +105,7 @@ def _value(task: TableTask, metrics: dict[str, float], default_metric: str | Non
 
 
 def resolve_ref(ref: str, cache_dir: Path, log=print) -> str:
-    from evomerge.search.results import resolve_run_ref
+    from evomerge.search.records.results import resolve_run_ref
 
     if not ref.startswith("recipe:"):
         return resolve_run_ref(ref, log)

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evomerge.search.results import run_status
-from evomerge.search.store import LOCK_NAME, RunStore
+from evomerge.search.records.results import run_status
+from evomerge.search.records.store import LOCK_NAME, RunStore
 
 
 def holder(run_dir: Path) -> tuple[int, str] | None:

@@ -124,9 +124,9 @@ def build(v: Variant, arch: int) -> Build:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from evomerge.runtime import fused
+    from evomerge.merging import fused_gpu
 
-    fn = getattr(fused, v.kernel)
+    fn = getattr(fused_gpu, v.kernel)
     tl_types = {None: None, "fp32": tl.float32, "fp16": tl.float16, "bf16": tl.bfloat16}
     consts = {k: (tl_types[val] if k.endswith("DTYPE") else val) for k, val in v.consts}
     try:

@@ -1,10 +1,11 @@
 """A live merged model for searches: sources loaded once, each candidate merged into the same model in place.
 
-Nothing is written to disk per candidate. On CPU the candidate path runs the very same `merge_task_into` as
-`evomerge merge` (same planner, same compiled CPU kernels of evomerge/merging/fused_cpu.py, same DARE streams), straight
-into the live model's weights, so exporting a trial's recipe gives the model that was scored, bit for bit. On a GPU the fused kernels (runtime/fused.py) compute the same function in
-one pass per tensor; whole-tensor sums (DARE's rescale) may then differ from the export in the last float32
-bits.
+Nothing is written to disk per candidate. Each tensor is merged through the same entry point as `evomerge merge`
+(merging/kernels.py: the same planner, the same choice between the GPU kernels, the compiled CPU kernels and the
+reference, the same DARE streams), straight into the live model's weights, so on the CPU exporting a trial's recipe
+gives the model that was scored, bit for bit. On a GPU the fused kernels (merging/fused_gpu.py) compute the same
+function in one pass per tensor; whole-tensor sums (DARE's rescale) may then differ from the export in the last
+float32 bits.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from evomerge.core.errors import UserError, reason
 from evomerge.merging.export import output_config
 from evomerge.core.devices import pick_device
 from evomerge.core.dtypes import torch_dtype
-from evomerge.merging.merge import merge_task, merge_task_into
+from evomerge.merging import kernels
 from evomerge.sources.models import ModelPool, load_tokenizer
 from evomerge.core.architecture import checkpoint_to_runtime, ignored_on_load, is_vlm
 from evomerge.merging.plan import MergePlan, plan_merge
@@ -48,7 +49,7 @@ class LiveMerge:
         turns it off. Either way the merged weights are the same bits."""
         from transformers import AutoModelForCausalLM
 
-        from evomerge.runtime import fused as fused_kernels
+        from evomerge.merging import fused_gpu as fused_kernels
 
         self.pool = pool
         self.device = devices[0] if devices else pick_device(device)
@@ -123,12 +124,9 @@ class LiveMerge:
             fused = self.device.type == "cuda" and fused_kernels.available()
         if fused and not fused_kernels.available():
             raise UserError("the fused merge kernels need Triton (pip install triton)")
-        kernel_dtypes = (None, torch.float32, torch.float16, torch.bfloat16)  # what the kernels load and store
-        self.fused = (fused_kernels.FusedMerger(self.in_dtype)
-                      if fused and self.in_dtype in kernel_dtypes and self.dtype in kernel_dtypes[1:] else None)
-        # tensors whose sources the kernels can read (float64 sources take the reference path)
-        self.fusable = {t.out_name for t in self._live(plan)
-                        if all(self.sources[k].dtype in kernel_dtypes for k in t.inputs)}
+        # the GPU kernels' merger, where they are to run; merging/kernels.py chooses them tensor by tensor (float64
+        # sources, say, take the reference path) and the self-check may turn them off (None)
+        self.fused = fused_kernels.FusedMerger(self.in_dtype) if fused else None
         self.tables_bytes = tables_bytes
         self._tables: dict[str, tuple[tuple, object]] = {}  # out name -> (what they were built for, DareTables)
         self._tables_used = 0  # bytes the built tables hold
@@ -205,7 +203,9 @@ class LiveMerge:
         if self.fused is None:
             return None
         plan = plan_merge(recipe, self.pool.get)
-        tasks = [t for t in plan.tasks if t.out_name in self.fusable and self.fused.supports(plan.method, t)]
+        tasks = [t for t in self._live(plan) if kernels.choose(plan.method, t, [self.fetch(*k) for k in t.inputs],
+                                                                  self.params[t.out_name], self.in_dtype,
+                                                                  self.fused) == "gpu"]
         sizes = [self.params[t.out_name].numel() for t in tasks]
         if sum(sizes) > max_elements:  # a bounded sample, spread over the layers
             step = -(-sum(sizes) // max_elements)
@@ -219,7 +219,7 @@ class LiveMerge:
                 with torch.cuda.device(target.device) if target.is_cuda else _nothing(), torch.no_grad():
                     self.fused.merge_into(plan.method, task, tensors, out, recipe.seed or 0, flag)
                 on_device = dict(zip(task.inputs, tensors))
-                ref = merge_task(plan, task, lambda m, n: on_device[(m, n)], recipe.seed or 0, target.device,
+                ref = kernels.merge_task(plan, task, lambda m, n: on_device[(m, n)], recipe.seed or 0, target.device,
                                  self.in_dtype).to(out.dtype).float()
                 got = out.float()
                 if not torch.isfinite(got).all() and torch.isfinite(ref).all():
@@ -240,26 +240,26 @@ class LiveMerge:
         plan = plan_merge(recipe, self.pool.get)
         if [t.out_name for t in plan.tasks] != self.names:
             raise CandidateError("the candidate recipe does not produce the live model's tensors")
-        method = plan.method
-        bad: dict[torch.device, torch.Tensor] = {}  # one non-finite flag per device the merge writes to
+        bad: dict[torch.device, torch.Tensor] = {}  # one non-finite flag per device the GPU kernels write to
         tasks = self._live(plan)
         inputs = self._streamed(tasks) if self.stream else ([self.fetch(*k) for k in t.inputs] for t in tasks)
+        seed = recipe.seed or 0
         with torch.no_grad():
             for task, tensors in zip(tasks, inputs):
                 target = self.params[task.out_name]
-                if self.fused is not None and task.out_name in self.fusable and self.fused.supports(method, task):
+                on_device = dict(zip(task.inputs, tensors))
+                flag = tables = None
+                path = kernels.choose(plan.method, task, tensors, target, self.in_dtype, self.fused)
+                if path == "gpu":
                     flag = bad.get(target.device)
                     if flag is None:
                         flag = bad[target.device] = torch.zeros(1, dtype=torch.int32, device=target.device)
-                    with torch.cuda.device(target.device) if target.is_cuda else _nothing():
-                        self.fused.merge_into(method, task, tensors, target, recipe.seed or 0, flag)
-                    continue
-                on_device = dict(zip(task.inputs, tensors))
-                tables = None
-                if target.device.type == "cpu" and self.tables_bytes > 0 and not task.copy:
-                    tables = self._dare_tables(plan, task, tensors, recipe.seed or 0)
-                if not merge_task_into(plan, task, lambda m, n: on_device[(m, n)], recipe.seed or 0, target,
-                                       self.in_dtype, tables):
+                elif target.device.type == "cpu" and self.tables_bytes > 0 and not task.copy:
+                    tables = self._dare_tables(plan, task, tensors, seed)
+                with torch.cuda.device(target.device) if target.is_cuda else _nothing():
+                    finite = kernels.merge_into(plan, task, lambda m, n: on_device[(m, n)], seed, target,
+                                                self.in_dtype, tables, self.fused, flag)
+                if finite is False:
                     raise CandidateError(f"NaN or inf in {task.out_name}")
         if any(int(flag.item()) for flag in bad.values()):
             raise CandidateError("NaN or inf in the merged weights")

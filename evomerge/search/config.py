@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from evomerge.core.dtypes import DtypeName
 from evomerge.core.errors import UserError
-from evomerge.search.optimizers import OptimizerConfig
+from evomerge.search.optimize.optimizers import OptimizerConfig
 from evomerge.core.config_files import first_pydantic_error, read_yaml_file
 from evomerge.merging.recipe import Recipe, recipe_from_dict
 
@@ -128,7 +128,7 @@ class GrowConfig(_Strict):
 
 class SubsetConfig(_Strict):
     """Subset fitness: candidates (after the first generation, unless `first_generation: random`) are scored on
-    `items` anchor problems and their full-set score estimated (search/subset.py). Every candidate of a generation
+    `items` anchor problems and their full-set score estimated (search/economy/subset.py). Every candidate of a generation
     is scored on the same problems, so the optimiser's ranking within a generation is a paired comparison.
 
     `check` says when estimates meet the full set: `generation` re-scores each generation's best by estimate on
@@ -199,7 +199,7 @@ class ConstraintConfig(_Strict):
 
 
 class ArchiveConfig(_Strict):
-    """The quality-diversity archive of `optimizer: {name: map_elites}` (search/quality_diversity.py)."""
+    """The quality-diversity archive of `optimizer: {name: map_elites}` (search/optimize/quality_diversity.py)."""
 
     bins: int = Field(8, ge=2, le=64)  # cells per behaviour descriptor
     ranges: dict[str, tuple[float, float]] = Field(default_factory=dict)  # fitness key -> range (stored units)
@@ -222,7 +222,7 @@ class WandbConfig(_Strict):
 
 
 class TrackingConfig(_Strict):
-    """Where a search streams its trials and generations (search/tracking.py)."""
+    """Where a search streams its trials and generations (search/records/tracking.py)."""
 
     tensorboard: bool | str = False  # true: RUN_DIR/tensorboard; or a folder
     wandb: WandbConfig | None = None
@@ -259,7 +259,7 @@ class SearchConfig(_Strict):
     subset: SubsetConfig | None = None  # off by default
     tracking: TrackingConfig | None = None  # may change between resumes
     # multi-objective optimisers (nsga2, nsga3, motpe): each fitness entry is one objective; constraints bound any
-    # recorded metric, and the Pareto front is kept among the trials that meet them all (search/pareto.py)
+    # recorded metric, and the Pareto front is kept among the trials that meet them all (search/optimize/pareto.py)
     constraints: list[ConstraintConfig] = Field(default_factory=list)
     archive: ArchiveConfig | None = None  # map_elites: its grid (defaults when absent)
     failed_fitness: float = -1e9  # what a failed candidate scores (CMA-ES only uses ranks)
@@ -306,7 +306,7 @@ class SearchConfig(_Strict):
 
     @property
     def multi_objective(self) -> bool:
-        from evomerge.search.optimizers import OPTIMIZERS
+        from evomerge.search.optimize.optimizers import OPTIMIZERS
 
         return getattr(OPTIMIZERS[self.optimizer.name], "multi_objective", False)
 

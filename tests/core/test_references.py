@@ -32,7 +32,7 @@ def test_the_package_schemes_are_registered_from_above_but_not_imported(family):
 
     graph = import_graph()
     assert "evomerge.commands.schemes" in graph["evomerge"]
-    assert {"evomerge.search.results", "evomerge.miniature.builtins"} <= graph["evomerge.commands.schemes"]
+    assert {"evomerge.search.records.results", "evomerge.miniature.builtins"} <= graph["evomerge.commands.schemes"]
     assert scheme_of("org/model") is None and scheme_of("C:/models/x") is None and scheme_of("nope:x") is None
     with pytest.raises(ValueError, match="lower-case word"):
         register_scheme("Bad Scheme", lambda rest: rest)

@@ -11,7 +11,7 @@ import torch
 from evomerge.core.errors import UserError
 from evomerge.evaluators.perplexity import Perplexity, PerplexityOptions
 from evomerge.search.config import search_config_from_dict
-from evomerge.search.store import RunStore
+from evomerge.search.records.store import RunStore
 from helpers import make_config, search
 
 DOCS = ["w1 w2 w3 w4 w5 w6", "w7 w8", "w9 w10 w11 w12 w13 w14 w15 w16 w17 w18 w19 w20", "w3 w1", "w5 w6 w7",

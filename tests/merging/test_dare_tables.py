@@ -11,7 +11,7 @@ import torch
 
 from evomerge.merging import fused_cpu
 from evomerge.merging.cpu_kernels import _exact_acc
-from evomerge.merging.merge import merge_task_into
+from evomerge.merging.kernels import merge_into
 from evomerge.merging.methods import get_method
 from evomerge.merging.plan import MergePlan, TensorTask
 
@@ -85,7 +85,7 @@ def _merge(method, tensors, per_input, base, seed, tables=None, in_dtype=None, o
                       {"normalize": False, "rescale": True, "lambda": 1.0, "int8_mask": False}, per_input)
     plan = MergePlan(get_method(method), [task], [], "m0", None)
     out = torch.full(SHAPE, float("nan"), dtype=out_dtype)
-    assert merge_task_into(plan, task, lambda m, n: tensors[int(m[1:])], seed, out, in_dtype, tables)
+    assert merge_into(plan, task, lambda m, n: tensors[int(m[1:])], seed, out, in_dtype, tables)
     return out
 
 

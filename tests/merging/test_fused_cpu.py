@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from evomerge.merging import fused_cpu
-from evomerge.merging.merge import merge_task, merge_task_into
+from evomerge.merging.kernels import merge_into, merge_task
 from evomerge.merging.methods import get_method
 from evomerge.merging.plan import MergePlan, TensorTask
 
@@ -31,7 +31,7 @@ def run_both(method: str, tensors, shared, per_input, base=0, out_dtype=None, in
     fetch = lambda m, n: lookup[(m, n)]  # noqa: E731
     out = torch.full(SHAPE, float("nan"), dtype=out_dtype or tensors[0].dtype)  # every element must be written
     assert fused_cpu.supports(plan.method, tensors, out, in_dtype)
-    assert merge_task_into(plan, task, fetch, seed, out, in_dtype)
+    assert merge_into(plan, task, fetch, seed, out, in_dtype)
     ref = merge_task(plan, task, fetch, seed, torch.device("cpu"), in_dtype).to(out.dtype)
     return out, ref
 
@@ -116,7 +116,7 @@ def test_non_finite_results_are_counted():
     task = TensorTask(NAME, [("m0", "t"), ("m1", "t")], 0, {**TV, "lambda": 1e38}, [{}, {"weight": 1e38}])
     plan = MergePlan(get_method("task_arithmetic"), [task], [], "m0", None)
     out = torch.empty(SHAPE, dtype=torch.bfloat16)
-    assert not merge_task_into(plan, task, lambda m, n: tensors[int(m[1])], 0, out)
+    assert not merge_into(plan, task, lambda m, n: tensors[int(m[1])], 0, out)
 
 
 def test_what_the_kernels_do_not_take_goes_to_the_reference_path():
@@ -132,7 +132,7 @@ def test_what_the_kernels_do_not_take_goes_to_the_reference_path():
     task = TensorTask(NAME, [("m0", "t"), ("m1", "t")], 0, {**TV, "normalize": True}, [{}, {"weight": 1, "density": .5}])
     plan = MergePlan(get_method("ties"), [task], [], "m0", None)
     half = torch.empty(SHAPE, dtype=torch.float16)
-    assert merge_task_into(plan, task, lambda m, n: f32[int(m[1])], 0, half)
+    assert merge_into(plan, task, lambda m, n: f32[int(m[1])], 0, half)
     assert torch.equal(half, merge_task(plan, task, lambda m, n: f32[int(m[1])], 0, torch.device("cpu")).half())
 
 
@@ -183,7 +183,7 @@ def test_one_nan_or_a_value_beyond_the_output_dtype_is_caught(out_dtype):
     out = torch.empty(SHAPE, dtype=out_dtype)
     task = TensorTask(NAME, [("m0", "t"), ("m1", "t")], None, {"normalize": False}, [{"weight": 0.5}, {"weight": 0.5}])
     plan = MergePlan(get_method("linear"), [task], [], "m0", None)
-    assert not merge_task_into(plan, task, lambda m, n: tensors[int(m[1])], 0, out)
+    assert not merge_into(plan, task, lambda m, n: tensors[int(m[1])], 0, out)
     big = [torch.full(SHAPE, 3.40e38), torch.full(SHAPE, 3.40e38)]  # finite in float32, inf in bfloat16
-    finite = merge_task_into(plan, task, lambda m, n: big[int(m[1])], 0, out)
+    finite = merge_into(plan, task, lambda m, n: big[int(m[1])], 0, out)
     assert finite == (out_dtype == torch.float32)

@@ -168,7 +168,7 @@ def vqa_fitness(vqa_data, tmp_path) -> list[dict]:
 def test_a_search_over_asagi_scores_it_on_images_and_its_export_rescores_exactly(asagi, vqa_data, tmp_path,
                                                                                 capsys):
     pytest.importorskip("fugashi")
-    from evomerge.search.results import run_status
+    from evomerge.search.records.results import run_status
 
     cfg = {"merge": yaml.safe_load(recipe(asagi, "vlm")), "genome": {"parameters": ["weight", "density"]},
            "optimizer": {"name": "cma", "seed": 0, "popsize": 3, "sigma0": 0.5}, "budget": {"max_trials": 6},
@@ -179,7 +179,7 @@ def test_a_search_over_asagi_scores_it_on_images_and_its_export_rescores_exactly
     err = capsys.readouterr().err
     assert err.count("ships its own modeling code") == 1 and "'llava'" in err  # what scores it, said once
     assert err.count("has no patch_size (saved before transformers 4.47)") == 1  # its 4.45.1 processor, filled
-    from evomerge.search.store import RunStore
+    from evomerge.search.records.store import RunStore
 
     with RunStore(tmp_path / "run") as store:
         fitness = [t.fitness for t in store.trials("complete")]
@@ -201,7 +201,7 @@ def test_a_data_flow_search_through_asagi_exports_it_with_its_code_and_rescores_
     export is evomerge's data-flow model (its own code via auto_map, on the same transformers class), with
     Asagi's vision tower and projector; it re-scores as the search scored."""
     pytest.importorskip("fugashi")
-    from evomerge.search.results import run_status
+    from evomerge.search.records.results import run_status
 
     cfg = {"dataflow": {"model_a": str(asagi["vlm"]), "model_b": str(asagi["ft1"]), "repeats": 1, "scales": True},
            "optimizer": {"name": "cma", "seed": 1, "popsize": 4}, "budget": {"max_trials": 8},
@@ -236,7 +236,7 @@ def test_a_llava_with_a_tensor_its_class_lacks_is_searched_without_it_and_export
 
     from safetensors.torch import load_file, save_file
 
-    from evomerge.search.results import run_status
+    from evomerge.search.records.results import run_status
 
     folder = tmp_path / "evovlm-like"
     shutil.copytree(Path(__file__).parent.parent / "data" / "llava_4_38", folder)

@@ -24,7 +24,7 @@ def test_report_for_layerwise_ps_run(family, target, tmp_path, capsys):
     assert "| generation | best neg_mse (higher is better) | mean |" in text and "![fitness](fitness.png)" in text
     # the heatmap's rows and columns come from the gene metadata the run recorded
     from evomerge.reports.report import parameter_grids
-    from evomerge.search.store import RunStore
+    from evomerge.search.records.store import RunStore
 
     with RunStore(tmp_path / "run") as store:
         best, genes = store.result(), store.genes_info()
@@ -36,7 +36,7 @@ def test_report_for_layerwise_ps_run(family, target, tmp_path, capsys):
 
 def test_one_gene_per_model_reads_all_layers(family, target, tmp_path):
     from evomerge.reports.report import parameter_grids
-    from evomerge.search.store import RunStore
+    from evomerge.search.records.store import RunStore
 
     search(make_config(family, target, budget=6), tmp_path / "run")
     with RunStore(tmp_path / "run") as store:
@@ -62,7 +62,7 @@ def test_the_fitness_picture_shows_every_trial_whole_generations_and_the_metrics
     import math
 
     from evomerge.reports.report import fitness_series
-    from evomerge.search.store import RunStore
+    from evomerge.search.records.store import RunStore
 
     text = tmp_path / "t.txt"
     text.write_text(" ".join(f"w{(i * 7) % 61}" for i in range(200)))

@@ -12,7 +12,7 @@ import torch
 
 from evomerge.sources.models import ModelPool
 from evomerge.merging.recipe import recipe_from_dict
-from evomerge.runtime.fused import FusedMerger
+from evomerge.merging.fused_gpu import FusedMerger
 from evomerge.runtime.live import LiveMerge
 from helpers import cli, write
 

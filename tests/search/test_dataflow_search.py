@@ -10,8 +10,8 @@ import yaml
 from evomerge.merging.dataflow import DataflowPath
 from evomerge.sources.models import ModelPool
 from evomerge.search.config import search_config_from_dict
-from evomerge.search.results import run_status
-from evomerge.search.spaces import make_space
+from evomerge.search.records.results import run_status
+from evomerge.search.space.spaces import make_space
 from helpers import cli
 from conftest import TARGET_HOPS
 from helpers import dfs_config, search, trials
@@ -79,7 +79,7 @@ def test_ps_then_dfs_chains_the_ps_result_in_as_model_a(family, other, target_lo
     assert ps_best  # the PS result really is a model folder
 
     # best_model remembers its trial; a run whose best has changed since is exported again
-    from evomerge.search.results import resolve_run_ref, run_status
+    from evomerge.search.records.results import resolve_run_ref, run_status
 
     marker, trial = tmp_path / "ps" / "best_model.trial", run_status(tmp_path / "ps")["best"]["trial"]
     assert marker.read_text().strip() == str(trial)

@@ -155,6 +155,6 @@ def test_dfs_on_a_vlm_with_vqa_fitness_exports_and_rescores(tiny_llava, text_b, 
     capsys.readouterr()
     assert cli("eval", tmp_path / "best", "--config", cfg_file, "--json", "--trust-remote-code") == 0
     scored = json.loads(capsys.readouterr().out)
-    from evomerge.search.results import run_status
+    from evomerge.search.records.results import run_status
 
     assert scored["fitness"] == pytest.approx(run_status(tmp_path / "run")["best"]["fitness"], abs=1e-9)

@@ -15,8 +15,8 @@ import yaml
 from conftest import load_state
 from evomerge.merging.merge import run_merge
 from evomerge.search.config import search_config_from_dict
-from evomerge.search.results import run_status, trial_candidate
-from evomerge.search.store import RunStore
+from evomerge.search.records.results import run_status, trial_candidate
+from evomerge.search.records.store import RunStore
 from helpers import cli, make_config, search, trials
 
 TESTS = Path(__file__).resolve().parents[1]  # tests/, where fitness_fixtures lives
@@ -120,7 +120,7 @@ def test_cli_status_export_and_eval_reproduce_the_fitness(family, tmp_path, caps
 
 def test_layer_group_genome_with_split_filters(family, target, tmp_path):
     from evomerge.sources.models import ModelPool
-    from evomerge.search.spaces import make_space
+    from evomerge.search.space.spaces import make_space
 
     cfg = make_config(family, target)
     cfg["genome"] = {"parameters": ["weight"], "granularity": "layer_group", "group_size": 2,
@@ -151,7 +151,7 @@ def test_della_genome_defaults_and_density_epsilon_check(family, target, tmp_pat
     density +- epsilon leave (0, 1) are refused before the search, naming genome.bounds."""
     from evomerge.core.errors import UserError
     from evomerge.sources.models import ModelPool
-    from evomerge.search.spaces import make_space
+    from evomerge.search.space.spaces import make_space
 
     cfg = make_config(family, target)
     cfg["merge"]["merge_method"] = "della"

@@ -4,9 +4,9 @@ likelihood estimate in gens 0-4 of the third proof's likelihood runs (5-7 were f
 import json, subprocess, sys, time
 from pathlib import Path
 import numpy as np, yaml
-from evomerge.search.store import RunStore
+from evomerge.search.records.store import RunStore
 from evomerge.search.config import SearchConfig
-from evomerge.search.spaces import make_space, export_candidate
+from evomerge.search.space.spaces import make_space, export_candidate
 from evomerge.sources.models import ModelPool
 
 RUNS = Path("/work/runs/steering3"); OUT = Path("/tmp/pilot4")

@@ -4,9 +4,9 @@ known), to compare candidate signals offline."""
 import json, sys, time
 from pathlib import Path
 import numpy as np, torch
-from evomerge.search.store import RunStore
+from evomerge.search.records.store import RunStore
 from evomerge.search.config import SearchConfig
-from evomerge.search.spaces import make_space, candidate_from_yaml
+from evomerge.search.space.spaces import make_space, candidate_from_yaml
 from evomerge.sources.models import ModelPool
 from evomerge.evaluators.likelihood import encode_pair
 

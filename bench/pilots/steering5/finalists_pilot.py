@@ -4,9 +4,9 @@ per problem, so that any final rule over them (best of the top k, successive hal
 import json, subprocess, sys, time
 from pathlib import Path
 import numpy as np
-from evomerge.search.store import RunStore
+from evomerge.search.records.store import RunStore
 from evomerge.search.config import SearchConfig
-from evomerge.search.spaces import make_space, export_candidate
+from evomerge.search.space.spaces import make_space, export_candidate
 from evomerge.sources.models import ModelPool
 
 RUNS = Path("/work/runs/steering4"); OUT = Path("/tmp/pilot5"); FIT96 = Path("/tmp/pilot4/fit96.yaml")

@@ -81,7 +81,7 @@ class TensorContext:
 
 @dataclass(frozen=True)
 class FusedForm:
-    """How the fused GPU kernels (runtime/fused.py) compute a method in one pass per tensor, declared by the
+    """How the fused GPU kernels (merging/fused_gpu.py) compute a method in one pass per tensor, declared by the
     method itself; a method without one always runs its reference `merge`.
 
     weighted_sum: sum_i w_i x_i (divided by the weight sum with normalize); slerp: c0 x_base + c1 x_other with the

@@ -8,8 +8,8 @@ import pytest
 from evomerge.core.errors import UserError
 from evomerge.merging.recipe import recipe_from_dict
 from evomerge.search.config import DataflowConfig, GenomeConfig
-from evomerge.search.dataflow_genome import DataflowGenome
-from evomerge.search.genome import Genome
+from evomerge.search.space.dataflow_genome import DataflowGenome
+from evomerge.search.space.genome import Genome
 
 TEMPLATE = recipe_from_dict({"merge_method": "dare_ties", "base_model": "org/base",
                              "models": [{"model": "org/ja"}, {"model": "org/math"}, {"model": "org/base"}]})

@@ -61,8 +61,8 @@ class Archive:
 
 def archive_of_run(store: Any) -> tuple[Archive, list[Any]] | None:
     """Rebuild a quality-diversity run's archive from its store (the told trials, in told order)."""
-    from evomerge.search import pareto
-    from evomerge.search.store import SCORED
+    from evomerge.search.optimize import pareto
+    from evomerge.search.records.store import SCORED
 
     config = store.config()
     if config["optimizer"]["name"] != "map_elites":
@@ -94,7 +94,7 @@ def offer(archive: Archive, told: list[tuple[Any, np.ndarray, list[float] | None
 
 def describe(archive: Archive, objs: list[Any]) -> list[dict[str, Any]]:
     """Per objective as the quality: its cells and their elites (what `status` lists and `report` draws)."""
-    from evomerge.search import pareto
+    from evomerge.search.optimize import pareto
 
     out = []
     for k, o in enumerate(objs):

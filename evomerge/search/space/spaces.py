@@ -68,7 +68,7 @@ class ParameterSpace(SearchSpace):
     """Weights and densities of a merge recipe (the paper's PS): `merge:` plus `genome:`."""
 
     def __init__(self, config: SearchConfig, pool: ModelPool, where: str = "search config"):
-        from evomerge.search.genome import Genome
+        from evomerge.search.space.genome import Genome
 
         super().__init__(config)
         template = config.template(where)
@@ -127,7 +127,7 @@ class DataflowSpace(SearchSpace):
     def __init__(self, config: SearchConfig, pool: ModelPool):
         from evomerge.runtime.dataflow import check_layer_shapes
         from evomerge.core.references import resolve_scheme
-        from evomerge.search.dataflow_genome import DataflowGenome
+        from evomerge.search.space.dataflow_genome import DataflowGenome
 
         super().__init__(config)
         d = config.dataflow

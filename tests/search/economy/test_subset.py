@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from evomerge.search.store import RunStore
-from evomerge.search.subset import choose_anchors, estimate
+from evomerge.search.records.store import RunStore
+from evomerge.search.economy.subset import choose_anchors, estimate
 from helpers import cli, make_config, search, trials
 
 
@@ -299,7 +299,7 @@ def test_a_run_killed_while_it_grows_resumes_exactly(family, target, tmp_path):
 
     from pathlib import Path
 
-    tests = Path(__file__).resolve().parents[1]
+    tests = Path(__file__).resolve().parents[2]
     calls = tmp_path / "calls"
     cfg = grow_config(family, target, calls_file=str(calls), kill_at_call=9)  # generation 0's first extension
     env = dict(os.environ, PYTHONPATH=f"{tests}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
@@ -479,7 +479,7 @@ def test_more_finalists_than_the_run_has_are_all_scored_and_said_once(family, ta
     """`finalists: 50` in a run of 24 trials, or 9 with `finalists_from: generations` over 4 generations, used to
     run with no word: every candidate there is (or each generation's best) is scored in full, said in one line."""
     from evomerge.search.config import search_config_from_dict
-    from evomerge.search.driver import run_search
+    from evomerge.search.loop.driver import run_search
 
     cfg = final_config(family, target, finalists=asked)
     cfg["subset"]["finalists_from"] = source

@@ -15,7 +15,7 @@ from collections import deque
 from typing import Any
 
 from evomerge.core.errors import UserError
-from evomerge.search.executors import Job, Lost, Outcome
+from evomerge.search.loop.executors import Job, Lost, Outcome
 
 
 def _worker_class(gpus: float, cpus: float):
@@ -29,9 +29,9 @@ def _worker_class(gpus: float, cpus: float):
             from evomerge.evaluators import Fitness
             from evomerge.sources.models import ModelPool
             from evomerge.search.config import SearchConfig
-            from evomerge.search.spaces import make_space
+            from evomerge.search.space.spaces import make_space
 
-            from evomerge.search.executors import Runner
+            from evomerge.search.loop.executors import Runner
 
             config = SearchConfig.model_validate(json.loads(config_json))
             self.pool = ModelPool()

@@ -9,9 +9,9 @@ import torch
 
 pytest.importorskip("triton")
 
-from evomerge.merging.merge import merge_task  # noqa: E402
+from evomerge.merging.kernels import merge_task  # noqa: E402
 from evomerge.merging.methods import get_method  # noqa: E402
-from evomerge.runtime.fused import FusedMerger  # noqa: E402
+from evomerge.merging.fused_gpu import FusedMerger  # noqa: E402
 from evomerge.merging.plan import MergePlan, TensorTask  # noqa: E402
 
 

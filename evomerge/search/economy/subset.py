@@ -9,7 +9,7 @@ that score is what the run reports and exports, its item results join the matrix
 the gap between estimate and full score is recorded as the estimation error. With `check: final` nothing is
 re-scored until the search ends (so there are no full-set rows to cluster: each generation draws a fresh seeded
 random subset), then the finalists are: the best by estimate of each of the last `finalists` generations, or
-(`finalists_from: run`) the `finalists` best by estimate of the whole run (search/driver.py).
+(`finalists_from: run`) the `finalists` best by estimate of the whole run (search/loop/driver.py).
 
 Everything here is a pure function of the recorded item results and the seed, so a resumed run chooses the same
 anchors.
@@ -90,3 +90,58 @@ def finalists_note(asked: int, available: int, source: str) -> str | None:
     each = "all of them are" if source == "run" else "the best of each is"
     return (f"note: subset.finalists is {asked}, but the run has {available} {what}: {each} scored on every "
             "problem")
+
+
+class SubsetPolicy:
+    """Subset fitness's decisions, in one place for a run (search/loop/driver.py) and for `evomerge replay
+    --subset` (economy/replay.py), so the two cannot drift: which problems a generation is scored on, whether it
+    gets more (`grow`), and which candidates are scored on every problem at the end (`check: final`). Every
+    decision is a pure function of the config, the seed and what the run has recorded, so a resumed run decides
+    the same."""
+
+    def __init__(self, config, n_items: int, popsize: int, max_trials: int):
+        self.config, self.n_items, self.popsize = config, n_items, popsize
+        self.first_full = config.first_generation == "full"
+        self.checks_each_generation = config.check == "generation"
+        # the generations scored on subsets (growth's budget is spread over them)
+        self.estimated_generations = -(-max_trials // popsize) - (1 if self.first_full else 0)
+
+    def estimated(self, gen: int) -> bool:
+        """Whether generation `gen` is scored on a subset (else on every problem)."""
+        return not (gen == 0 and self.first_full)
+
+    def anchors(self, gen: int, full_results: list[dict[int, float]]) -> tuple[list[int], list[float]]:
+        """Generation `gen`'s problems and weights. `full_results`: the item results of the candidates scored on
+        every problem so far; with `check: final` none are used (each generation draws a fresh seeded subset)."""
+        known = full_results if self.checks_each_generation else []
+        return choose_anchors(known, self.n_items, self.config.items, self.config.seed + gen)
+
+    def wants_more(self, total: float, sizes: list[int]) -> bool:
+        """`grow`: whether a generation whose candidates scored `total` in all (item values summed) on its
+        problems gets `step` more; `sizes`: problems per candidate of each estimated generation so far."""
+        grow = self.config.grow
+        return (grow is not None and total + 1e-9 < grow.min_total
+                and can_grow(sizes, self.estimated_generations, self.popsize, self.config.items, self.n_items, grow))
+
+    def more(self, anchors: list[int], gen: int) -> list[int]:
+        """The `step` problems growth adds to generation `gen` (seeded: a resume and a replay draw the same)."""
+        return more_anchors(anchors, self.n_items, self.config.grow.step, self.config.seed, gen)
+
+    @staticmethod
+    def best_of(rows: list[tuple[float, int]]) -> int:
+        """The trial a generation is represented by: the best by estimate, ties to the earlier trial.
+        `rows`: (estimate, trial id)."""
+        return max(rows, key=lambda r: (r[0], -r[1]))[1]
+
+    def finalists(self, rows: list[tuple[float, int, int, bool]]) -> tuple[list[int], str | None]:
+        """`check: final`: the trials to score on every problem, and the note when fewer are there than asked.
+        `rows`: (estimate, trial id, generation, proposed again) of every scored trial. From the run: the best
+        distinct candidates (a candidate proposed again is its first trial); from the generations: the best trial
+        of each of the last ones (one already scored in full needs nothing more)."""
+        asked = self.config.finalists
+        if self.config.finalists_from == "run":
+            ranked = sorted((r for r in rows if not r[3]), key=lambda r: (-r[0], r[1]))
+            return [r[1] for r in ranked[:asked]], finalists_note(asked, len(ranked), "run")
+        generations = sorted({r[2] for r in rows})
+        chosen = [self.best_of([(r[0], r[1]) for r in rows if r[2] == gen]) for gen in generations[-asked:]]
+        return chosen, finalists_note(asked, len(generations), "generations")

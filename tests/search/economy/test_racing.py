@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from evomerge.search.store import RunStore
+from evomerge.search.records.store import RunStore
 from helpers import cli, make_config, search, trials
 
 
@@ -112,7 +112,7 @@ def test_the_binary_bound_is_tighter_than_hoeffding_serfling_where_it_matters():
 def test_right_or_wrong_items_race_with_the_exact_bound(family, target, tmp_path):
     """An evaluator that declares binary items gets the exact bound in a real run, and a replay of the same
     generation with it decides the same; the range-based bound stops fewer candidates on the same results."""
-    from evomerge.search.replay import replay_racing
+    from evomerge.search.economy.replay import replay_racing
 
     cfg = racing_config(family, target, budget=6)
     cfg["fitness"] = [{"name": "fitness_fixtures:ItemHit", "target": str(target), "hit": 0.6}]

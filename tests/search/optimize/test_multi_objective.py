@@ -10,9 +10,9 @@ import json
 import numpy as np
 import pytest
 
-from evomerge.search import pareto
-from evomerge.search.results import run_status
-from evomerge.search.store import RunStore
+from evomerge.search.optimize import pareto
+from evomerge.search.records.results import run_status
+from evomerge.search.records.store import RunStore
 from helpers import cli, search, write
 
 
@@ -174,8 +174,8 @@ def test_a_table_lists_the_front_members(family, tmp_path):
 def test_a_candidate_and_its_duplicate_are_one_front_member():
     """The driver records a repeated candidate as a trial of its own (`duplicate_of`, the first's result): the
     front (and `{front: RUN}` table rows) lists that candidate once, as its first trial."""
-    from evomerge.search import pareto
-    from evomerge.search.store import Trial
+    from evomerge.search.optimize import pareto
+    from evomerge.search.records.store import Trial
 
     def trial(i, a, b, recipe, dup=None):
         return Trial(id=i, generation=0, genes=[0.0], params={}, recipe=recipe, status="complete",

@@ -18,11 +18,10 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from evomerge.core.errors import UserError
-from evomerge.evaluators.racing import log_term, upper_bound
+from evomerge.evaluators.racing import Race, parents_cut
 from evomerge.core.config_files import first_pydantic_error
 from evomerge.search.config import RacingConfig, SubsetConfig
-from evomerge.search.store import RunStore, Trial
-from evomerge.search.subset import finalists_note
+from evomerge.search.records.store import RunStore, Trial
 
 
 def _checked(cls: type[BaseModel], option: str, **settings: Any) -> BaseModel:
@@ -79,22 +78,19 @@ def replay_racing(run_dir: str | Path, chunk: int = 16, confidence: float = 0.95
     rows, used_all, total_all = [], 0, 0
     for trials in gens:
         n = len(trials[0].item_values)
-        order = np.random.default_rng(seed).permutation(n).tolist()
-        log_t = log_term(n, chunk, min_items, confidence)
+        race = Race(n, chunk, min_items, confidence, seed, (lo, hi), is_binary, weight)  # as the search races
         mu = max(1, len(trials) // 2)
         full: list[float] = []
         told, used, raced = [], [], []
         for t in trials:
-            cut = sorted(full, reverse=True)[mu - 1] if len(full) >= mu else None
-            values, k, out = [], 0, False
-            for start in range(0, n, chunk):
-                values += [t.item_values[i] for i in order[start:start + chunk]]
-                k = len(values)
-                if cut is None or k >= n or k < min_items:
-                    continue
-                if weight * upper_bound(sum(values) / k, k, n, lo, hi, log_t, is_binary) < cut:
+            cut = parents_cut(full, len(trials))
+            values, out = [], False
+            for idx in race.looks():
+                values += [t.item_values[i] for i in idx]
+                if race.stop(values, cut)[1]:
                     out = True
                     break
+            k = len(values)
             used.append(k)
             raced.append(out)
             told.append(weight * sum(values) / k if out else t.fitness)
@@ -124,16 +120,11 @@ def replay_subset(run_dir: str | Path, items: int = 32, seed: int = 0, first_ran
     estimate of each of the last `finalists` generations scored in full (`from_run=1`: the `finalists` best by
     estimate of the whole run, `finalists_from: run`); `final_choice` says which it picks.
     `grow_step=3,grow_min=4,grow_max=12,grow_mean=5` (with `final=1`) replays `grow`."""
-    from evomerge.search.subset import can_grow, choose_anchors, estimate, more_anchors
+    from evomerge.search.economy.subset import SubsetPolicy, estimate
 
     _checked(SubsetConfig, "--subset", items=items, seed=seed)
-    grow = None
-    if grow_step:
-        if not final:
-            raise UserError("grow_step needs final=1 (growth is a setting of `check: final`)", "--subset")
-        grow = _checked(SubsetConfig, "--subset", items=items, seed=seed, check="final",
-                        grow={"step": grow_step, "min_total": grow_min, "max_items": grow_max,
-                              "mean_items": grow_mean}).grow
+    if grow_step and not final:
+        raise UserError("grow_step needs final=1 (growth is a setting of `check: final`)", "--subset")
     if from_run and not final:
         raise UserError("from_run needs final=1 (it chooses the finalists of `check: final`)", "--subset")
     for name, value in (("first_random", first_random), ("final", final), ("from_run", from_run)):
@@ -141,38 +132,50 @@ def replay_subset(run_dir: str | Path, items: int = 32, seed: int = 0, first_ran
             raise UserError(f"{name} is 0 or 1, got {value}", "--subset")
     if finalists < 1:
         raise UserError(f"finalists must be at least 1, got {finalists}", "--subset")
+    # the setting as a search config's `subset:` section: the same limits, and the same policy object decides
+    setting_config = _checked(
+        SubsetConfig, "--subset", items=items, seed=seed, first_generation="random" if first_random else "full",
+        check="final" if final else "generation", **({"finalists": finalists} if final else {}),
+        **({"finalists_from": "run" if from_run else "generations"} if final else {}),
+        **({"grow": {"step": grow_step, "min_total": grow_min, "max_items": grow_max, "mean_items": grow_mean}}
+           if grow_step else {}))
+    grow = setting_config.grow
     gens, config = _generations(Path(run_dir))
     weight = config["fitness"][0].get("weight", 1.0)
     n = len(gens[0][0].item_values)
     if items >= n:
         raise UserError(f"items ({items}) must be below the number of fitness problems ({n})", "--subset")
+    popsize = config.get("optimizer", {}).get("popsize") or len(gens[0])
+    policy = SubsetPolicy(setting_config, n, max(popsize, 1), config.get("budget", {}).get("max_trials", 0))
+    # every scored trial as the policy ranks finalists: (estimate, id, generation, proposed again), and its full score
+    pool: list[tuple[float, int, int, bool]] = []
+    full_of: dict[int, float] = {}
     if first_random:
         known: list[dict[int, float]] = []
         rows, used_all, total_all = [], 0, 0
-    else:
-        known = [dict(enumerate(t.item_values)) for t in gens[0]]  # the first generation is scored in full
+    else:  # the first generation is scored in full
+        known = [dict(enumerate(t.item_values)) for t in gens[0]]
         rows, used_all, total_all = [], n * len(gens[0]), n * len(gens[0])
+        pool += [(t.fitness, t.id, t.generation, False) for t in gens[0]]
+        full_of.update({t.id: t.fitness for t in gens[0]})
         gens = gens[1:]
-    popsize = config.get("optimizer", {}).get("popsize") or len(gens[0] if gens else [])
-    max_trials = config.get("budget", {}).get("max_trials", 0)
-    estimated = -(-max_trials // max(popsize, 1)) - (0 if first_random else 1)
     sizes: list[int] = []  # problems per candidate of each estimated generation (growth's budget)
-    pool: list[tuple[float, int, int, float]] = []  # every estimated trial: (estimate, id, generation, full score)
     for trials in gens:
         g = trials[0].generation
-        anchors, weights = choose_anchors(known, n, items, seed + g)
+        anchors, weights = policy.anchors(g, known)
         if grow is not None:  # as the driver grows a generation: the same draws, totals and budget
             sizes.append(len(anchors))
-            while (sum(t.item_values[a] for t in trials for a in anchors) + 1e-9 < grow.min_total
-                   and can_grow(sizes, estimated, popsize, items, n, grow)):
-                anchors = anchors + more_anchors(anchors, n, grow.step, seed, g)
+            while policy.wants_more(sum(t.item_values[a] for t in trials for a in anchors), sizes):
+                anchors = anchors + policy.more(anchors, g)
                 sizes[-1] = len(anchors)
             weights = [1.0 / len(anchors)] * len(anchors)
         est = [weight * estimate(dict(enumerate(t.item_values)), anchors, weights) for t in trials]
         truth = [t.fitness for t in trials]
         mu = max(1, len(trials) // 2)
-        best = max(range(len(trials)), key=lambda i: (est[i], -i))
-        pool += [(e, t.id, g, t.fitness) for e, t in zip(est, trials)]
+        best_id = policy.best_of([(e, t.id) for e, t in zip(est, trials)])
+        best = next(i for i, t in enumerate(trials) if t.id == best_id)
+        pool += [(e, t.id, g, False) for e, t in zip(est, trials)]
+        full_of.update({t.id: t.fitness for t in trials})
         if not final:
             known.append(dict(enumerate(trials[best].item_values)))  # its full-set check
         rows.append({"generation": g, "candidates": len(trials), "anchors": len(anchors), "anchor_ids": anchors,
@@ -184,18 +187,13 @@ def replay_subset(run_dir: str | Path, items: int = 32, seed: int = 0, first_ran
         total_all += n * len(trials)
     choice = None
     if final and rows:
-        if from_run:
-            chosen = [{"best_id": i, "generation": g, "best_full": full}
-                      for _, i, g, full in sorted(pool, key=lambda r: (-r[0], r[1]))[:finalists]]
-            note = finalists_note(finalists, len(pool), "run")
-        else:
-            chosen = rows[-finalists:]
-            note = finalists_note(finalists, len(rows), "generations")
-        used_all += n * len(chosen)
-        pick = max(chosen, key=lambda r: (r["best_full"], -r["best_id"]))
-        choice = {"trial": pick["best_id"], "generation": pick["generation"], "full": pick["best_full"],
-                  "finalists": [r["best_id"] for r in chosen], "note": note,
-                  "run_best_full": max(t.fitness for trials in gens for t in trials)}
+        chosen, note = policy.finalists(pool)
+        generation_of = {r[1]: r[2] for r in pool}
+        estimated = {r[1] for r in pool if policy.estimated(r[2])}
+        used_all += n * sum(1 for i in chosen if i in estimated)  # one scored in full already costs nothing more
+        pick = max(chosen, key=lambda i: (full_of[i], -i))
+        choice = {"trial": pick, "generation": generation_of[pick], "full": full_of[pick], "finalists": chosen,
+                  "note": note, "run_best_full": max(full_of.values())}
     errors = [abs(r["best_error"]) for r in rows]
     setting = {"items": items, "seed": seed, "first_generation": "random" if first_random else "full",
                "check": "final" if final else "generation", **({"finalists": finalists} if final else {}),

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from evomerge.core.errors import UserError
-from evomerge.search.store import MASK_KEYS, RunStore, Trial
+from evomerge.search.records.store import MASK_KEYS, RunStore, Trial
 
 BOOKKEEPING = {"seconds", "prompt_tokens", "generated_tokens", "items"}  # in a trial's scores beside the metrics
 
@@ -99,7 +99,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
 
 def _archive(store: RunStore) -> list[dict[str, Any]] | None:
     """Quality-diversity runs: each objective's archive (cells and their elites)."""
-    from evomerge.search.quality_diversity import archive_of_run, describe
+    from evomerge.search.optimize.quality_diversity import archive_of_run, describe
 
     built = archive_of_run(store)
     return describe(*built) if built else None
@@ -108,8 +108,8 @@ def _archive(store: RunStore) -> list[dict[str, Any]] | None:
 def _front(store: RunStore, config: dict) -> dict[str, Any] | None:
     """Multi-objective runs: the Pareto front among the trials that meet the constraints, each value in its
     metric's own units (perplexity, not its negative log)."""
-    from evomerge.search.optimizers import OPTIMIZERS
-    from evomerge.search import pareto
+    from evomerge.search.optimize.optimizers import OPTIMIZERS
+    from evomerge.search.optimize import pareto
 
     if not getattr(OPTIMIZERS.get(config["optimizer"]["name"]), "multi_objective", False):
         return None
@@ -150,7 +150,7 @@ def no_best_reason(run_dir: str | Path) -> str:
 
 def trial_candidate(run_dir: str | Path, trial: str = "best"):
     """The exact candidate of a trial ('best' or an id): a Recipe, or a DataflowPath for data-flow runs."""
-    from evomerge.search.spaces import candidate_from_yaml
+    from evomerge.search.space.spaces import candidate_from_yaml
 
     with RunStore(Path(run_dir)) as store:
         if trial == "best":
@@ -174,7 +174,7 @@ def export_trial(run_dir: str | Path, out: str | Path, trial: str = "best", *, d
     from evomerge.merging.dataflow import DataflowPath
     from evomerge.merging.export import check_out_dir
     from evomerge.merging.methods import get_method
-    from evomerge.search.spaces import export_candidate
+    from evomerge.search.space.spaces import export_candidate
 
     cand, t = trial_candidate(run_dir, trial)
     check_out_dir(Path(out), force)

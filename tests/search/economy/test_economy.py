@@ -35,7 +35,7 @@ def test_a_search_keeps_what_each_trial_spent(family, tmp_path, capsys):
            "fitness": [{"name": "mgsm_ja", "data": str(data), "prompt": "{question}", "max_new_tokens": 5,
                         "metric": "acc"}]}
     search(cfg, tmp_path / "run")
-    from evomerge.search.store import RunStore
+    from evomerge.search.records.store import RunStore
 
     with RunStore(tmp_path / "run") as store:
         done = store.trials("complete")
@@ -50,7 +50,7 @@ def test_a_search_keeps_what_each_trial_spent(family, tmp_path, capsys):
 def test_a_candidate_scored_before_is_not_scored_again(family, other, target_logits, tmp_path):
     """Data-flow genes are thresholds: many gene vectors give the same path. Each distinct path is scored once;
     repeats take the earlier result, and the run is the same as if they had been scored."""
-    from evomerge.search.store import RunStore
+    from evomerge.search.records.store import RunStore
 
     calls = tmp_path / "calls"
     cfg = dfs_config(family, target_logits, other, budget=24, optimizer={"name": "cma", "seed": 2, "popsize": 8,

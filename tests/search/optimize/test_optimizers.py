@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evomerge.search.optimizers import OPTIMIZERS, OptimizerConfig, make_optimizer
+from evomerge.search.optimize.optimizers import OPTIMIZERS, OptimizerConfig, make_optimizer
 
 BACKENDS = [{"name": "cma"}, {"name": "optuna", "sampler": "cmaes"}, {"name": "optuna", "sampler": "random"}]
 

@@ -11,10 +11,10 @@ pytest.importorskip("ray")
 
 from helpers import make_config, search, trials  # noqa: E402
 
-from evomerge.search.results import run_status  # noqa: E402
-from evomerge.search.store import RunStore  # noqa: E402
+from evomerge.search.records.results import run_status  # noqa: E402
+from evomerge.search.records.store import RunStore  # noqa: E402
 
-TESTS = Path(__file__).resolve().parents[1]  # tests/, where fitness_fixtures lives
+TESTS = Path(__file__).resolve().parents[2]  # tests/, where fitness_fixtures lives
 
 
 @pytest.fixture(autouse=True)
@@ -157,7 +157,7 @@ def test_a_multi_objective_search_runs_on_workers_as_it_does_locally(family, tmp
     score; one worker gives the local run's trials."""
     import sys
 
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).parents[1] / "optimize"))
     from test_multi_objective import genes_by_trial, mo_config
 
     local = mo_config(family, budget=16)

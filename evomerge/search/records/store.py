@@ -26,7 +26,7 @@ MASK_KEYS = "source-position"  # how this version keys DARE masks (evomerge.core
 # Every key of the meta table, in one place: what it holds and who writes it. `get_meta`/`set_meta` refuse any
 # other, so a new key is declared here first (a typo is an error, not a second key).
 META_KEYS = {
-    "config": "the search config the run started with (JSON; search/driver.py)",
+    "config": "the search config the run started with (JSON; search/loop/driver.py)",
     "fingerprint": "what must not change across a resume (the config's fingerprint; driver)",
     "created": "when the run was made (seconds since the epoch; driver)",
     "mask_keys": "how DARE masks are keyed (MASK_KEYS; driver, results)",
@@ -57,7 +57,7 @@ def _check_meta_key(key: str) -> None:
     head, _, tail = key.partition(".")
     if key in META_KEYS or (head in META_PER_GENERATION and tail.isdigit()):
         return
-    raise KeyError(f"undeclared run-store meta key {key!r} (declare it in search/store.py META_KEYS)")
+    raise KeyError(f"undeclared run-store meta key {key!r} (declare it in search/records/store.py META_KEYS)")
 def _column(sql: str, json_value: bool = False, default: Any = None):
     return field(default=default, metadata={"sql": sql, "json": json_value})
 
@@ -199,7 +199,7 @@ class RunStore:
 
     @property
     def best_model_dir(self) -> Path:
-        """Where `run:DIR` keeps the exported best model (search/results.py)."""
+        """Where `run:DIR` keeps the exported best model (search/records/results.py)."""
         return self.folder / "best_model"
 
     def exported_best(self) -> str | None:

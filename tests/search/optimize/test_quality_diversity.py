@@ -7,10 +7,10 @@ import json
 
 import numpy as np
 
-from evomerge.search import pareto
-from evomerge.search.quality_diversity import Archive, archive_of_run
-from evomerge.search.results import run_status
-from evomerge.search.store import RunStore
+from evomerge.search.optimize import pareto
+from evomerge.search.optimize.quality_diversity import Archive, archive_of_run
+from evomerge.search.records.results import run_status
+from evomerge.search.records.store import RunStore
 from helpers import cli, search, write
 from test_multi_objective import genes_by_trial, mo_config
 

@@ -1,8 +1,8 @@
 """The search driver: ask a generation, hand its candidates to an executor, record each result, close the
-generation (tell, validate), until the budget ends; resume by replay. The same driver runs every executor and
+generation (tell, validate), until the budget ends; resume by restoring the optimiser. The same driver runs every executor and
 every search space: it only sees genes, trials and outcomes.
 
-Resume: the optimiser is rebuilt from its seed and every finished generation replayed into it (each re-asked in
+Resume: the optimiser is rebuilt from its seed and every finished generation fed to it again (each re-asked in
 its recorded order and told exactly what it was told), so the resumed run proposes what the uninterrupted run
 would have; trials already finished are taken from the store, never evaluated twice. Steady state (executors
 with several slots): when every candidate of the open generation is handed out and a slot is free, the
@@ -30,13 +30,13 @@ from tqdm import tqdm
 from evomerge.core.errors import UserError
 from evomerge.sources.models import ModelPool
 from evomerge.search.config import SearchConfig
-from evomerge.search.executors import Job, LocalExecutor, Lost, Outcome
-from evomerge.search import pareto
-from evomerge.search.optimizers import Optimizer, make_optimizer
-from evomerge.search.spaces import SearchSpace, make_space
-from evomerge.search.store import (BEST_RECIPE, CONFIG_FILE, DB_NAME, LOCK_NAME, MASK_KEYS, SCORED, RunLock, RunStore,
+from evomerge.search.loop.executors import Job, LocalExecutor, Lost, Outcome
+from evomerge.search.optimize import pareto
+from evomerge.search.optimize.optimizers import Optimizer, make_optimizer
+from evomerge.search.space.spaces import SearchSpace, make_space
+from evomerge.search.records.store import (BEST_RECIPE, CONFIG_FILE, DB_NAME, LOCK_NAME, MASK_KEYS, SCORED, RunLock, RunStore,
                                    Trial, meta_key)
-from evomerge.search.tracking import check_trackers, make_trackers
+from evomerge.search.records.tracking import check_trackers, make_trackers
 
 
 def check_run_dir(run_dir: Path, resume: bool) -> None:
@@ -85,7 +85,7 @@ def run_search(config: SearchConfig, run_dir: str | Path, *, resume: bool = Fals
         if validation is not None:
             data.update(validation.data_fingerprints("validation"))
         if config.executor.name == "ray":
-            from evomerge.search.ray_executor import RayExecutor
+            from evomerge.search.loop.ray_executor import RayExecutor
 
             space.check(pool)  # the workers build their own live models
             executor = RayExecutor(config)
@@ -214,8 +214,9 @@ def _remove_new_run(run_dir: Path, created: bool, store: RunStore | None) -> Non
         (run_dir / name).unlink(missing_ok=True)
 
 
-def replay(opt: Optimizer, store: RunStore, failed_fitness: float) -> int:
+def restore_optimizer(opt: Optimizer, store: RunStore, failed_fitness: float) -> int:
     """Bring a fresh optimiser to the state after the finished generations; returns the next generation.
+    (Not `evomerge replay`, economy/replay.py, which replays a finished run under other economy settings.)
 
     Each generation is re-asked in its recorded order (the initial population, then any steady-state extras) and
     told exactly the trials it was told, so the optimiser ends in the interrupted run's state.
@@ -231,7 +232,7 @@ def replay(opt: Optimizer, store: RunStore, failed_fitness: float) -> int:
             if k >= pop:
                 asked[k] = opt.ask_extra()
             if k not in asked or not np.allclose(asked[k], t.genes, rtol=0, atol=1e-12):
-                raise UserError(f"replaying generation {gen} did not reproduce trial {t.id}; "
+                raise UserError(f"restoring generation {gen} did not reproduce trial {t.id}; "
                                 "the run cannot be resumed with this optimiser", str(store.folder))
         told = sorted((t for t in trials if t.told is not None), key=lambda t: t.told) or trials[:pop]
         tell(opt, store, told, failed_fitness)
@@ -282,8 +283,13 @@ class Driver:
         self.budget, self.failed = self.config.budget, self.config.failed_fitness
         self.validate, self.progress = validate, progress
         self.n_items = n_items  # subset fitness: how many problems the fitness has
+        self.subset = None  # subset fitness's decisions (economy/subset.py), shared with `evomerge replay`
+        if self.config.subset is not None:
+            from evomerge.search.economy.subset import SubsetPolicy
+
+            self.subset = SubsetPolicy(self.config.subset, n_items, opt.popsize, self.budget.max_trials)
         if trackers is None:
-            from evomerge.search.tracking import Trackers
+            from evomerge.search.records.tracking import Trackers
 
             trackers = Trackers([], log)
         self.trackers = trackers
@@ -293,7 +299,7 @@ class Driver:
 
     def run(self) -> Trial | None:
         store, budget, pop = self.store, self.budget, self.opt.popsize
-        gen = replay(self.opt, store, self.failed)
+        gen = restore_optimizer(self.opt, store, self.failed)
         if gen:
             self.log(f"resumed after {gen} finished generations ({store.count('complete')} complete, "
                      f"{store.count('failed')} failed trials)")
@@ -387,14 +393,10 @@ class Driver:
                    cut=self._cut(), anchors=self._anchors(g.index))
 
     def _cut(self) -> float | None:
-        """Racing's threshold for the next candidate: the mu-th best full-set fitness among its generation's
-        finished candidates (mu = popsize // 2, CMA-ES's parents); below it a candidate cannot be a parent.
-        None until mu candidates are in (they are scored on every problem)."""
-        if self.config.racing is None:
-            return None
-        mu = max(1, self.opt.popsize // 2)
-        full = sorted(self.gen.full, reverse=True)
-        return full[mu - 1] if len(full) >= mu else None
+        """Racing's threshold for the next candidate (evaluators/racing.py: parents_cut)."""
+        from evomerge.evaluators.racing import parents_cut
+
+        return parents_cut(self.gen.full, self.opt.popsize) if self.config.racing is not None else None
 
     def _done(self, job: Job, result: Outcome | Lost) -> None:
         store = self.store
@@ -529,9 +531,8 @@ class Driver:
         self._close()
 
     def _extensions(self, g: _Generation) -> list[Job]:
-        subset = self.config.subset
-        grow = subset.grow if subset is not None else None
-        if grow is None or (g.index == 0 and subset.first_generation == "full"):
+        policy = self.subset
+        if policy is None or policy.config.grow is None or not policy.estimated(g.index):
             return []
         trials = [self.store.trial(tid) for _, tid, _ in g.finished[:self.opt.popsize]]
         scored = [t for t in trials if t.status == "estimated" and t.duplicate_of is None]
@@ -541,11 +542,14 @@ class Driver:
         if all(t.items_used >= len(anchors) for t in scored):
             weight = self.config.fitness[0].weight
             total = sum(t.fitness / weight * t.items_used for t in scored)  # the item values, summed
-            if total + 1e-9 >= grow.min_total or not self._can_grow(g.index):
+            first = 0 if policy.estimated(0) else 1
+            sizes = [len(self._all_anchors(h)) for h in range(first, g.index + 1)]
+            if not policy.wants_more(total, sizes):
                 return []
             anchors = self._add_anchors(g.index, anchors)
-            self.log(f"generation {g.index}: its candidates scored {total:.3g} in all on {len(anchors) - grow.step} "
-                     f"problems each; {grow.step} more problems each")
+            self.log(f"generation {g.index}: its candidates scored {total:.3g} in all on "
+                     f"{len(anchors) - policy.config.grow.step} problems each; {policy.config.grow.step} more "
+                     "problems each")
         jobs = []
         for t in scored:
             owed = anchors[t.items_used:]  # the problems this trial has not been scored on yet, equally weighted
@@ -554,15 +558,6 @@ class Driver:
                                 anchors=(owed, [1.0 / len(owed)] * len(owed))))
         return jobs
 
-    def _can_grow(self, gen: int) -> bool:
-        from evomerge.search.subset import can_grow
-
-        subset = self.config.subset
-        first = 1 if subset.first_generation == "full" else 0
-        gens = -(-self.budget.max_trials // self.opt.popsize) - first
-        return can_grow([len(self._all_anchors(h)) for h in range(first, gen + 1)], gens, self.opt.popsize,
-                        subset.items, self.n_items, subset.grow)
-
     def _all_anchors(self, gen: int) -> list[int]:
         """Generation `gen`'s problems: its subset, then any problems growth added (in the store)."""
         first = self._anchors(gen)
@@ -570,43 +565,30 @@ class Driver:
         return list(first[0]) + extra if first else []
 
     def _add_anchors(self, gen: int, anchors: list[int]) -> list[int]:
-        """`step` more problems for generation `gen`, kept in the store before any job uses them (a resumed run
-        extends with the same)."""
-        from evomerge.search.subset import more_anchors
-
-        subset = self.config.subset
-        new = more_anchors(anchors, self.n_items, subset.grow.step, subset.seed, gen)
+        """The policy's next problems for generation `gen`, kept in the store before any job uses them (a resumed
+        run extends with the same)."""
+        new = self.subset.more(anchors, gen)
         extra = json.loads(self.store.get_meta(meta_key("grown", gen)) or "[]") + new
         self.store.set_meta(meta_key("grown", gen), json.dumps(extra))
         return anchors + new
 
     def _checks_each_generation(self) -> bool:
-        return self.config.subset is not None and self.config.subset.check == "generation"
+        return self.subset is not None and self.subset.checks_each_generation
 
     def _queue_final_checks(self) -> bool:
-        """Subset fitness with `check: final`, once the search itself is done: the finalists (the best by
-        estimate of each of the last `finalists` generations, or the `finalists` best by estimate of the run) are
-        scored on every problem (a resumed run queues only those not yet checked). True if anything was queued."""
-        subset = self.config.subset
-        if subset is None or subset.check != "final" or self.final_queued:
+        """Subset fitness with `check: final`, once the search itself is done: the policy's finalists are scored on
+        every problem (a resumed run queues only those not yet checked). True if anything was queued."""
+        if self.subset is None or self.subset.checks_each_generation or self.final_queued:
             return False
         self.final_queued = True
-        from evomerge.search.subset import finalists_note
-
         scored = [t for t in self.store.trials() if t.status in ("complete", "estimated")]
-        if subset.finalists_from == "run":  # by estimate, even for a finalist checked before a resume
-            ranked = sorted((t for t in scored if t.duplicate_of is None),
-                            key=lambda t: (-fitness_of(t, self.failed), t.id))
-            note = finalists_note(subset.finalists, len(ranked), "run")
-            for t in ranked[:subset.finalists]:
-                self._queue_full_score(t)
-        else:
-            generations = sorted({t.generation for t in scored})
-            note = finalists_note(subset.finalists, len(generations), "generations")
-            for g in generations[-subset.finalists:]:
-                self._queue_check(g)
+        # by estimate, even for a finalist checked before a resume
+        rows = [(fitness_of(t, self.failed), t.id, t.generation, t.duplicate_of is not None) for t in scored]
+        chosen, note = self.subset.finalists(rows)
         if note is not None:
             self.log(note)
+        for tid in chosen:
+            self._queue_full_score(self.store.trial(tid))
         if self.to_validate:
             self.log(f"scoring {len(self.to_validate)} finalist(s) on every problem")
         return bool(self.to_validate)
@@ -615,7 +597,8 @@ class Driver:
         """Subset fitness: the generation's best by estimate is scored on every problem next."""
         done = [t for t in self.store.generation_trials(gen) if t.status in ("complete", "estimated")]
         if done:
-            self._queue_full_score(max(done, key=lambda t: (fitness_of(t, self.failed), -t.id)))
+            best = self.subset.best_of([(fitness_of(t, self.failed), t.id) for t in done])
+            self._queue_full_score(self.store.trial(best))
 
     def _queue_full_score(self, trial: Trial) -> None:
         """An estimated trial is scored on every problem next (one checked already is not scored again)."""
@@ -623,22 +606,16 @@ class Driver:
             self.to_validate.append(Job("check", trial.id, list(trial.genes), trial.generation))
 
     def _anchors(self, gen: int) -> tuple[list[int], list[float]] | None:
-        """Subset fitness: generation `gen`'s anchor problems and weights, chosen from the item results of every
-        candidate scored on the full set so far, once (kept in the store, so a resumed run uses the same)."""
-        subset = self.config.subset
-        if subset is None or (gen == 0 and subset.first_generation == "full"):
+        """Subset fitness: generation `gen`'s anchor problems and weights, chosen by the policy from the item
+        results of every candidate scored on the full set so far, once (kept in the store, so a resumed run uses
+        the same)."""
+        if self.subset is None or not self.subset.estimated(gen):
             return None
         key = meta_key("anchors", gen)
         text = self.store.get_meta(key)
         if text is None:
-            from evomerge.search.subset import choose_anchors
-
             results = [dict(enumerate(t.item_values)) for t in self.store.trials("complete") if t.item_values]
-            if subset.check == "final":  # no full-set rows during the run: a fresh random subset each generation
-                results = []
-            anchors, weights = choose_anchors(results, self.n_items, self.config.subset.items,
-                                              self.config.subset.seed + gen)
-            text = json.dumps([anchors, weights])
+            text = json.dumps(self.subset.anchors(gen, results))
             self.store.set_meta(key, text)
         anchors, weights = json.loads(text)
         return anchors, weights

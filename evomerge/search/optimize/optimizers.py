@@ -203,7 +203,7 @@ class OptunaMultiObjective(Optimizer):
 
 
 class MapElites(Optimizer):
-    """Quality diversity (search/quality_diversity.py): each generation improves one objective's archive by
+    """Quality diversity (search/optimize/quality_diversity.py): each generation improves one objective's archive by
     merging and varying its elites; the archives are what the run is for, read back by `status` and `report`."""
 
     multi_objective = True
@@ -211,7 +211,7 @@ class MapElites(Optimizer):
     def __init__(self, config: OptimizerConfig, x0: np.ndarray, names: list[str], objectives: int = 2,
                  archive: dict | None = None, keys: list[str] | None = None):
         super().__init__(config, x0, names)
-        from evomerge.search.quality_diversity import Archive
+        from evomerge.search.optimize.quality_diversity import Archive
 
         archive = archive or {}
         given = archive.get("ranges") or {}
@@ -236,7 +236,7 @@ class MapElites(Optimizer):
         return out
 
     def tell(self, xs, fitness, violations: list[float] | None = None) -> None:
-        from evomerge.search.quality_diversity import offer
+        from evomerge.search.optimize.quality_diversity import offer
 
         violations = violations or [0.0] * len(xs)
         offer(self.archive, [(self._told + i, x, v, c) for i, (x, v, c) in enumerate(zip(xs, fitness, violations))])

@@ -54,7 +54,7 @@ def test_a_failing_tracker_warns_once_and_the_search_goes_on(family, target, tmp
 
 def test_wandb_offline_run_is_resumed_not_restarted(family, target, tmp_path, monkeypatch):
     pytest.importorskip("wandb")
-    from evomerge.search.store import RunStore
+    from evomerge.search.records.store import RunStore
 
     monkeypatch.setenv("WANDB_SILENT", "true")
     cfg = make_config(family, target, budget=6)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from evomerge.core.errors import UserError
-from evomerge.search.replay import replay_racing, replay_subset
-from evomerge.search.store import RunStore
+from evomerge.search.economy.replay import replay_racing, replay_subset
+from evomerge.search.records.store import RunStore
 from helpers import cli, make_config, search
 
 
@@ -145,3 +145,50 @@ def test_replay_says_when_finalists_exceed_what_the_run_has(full_run, capsys):
     assert replay_subset(full_run / "full", items=6, first_random=1, final=1)["final_choice"]["note"] is None
     assert cli("replay", full_run / "full", "--subset", "items=6,first_random=1,final=1,finalists=99,from_run=1") == 0
     assert "subset.finalists is 99, but the run has 24 distinct" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("source", ["run", "generations"])
+def test_replay_and_a_real_run_decide_through_one_policy(family, target, tmp_path, source):
+    """A `check: final` run and the replay of a full run of the same seed (whose first generation is the same
+    candidates) choose the same problems, the same estimates and the same finalists: both ask SubsetPolicy
+    (economy/subset.py). One generation, so that the optimiser, told other values, cannot part them."""
+    import json
+
+    subset = {"items": 6, "first_generation": "random", "check": "final", "finalists": 3,
+              "finalists_from": source}
+    search(item_config(family, target, budget=6, subset=subset), tmp_path / "real")
+    search(item_config(family, target, budget=6), tmp_path / "full")
+    report = replay_subset(tmp_path / "full", items=6, first_random=1, final=1, finalists=3,
+                           from_run=int(source == "run"))
+    with RunStore(tmp_path / "real") as store:
+        anchors = json.loads(store.get_meta("anchors.0"))[0]
+        real = sorted(store.trials(), key=lambda t: t.ask_index)
+        estimates = [t.estimate if t.estimate is not None else t.fitness for t in real]
+        checked = sorted(t.id for t in real if t.status == "complete")
+    gen0 = report["generations"][0]
+    assert gen0["anchor_ids"] == anchors and gen0["estimates"] == pytest.approx(estimates)
+    assert sorted(report["final_choice"]["finalists"]) == checked
+    assert len(checked) == (3 if source == "run" else 1)
+    assert (report["final_choice"]["note"] is None) == (source == "run")  # one generation for three finalists
+
+
+def test_a_subset_run_s_recorded_decisions_are_its_policy_s(family, target, tmp_path):
+    """Every anchor set a multi-generation `check: final` run recorded, and its finalists, re-derived from its
+    store by a SubsetPolicy built from its config."""
+    import json
+
+    from evomerge.search.config import SubsetConfig
+    from evomerge.search.economy.subset import SubsetPolicy
+
+    subset = {"items": 6, "first_generation": "random", "check": "final", "finalists": 2, "finalists_from": "run"}
+    search(item_config(family, target, budget=24, subset=subset), tmp_path / "real")
+    with RunStore(tmp_path / "real") as store:
+        cfg = store.config()
+        policy = SubsetPolicy(SubsetConfig(**cfg["subset"]), store.trials()[0].items_total,
+                              cfg["optimizer"]["popsize"], cfg["budget"]["max_trials"])
+        trials = store.trials()
+        for g in sorted({t.generation for t in trials}):
+            assert json.loads(store.get_meta(f"anchors.{g}")) == [list(x) for x in policy.anchors(g, [])]
+        rows = [(t.estimate if t.estimate is not None else t.fitness, t.id, t.generation, t.duplicate_of is not None)
+                for t in trials]
+        assert sorted(policy.finalists(rows)[0]) == sorted(t.id for t in trials if t.status == "complete")

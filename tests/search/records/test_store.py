@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from evomerge.core.errors import UserError
-from evomerge.search.store import BEST_RECIPE, CONFIG_FILE, RunLock, RunStore
+from evomerge.search.records.store import BEST_RECIPE, CONFIG_FILE, RunLock, RunStore
 
 
 def filled(folder):
@@ -84,12 +84,12 @@ def test_one_lock_holder_at_a_time(tmp_path):
 
 
 def test_the_meta_keys_are_declared_in_one_place(tmp_path):
-    """Every meta key the package reads or writes is declared in search/store.py; any other is refused."""
+    """Every meta key the package reads or writes is declared in search/records/store.py; any other is refused."""
     import ast
 
-    from evomerge.search.store import _check_meta_key, meta_key
+    from evomerge.search.records.store import _check_meta_key, meta_key
 
-    package = Path(__file__).resolve().parents[2] / "evomerge"
+    package = Path(__file__).resolve().parents[3] / "evomerge"
     used = set()
     for path in package.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):

@@ -1,0 +1,1 @@
+"""Running a search: the driver, its executors (local, Ray)."""
