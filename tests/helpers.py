@@ -7,7 +7,7 @@ from pathlib import Path
 
 from evomerge.commands.cli import main
 from evomerge.search.config import search_config_from_dict
-from evomerge.search.loop.driver import run_search
+from evomerge.search.loop.run import run_search
 from evomerge.search.records.store import RunStore
 
 LOG = print if os.environ.get("EVOMERGE_TEST_LOG") else (lambda m: None)

@@ -172,7 +172,7 @@ def _complete(run: Path) -> int:
 @pytest.fixture(scope="module")
 def finished_run(family, text, tmp_path_factory):
     from evomerge.search.config import search_config_from_dict
-    from evomerge.search.loop.driver import run_search
+    from evomerge.search.loop.run import run_search
 
     root = tmp_path_factory.mktemp("finished")
     cfg = ps_config(family, text, budget=6)

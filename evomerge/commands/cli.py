@@ -160,7 +160,7 @@ def search(config: Path, run_dir: Path, resume: bool, quiet: bool, tensorboard: 
            wandb_mode: str) -> None:
     """Evolve the merge recipe described by CONFIG; every trial is recorded in --run-dir."""
     from evomerge.search.config import TrackingConfig, WandbConfig, load_search_config
-    from evomerge.search.loop.driver import run_search
+    from evomerge.search.loop.run import run_search
 
     cfg = load_search_config(config)
     if tensorboard or wandb_project:  # flags add to the config's `tracking:` section

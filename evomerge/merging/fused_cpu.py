@@ -21,8 +21,10 @@ bfloat16 sources are read as raw 16-bit words and widened in the loop; bfloat16 
 even as torch does. Results equal the reference up to float32 rounding of whole-tensor sums (DARE's rescale,
 slerp's norms) and of fused arithmetic: tests/merging/test_fused_cpu.py checks every form against it, and the
 mergekit-equivalence tests run through here. Output loops flag blocks holding a NaN or an infinity (after rounding
-to the output dtype) as they write. `evomerge merge` and the live merge of a search both use these
-kernels, so an export still equals the scored candidate bit for bit.
+to the output dtype) as they write. `evomerge merge` and the live merge of a search both reach these kernels
+through merging/kernels.py's one chooser, so an export still equals the scored candidate bit for bit. (Over 400
+lines: every form's host-side preparation, which shares the top-k and rounding helpers; the loops themselves are
+cpu_kernels.py.)
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ Every kernel reads the sources in their stored dtype, rounds them to the recipe'
 in the reference's order of operations (evomerge/merging/methods/task_arithmetic.py) and writes the live parameter in
 place; whole-tensor sums may differ from the reference in the last float32 bits (summation order). Without a
 GPU the same kernels run in Triton's interpreter, which is how the CPU tests check them against the reference.
+Which tensors take these kernels is merging/kernels.py's choice. (Over 400 lines: the Triton kernels and the one
+merger that launches them, which share block sizes and argument padding.)
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from pathlib import Path
 from evomerge.miniature.builtins import builtin_model
 from evomerge.search.config import load_search_config, search_config_from_dict
 from evomerge.core.resources import package_path
-from evomerge.search.loop.driver import run_search
+from evomerge.search.loop.run import run_search
 from evomerge.reports.table import TableConfig, build_table, load_table_config, to_markdown
 
 RUN_PREFIX = "run:runs/miniature/"

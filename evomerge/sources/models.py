@@ -4,7 +4,8 @@ A model reference is a local Hugging Face folder (single or sharded safetensors)
 holding one; dequantised through transformers, so read whole: GGUF sources are small quantised models), or a
 hub id `org/name[@revision]`, downloaded (safetensors and config files only) through huggingface_hub; any of
 them followed by `+ADAPTER` adds a PEFT LoRA adapter (evomerge/sources/lora.py).
-Pickled checkpoints (`.bin`, `.pt`) are refused: loading them runs arbitrary code.
+Pickled checkpoints (`.bin`, `.pt`) are refused: loading them runs arbitrary code. (Over 400 lines: one source
+kind per opener, read through one `ModelSource`; GGUF, experts, LoRA and processors have modules of their own.)
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Each statement commits on its own (autocommit, WAL journal): a trial's row is wr
 when it finishes, so a SIGKILL loses at most the trial in flight. A trial holds its genes, its exact candidate
 (seed included), per-evaluator scores, status and timings; after every generation the optimiser's summary state
 is recorded too. The folder's other files (the config as the user wrote it, the best recipe so far, the lock) are
-written here as well; no other module runs SQL on the database or writes into the folder.
+written here as well; no other module runs SQL on the database or writes into the folder. (Over 400 lines on
+purpose: the one owner of the run folder's files and SQL, with its lock and meta keys.)
 """
 
 from __future__ import annotations

@@ -479,7 +479,7 @@ def test_more_finalists_than_the_run_has_are_all_scored_and_said_once(family, ta
     """`finalists: 50` in a run of 24 trials, or 9 with `finalists_from: generations` over 4 generations, used to
     run with no word: every candidate there is (or each generation's best) is scored in full, said in one line."""
     from evomerge.search.config import search_config_from_dict
-    from evomerge.search.loop.driver import run_search
+    from evomerge.search.loop.run import run_search
 
     cfg = final_config(family, target, finalists=asked)
     cfg["subset"]["finalists_from"] = source
