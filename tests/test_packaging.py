@@ -173,3 +173,12 @@ def test_the_bottom_layer_imports_nothing_above_it():
                    "evomerge.sources.models"):
         above = {m for m in reach(bottom, set()) if _folder(m) not in ("core", "sources")}
         assert not above, f"{bottom} reaches {sorted(above)}"
+
+
+def test_ci_runs_the_readme_s_commands():
+    """CI (.ci/run) is the README's setup and its two test commands, so a green CI means they work."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    for command in ("bash scripts/setup.sh", ".venv/bin/python -m pytest -q", ".venv/bin/python -m pytest -q -m slow"):
+        assert f"    {command}" in readme and command in ci, command
+    assert "-m 'not slow'" in (REPO / "pyproject.toml").read_text()  # the first command leaves the slow ones out

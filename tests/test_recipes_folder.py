@@ -22,7 +22,16 @@ def test_recipe_is_valid(path):
     assert recipe.referenced_models()
 
 
-@pytest.mark.parametrize("path", [p for p in RECIPES if offline(p)], ids=lambda p: p.name)
+def builds_specialists(path: Path) -> bool:
+    """A recipe naming the miniature's specialists: their (quick) first build trains for minutes on a cold cache."""
+    from evomerge.miniature.builtins import SLOW_BUILTINS
+
+    names = set(SLOW_BUILTINS) | set(SLOW_BUILTINS.values())
+    return any(m.removeprefix("builtin:") in names for m in load_recipe(path).referenced_models())
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=[pytest.mark.slow] if builds_specialists(p) else [])
+                                  for p in RECIPES if offline(p)], ids=lambda p: p.name)
 def test_offline_recipe_runs(path, tmp_path, monkeypatch):
     """End to end through `evomerge merge`; builtins that take minutes to build run with their quick stand-ins
     (same architecture; the slow builds have their own test in test_specialists.py)."""

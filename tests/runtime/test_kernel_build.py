@@ -15,6 +15,7 @@ import pytest
 pytest.importorskip("triton")
 
 
+@pytest.mark.slow  # one to four minutes on 2 cores: the second test command (README), which CI also runs
 def test_every_reachable_kernel_compiles_for_sm90_and_sm80():
     env = dict(os.environ, TRITON_INTERPRET="0", TRITON_DEFAULT_FP_FUSION="1")
     full = ["--full"] if os.environ.get("EVOMERGE_COMPILE_ALL") else []
