@@ -46,14 +46,20 @@ def test_llava_jp_language_model_merges_and_vision_is_copied(llava_jp, tmp_path)
         {k: v for k, v in original.items() if k not in ("dtype", "torch_dtype", "transformers_version")}
 
 
-def test_a_search_over_llava_jp_is_refused_saying_what_it_needs(llava_jp, tmp_path, capsys):
+def _search_config(tmp_path, space: dict):
+    """A perplexity search config over `space` (merge + genome, or dataflow), written to tmp_path/s.yaml."""
     text = tmp_path / "t.txt"
     text.write_text(" ".join(f"w{i % 61}" for i in range(100)))
-    cfg = {"merge": yaml.safe_load(recipe(llava_jp, "vlm")), "genome": {"parameters": ["weight"]},
-           "optimizer": {"name": "cma", "seed": 0, "popsize": 3}, "budget": {"max_trials": 3},
+    cfg = {**space, "optimizer": {"name": "cma", "seed": 0, "popsize": 3}, "budget": {"max_trials": 3},
            "fitness": [{"name": "perplexity", "data": str(text), "max_length": 16}], "device": "cpu"}
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_a_search_over_llava_jp_is_refused_saying_what_it_needs(llava_jp, tmp_path, capsys):
+    path = _search_config(tmp_path, {"merge": yaml.safe_load(recipe(llava_jp, "vlm")),
+                                     "genome": {"parameters": ["weight"]}})
     assert cli("search", path, "--run-dir", tmp_path / "run") == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "transformers cannot build" in err and "auto_map" in err
@@ -65,14 +71,8 @@ def test_a_search_over_llava_jp_is_refused_saying_what_it_needs(llava_jp, tmp_pa
 def test_a_data_flow_search_over_llava_jp_gives_the_same_refusal(llava_jp, tmp_path, capsys):
     """It used to say "cannot find the 32 decoder layers the config announces" (LlavaConfig's default text config,
     reached through llava-jp's `model_type: llava`) on a model whose config says 3."""
-    text = tmp_path / "t.txt"
-    text.write_text(" ".join(f"w{i % 61}" for i in range(100)))
     for a, b in ((llava_jp["vlm"], llava_jp["ft0"]), (llava_jp["ft0"], llava_jp["vlm"])):
-        cfg = {"dataflow": {"model_a": str(a), "model_b": str(b), "repeats": 1},
-               "optimizer": {"name": "cma", "seed": 0, "popsize": 3}, "budget": {"max_trials": 3},
-               "fitness": [{"name": "perplexity", "data": str(text), "max_length": 16}], "device": "cpu"}
-        path = tmp_path / "s.yaml"
-        path.write_text(yaml.safe_dump(cfg))
+        path = _search_config(tmp_path, {"dataflow": {"model_a": str(a), "model_b": str(b), "repeats": 1}})
         assert cli("search", path, "--run-dir", tmp_path / "run") == 2
         err = capsys.readouterr().err
         assert "Traceback" not in err and "transformers cannot build" in err and "auto_map" in err, err

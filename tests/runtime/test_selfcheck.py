@@ -105,7 +105,7 @@ def test_a_diverging_engine_falls_back_to_generate(family, problems, monkeypatch
 def test_a_search_records_the_fallback_and_loses_nothing(family, target, tmp_path, monkeypatch, capsys):
     """A PS search whose kernels raise: one warning, recorded in the store, shown by status; every trial is
     scored, and the scores equal a run on the reference path."""
-    from evomerge.search import spaces
+    from evomerge.search.space import spaces
     from helpers import make_config, search, trials
 
     cfg = make_config(family, target, budget=6)

@@ -30,6 +30,18 @@ def as_legacy(src, dst, before_4_44: bool = False):
     return dst
 
 
+def vqa_search_config(folder, vqa_data, tmp_path):
+    """A search config (written to tmp_path/s.yaml) that scores the VLM at `folder` on the tiny VQA data."""
+    import yaml
+
+    cfg = {"merge": {"merge_method": "linear", "models": [{"model": str(folder), "parameters": {"weight": 1.0}}]},
+           "genome": {"parameters": ["weight"]}, "budget": {"max_trials": 2}, "device": "cpu",
+           "fitness": [{"name": "ja_vg_vqa", "data": str(vqa_data / "vg.jsonl")}]}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
 def image_tokens_vs_features(folder, processor):
     """(image tokens the processor puts in the prompt, image features the model makes of that image)."""
     import torch
@@ -95,17 +107,11 @@ def test_a_patch_size_left_out_as_the_default_is_the_default(tmp_path):
 
 
 def test_a_search_and_eval_refuse_such_a_vlm_before_anything_is_written(tiny_llava, tmp_path, vqa_data, capsys):
-    import yaml
-
     folder = as_legacy(tiny_llava, tmp_path / "llava")
     config = json.loads((folder / "config.json").read_text())
     del config["vision_config"]["model_type"]  # transformers reads it as CLIP; evomerge cannot know the tower
     (folder / "config.json").write_text(json.dumps(config))
-    cfg = {"merge": {"merge_method": "linear", "models": [{"model": str(folder), "parameters": {"weight": 1.0}}]},
-           "genome": {"parameters": ["weight"]}, "budget": {"max_trials": 2}, "device": "cpu",
-           "fitness": [{"name": "ja_vg_vqa", "data": str(vqa_data / "vg.jsonl")}]}
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path = vqa_search_config(folder, vqa_data, tmp_path)
     for args in (("search", path, "--run-dir", tmp_path / "run"), ("eval", folder, "--config", path)):
         assert cli(*args) == 2
         err = capsys.readouterr().err
@@ -198,18 +204,13 @@ def test_a_broken_processor_file_is_refused_naming_it_before_anything_is_written
                                                                                  capsys, content, expected):
     """Each of these used to print a wrong note, crash with a traceback, or fail every trial of a search (and
     leave the run folder): refused up front by search and eval, one line naming processor_config.json."""
-    import yaml
 
     folder = tmp_path / "llava"
     shutil.copytree(tiny_llava, folder)
     saved = json.loads((folder / "processor_config.json").read_text())
     (folder / "processor_config.json").write_text(content)
     assert saved.get("patch_size") == 10  # the tiny LLaVA's own, which these break
-    cfg = {"merge": {"merge_method": "linear", "models": [{"model": str(folder), "parameters": {"weight": 1.0}}]},
-           "genome": {"parameters": ["weight"]}, "budget": {"max_trials": 2}, "device": "cpu",
-           "fitness": [{"name": "ja_vg_vqa", "data": str(vqa_data / "vg.jsonl")}]}
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path = vqa_search_config(folder, vqa_data, tmp_path)
     for args in (("search", path, "--run-dir", tmp_path / "run"), ("eval", folder, "--config", path)):
         assert cli(*args) == 2
         err = capsys.readouterr().err
@@ -222,18 +223,13 @@ def test_a_broken_processor_file_is_refused_naming_it_before_anything_is_written
 def test_a_processor_transformers_cannot_load_is_refused_by_a_search_naming_it(tiny_llava, tmp_path, vqa_data,
                                                                                capsys):
     """The live model used to fall back to the tokenizer silently, and every VQA trial then failed."""
-    import yaml
 
     folder = tmp_path / "llava"
     shutil.copytree(tiny_llava, folder)
     saved = json.loads((folder / "processor_config.json").read_text())
     saved["image_processor"]["image_processor_type"] = "NoSuchImageProcessor"
     (folder / "processor_config.json").write_text(json.dumps(saved))
-    cfg = {"merge": {"merge_method": "linear", "models": [{"model": str(folder), "parameters": {"weight": 1.0}}]},
-           "genome": {"parameters": ["weight"]}, "budget": {"max_trials": 2}, "device": "cpu",
-           "fitness": [{"name": "ja_vg_vqa", "data": str(vqa_data / "vg.jsonl")}]}
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path = vqa_search_config(folder, vqa_data, tmp_path)
     assert cli("search", path, "--run-dir", tmp_path / "run") == 2
     err = capsys.readouterr().err
     assert "cannot load the processor" in err and "Traceback" not in err, err
