@@ -8,14 +8,15 @@ Checked before timed: on the miniature's prompts, vLLM's answers and token count
 - miniature: what one candidate of the miniature's PS search is scored on (search/miniature-ps.yaml: 64 problems
   of ja_math_fitness.jsonl, the MGSM-JA prompt, 40 new tokens, batch 32), through `greedy_generate` with each
   engine: seconds per candidate, generated tokens per second.
-- batch: 256 prompts of 128 tokens, 256 new tokens each, EOS ignored (`--quick`: 64 prompts), each engine called
-  directly; generated tokens per second.
+- batch: 256 prompts of 128 random ordinary tokens (no shared prefix), 256 new tokens each, EOS ignored
+  (`--quick`: 64 prompts), each engine called directly; generated tokens per second.
 - candidate: a live DARE-TIES merge of SmolLM2 with two perturbed copies of it (the specialists' shapes), then
   the push into vLLM (`reload_weights` with its safeguards), then the miniature scoring: seconds per stage.
 
-Floor (a lower bound for any engine here): each decoding step reads the weights once (bytes / the copy bandwidth
-measured in this run) or does the step's matmul work (2 x parameters x rows / the float32 matmul rate measured in
-this run), whichever is larger, plus the prompts' matmul work once. Seconds are this 2-core machine's (ratios
+Floor (a lower bound for any engine here): the larger of every token's matmul work (2 x parameters FLOPs per
+prompt and generated token, a prefix all prompts share counted once, at the best float32 matmul rate measured in
+this run) and one read of the weights per decoding step (at the copy bandwidth measured in this run; steps: the
+longest answer's tokens). Seconds are this 2-core machine's (ratios
 count; absolute times only on a GPU).
 """
 
@@ -44,20 +45,23 @@ def copy_bandwidth(nbytes: int = 1 << 28) -> float:
     return 2 * nbytes / best
 
 
-def matmul_rate(n: int = 1024) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    best = float("inf")
-    for _ in range(3):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best
+def matmul_rate() -> float:
+    """The best float32 matmul rate of a few large products on torch's threads (FLOP/s)."""
+    best = 0.0
+    for n in (1024, 2048):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        for _ in range(5):
+            t = time.perf_counter()
+            a @ b
+            best = max(best, 2 * n ** 3 / (time.perf_counter() - t))
+    return best
 
 
-def floor_seconds(params: int, weight_bytes: int, rows: int, prompt_tokens: int, new_tokens: int, bw: float,
-                  rate: float) -> float:
-    step = max(weight_bytes / bw, 2 * params * rows / rate)
-    return new_tokens * step + 2 * params * prompt_tokens / rate
+def floor_seconds(params: int, weight_bytes: int, steps: int, tokens: int, bw: float, rate: float) -> float:
+    """No engine can do better than the larger of: every token's matmul work (2 x parameters FLOPs for each prompt
+    and generated token) at the measured rate, and reading the weights once per decoding step (`steps`: at least
+    the longest answer's length) at the measured bandwidth."""
+    return max(2 * params * tokens / rate, steps * weight_bytes / bw)
 
 
 def timed(fn):
@@ -113,18 +117,22 @@ def main() -> None:
     fast_s, (fast_texts, _) = timed(lambda: score("fast"))
     v2_s, _ = timed(lambda: score("vllm"))  # again: the prefix cache now holds the prompts (a later candidate
     # pushes new weights and resets it, so the first vLLM figure is the one a search pays)
-    mini_floor = floor_seconds(params, weight_bytes, 32, hf_count.prompt, 40 * -(-len(prompts) // 32), bw, rate)
-    res["miniature"] = {"prompts": len(prompts), "prompt_tokens": hf_count.prompt, "generated": hf_count.generated,
+    longest = max(len(tok(t).input_ids) for t in hf_texts)  # decoding steps: at least the longest answer's
+    # the prompts share the MGSM template: its tokens need computing once (vLLM's prefix cache does just that)
+    ids = [tok(p).input_ids for p in prompts]
+    shared = next((k for k in range(min(map(len, ids))) if len({tuple(i[:k + 1]) for i in ids}) > 1), 0)
+    unique = shared + sum(len(i) - shared for i in ids)
+    mini_floor = floor_seconds(params, weight_bytes, longest, unique + hf_count.generated, bw, rate)
+    res["miniature"] = {"prompts": len(prompts), "prompt_tokens": hf_count.prompt, "shared_prefix": shared,
+                        "generated": hf_count.generated,
                         "floor_s": mini_floor, "hf_s": hf_s, "vllm_s": v_s, "vllm_cached_prefix_s": v2_s,
                         "fast_s": fast_s, "fast_equal_to_hf": sum(a == b for a, b in zip(hf_texts, fast_texts)),
                         "vllm_equal_to_hf": equal}
 
     # -- batch: 256 x 128 -> 256, EOS ignored ---------------------------------------------------------------
     n = 64 if args.quick else 256
-    text = "".join(json.loads(line)["question"] for line in
-                   resolve_path("evomerge:data/ja_math_fitness_256.jsonl").read_text(encoding="utf-8").splitlines())
-    stream = tok(text * 8).input_ids
-    batch = [stream[i * 128:(i + 1) * 128] for i in range(n)]
+    g = torch.Generator().manual_seed(0)  # distinct prompts (no shared prefix to cache): random ordinary tokens
+    batch = torch.randint(len(tok.all_special_ids) + 100, tok.vocab_size, (n, 128), generator=g).tolist()
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
@@ -144,7 +152,7 @@ def main() -> None:
 
     h_b, _ = timed(hf_batch)
     new = n * 256
-    b_floor = floor_seconds(params, weight_bytes, min(n, 64), n * 128, 256 * -(-n // 64), bw, rate)
+    b_floor = floor_seconds(params, weight_bytes, 256, n * (128 + 256), bw, rate)
     res["batch"] = {"prompts": n, "prompt_len": 128, "new_tokens": 256, "floor_s": b_floor, "vllm_s": v_b,
                     "fast_s": f_b, "hf_s": h_b, "vllm_tok_s": new / v_b, "fast_tok_s": new / f_b, "hf_tok_s": new / h_b}
 
@@ -177,9 +185,8 @@ def main() -> None:
                     r = recipe.model_copy(update={"seed": k + 1})
                     merge_s, _ = timed(lambda: live.apply(r))
                     push_s = 0.0
-                    if name == "vllm":
-                        engine = engine_for(live.model, tok, 512)
-                        push_s, _ = timed(lambda: engine.sync(live.model))
+                    if name == "vllm":  # the engine exists (built above): this pushes the merged weights
+                        push_s, _ = timed(lambda: engine_for(live.model, tok, 512))
                     score_s, _ = timed(lambda: greedy_generate(live.model, tok, prompts, 40, ev.options.stop, 32,
                                                                engine=name))
                     stages[name].append({"merge_s": merge_s, "push_s": push_s, "score_s": score_s})

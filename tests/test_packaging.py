@@ -179,6 +179,7 @@ def test_ci_runs_the_readme_s_commands():
     """CI (.ci/run) is the README's setup and its two test commands, so a green CI means they work."""
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
-    for command in ("bash scripts/setup.sh", ".venv/bin/python -m pytest -q", ".venv/bin/python -m pytest -q -m slow"):
+    for command in ("bash scripts/setup.sh", ".venv/bin/python -m pytest -q", ".venv/bin/python -m pytest -q -m slow",
+                    ".venv-vllm/bin/python -m pytest -q -m vllm tests/generation/test_vllm.py"):
         assert f"    {command}" in readme and command in ci, command
     assert "-m 'not slow'" in (REPO / "pyproject.toml").read_text()  # the first command leaves the slow ones out

@@ -61,8 +61,8 @@ class MgsmJaOptions(Options):
     max_new_tokens: int = Field(1024, ge=1)
     stop: list[str] = Field(default_factory=lambda: list(STOP))
     batch_size: int = Field(16, ge=1)  # rows decoded at once (the engine refills rows as they finish)
-    # auto: vLLM on a GPU where it is installed and runs the model, else the fast engine on a GPU where it applies,
-    # else `generate`; vllm: vLLM wherever it runs the model (generation/vllm_engine.py)
+    # auto: vLLM where it is installed and runs the model, else the fast engine on a GPU where it applies, else
+    # `generate`; vllm: vLLM wherever it runs the model (generation/vllm_engine.py), refused where not installed
     engine: Literal["auto", "vllm", "fast", "hf"] = "auto"
     vllm: VllmOptions = Field(default_factory=lambda: VllmOptions())
     offset: int = Field(0, ge=0)

@@ -1,7 +1,7 @@
 """Batched greedy generation for generative fitness.
 
-Three paths with the same output: vLLM (generation/vllm_engine.py: the default on a GPU where it is installed and
-runs the model), the fast engine (generation/engine.py: continuous batching over its own KV cache; the default on a
+Three paths with the same output: vLLM (generation/vllm_engine.py: the default wherever it is installed and runs
+the model), the fast engine (generation/engine.py: continuous batching over its own KV cache; the default on a
 GPU for the families it runs when vLLM is not there) and plain `generate` in length-sorted batches (everything
 else, and CPU by default). Sequences stop at EOS or at a stop string, and the text after the first stop string
 is cut. Output equals plain `generate` greedy decoding of each prompt.
@@ -125,20 +125,38 @@ def fast_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens
 
 def use_vllm(model: Any, choice: str) -> bool:
     """'vllm' takes vLLM wherever it can run the model (a model it cannot run, such as a data-flow path, is said
-    once and generated as 'auto' would); 'auto' takes it where it is installed, supports the model and the model
-    is on a GPU (the field's evidence; on this project's CPU the bench decides: bench/RESULTS.md). vLLM missing
-    with 'vllm' is refused up front (evaluators' options)."""
-    if choice not in ("vllm", "auto"):
+    once and generated as 'auto' would); 'auto' takes it wherever it is installed and runs the model: on a GPU on
+    the field's evidence, on the CPU because bench/vllm_generate.py measured it 3.6x faster than `generate` per
+    miniature candidate here (bench/RESULTS.md). vLLM missing with 'vllm' is refused up front (the evaluator)."""
+    if choice not in ("vllm", "auto") or model.__dict__.get("_evomerge_vllm_failed"):
         return False
     from evomerge.generation import vllm_engine
 
-    if choice == "auto" and (not vllm_engine.available() or not _on_gpu(model)):
+    if choice == "auto" and not vllm_engine.available():
         return False
     why = vllm_engine.supports(model)
     if why is not None and choice == "vllm" and not model.__dict__.get("_evomerge_vllm_said"):
         model.__dict__["_evomerge_vllm_said"] = True
         print(f"note: engine: vllm: {why}; generating as engine: auto would", file=sys.stderr)
     return why is None
+
+
+def _vllm_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, stop: list[str],
+                   progress: Any, count: TokenCount | None, options: dict | None, choice: str) -> list[str] | None:
+    """vLLM's answers; None when `auto` could not start vLLM for this model (said once: then as without it)."""
+    from evomerge.generation.vllm_engine import engine_for
+
+    longest = max(len(tokenizer(p).input_ids) for p in prompts) + max_new_tokens
+    try:
+        engine = engine_for(model, tokenizer, longest, **(options or {}))
+    except Exception as e:  # a model vLLM has a class for but cannot run here (a head size its kernels lack...)
+        if choice == "vllm":
+            raise
+        model.__dict__["_evomerge_vllm_failed"] = True
+        print(f"note: vLLM could not start for this model ({type(e).__name__}: {str(e)[:160]}); generating "
+              "without it", file=sys.stderr)
+        return None
+    return engine.generate(prompts, max_new_tokens, stop, _eos_ids(model), count, progress)
 
 
 def greedy_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int,
@@ -149,11 +167,9 @@ def greedy_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_toke
     (tensor_parallel_size, ...)."""
     stop = stop or []
     if prompts and use_vllm(model, engine):
-        from evomerge.generation.vllm_engine import engine_for
-
-        longest = max(len(tokenizer(p).input_ids) for p in prompts) + max_new_tokens
-        return engine_for(model, tokenizer, longest, **(vllm or {})).generate(
-            prompts, max_new_tokens, stop, _eos_ids(model), count, progress)
+        texts = _vllm_generate(model, tokenizer, prompts, max_new_tokens, stop, progress, count, vllm, engine)
+        if texts is not None:
+            return texts
     if engine == "vllm":
         engine = "auto"
     if prompts and use_engine(model, engine, max(len(tokenizer(p).input_ids) for p in prompts) + max_new_tokens):
@@ -194,6 +210,10 @@ def check_engine(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens:
 
     None when they agree or the engine would not run here; otherwise why not (the caller then falls back to
     `generate` for the rest of the run). A few prompts and at most 32 new tokens: seconds on a GPU."""
+    if use_vllm(model, engine):  # vLLM's answers are checked against `generate`'s by its tests (float32); at bf16
+        return None  # two engines may part where logits tie, which would turn vLLM off on every GPU
+    if engine == "vllm":
+        engine = "auto"
     prompts = prompts[:n]
     new = min(max_new_tokens, 32)
     if not prompts or not use_engine(model, engine, max(len(tokenizer(p).input_ids) for p in prompts) + new):

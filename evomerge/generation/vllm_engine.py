@@ -24,6 +24,7 @@ drop torch to one thread for the whole process.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 import shutil
@@ -147,7 +148,11 @@ class VllmEngine:
         self.safeguards = set(safeguards)  # fewer only in the tests that show what each one prevents
         self.folder = tempfile.mkdtemp(prefix="evomerge-vllm-")
         weakref.finalize(self, shutil.rmtree, self.folder, True)
-        model.config.save_pretrained(self.folder)  # config, generation config and tokenizer: no weights
+        config = model.config
+        if not getattr(config, "architectures", None):  # a model made in memory: vLLM picks its class by this
+            config = copy.deepcopy(config)
+            config.architectures = [type(model).__name__]
+        config.save_pretrained(self.folder)  # config, generation config and tokenizer: no weights
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(self.folder)
         tokenizer.save_pretrained(self.folder)
