@@ -126,7 +126,7 @@ def fast_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens
 def use_vllm(model: Any, choice: str) -> bool:
     """'vllm' takes vLLM wherever it can run the model (a model it cannot run, such as a data-flow path, is said
     once and generated as 'auto' would); 'auto' takes it wherever it is installed and runs the model: on a GPU on
-    the field's evidence, on the CPU because bench/vllm_generate.py measured it 3.6x faster than `generate` per
+    the field's evidence, on the CPU because bench/vllm_generate.py measured it 3.3x faster than `generate` per
     miniature candidate here (bench/RESULTS.md). vLLM missing with 'vllm' is refused up front (the evaluator)."""
     if choice not in ("vllm", "auto") or model.__dict__.get("_evomerge_vllm_failed"):
         return False
