@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from evomerge.generation.stops import truncate_at_stop
+
 
 @dataclass
 class TokenCount:
@@ -27,15 +29,6 @@ class TokenCount:
     def add(self, prompt: int, generated: int) -> None:
         self.prompt += prompt
         self.generated += generated
-
-
-def truncate_at_stop(text: str, stop: list[str]) -> str:
-    cut = len(text)
-    for s in stop:
-        i = text.find(s)
-        if i != -1:
-            cut = min(cut, i)
-    return text[:cut]
 
 
 class StopOnStrings:

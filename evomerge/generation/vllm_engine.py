@@ -198,7 +198,7 @@ class VllmEngine:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        from evomerge.generation.greedy import truncate_at_stop
+        from evomerge.generation.stops import truncate_at_stop
 
         ids = [self.tokenizer(p).input_ids for p in prompts]
         params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop=stop or None,
