@@ -146,7 +146,6 @@ class VllmEngine:
         _prepare_environment()
         from vllm import LLM
 
-        self.model_ref = weakref.ref(model)
         self.tokenizer = tokenizer
         self.safeguards = set(safeguards)  # fewer only in the tests that show what each one prevents
         self.folder = tempfile.mkdtemp(prefix="evomerge-vllm-")
