@@ -14,25 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.floors import copy_bandwidth  # noqa: E402
+
 TEXTS = ["こんにちは、世界！ 12+30=42です。", "What is 12 plus 30? Answer:", "ｶﾀｶﾅ 漢字 😀 <|im_start|>user"]
-
-
-def copy_bandwidth(nbytes: int = 1 << 29) -> float:
-    """Bytes read + written per second by one large in-memory copy (best of three)."""
-    src = torch.empty(nbytes, dtype=torch.uint8).fill_(1)
-    dst = torch.empty_like(src)
-    best = float("inf")
-    for _ in range(3):
-        t = time.perf_counter()
-        dst.copy_(src)
-        best = min(best, time.perf_counter() - t)
-    return 2 * nbytes / best
 
 
 def load_direct(gguf: Path):
@@ -92,7 +85,7 @@ def main() -> None:
         for _ in range(args.repeat):
             proven.append(timed(load_cached, gguf)[0])
         nbytes = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
-    bandwidth = copy_bandwidth()
+    bandwidth = copy_bandwidth(1 << 29)
     floor = nbytes / bandwidth * 2  # read + write once
     res = {"gguf": gguf.name, "gguf_bytes": gguf.stat().st_size, "folder_bytes": nbytes, "copy_bandwidth": bandwidth,
            "floor_s": floor, "convert_s": convert_s, "direct_s": direct, "converted_s": warm,

@@ -33,28 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def copy_bandwidth(nbytes: int = 1 << 28) -> float:
-    src = torch.empty(nbytes, dtype=torch.uint8).fill_(1)
-    dst = torch.empty_like(src)
-    best = float("inf")
-    for _ in range(3):
-        t = time.perf_counter()
-        dst.copy_(src)
-        best = min(best, time.perf_counter() - t)
-    return 2 * nbytes / best
-
-
-def matmul_rate() -> float:
-    """The best float32 matmul rate of a few large products on torch's threads (FLOP/s)."""
-    best = 0.0
-    for n in (1024, 2048):
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        for _ in range(5):
-            t = time.perf_counter()
-            a @ b
-            best = max(best, 2 * n ** 3 / (time.perf_counter() - t))
-    return best
+from bench.floors import copy_bandwidth, matmul_rate  # noqa: E402
 
 
 def floor_seconds(params: int, weight_bytes: int, steps: int, tokens: int, bw: float, rate: float) -> float:
