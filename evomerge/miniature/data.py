@@ -45,9 +45,20 @@ class Problem:
     solution: str  # step-by-step text ending with the answer
 
 
-def _numbers(rng: random.Random, op: str, wide: bool = False) -> tuple[int, int, int]:
+# products' factor ranges: the fitness files' and the first held-out draws' (narrow), the third draw's (wide), and
+# the fourth draw's (widest: made after the wide range's held-out products were used up too)
+PRODUCTS = {"narrow": ((2, 12), (2, 9)), "wide": ((2, 24), (2, 12)), "widest": ((2, 40), (2, 20))}
+
+
+def _numbers(rng: random.Random, op: str, wide: bool | str = False) -> tuple[int, int, int]:
     """Two operands and the result; `wide` draws products from a wider range (2-24 x 2-12) for a held-out draw
-    made after the narrow range's held-out products were used up."""
+    made after the narrow range's held-out products were used up (or names a range of PRODUCTS)."""
+    if isinstance(wide, str):
+        (a_lo, a_hi), (b_lo, b_hi) = PRODUCTS[wide]
+        if op == "*":
+            a, b = rng.randint(a_lo, a_hi), rng.randint(b_lo, b_hi)
+            return a, b, a * b
+        return _numbers(rng, op)
     if op == "+":
         a, b = rng.randint(2, 60), rng.randint(2, 40)
         return a, b, a + b
@@ -144,6 +155,32 @@ def ja_math_sided_drawn(n: int, seed: int, split: str, exclude: set[tuple[int, i
     raise ValueError(f"only {len(out)} of {n} problems fit (split {split}, seed {seed})")
 
 
+def ja_math_balanced(n: int, seed: int, split: str, exclude: set[tuple[int, int, int]] = frozenset(),
+                     products: str = "narrow", sided: bool = True) -> list[Problem]:
+    """Like `ja_math_sided`, but each problem's operation is drawn first (a third each, like the fitness files) and
+    its numbers drawn again until they fit (`split`'s side of the number space where `sided`, none in `exclude`, no
+    question twice), so an operation whose side of the number space is nearly used up keeps its share; products
+    from the PRODUCTS range named. A draw made late, when earlier draws have used much of the space, keeps the mix
+    of operations; arithmetic may repeat within the draw (not the question)."""
+    want = "heldout" if split == "heldout" else "fitness"
+    rng = random.Random(f"ja-math-balanced-{split}-{seed}")
+    out, seen = [], set()
+    while len(out) < n:
+        op = rng.choice("+-*")
+        for _ in range(100_000):
+            a, b, ans = _numbers(rng, op, products)
+            key = (min(a, b), max(a, b), ans)
+            item, _, counter = rng.choice(ITEMS)
+            q = JA_TEMPLATES[op][FAMILY[split]].format(n=rng.choice(NAMES_JA), a=a, b=b, item=item, c=counter)
+            if (not sided or side(key) == want) and key not in exclude and q not in seen:
+                seen.add(q)
+                out.append(Problem(q, ans, f"{a} {OP_WORD[op]} {b} = {ans} です。答えは{ans}です。"))
+                break
+        else:
+            raise ValueError(f"no {op} problem left to draw after {len(out)} of {n} (split {split}, seed {seed})")
+    return out
+
+
 def ja_math_keys(n: int, seed: int, split: str = "fitness") -> set[tuple[int, int, int]]:
     """The arithmetic of each problem `ja_math(n, seed, split)` draws."""
     rng = random.Random(f"ja-math-{split}-{seed}")
@@ -170,6 +207,12 @@ def arithmetic(problem: Problem) -> tuple[int, int, int]:
     """A problem's arithmetic as `_ja_problem` keys it (numbers unordered, answer), read from its solution."""
     a, b = (int(x) for x in problem.solution.split(" = ")[0].split(" ")[::2])
     return min(a, b), max(a, b), problem.answer
+
+
+def arithmetic_of_text(text: str) -> tuple[int, int, int]:
+    """The arithmetic of a worked problem as `ja_math_texts` writes it ("問題: ...\n答え: <solution>")."""
+    solution = text.split("答え: ", 1)[1].strip()
+    return arithmetic(Problem("", int(solution.rsplit("答えは", 1)[1].removesuffix("です。")), solution))
 
 
 # --- instruction data for the miniature's specialists (`*-instruct`) ---------------------------------------

@@ -54,7 +54,8 @@ def _family(question: str) -> set[int]:
     return found
 
 
-HELD_OUT = ("ja_math_heldout_400.jsonl", "ja_math_heldout_b_400.jsonl", "ja_math_heldout_c_600.jsonl")
+HELD_OUT = ("ja_math_heldout_400.jsonl", "ja_math_heldout_b_400.jsonl", "ja_math_heldout_c_600.jsonl",
+            "ja_math_heldout_d_1000.jsonl")
 
 
 @pytest.mark.parametrize("name", HELD_OUT)
@@ -77,7 +78,7 @@ def test_the_held_out_split_is_new_in_its_words_and_its_arithmetic(name):
 
 def test_each_later_held_out_draw_repeats_no_arithmetic_of_an_earlier_one():
     """The earlier held-out sets have judged earlier designs of the steering proof; a later one must be new to them."""
-    for later in (1, 2):
+    for later in (1, 2, 3):
         earlier = {_arithmetic(r) for name in HELD_OUT[:later] for r in _rows(name)}
         assert not sum(_arithmetic(r) in earlier for r in _rows(HELD_OUT[later])), HELD_OUT[later]  # a count only
 
@@ -108,3 +109,42 @@ def test_the_cost_study_fitness_set_has_no_question_twice():
     questions = [r["question"] for r in _rows("ja_math_fitness_256.jsonl")]
     assert len(set(questions)) == 256
     assert all(_family(q) == {data.FAMILY["fitness"]} for q in questions)
+
+
+def test_the_fourth_held_out_draw_is_new_to_every_file_and_keeps_the_mix_of_operations():
+    """Issue 42's draw: none of the arithmetic of any other shipped file (fitness, test, validation, the quickstart's
+    text), each operation about a third although the narrow and wide ranges' held-out products are used up."""
+    fourth = _rows(HELD_OUT[3])
+    others = {_arithmetic(r) for name in FILES if name != HELD_OUT[3] for r in _rows(name)}
+    others |= {_arithmetic(r) for r in _text_rows("ja_math_fitness.txt")}
+    assert not sum(_arithmetic(r) in others for r in fourth)  # a count only
+    ops = [_operation(r["question"]) for r in fourth]
+    assert all(0.28 <= ops.count(op) / len(ops) <= 0.39 for op in "+-*"), {op: ops.count(op) for op in "+-*"}
+
+
+def test_the_validation_set_is_held_back_training_problems():
+    """The shipped miniature's fitness wording, none of its fitness problems' arithmetic nor any held-out draw's:
+    a run's final model chosen on it has seen nothing that judges it."""
+    valid = _rows("ja_math_valid_200.jsonl")
+    assert len(valid) == 200 and len({r["question"] for r in valid}) == 200
+    assert all(_family(r["question"]) == {data.FAMILY["fitness"]} for r in valid)
+    fitness = {_arithmetic(r) for r in _rows("ja_math_fitness.jsonl")}
+    held = {_arithmetic(r) for name in HELD_OUT for r in _rows(name)}
+    assert not sum(_arithmetic(r) in fitness | held for r in valid)
+    ops = [_operation(r["question"]) for r in valid]
+    assert all(0.25 <= ops.count(op) / len(ops) <= 0.42 for op in "+-*")
+
+
+def test_a_balanced_draw_keeps_an_operations_share_when_its_numbers_run_short():
+    """`ja_math_balanced` draws the operation first: excluding all but a few products still leaves a third of
+    products (repeating their arithmetic, never a question); a plain sided draw would all but drop them."""
+    products = {(min(a, b), max(a, b), a * b) for a in range(2, 13) for b in range(2, 10)}
+    keep = sorted(k for k in products if data.side(k) == "heldout")[:4]
+    drawn = data.ja_math_balanced(90, 1, "heldout", exclude=products - set(keep))
+    shares = [sum(("×" in p.solution) == (op == "*") and (op == "*" or f" {op} " in p.solution) for p in drawn)
+              for op in "+-*"]
+    assert all(20 <= n <= 40 for n in shares), shares
+    assert {data.arithmetic(p) for p in drawn if "×" in p.solution} <= set(keep)
+    assert len({p.question for p in drawn}) == 90
+    with pytest.raises(ValueError, match="no \\* problem left"):
+        data.ja_math_balanced(200, 1, "heldout", exclude=products)
