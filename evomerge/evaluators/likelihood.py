@@ -33,15 +33,26 @@ def encode_pair(tokenizer: Any, prompt: str, continuation: str) -> tuple[list[in
 
 
 def continuation_logprobs(model: Any, tokenizer: Any, prompts: list[str], continuations: list[str],
-                          batch_size: int = 16, count: Any = None, where: str = "likelihood") -> list[dict[str, float]]:
+                          batch_size: int = 16, count: Any = None, where: str = "likelihood", engine: str = "hf",
+                          vllm: dict | None = None) -> list[dict[str, float]]:
     """Each continuation's summed log-probability given its prompt (`logprob`, nats), its token count
     (`tokens`), and how many of its tokens are the model's greedy pick at their position (`agree`). Rows are
-    right-padded, so a row's numbers do not depend on the rows beside it (up to batched float rounding). `count` (a TokenCount) gets every token read as prompt tokens: nothing is generated."""
+    right-padded, so a row's numbers do not depend on the rows beside it (up to batched float rounding). `count` (a
+    TokenCount) gets every token read as prompt tokens: nothing is generated. `engine` as for generation: vllm and
+    auto read the values from vLLM's prompt log-probabilities where it runs the model (the engine the evaluator
+    generates on, weights pushed in place), else from one forward pass of the model here."""
     pairs = [encode_pair(tokenizer, p, c) for p, c in zip(prompts, continuations)]
     for i, (ids, head) in enumerate(pairs):
         if len(ids) <= head:
             raise UserError(f"reference {i + 1} tokenizes to nothing: a likelihood of nothing would be perfect",
                             where)
+    if pairs:
+        from evomerge.generation.greedy import use_vllm, vllm_engine_or_none
+
+        if use_vllm(model, engine):
+            found = vllm_engine_or_none(model, tokenizer, max(len(ids) for ids, _ in pairs) + 1, vllm, engine)
+            if found is not None:
+                return found.continuation_logprobs(pairs, count)
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out: list[dict[str, float]] = []

@@ -142,7 +142,7 @@ class MgsmJa(Evaluator):
         prompts = self.prompts(tokenizer)
         return continuation_logprobs(model, tokenizer, [prompts[i] for i in indices],
                                      [o.target_delimiter + self.records[i][o.reference_field] for i in indices],
-                                     o.batch_size, self.tokens, self.name)
+                                     o.batch_size, self.tokens, self.name, engine=o.engine, vllm=o.vllm.model_dump())
 
     def prompts(self, tokenizer: Any) -> list[str]:
         o = self.options

@@ -134,22 +134,28 @@ def use_vllm(model: Any, choice: str) -> bool:
     return why is None
 
 
-def _vllm_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, stop: list[str],
-                   progress: Any, count: TokenCount | None, options: dict | None, choice: str) -> list[str] | None:
-    """vLLM's answers; None when `auto` could not start vLLM for this model (said once: then as without it)."""
+def vllm_engine_or_none(model: Any, tokenizer: Any, longest: int, options: dict | None, choice: str) -> Any:
+    """The model's vLLM engine, synced to its weights; None when `auto` could not start vLLM for this model (said
+    once: then everything runs without it)."""
     from evomerge.generation.vllm_engine import engine_for
 
-    longest = max(len(tokenizer(p).input_ids) for p in prompts) + max_new_tokens
     try:
-        engine = engine_for(model, tokenizer, longest, **(options or {}))
+        return engine_for(model, tokenizer, longest, **(options or {}))
     except Exception as e:  # a model vLLM has a class for but cannot run here (a head size its kernels lack...)
         if choice == "vllm":
             raise
         model.__dict__["_evomerge_vllm_failed"] = True
-        print(f"note: vLLM could not start for this model ({type(e).__name__}: {str(e)[:160]}); generating "
+        print(f"note: vLLM could not start for this model ({type(e).__name__}: {str(e)[:160]}); running "
               "without it", file=sys.stderr)
         return None
-    return engine.generate(prompts, max_new_tokens, stop, _eos_ids(model), count, progress)
+
+
+def _vllm_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, stop: list[str],
+                   progress: Any, count: TokenCount | None, options: dict | None, choice: str) -> list[str] | None:
+    """vLLM's answers; None when `auto` could not start vLLM for this model."""
+    longest = max(len(tokenizer(p).input_ids) for p in prompts) + max_new_tokens
+    engine = vllm_engine_or_none(model, tokenizer, longest, options, choice)
+    return None if engine is None else engine.generate(prompts, max_new_tokens, stop, _eos_ids(model), count, progress)
 
 
 def greedy_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int,

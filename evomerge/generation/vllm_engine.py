@@ -252,6 +252,28 @@ class VllmEngine:
             progress(len(prompts))
         return texts
 
+    def continuation_logprobs(self, pairs: list[tuple[list[int], int]], count: Any = None) -> list[dict[str, float]]:
+        """Teacher-forced values of each (token ids, prompt length) pair from vLLM's prompt log-probabilities, as
+        `evaluators.likelihood.continuation_logprobs` computes them with transformers: the continuation's summed
+        log-probability, its token count, and how many of its tokens are the greedy pick (rank 1) at their place.
+        One token is generated per row (vLLM's minimum) and not counted: nothing is decoded that is scored."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=1, detokenize=False)
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids, _ in pairs], params, use_tqdm=False)
+        result = []
+        for (ids, head), out in zip(pairs, outs):
+            logprob, agree = 0.0, 0
+            for t in range(head, len(ids)):
+                entry = out.prompt_logprobs[t][ids[t]]  # the actual token is always among a position's entries
+                logprob += entry.logprob
+                agree += entry.rank == 1
+            result.append({"logprob": float(logprob), "tokens": float(len(ids) - head), "agree": float(agree)})
+        if count is not None:
+            count.add(sum(len(ids) for ids, _ in pairs), 0)
+        return result
+
     def close(self) -> None:
         del self.llm
         shutil.rmtree(self.folder, ignore_errors=True)

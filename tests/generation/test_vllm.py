@@ -81,6 +81,35 @@ def test_greedy_answers_and_token_counts_equal_generate_s(smol):
     assert any(t for t in ours[0])  # not all empty
 
 
+def test_teacher_forced_values_equal_transformers_and_follow_pushed_weights(smol):
+    """`subset.signal: likelihood | agreement` on vLLM (its prompt log-probabilities): the summed log-probability,
+    token count and greedy agreement of each reference equal one forward pass of the model here, before and after
+    the weights change in place (so the values are the pushed candidate's, not the engine's first weights)."""
+    from evomerge.evaluators.likelihood import continuation_logprobs
+
+    model, tok, prompts, restore = smol
+    references = [" 12 + 30 = 42. The answer is 42.", " Blue.", " 5です。", " Hi!", " 7 x 6 = 42.", " Yes, 9 is odd."]
+
+    def both():
+        count = TokenCount()
+        ours = continuation_logprobs(model, tok, prompts, references, 4, count, engine="vllm")
+        theirs = continuation_logprobs(model, tok, prompts, references, 4, engine="hf")
+        return ours, theirs, count
+
+    restore()
+    for step in range(2):
+        ours, theirs, count = both()
+        assert [o["tokens"] for o in ours] == [t["tokens"] for t in theirs]
+        assert [o["agree"] for o in ours] == [t["agree"] for t in theirs]
+        assert [o["logprob"] for o in ours] == pytest.approx([t["logprob"] for t in theirs], abs=2e-3, rel=1e-4)
+        assert count.generated == 0 and count.prompt > 0
+        if step == 0:
+            before = [t["logprob"] for t in theirs]
+            perturb(model, seed=3)
+    assert [t["logprob"] for t in theirs] != pytest.approx(before, abs=0.05)  # the weights did change the values
+    restore()
+
+
 def test_pushed_weights_are_scored_and_each_safeguard_matters(smol):
     """After a merge the engine scores the new weights; without any one of the safeguards it scores stale ones."""
     model, tok, prompts, restore = smol
