@@ -382,6 +382,9 @@ def main() -> None:
     if not where["tree_clean"]:
         log(f"note: uncommitted changes ({', '.join((where['changed'] or [])[:3])}): this report backs no claim")
     seconds = json.loads((runs / "seconds.json").read_text()) if (runs / "seconds.json").exists() else {}
+    if not args.no_run:  # where each launch ran from (a resumed run adds a line): the steps' code and configs
+        with open(runs / "launches.jsonl", "a") as f:
+            f.write(json.dumps(where) + "\n")
 
     def step(name, fn):
         start = time.time()
@@ -410,6 +413,8 @@ def main() -> None:
             step(f"score {row} first split", lambda: score(work, row, model_of(runs, row), FIRST_SPLIT))
     report = analyse(runs)
     report["seconds"] = seconds
+    launches = runs / "launches.jsonl"
+    report["launches"] = [json.loads(x) for x in launches.read_text().splitlines()] if launches.exists() else []
     (runs / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     (runs / "report.md").write_text(to_markdown(report))
     print(json.dumps(report, indent=2, ensure_ascii=False))
