@@ -66,6 +66,11 @@ def supports(model: Any) -> str | None:
 
     if arch not in ModelRegistry.get_supported_archs():
         return f"vLLM has no model class for {arch}"
+    if str(getattr(ModelRegistry.models.get(arch), "module_name", "")).endswith(".transformers"):
+        # its Transformers backend decorates transformers' own decoder class for its compiler, process-wide: the
+        # live model's (and any later) forward through transformers then fails (seen with Starcoder2)
+        return (f"vLLM runs {arch} through its Transformers backend, which rewrites transformers' own model class "
+                "in this process")
     if getattr(model.config, "vision_config", None) is not None:
         return "vision-language models are scored through transformers here (their processor's inputs)"
     return None

