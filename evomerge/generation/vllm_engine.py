@@ -164,12 +164,16 @@ def _global_random_state_kept():
         torch.set_rng_state(states[2])
 
 
+def _worker_model(worker: Any) -> Any:
+    """The model a vLLM worker runs (inside the worker)."""
+    runner = worker.model_runner
+    return runner.get_model() if hasattr(runner, "get_model") else runner.model
+
+
 def _refresh_tied_head(worker: Any) -> int:
     """Process a tied lm_head again after a push (run inside the worker by collective_rpc): on the CPU its GEMM
     keeps a packed copy of the embedding from when it was built, which `reload_weights` does not renew."""
-    runner = worker.model_runner
-    model = runner.get_model() if hasattr(runner, "get_model") else runner.model
-    head = getattr(model, "lm_head", None)
+    head = getattr(_worker_model(worker), "lm_head", None)
     method = getattr(head, "quant_method", None)
     if head is None or method is None or not hasattr(method, "process_weights_after_loading"):
         return 0
@@ -184,10 +188,8 @@ def _refresh_cpu_experts(worker: Any) -> int:
     `generate`'s until this ran). The GPU's experts are not packed: nothing is done there."""
     from vllm.model_executor.layers.fused_moe.experts.cpu_moe import CPUUnquantizedExperts
 
-    runner = worker.model_runner
-    model = runner.get_model() if hasattr(runner, "get_model") else runner.model
     done = 0
-    for module in model.modules():
+    for module in _worker_model(worker).modules():
         kernel = getattr(getattr(module, "quant_method", None), "moe_kernel", None)
         experts = getattr(kernel, "fused_experts", None)
         if isinstance(experts, CPUUnquantizedExperts):
