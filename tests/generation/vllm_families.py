@@ -43,6 +43,7 @@ def main(arch: str) -> None:
     save_tokenizer(Path(folder))
     tok = PreTrainedTokenizerFast.from_pretrained(folder)
     prompts = [" ".join(f"w{(i * j) % 61}" for i in range(3, 8 + j)) for j in range(1, 9)]
+
     def change(seed: int) -> None:
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
@@ -54,8 +55,8 @@ def main(arch: str) -> None:
     def equal(ours, theirs) -> int:
         return sum(a == b for a, b in zip(ours, theirs))
 
-    theirs = greedy_generate(model, tok, prompts, 16, engine="hf")  # first: vLLM, once started, changes what
-    ours = greedy_generate(model, tok, prompts, 16, engine="vllm")  # transformers' Starcoder2 can still compile
+    theirs = greedy_generate(model, tok, prompts, 16, engine="hf")
+    ours = greedy_generate(model, tok, prompts, 16, engine="vllm")
     result = {"equal": equal(ours, theirs), "of": len(prompts), "texts": ours, "stale_without": {}}
     change(1)
     result["equal_after"] = equal(greedy_generate(model, tok, prompts, 16, engine="vllm"),
