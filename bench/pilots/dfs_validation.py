@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from bench import paper_claims as claims  # noqa: E402
+from bench import paper_claims as claims
 
 
 def main() -> None:
