@@ -57,8 +57,9 @@ def converted(folder: Path, gguf_file: str) -> Path:
     import transformers
 
     src = (Path(folder) / gguf_file).resolve()
-    st = src.stat()
-    key = hashlib.sha256(f"{src}:{st.st_size}:{st.st_mtime_ns}:{transformers.__version__}:{VERSION}".encode())
+    # keyed by what the file holds, not where it lies: every fresh environment installs the same GGUF at a new path,
+    # and a path key gave each one its own 0.5 GB entry (fifteen of them once filled a disk)
+    key = hashlib.sha256(f"{_content(src, _state(src))}:{transformers.__version__}:{VERSION}".encode())
     out = cache_root() / "gguf" / f"{src.stem}-{key.hexdigest()[:16]}"
     if (out / DONE).exists():
         damage = damaged(out)
@@ -121,6 +122,12 @@ def _hashes(out: Path, states: tuple) -> tuple[tuple[str, str], ...]:
     that loads the model many times pays it once (~0.3 s for SmolLM2-135M's 540 MB here), and a file changed
     since is hashed again."""
     return tuple((name, _sha256(out / name)) for name, *_ in states)
+
+
+@functools.lru_cache(maxsize=64)
+def _content(src: Path, state: tuple) -> str:
+    """The GGUF's SHA-256, once per process for each state (size, time, inode) of the file (~0.2 s for 100 MB)."""
+    return _sha256(src)
 
 
 def _sha256(path: Path) -> str:

@@ -208,3 +208,24 @@ def test_a_damaged_cached_conversion_is_converted_again(small, tmp_path, monkeyp
     assert converted(src.parent, src.name) == out
     assert "tokenizer.json is missing" in capsys.readouterr().err
     assert AutoTokenizer.from_pretrained(str(out))("こんにちは").input_ids  # loads again
+
+
+def test_the_same_gguf_installed_elsewhere_shares_one_cached_conversion(small, tmp_path, monkeypatch):
+    """Every fresh environment installs the GGUF at a new path (a new venv, a clean clone): the cache is keyed by
+    the file's content, so they share one entry; a GGUF with other content gets its own."""
+    import shutil
+
+    from evomerge.sources.gguf import converted
+
+    monkeypatch.setenv("EVOMERGE_CACHE", str(tmp_path / "cache"))
+    first = converted(small["whole"].parent, small["whole"].name)
+    elsewhere = tmp_path / "other-venv" / "site-packages"
+    elsewhere.mkdir(parents=True)
+    shutil.copy(small["whole"], elsewhere / small["whole"].name)  # a new path and a new modification time
+    done = (first / "evomerge-gguf.json").stat().st_mtime_ns
+    assert converted(elsewhere, small["whole"].name) == first
+    assert (first / "evomerge-gguf.json").stat().st_mtime_ns == done  # read, not converted again
+    with open(elsewhere / small["whole"].name, "ab") as f:
+        f.write(b"\0" * 32)  # other bytes (GGUF pads its data: still a readable file)
+    assert converted(elsewhere, small["whole"].name) != first
+    assert len(list((tmp_path / "cache" / "gguf").iterdir())) == 2
