@@ -48,8 +48,12 @@ def load_samples(path: Path, metric: str) -> tuple[list[float], list[tuple]]:
     return values, ids
 
 
-def paired_test(a: list[float], b: list[float], seed: int = 0, resamples: int = 10000) -> dict[str, Any]:
-    """B against A on the same items: means, difference, its 95% bootstrap interval and a two-sided p-value."""
+def paired_test(a: list[float], b: list[float], seed: int = 0, resamples: int = 10000,
+                clusters: list | None = None) -> dict[str, Any]:
+    """B against A on the same items: means, difference, its 95% bootstrap interval and a two-sided p-value.
+    `clusters` (one label per item) resamples whole clusters instead of items: items that share a label (one image's
+    questions, problems that ask the same arithmetic in other words) are not independent, and an item bootstrap
+    would call them so and draw the interval too narrow. The p-value stays the item-level test's."""
     from scipy.stats import binomtest, wilcoxon
 
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
@@ -63,7 +67,16 @@ def paired_test(a: list[float], b: list[float], seed: int = 0, resamples: int = 
         p = float(wilcoxon(y, x).pvalue) if np.any(d != 0) else 1.0
         test = {"test": "Wilcoxon signed-rank"}
     rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, len(d), size=(resamples, len(d)))].mean(axis=1)
+    if clusters is None:
+        means = d[rng.integers(0, len(d), size=(resamples, len(d)))].mean(axis=1)
+    else:
+        if len(clusters) != len(d):
+            raise ValueError(f"{len(clusters)} cluster labels for {len(d)} items")
+        _, label = np.unique(np.asarray([json.dumps(c) for c in clusters]), return_inverse=True)
+        sums, sizes = np.bincount(label, weights=d), np.bincount(label).astype(float)
+        pick = rng.integers(0, len(sums), size=(resamples, len(sums)))
+        means = sums[pick].sum(axis=1) / sizes[pick].sum(axis=1)
+        test["clusters"] = int(len(sums))
     low, high = np.percentile(means, [2.5, 97.5])
     return {"items": len(d), "mean_a": float(x.mean()), "mean_b": float(y.mean()), "difference": float(d.mean()),
             "interval_95": [float(low), float(high)], "p_value": float(p), **test}

@@ -29,6 +29,25 @@ def test_mcnemar_is_the_exact_binomial_on_disagreements():
     assert paired_test(a, a)["p_value"] == 1.0
 
 
+def test_clusters_resample_items_that_are_not_independent():
+    """Forty items each asked five times in other words are forty pieces of evidence, not two hundred: with the
+    copies as clusters the interval is the forty items' own (same width), without them it is ~sqrt(5) narrower."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(0, 2, 40).tolist(), rng.integers(0, 2, 40).tolist()
+    width = lambda r: r["interval_95"][1] - r["interval_95"][0]  # noqa: E731
+    alone = paired_test(a, b)
+    copies = paired_test(a * 5, b * 5)
+    clustered = paired_test(a * 5, b * 5, clusters=list(range(40)) * 5)
+    assert clustered["difference"] == pytest.approx(alone["difference"]) and clustered["clusters"] == 40
+    assert width(clustered) == pytest.approx(width(alone), rel=0.1)
+    assert width(copies) < 0.6 * width(clustered)
+    assert paired_test(a, b, clusters=[("x", i) for i in range(40)])["clusters"] == 40  # any JSON-able label
+    with pytest.raises(ValueError, match="3 cluster labels for 40 items"):
+        paired_test(a, b, clusters=[1, 2, 3])
+
+
 def test_values_that_are_not_right_or_wrong_use_wilcoxon():
     from scipy.stats import wilcoxon
 
