@@ -79,20 +79,26 @@ EN_TEMPLATES = {
           "Each of {a} children has {b} {item}. How many {item} do they have altogether?"],
 }
 
-# Japanese families: the fitness wording, the test wording (the miniature's table), and the held-out wording
-# (evaluation only, added after every design decision of the miniature was made: no choice was tuned on it).
+# Japanese families: the fitness wording, the test wording (the miniature's table), the held-out wording
+# (evaluation only, added after every design decision of the miniature was made: no choice was tuned on it), and the
+# fresh wording (the fifth held-out draw's, written 2026-12-07 before any model read it: issue 42's composition test
+# on products within the training range, whose held-out arithmetic the earlier draws had used up).
 JA_TEMPLATES = {
     "+": ["{n}さんは{item}を{a}{c}持っています。さらに{b}{c}買いました。{item}は全部で何{c}ですか。",
           "箱の中に{item}が{a}{c}あり、机の上に{b}{c}あります。あわせていくつありますか。",
-          "{n}さんの家に{item}が{a}{c}ありました。今日、{b}{c}もらいました。いま{item}は何{c}ありますか。"],
+          "{n}さんの家に{item}が{a}{c}ありました。今日、{b}{c}もらいました。いま{item}は何{c}ありますか。",
+          "{n}さんの部屋には、{item}が上の棚に{a}{c}、下の棚に{b}{c}あります。{item}は全部で何{c}ありますか。"],
     "-": ["{n}さんは{item}を{a}{c}持っていて、友達に{b}{c}あげました。残りは何{c}ですか。",
           "お店には{item}が{a}{c}ありました。そのうち{b}{c}売れました。お店に残っている{item}はいくつですか。",
-          "{n}さんは{item}を{a}{c}集めましたが、{b}{c}なくしてしまいました。{item}はいくつ残っていますか。"],
+          "{n}さんは{item}を{a}{c}集めましたが、{b}{c}なくしてしまいました。{item}はいくつ残っていますか。",
+          "{item}が{a}{c}ありました。{n}さんが{b}{c}持っていきました。{item}はあと何{c}ありますか。"],
     "*": ["{n}さんは{item}が{b}{c}ずつ入った袋を{a}つ持っています。{item}は全部で何{c}ですか。",
           "子どもが{a}人いて、一人{b}{c}ずつ{item}を持っています。{item}はあわせていくつですか。",
-          "{n}さんは毎日{item}を{b}{c}ずつ使います。{a}日間で{item}を何{c}使いますか。"],
+          "{n}さんは毎日{item}を{b}{c}ずつ使います。{a}日間で{item}を何{c}使いますか。",
+          "{n}さんは{item}を{b}{c}ずつ{a}個の箱に入れました。箱の中の{item}は全部で何{c}ですか。"],
 }
-FAMILY = {"fitness": 0, "test": 1, "heldout": 2}
+FAMILY = {"fitness": 0, "test": 1, "heldout": 2, "fresh": 3}
+HELD_OUT_FAMILIES = ("heldout", "fresh")  # wordings drawn from the held-out side of the number space
 OP_WORD = {"+": "+", "-": "-", "*": "×"}
 
 
@@ -142,7 +148,7 @@ def ja_math_sided_drawn(n: int, seed: int, split: str, exclude: set[tuple[int, i
                         unique: bool = True, wide: bool = False) -> tuple[list[Problem], set[tuple[int, int, int]]]:
     """`ja_math_sided`'s problems and the arithmetic of each (what a later draw must not repeat); `wide` draws
     products from the wider range (`_numbers`)."""
-    want = "heldout" if split == "heldout" else "fitness"
+    want = "heldout" if split in HELD_OUT_FAMILIES else "fitness"
     rng = random.Random(f"ja-math-sided-{split}-{seed}")
     out, seen = [], set()
     for _ in range(1000 * n):
@@ -162,7 +168,7 @@ def ja_math_balanced(n: int, seed: int, split: str, exclude: set[tuple[int, int,
     question twice), so an operation whose side of the number space is nearly used up keeps its share; products
     from the PRODUCTS range named. A draw made late, when earlier draws have used much of the space, keeps the mix
     of operations; arithmetic may repeat within the draw (not the question)."""
-    want = "heldout" if split == "heldout" else "fitness"
+    want = "heldout" if split in HELD_OUT_FAMILIES else "fitness"
     rng = random.Random(f"ja-math-balanced-{split}-{seed}")
     out, seen = [], set()
     while len(out) < n:

@@ -148,3 +148,29 @@ def test_a_balanced_draw_keeps_an_operations_share_when_its_numbers_run_short():
     assert len({p.question for p in drawn}) == 90
     with pytest.raises(ValueError, match="no \\* problem left"):
         data.ja_math_balanced(200, 1, "heldout", exclude=products)
+
+
+FIFTH = "ja_math_heldout_e_1000.jsonl"
+
+
+def test_the_fifth_held_out_draw_is_a_new_wording_within_the_training_range():
+    """Issue 42's composition test within the training range (bench/composition_fresh.py): a wording of its own, the
+    held-out side of the number space, none of the arithmetic of a file that trains, searches or validates; sums and
+    differences new to every earlier held-out draw too; products only from the narrow range (2-12 x 2-9), where
+    the earlier draws left none unused, so they repeat numbers, never a question. Counts only: the items stay unread."""
+    fifth = _rows(FIFTH)
+    questions = [r["question"] for r in fifth]
+    assert len(fifth) == 1000 and len(set(questions)) == 1000
+    assert all(_family(q) == {data.FAMILY["fresh"]} for q in questions), "a question in another file's wording"
+    assert not set(questions) & {r["question"] for name in FILES if name != FIFTH for r in _rows(name)}
+    training = {_arithmetic(r) for name in FILES if "heldout" not in name for r in _rows(name)}
+    training |= {_arithmetic(r) for r in _text_rows("ja_math_fitness.txt")}
+    assert not sum(_arithmetic(r) in training for r in fifth)
+    earlier = {_arithmetic(r) for name in HELD_OUT for r in _rows(name)}
+    ops = [_operation(q) for q in questions]
+    assert not sum(_arithmetic(r) in earlier for r, op in zip(fifth, ops) if op != "*")
+    products = [sorted(map(int, re.findall(r"\d+", r["question"]))) for r, op in zip(fifth, ops) if op == "*"]
+    assert all(2 <= small <= 9 and 2 <= large <= 12 for small, large in products)
+    assert all(0.3 <= ops.count(op) / len(ops) <= 0.37 for op in "+-*"), {op: ops.count(op) for op in "+-*"}
+    assert all(data.side(data.arithmetic(p)) == "heldout" for p in data.ja_math_balanced(
+        50, 1, "fresh", products="narrow")), "the fresh wording draws from the held-out side"
