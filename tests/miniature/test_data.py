@@ -115,7 +115,8 @@ def test_the_fourth_held_out_draw_is_new_to_every_file_and_keeps_the_mix_of_oper
     """Issue 42's draw: none of the arithmetic of any other shipped file (fitness, test, validation, the quickstart's
     text), each operation about a third although the narrow and wide ranges' held-out products are used up."""
     fourth = _rows(HELD_OUT[3])
-    others = {_arithmetic(r) for name in FILES if name != HELD_OUT[3] for r in _rows(name)}
+    later = ("ja_math_heldout_e_1000.jsonl", "ja_math_heldout_f_1000.jsonl")  # made after it (they may repeat it)
+    others = {_arithmetic(r) for name in FILES if name not in (HELD_OUT[3], *later) for r in _rows(name)}
     others |= {_arithmetic(r) for r in _text_rows("ja_math_fitness.txt")}
     assert not sum(_arithmetic(r) in others for r in fourth)  # a count only
     ops = [_operation(r["question"]) for r in fourth]
@@ -174,3 +175,26 @@ def test_the_fifth_held_out_draw_is_a_new_wording_within_the_training_range():
     assert all(0.3 <= ops.count(op) / len(ops) <= 0.37 for op in "+-*"), {op: ops.count(op) for op in "+-*"}
     assert all(data.side(data.arithmetic(p)) == "heldout" for p in data.ja_math_balanced(
         50, 1, "fresh", products="narrow")), "the fresh wording draws from the held-out side"
+
+
+SIXTH = "ja_math_heldout_f_1000.jsonl"
+
+
+def test_the_sixth_held_out_draw_is_a_second_new_wording_within_the_training_range():
+    """Made after the fifth draw was scored, for a test designed from it: another wording of its own, the held-out
+    side, none of the arithmetic of a file that trains, searches or validates, differences new to every earlier
+    held-out draw; sums and products repeat earlier held-out numbers (none unused are left), never a question."""
+    sixth = _rows(SIXTH)
+    questions = [r["question"] for r in sixth]
+    assert len(sixth) == 1000 and len(set(questions)) == 1000
+    assert all(_family(q) == {data.FAMILY["fresh2"]} for q in questions), "a question in another file's wording"
+    assert not set(questions) & {r["question"] for name in FILES if name != SIXTH for r in _rows(name)}
+    training = {_arithmetic(r) for name in FILES if "heldout" not in name for r in _rows(name)}
+    training |= {_arithmetic(r) for r in _text_rows("ja_math_fitness.txt")}
+    assert not sum(_arithmetic(r) in training for r in sixth)
+    earlier = {_arithmetic(r) for name in (*HELD_OUT, FIFTH) for r in _rows(name)}
+    ops = [_operation(q) for q in questions]
+    assert not sum(_arithmetic(r) in earlier for r, op in zip(sixth, ops) if op == "-")
+    products = [sorted(map(int, re.findall(r"\d+", r["question"]))) for r, op in zip(sixth, ops) if op == "*"]
+    assert all(2 <= small <= 9 and 2 <= large <= 12 for small, large in products)
+    assert all(0.3 <= ops.count(op) / len(ops) <= 0.37 for op in "+-*"), {op: ops.count(op) for op in "+-*"}
