@@ -20,6 +20,7 @@ class TargetOptions(Options):
     oom_calls: list[int] = []
     sleep: tuple[float, float] | None = None  # sleep a duration in [lo, hi], fixed per candidate
     hang_calls: list[int] = []  # these calls hang (sleep 120 s)
+    load_s: float = 0.0  # loading takes this long (a worker slow to start)
 
 
 class TargetDistance(Evaluator):
@@ -35,6 +36,10 @@ class TargetDistance(Evaluator):
 
         self.target = load_file(options.target)
         self.calls = 0
+        if options.load_s:
+            import time
+
+            time.sleep(options.load_s)
 
     def _count(self) -> int:
         o = self.options

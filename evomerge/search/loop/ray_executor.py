@@ -2,8 +2,10 @@
 
 The driver (driver.py) decides what runs and keeps every slot busy (steady-state extras, see there); this module
 only runs jobs. The driver's run store stays the only source of truth: a worker that dies, or runs past
-`timeout_s`, is replaced and its job handed back to the driver as lost, which re-queues it. With one worker and
-strict generations a Ray run equals a local run, trial for trial.
+`timeout_s`, is replaced and its job handed back to the driver as lost, which re-queues it. A job's time starts when a
+ready worker takes it: a replacement loads its sources first, and on a busy machine that alone can outlast a short
+`timeout_s` (counting it replaced the replacement, for ever). With one worker and strict generations a Ray run
+equals a local run, trial for trial.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ class RayExecutor:
         self.slots = self.ex.workers or 0  # known once the cluster is reached (start)
         self.pending: dict[Any, tuple[Any, Job, float]] = {}  # ref -> (worker, job, start)
         self.idle: deque = deque()
+        self.queued: deque = deque()  # jobs submitted while every worker is busy or still loading
+        self.starting: dict[Any, Any] = {}  # ready() ref -> a replacement worker loading its sources
+        self.failed_starts = 0
         self.busy_s = 0.0
         self.first = self.last = None
         self.started_here = False
@@ -83,23 +88,45 @@ class RayExecutor:
         self.idle.extend(workers)
 
     def submit(self, job: Job) -> None:
-        worker = self.idle.popleft()
-        now = time.time()
         if job.kind == "evaluate":
-            self.first = self.first or now
-        job = dataclasses.replace(job, candidate=None)  # the worker rebuilds the candidate from the genes
-        self.pending[worker.run.remote(job)] = (worker, job, now)
+            self.first = self.first or time.time()
+        self.queued.append(dataclasses.replace(job, candidate=None))  # the worker rebuilds it from the genes
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        while self.queued and self.idle:
+            worker, job = self.idle.popleft(), self.queued.popleft()
+            self.pending[worker.run.remote(job)] = (worker, job, time.time())
+
+    def _replace(self) -> None:
+        """A new worker in a lost one's place; it takes jobs once it has loaded (wait() sees it ready)."""
+        worker = self.Worker.remote(self.config_json)
+        self.starting[worker.ready.remote()] = worker
 
     def wait(self, timeout: float) -> list[tuple[Job, Outcome | Lost]]:
         ray, out = self.ray, []
-        done, _ = ray.wait(list(self.pending), num_returns=1, timeout=timeout)
+        done, _ = ray.wait([*self.pending, *self.starting], num_returns=1, timeout=timeout)
         for ref in done:
+            if ref in self.starting:
+                worker = self.starting.pop(ref)
+                try:
+                    ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    self.failed_starts += 1
+                    if self.failed_starts >= 3:  # the sources cannot load on a worker any more: stop, resumable
+                        raise UserError(f"3 replacement Ray workers in a row failed to start (last: {e}); the run "
+                                        "is kept: fix the cause and --resume") from e
+                    self._replace()
+                    continue
+                self.failed_starts = 0
+                self.idle.append(worker)
+                continue
             worker, job, start = self.pending.pop(ref)
             try:
                 result = ray.get(ref)
             except ray.exceptions.RayError as e:  # the actor died: replace it (not waited for), re-queue the job
                 out.append((job, Lost(f"worker lost ({type(e).__name__})")))
-                self.idle.append(self.Worker.remote(self.config_json))
+                self._replace()
                 continue
             if job.kind == "evaluate":
                 end = time.time()
@@ -113,7 +140,8 @@ class RayExecutor:
                     self.pending.pop(ref)
                     ray.kill(worker)
                     out.append((job, Lost(f"ran past {self.ex.timeout_s}s; worker replaced")))
-                    self.idle.append(self.Worker.remote(self.config_json))
+                    self._replace()
+        self._dispatch()
         return out
 
     def close(self, store, log) -> None:

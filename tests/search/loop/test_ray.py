@@ -152,6 +152,31 @@ def test_a_hung_candidate_is_requeued_after_the_timeout(family, target, tmp_path
     assert int(calls.read_text()) == 9  # the hung candidate ran again on a fresh worker
 
 
+def test_a_replacement_slower_to_load_than_the_timeout_still_runs_its_job(family, target, tmp_path):  # noqa: F811
+    """A job's time starts when a loaded worker takes it. Here every worker loads for 6 s and a job may run 4: the
+    hung candidate's replacement worker must not time out while loading (before, it was killed, replaced and
+    killed again for ever; the subprocess's limit turns that into a failure, not a hung suite)."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    calls = tmp_path / "calls"
+    cfg = ray_config(family, target, 2, 8, calls_file=str(calls), hang_calls=[3], load_s=6.0)
+    cfg["executor"]["timeout_s"] = 4
+    (tmp_path / "search.yaml").write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, "-m", "evomerge", "search", str(tmp_path / "search.yaml"), "--run-dir",
+           str(tmp_path / "run"), "--quiet"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the search did not finish in 240 s: a loading replacement worker timed out again and again")
+    assert done.returncode == 0, done.stderr[-2000:]
+    status = run_status(tmp_path / "run")
+    assert status["completed"] == 8 and status["running"] == 0
+    assert int(calls.read_text()) == 9  # the hung candidate ran again, once, on the loaded replacement
+
+
 def test_a_multi_objective_search_runs_on_workers_as_it_does_locally(family, tmp_path):  # noqa: F811
     """NSGA-II through the Ray executor: the driver tells the optimiser the objective vectors, the workers only
     score; one worker gives the local run's trials."""
