@@ -152,6 +152,27 @@ def test_a_balanced_draw_keeps_an_operations_share_when_its_numbers_run_short():
 
 
 FIFTH = "ja_math_heldout_e_1000.jsonl"
+SIXTH = "ja_math_heldout_f_1000.jsonl"
+
+
+def _new_wording_within_the_training_range(name: str, family: str, earlier_files: tuple, new_ops: str) -> None:
+    """What the fifth and sixth draws share: 1000 questions, each once and in no other file, all in `family`'s
+    wording, none with the arithmetic of a file that trains, searches or validates; the operations in `new_ops` new
+    to `earlier_files` too; products only from the narrow range (2-12 x 2-9); each operation about a third."""
+    rows = _rows(name)
+    questions = [r["question"] for r in rows]
+    assert len(rows) == 1000 and len(set(questions)) == 1000
+    assert all(_family(q) == {data.FAMILY[family]} for q in questions), "a question in another file's wording"
+    assert not set(questions) & {r["question"] for other in FILES if other != name for r in _rows(other)}
+    training = {_arithmetic(r) for other in FILES if "heldout" not in other for r in _rows(other)}
+    training |= {_arithmetic(r) for r in _text_rows("ja_math_fitness.txt")}
+    assert not sum(_arithmetic(r) in training for r in rows)
+    earlier = {_arithmetic(r) for other in earlier_files for r in _rows(other)}
+    ops = [_operation(q) for q in questions]
+    assert not sum(_arithmetic(r) in earlier for r, op in zip(rows, ops) if op in new_ops)
+    products = [sorted(map(int, re.findall(r"\d+", r["question"]))) for r, op in zip(rows, ops) if op == "*"]
+    assert all(2 <= small <= 9 and 2 <= large <= 12 for small, large in products)
+    assert all(0.3 <= ops.count(op) / len(ops) <= 0.37 for op in "+-*"), {op: ops.count(op) for op in "+-*"}
 
 
 def test_the_fifth_held_out_draw_is_a_new_wording_within_the_training_range():
@@ -159,42 +180,13 @@ def test_the_fifth_held_out_draw_is_a_new_wording_within_the_training_range():
     held-out side of the number space, none of the arithmetic of a file that trains, searches or validates; sums and
     differences new to every earlier held-out draw too; products only from the narrow range (2-12 x 2-9), where
     the earlier draws left none unused, so they repeat numbers, never a question. Counts only: the items stay unread."""
-    fifth = _rows(FIFTH)
-    questions = [r["question"] for r in fifth]
-    assert len(fifth) == 1000 and len(set(questions)) == 1000
-    assert all(_family(q) == {data.FAMILY["fresh"]} for q in questions), "a question in another file's wording"
-    assert not set(questions) & {r["question"] for name in FILES if name != FIFTH for r in _rows(name)}
-    training = {_arithmetic(r) for name in FILES if "heldout" not in name for r in _rows(name)}
-    training |= {_arithmetic(r) for r in _text_rows("ja_math_fitness.txt")}
-    assert not sum(_arithmetic(r) in training for r in fifth)
-    earlier = {_arithmetic(r) for name in HELD_OUT for r in _rows(name)}
-    ops = [_operation(q) for q in questions]
-    assert not sum(_arithmetic(r) in earlier for r, op in zip(fifth, ops) if op != "*")
-    products = [sorted(map(int, re.findall(r"\d+", r["question"]))) for r, op in zip(fifth, ops) if op == "*"]
-    assert all(2 <= small <= 9 and 2 <= large <= 12 for small, large in products)
-    assert all(0.3 <= ops.count(op) / len(ops) <= 0.37 for op in "+-*"), {op: ops.count(op) for op in "+-*"}
+    _new_wording_within_the_training_range(FIFTH, "fresh", HELD_OUT, new_ops="+-")
     assert all(data.side(data.arithmetic(p)) == "heldout" for p in data.ja_math_balanced(
         50, 1, "fresh", products="narrow")), "the fresh wording draws from the held-out side"
-
-
-SIXTH = "ja_math_heldout_f_1000.jsonl"
 
 
 def test_the_sixth_held_out_draw_is_a_second_new_wording_within_the_training_range():
     """Made after the fifth draw was scored, for a test designed from it: another wording of its own, the held-out
     side, none of the arithmetic of a file that trains, searches or validates, differences new to every earlier
     held-out draw; sums and products repeat earlier held-out numbers (none unused are left), never a question."""
-    sixth = _rows(SIXTH)
-    questions = [r["question"] for r in sixth]
-    assert len(sixth) == 1000 and len(set(questions)) == 1000
-    assert all(_family(q) == {data.FAMILY["fresh2"]} for q in questions), "a question in another file's wording"
-    assert not set(questions) & {r["question"] for name in FILES if name != SIXTH for r in _rows(name)}
-    training = {_arithmetic(r) for name in FILES if "heldout" not in name for r in _rows(name)}
-    training |= {_arithmetic(r) for r in _text_rows("ja_math_fitness.txt")}
-    assert not sum(_arithmetic(r) in training for r in sixth)
-    earlier = {_arithmetic(r) for name in (*HELD_OUT, FIFTH) for r in _rows(name)}
-    ops = [_operation(q) for q in questions]
-    assert not sum(_arithmetic(r) in earlier for r, op in zip(sixth, ops) if op == "-")
-    products = [sorted(map(int, re.findall(r"\d+", r["question"]))) for r, op in zip(sixth, ops) if op == "*"]
-    assert all(2 <= small <= 9 and 2 <= large <= 12 for small, large in products)
-    assert all(0.3 <= ops.count(op) / len(ops) <= 0.37 for op in "+-*"), {op: ops.count(op) for op in "+-*"}
+    _new_wording_within_the_training_range(SIXTH, "fresh2", (*HELD_OUT, FIFTH), new_ops="-")
