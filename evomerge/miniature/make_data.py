@@ -101,6 +101,12 @@ def ja_math_files() -> dict[str, list[data.Problem]]:
                            for p in problems if " - " in p.solution}
     files["ja_math_heldout_f_1000.jsonl"] = data.ja_math_balanced(
         1000, 1200, "fresh2", exclude=not_held | text_keys | earlier_differences, products="narrow")
+    # A seventh draw, for issue 42's repeatability test (bench/repeat_search.py), made before any model read it: a
+    # third wording of its own (data.FAMILY["fresh3"]), the held-out side, none of the arithmetic of a file that
+    # trains, searches or validates. Its numbers may repeat earlier held-out draws' (few unused are left), never a
+    # question: intervals resample arithmetic facts.
+    files["ja_math_heldout_g_1000.jsonl"] = data.ja_math_balanced(
+        1000, 1300, "fresh3", exclude=not_held | text_keys, products="narrow")
     return files
 
 

@@ -115,7 +115,8 @@ def test_the_fourth_held_out_draw_is_new_to_every_file_and_keeps_the_mix_of_oper
     """Issue 42's draw: none of the arithmetic of any other shipped file (fitness, test, validation, the quickstart's
     text), each operation about a third although the narrow and wide ranges' held-out products are used up."""
     fourth = _rows(HELD_OUT[3])
-    later = ("ja_math_heldout_e_1000.jsonl", "ja_math_heldout_f_1000.jsonl")  # made after it (they may repeat it)
+    later = ("ja_math_heldout_e_1000.jsonl", "ja_math_heldout_f_1000.jsonl",  # made after it (they may repeat it)
+             "ja_math_heldout_g_1000.jsonl")
     others = {_arithmetic(r) for name in FILES if name not in (HELD_OUT[3], *later) for r in _rows(name)}
     others |= {_arithmetic(r) for r in _text_rows("ja_math_fitness.txt")}
     assert not sum(_arithmetic(r) in others for r in fourth)  # a count only
@@ -153,6 +154,7 @@ def test_a_balanced_draw_keeps_an_operations_share_when_its_numbers_run_short():
 
 FIFTH = "ja_math_heldout_e_1000.jsonl"
 SIXTH = "ja_math_heldout_f_1000.jsonl"
+SEVENTH = "ja_math_heldout_g_1000.jsonl"
 
 
 def _new_wording_within_the_training_range(name: str, family: str, earlier_files: tuple, new_ops: str) -> None:
@@ -190,3 +192,10 @@ def test_the_sixth_held_out_draw_is_a_second_new_wording_within_the_training_ran
     side, none of the arithmetic of a file that trains, searches or validates, differences new to every earlier
     held-out draw; sums and products repeat earlier held-out numbers (none unused are left), never a question."""
     _new_wording_within_the_training_range(SIXTH, "fresh2", (*HELD_OUT, FIFTH), new_ops="-")
+
+
+def test_the_seventh_held_out_draw_is_a_third_new_wording_within_the_training_range():
+    """Issue 42's repeatability test (bench/repeat_search.py), drawn before any model read it: a third wording of its
+    own, the held-out side, none of the arithmetic of a file that trains, searches or validates; its numbers may
+    repeat earlier held-out draws' (few are left unused), never a question."""
+    _new_wording_within_the_training_range(SEVENTH, "fresh3", (*HELD_OUT, FIFTH, SIXTH), new_ops="")

@@ -1,0 +1,72 @@
+"""bench/repeat_search.py (issue 42, item 4 on the seventh draw): the verdict is the pool arm's three-seed spread
+against 4 points; a missing judged seed gives no verdict; the arm's config is a valid search config that differs
+from the shipped one in the fitness data and the subset block only."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from bench.repeat_search import analyse, arm_config, spread_interval
+from evomerge.core.resources import resolve_path
+from evomerge.miniature import data
+from evomerge.search.config import SearchConfig
+
+
+def _rows(problems, right, ja=True):
+    rows = []
+    for i, (a, b) in enumerate(problems):
+        q = data.JA_TEMPLATES["*"][data.FAMILY["fresh3"]].format(n="蓮", a=a, b=b, item="花", c="本")
+        rows.append({"question": q, "answer": a * b, "correct": i in right, "acc_ja": ja and i in right})
+    return rows
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+PROBLEMS = [(a, b) for a in range(2, 12) for b in range(2, 9)] * 2  # 70 facts, each asked twice
+
+
+def test_the_pool_arms_spread_is_judged_and_a_missing_seed_gives_no_verdict(tmp_path):
+    runs = tmp_path / "runs"
+    scores = runs / "scores"
+    scores.mkdir(parents=True)
+    _write(scores / "math.jsonl", _rows(PROBLEMS, set(range(40)), ja=False))
+    for s, right in enumerate((50, 52, 54)):  # 140 problems: a spread of 4 / 140 = 2.9 points
+        _write(scores / f"pool-s{s}.jsonl", _rows(PROBLEMS, set(range(right))))
+    for s, right in enumerate((40, 60, 50, 45, 55)):  # 20 / 140 = 14.3 points
+        _write(scores / f"ps-s{s}.jsonl", _rows(PROBLEMS, set(range(right))))
+    report = analyse(runs, tmp_path / "claims", tmp_path / "seeds", "draw")
+    assert report["judged"] == {"spread_points": round(100 * 4 / 140, 2), "limit_points": 4.0, "holds": True}
+    assert "pool, seeds 0-4" not in report["arms"]  # seeds 3 and 4 not scored: no five-seed row
+    shipped = report["arms"]["shipped, seeds 0-4"]
+    assert shipped["spread"] == 20 / 140 and shipped["composition"]["search_unit"]["searches"] == 5
+    (scores / "pool-s2.jsonl").unlink()
+    report = analyse(runs, tmp_path / "claims", tmp_path / "seeds", "draw")
+    assert report["judged"]["holds"] is None and "pool, seeds 0-2 (judged)" not in report["arms"]
+
+
+def test_the_spread_interval_resamples_facts_and_contains_the_spread():
+    rows = {0: _rows(PROBLEMS, set(range(30))), 1: _rows(PROBLEMS, set(range(70, 110)))}  # 30 vs 40 of 140
+    lo, hi = spread_interval(rows, resamples=2000)
+    assert lo <= 10 / 140 <= hi and hi < 0.25
+    same = {0: _rows(PROBLEMS, set(range(30))), 1: _rows(PROBLEMS, set(range(30)))}
+    assert spread_interval(same, resamples=200) == [0.0, 0.0]
+
+
+def test_the_pool_arm_changes_the_fitness_data_and_the_subset_block_only():
+    shipped = yaml.safe_load(resolve_path("evomerge:configs/search/miniature-ps.yaml").read_text())
+    arm = arm_config(2)
+    SearchConfig.model_validate(arm)
+    assert arm["optimizer"]["seed"] == 2 and arm["subset"]["seed"] == 2
+    assert arm["subset"] == {"items": 64, "seed": 2, "first_generation": "random", "check": "final", "finalists": 6,
+                             "finalists_from": "run"}
+    assert arm["fitness"][0].pop("data") == "evomerge:data/ja_math_fitness_256.jsonl"
+    for key in ("subset", "name"):
+        arm.pop(key)
+    shipped.pop("name")
+    shipped["fitness"][0].pop("data")
+    shipped["optimizer"]["seed"] = 2
+    assert arm == shipped
