@@ -51,7 +51,7 @@ def test_the_pool_arms_spread_is_judged_and_a_missing_seed_gives_no_verdict(tmp_
 def test_the_spread_interval_resamples_facts_and_contains_the_spread():
     rows = {0: _rows(PROBLEMS, set(range(30))), 1: _rows(PROBLEMS, set(range(70, 110)))}  # 30 vs 40 of 140
     lo, hi = spread_interval(rows, resamples=2000)
-    assert lo <= 10 / 140 <= hi and hi < 0.25
+    assert lo <= 10 / 140 <= hi < 0.25
     same = {0: _rows(PROBLEMS, set(range(30))), 1: _rows(PROBLEMS, set(range(30)))}
     assert spread_interval(same, resamples=200) == [0.0, 0.0]
 
