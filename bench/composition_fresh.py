@@ -53,6 +53,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.experiment import Experiment, log
 from bench.paper_claims import (
     EVALUATOR,
     FIXED_ROWS,
@@ -63,7 +64,6 @@ from bench.paper_claims import (
     accuracy,
     arm_config,
     evomerge,
-    log,
     paired,
     rows_of,
 )
@@ -269,22 +269,11 @@ def main() -> None:
     data, limit = (SMOKE_DRAW, 8) if args.smoke else (DRAW, None)
     runs = args.runs
     (runs / "scores").mkdir(parents=True, exist_ok=True)
-    from evomerge.core.provenance import provenance
-
-    where = provenance()
-    if not where["tree_clean"]:
-        log(f"note: uncommitted changes ({', '.join((where['changed'] or [])[:3])}): this report backs no claim")
+    experiment = Experiment(runs, launch=not args.no_run, draw=data)
     if not args.no_run:
-        with open(runs / "launches.jsonl", "a") as f:
-            f.write(json.dumps({**where, "draw": data}) + "\n")
         for row in ORDER:
             score(runs, args.claims, row, data, limit)
-    report = analyse(runs, data)
-    launches = runs / "launches.jsonl"
-    report["launches"] = [json.loads(x) for x in launches.read_text().splitlines()] if launches.exists() else []
-    (runs / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
-    (runs / "report.md").write_text(to_markdown(report))
-    print(to_markdown(report))
+    print(experiment.finish(analyse(runs, data), to_markdown))
 
 
 if __name__ == "__main__":

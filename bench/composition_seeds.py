@@ -46,7 +46,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bench.paper_claims as claims_script
 from bench.composition_fresh import _interval, _pct, composition_test, score, skills
-from bench.paper_claims import accuracy, log, rows_of
+from bench.experiment import Experiment
+from bench.paper_claims import accuracy, rows_of
 
 DRAW = "evomerge:data/ja_math_heldout_f_1000.jsonl"
 SMOKE_DRAW = "evomerge:data/ja_math_heldout_400.jsonl"  # --smoke reads the first split: the sixth draw stays unread
@@ -143,24 +144,9 @@ def main() -> None:
         claims_script.SMOKE.update(trials=4, problems=8)
     runs, claims = args.runs.resolve(), args.claims.resolve()
     (runs / "scores").mkdir(parents=True, exist_ok=True)
-    from evomerge.core.provenance import provenance
-
-    where = provenance()
-    if not where["tree_clean"]:
-        log(f"note: uncommitted changes ({', '.join((where['changed'] or [])[:3])}): this report backs no claim")
-    seconds = json.loads((runs / "seconds.json").read_text()) if (runs / "seconds.json").exists() else {}
-
-    def step(name, fn):
-        start = time.time()
-        result = fn()
-        if time.time() - start > 1:
-            seconds[name] = seconds.get(name, 0.0) + time.time() - start
-            (runs / "seconds.json").write_text(json.dumps(seconds, indent=1))
-        return result
-
+    experiment = Experiment(runs, launch=not args.no_run, draw=data)
+    step = experiment.step
     if not args.no_run:
-        with open(runs / "launches.jsonl", "a") as f:
-            f.write(json.dumps({**where, "draw": data}) + "\n")
         for s in NEW:
             step(f"search ps-s{s}", lambda s=s: claims_script.run_arm(runs, "ps", s))
         for row in ["math"] + [f"ps-s{s}" for s in SEEDS] + ["ja"]:
@@ -173,12 +159,7 @@ def main() -> None:
         for s in SEEDS:
             row = f"ps-s{s}.validation"
             step(f"score {row}", lambda row=row: score(runs, models_root(claims, runs, row), row, data, limit))
-    report = analyse(runs, claims, data)
-    launches = runs / "launches.jsonl"
-    report["launches"] = [json.loads(x) for x in launches.read_text().splitlines()] if launches.exists() else []
-    (runs / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
-    (runs / "report.md").write_text(to_markdown(report))
-    print(to_markdown(report))
+    print(experiment.finish(analyse(runs, claims, data), to_markdown))
 
 
 if __name__ == "__main__":

@@ -60,7 +60,8 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.fitness_steering import evomerge  # noqa: E402  (one subprocess helper for both experiments)
+from bench.experiment import Experiment, log
+from bench.fitness_steering import evomerge
 
 SEEDS = (0, 1, 2)
 HELD_OUT = "evomerge:data/ja_math_heldout_d_1000.jsonl"
@@ -72,10 +73,6 @@ FIXED_ROWS = {"base": "builtin:smollm2-135m-instruct", "ja": "builtin:smollm2-ja
               "math": "builtin:smollm2-math-instruct"}
 EVALUATOR = {"name": "mgsm_ja", "metric": "acc_ja", "max_new_tokens": 48, "batch_size": 32}  # the table's
 SMOKE: dict = {}
-
-
-def log(text: str) -> None:
-    print(f"{time.strftime('%H:%M:%S')} {text}", flush=True)
 
 
 def arm_config(arm: str, seed: int, runs: Path) -> dict:
@@ -376,23 +373,8 @@ def main() -> None:
     runs = args.runs
     work = runs / "scores"
     work.mkdir(parents=True, exist_ok=True)
-    from evomerge.core.provenance import provenance
-
-    where = provenance()
-    if not where["tree_clean"]:
-        log(f"note: uncommitted changes ({', '.join((where['changed'] or [])[:3])}): this report backs no claim")
-    seconds = json.loads((runs / "seconds.json").read_text()) if (runs / "seconds.json").exists() else {}
-    if not args.no_run:  # where each launch ran from (a resumed run adds a line): the steps' code and configs
-        with open(runs / "launches.jsonl", "a") as f:
-            f.write(json.dumps(where) + "\n")
-
-    def step(name, fn):
-        start = time.time()
-        result = fn()
-        if time.time() - start > 1:
-            seconds[name] = seconds.get(name, 0.0) + time.time() - start
-            (runs / "seconds.json").write_text(json.dumps(seconds, indent=1))
-        return result
+    experiment = Experiment(runs, launch=not args.no_run)
+    step = experiment.step
 
     if not args.no_run:
         for s in SEEDS:
@@ -412,11 +394,8 @@ def main() -> None:
         for row in ["math", "ja"] + [f"ps-s{s}" for s in SEEDS] + [f"ps-dfs-s{s}" for s in SEEDS]:
             step(f"score {row} first split", lambda: score(work, row, model_of(runs, row), FIRST_SPLIT))
     report = analyse(runs)
-    report["seconds"] = seconds
-    launches = runs / "launches.jsonl"
-    report["launches"] = [json.loads(x) for x in launches.read_text().splitlines()] if launches.exists() else []
-    (runs / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
-    (runs / "report.md").write_text(to_markdown(report))
+    report["seconds"] = experiment.seconds
+    experiment.finish(report, to_markdown)
     print(json.dumps(report, indent=2, ensure_ascii=False))
     print(to_markdown(report))
 

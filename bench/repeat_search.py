@@ -53,6 +53,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.composition_fresh import fact, fingerprint, operation_and_kind, skills
+from bench.experiment import Experiment, log
 from bench.paper_claims import (
     EVALUATOR,
     FIXED_ROWS,
@@ -60,7 +61,6 @@ from bench.paper_claims import (
     _pct,
     accuracy,
     evomerge,
-    log,
     paired,
     rows_of,
 )
@@ -285,27 +285,13 @@ def main() -> None:
         SMOKE.update(trials=4, pool=8, items=4)
     runs, claims, seeds = args.runs.resolve(), args.claims.resolve(), args.seeds.resolve()
     (runs / "scores").mkdir(parents=True, exist_ok=True)
-    from evomerge.core.provenance import provenance
-
-    where = provenance()
-    if not where["tree_clean"]:
-        log(f"note: uncommitted changes ({', '.join((where['changed'] or [])[:3])}): this report backs no claim")
-    seconds = json.loads((runs / "seconds.json").read_text()) if (runs / "seconds.json").exists() else {}
-
-    def step(name, fn):
-        start = time.time()
-        result = fn()
-        if time.time() - start > 1:
-            seconds[name] = seconds.get(name, 0.0) + time.time() - start
-            (runs / "seconds.json").write_text(json.dumps(seconds, indent=1))
-        return result
+    experiment = Experiment(runs, launch=not args.no_run, draw=data)
+    step = experiment.step
 
     def row(name):
         step(f"score {name}", lambda: score(runs, model_of(runs, claims, seeds, name), name, data, limit))
 
     if not args.no_run:
-        with open(runs / "launches.jsonl", "a") as f:
-            f.write(json.dumps({**where, "draw": data}) + "\n")
         for s in JUDGED:
             step(f"search pool-s{s}", lambda s=s: search(runs, s))
         for name in ["math"] + [f"pool-s{s}" for s in JUDGED] + [f"ps-s{s}" for s in SHIPPED] + ["ja"]:
@@ -313,12 +299,7 @@ def main() -> None:
         for s in MORE:
             step(f"search pool-s{s}", lambda s=s: search(runs, s))
             row(f"pool-s{s}")
-    report = analyse(runs, claims, seeds, data)
-    launches = runs / "launches.jsonl"
-    report["launches"] = [json.loads(x) for x in launches.read_text().splitlines()] if launches.exists() else []
-    (runs / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
-    (runs / "report.md").write_text(to_markdown(report))
-    print(to_markdown(report))
+    print(experiment.finish(analyse(runs, claims, seeds, data), to_markdown))
 
 
 if __name__ == "__main__":
