@@ -8,7 +8,7 @@ import json
 
 import yaml
 
-from bench.repeat_search import analyse, arm_config, spread_interval
+from bench.repeat_search import ARMS, analyse, arm_config, spread_interval
 from evomerge.core.resources import resolve_path
 from evomerge.miniature import data
 from evomerge.search.config import SearchConfig
@@ -70,3 +70,27 @@ def test_the_pool_arm_changes_the_fitness_data_and_the_subset_block_only():
     shipped["fitness"][0].pop("data")
     shipped["optimizer"]["seed"] = 2
     assert arm == shipped
+
+
+def test_the_wordings_arm_changes_the_fitness_data_only_and_is_judged_on_its_own_runs(tmp_path):
+    shipped = yaml.safe_load(resolve_path("evomerge:configs/search/miniature-ps.yaml").read_text())
+    arm = arm_config(1, "wordings")
+    SearchConfig.model_validate(arm)
+    assert arm.pop("name") != shipped.pop("name")
+    assert arm["fitness"][0].pop("data") == "evomerge:data/ja_math_fitness_wordings_64.jsonl"
+    shipped["fitness"][0].pop("data")
+    shipped["optimizer"]["seed"] = 1
+    assert arm == shipped  # no subset block: every candidate on all 64 problems, the best by fitness the result
+    assert ARMS["wordings"].draw == "evomerge:data/ja_math_heldout_h_1000.jsonl" != ARMS["pool"].draw
+
+    scores = tmp_path / "runs" / "scores"
+    scores.mkdir(parents=True)
+    _write(scores / "math.jsonl", _rows(PROBLEMS, set(range(40)), ja=False))
+    for s, right in enumerate((40, 50, 47)):  # the pool arm's rows: not this arm's
+        _write(scores / f"pool-s{s}.jsonl", _rows(PROBLEMS, set(range(right))))
+    for s, right in enumerate((50, 58, 55)):  # 8 / 140 = 5.7 points
+        _write(scores / f"wordings-s{s}.jsonl", _rows(PROBLEMS, set(range(right))))
+    report = analyse(tmp_path / "runs", tmp_path / "claims", tmp_path / "seeds", "draw", "wordings")
+    assert report["judged"] == {"spread_points": round(100 * 8 / 140, 2), "limit_points": 4.0, "holds": False}
+    assert set(report["runs"]) >= {"wordings-s0", "wordings-s4"} and "pool-s0" not in report["runs"]
+    assert not any(label.startswith("pool") for label in report["arms"])

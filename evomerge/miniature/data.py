@@ -84,29 +84,33 @@ EN_TEMPLATES = {
 # fresh wording (the fifth held-out draw's, written 2026-12-07 before any model read it: issue 42's composition test
 # on products within the training range, whose held-out arithmetic the earlier draws had used up), and a second
 # fresh wording (the sixth draw's, written before any model read it), and a third (the seventh draw's, written
-# before any model read it: issue 42's repeatability test).
+# before any model read it: issue 42's repeatability test), and a fourth (the eighth draw's, written before any model
+# read it: issue 42's second repeatability test, whose search is scored in the six wordings above).
 JA_TEMPLATES = {
     "+": ["{n}さんは{item}を{a}{c}持っています。さらに{b}{c}買いました。{item}は全部で何{c}ですか。",
           "箱の中に{item}が{a}{c}あり、机の上に{b}{c}あります。あわせていくつありますか。",
           "{n}さんの家に{item}が{a}{c}ありました。今日、{b}{c}もらいました。いま{item}は何{c}ありますか。",
           "{n}さんの部屋には、{item}が上の棚に{a}{c}、下の棚に{b}{c}あります。{item}は全部で何{c}ありますか。",
           "{n}さんのクラスには{item}が{a}{c}あります。となりのクラスには{b}{c}あります。二つのクラスの{item}は合わせて何{c}ですか。",
-          "{n}さんは朝に{item}を{a}{c}拾い、夕方にまた{b}{c}拾いました。拾った{item}は合計で何{c}ですか。"],
+          "{n}さんは朝に{item}を{a}{c}拾い、夕方にまた{b}{c}拾いました。拾った{item}は合計で何{c}ですか。",
+          "公園で{n}さんは{item}を{a}{c}見つけ、妹は{b}{c}見つけました。二人が見つけた{item}の数はいくつですか。"],
     "-": ["{n}さんは{item}を{a}{c}持っていて、友達に{b}{c}あげました。残りは何{c}ですか。",
           "お店には{item}が{a}{c}ありました。そのうち{b}{c}売れました。お店に残っている{item}はいくつですか。",
           "{n}さんは{item}を{a}{c}集めましたが、{b}{c}なくしてしまいました。{item}はいくつ残っていますか。",
           "{item}が{a}{c}ありました。{n}さんが{b}{c}持っていきました。{item}はあと何{c}ありますか。",
           "{n}さんは{item}を{a}{c}用意しました。そのうち{b}{c}を配りました。まだ配っていない{item}は何{c}ですか。",
-          "{n}さんの袋には{item}が{a}{c}入っていました。そこから{b}{c}取り出すと、袋の中の{item}は何{c}になりますか。"],
+          "{n}さんの袋には{item}が{a}{c}入っていました。そこから{b}{c}取り出すと、袋の中の{item}は何{c}になりますか。",
+          "{n}さんは{item}を{a}{c}もらい、そのうち{b}{c}を弟にわたしました。手もとに残った{item}は何{c}ですか。"],
     "*": ["{n}さんは{item}が{b}{c}ずつ入った袋を{a}つ持っています。{item}は全部で何{c}ですか。",
           "子どもが{a}人いて、一人{b}{c}ずつ{item}を持っています。{item}はあわせていくつですか。",
           "{n}さんは毎日{item}を{b}{c}ずつ使います。{a}日間で{item}を何{c}使いますか。",
           "{n}さんは{item}を{b}{c}ずつ{a}個の箱に入れました。箱の中の{item}は全部で何{c}ですか。",
           "{n}さんの前に、{item}が{b}{c}ずつ並んだ列が{a}列あります。{item}は全部で何{c}ありますか。",
-          "{n}さんの家には、{item}が{b}{c}ずつ入ったかごが{a}つあります。かごの中の{item}はみんなで何{c}ですか。"],
+          "{n}さんの家には、{item}が{b}{c}ずつ入ったかごが{a}つあります。かごの中の{item}はみんなで何{c}ですか。",
+          "{n}さんは皿を{a}枚並べ、どの皿にも{item}を{b}{c}ずつのせました。のせた{item}は全部で何{c}ですか。"],
 }
-FAMILY = {"fitness": 0, "test": 1, "heldout": 2, "fresh": 3, "fresh2": 4, "fresh3": 5}
-HELD_OUT_FAMILIES = ("heldout", "fresh", "fresh2", "fresh3")  # wordings drawn from the held-out side of the number space
+FAMILY = {"fitness": 0, "test": 1, "heldout": 2, "fresh": 3, "fresh2": 4, "fresh3": 5, "fresh4": 6}
+HELD_OUT_FAMILIES = ("heldout", "fresh", "fresh2", "fresh3", "fresh4")  # wordings drawn from the held-out side of the number space
 OP_WORD = {"+": "+", "-": "-", "*": "×"}
 
 
@@ -192,6 +196,28 @@ def ja_math_balanced(n: int, seed: int, split: str, exclude: set[tuple[int, int,
                 break
         else:
             raise ValueError(f"no {op} problem left to draw after {len(out)} of {n} (split {split}, seed {seed})")
+    return out
+
+
+def ja_math_mixed(n: int, seed: int, families: tuple[str, ...], exclude: set[tuple[int, int, int]] = frozenset()
+                  ) -> list[Problem]:
+    """Training problems in several wordings: problem i in `families[i % len(families)]`'s wording, its operation
+    drawn first (a third each) and its numbers drawn again until they lie on the fitness side of the number space
+    (whatever the wording: a held-out draw's wording may train, its arithmetic may not), none in `exclude`, no
+    question twice. A fitness in one wording rewards what reads that wording; in several, what carries across."""
+    rng = random.Random(f"ja-math-mixed-{'-'.join(families)}-{seed}")
+    out, seen = [], set()
+    for i in range(n):
+        op, family = rng.choice("+-*"), families[i % len(families)]
+        while True:
+            a, b, ans = _numbers(rng, op)
+            key = (min(a, b), max(a, b), ans)
+            item, _, counter = rng.choice(ITEMS)
+            q = JA_TEMPLATES[op][FAMILY[family]].format(n=rng.choice(NAMES_JA), a=a, b=b, item=item, c=counter)
+            if side(key) == "fitness" and key not in exclude and q not in seen:
+                seen.add(q)
+                out.append(Problem(q, ans, f"{a} {OP_WORD[op]} {b} = {ans} です。答えは{ans}です。"))
+                break
     return out
 
 

@@ -107,12 +107,21 @@ def ja_math_files() -> dict[str, list[data.Problem]]:
     # question: intervals resample arithmetic facts.
     files["ja_math_heldout_g_1000.jsonl"] = data.ja_math_balanced(
         1000, 1300, "fresh3", exclude=not_held | text_keys, products="narrow")
+    # Issue 42's second repeatability test (bench/repeat_search.py --arm wordings), made before any model read the
+    # draw. A fitness set of 64 in the six wordings above (11 or so each, the fitness side of the number space: none
+    # of any held-out draw's arithmetic), and an eighth draw of 1000 in a fourth wording of its own
+    # (data.FAMILY["fresh4"]), the held-out side, none of the arithmetic of a file that trains, searches or validates.
+    files["ja_math_fitness_wordings_64.jsonl"] = data.ja_math_mixed(
+        64, 1400, ("fitness", "test", "heldout", "fresh", "fresh2", "fresh3"))
+    not_held |= {data.arithmetic(p) for p in files["ja_math_fitness_wordings_64.jsonl"]}
+    files["ja_math_heldout_h_1000.jsonl"] = data.ja_math_balanced(
+        1000, 1500, "fresh4", exclude=not_held | text_keys, products="narrow")
     return files
 
 
 # the fitness files carry each problem's worked solution, in the form a right response takes: the reference that
 # `subset.signal: likelihood` scores (evaluators/likelihood.py); the test and held-out files only what is scored
-WITH_SOLUTIONS = {"ja_math_fitness.jsonl", "ja_math_fitness_256.jsonl"}  # (the validation set: metric only)
+WITH_SOLUTIONS = {"ja_math_fitness.jsonl", "ja_math_fitness_256.jsonl", "ja_math_fitness_wordings_64.jsonl"}  # (the validation set: metric only)
 
 
 def jsonl(problems: list[data.Problem], solutions: bool = False) -> str:

@@ -116,7 +116,7 @@ def test_the_fourth_held_out_draw_is_new_to_every_file_and_keeps_the_mix_of_oper
     text), each operation about a third although the narrow and wide ranges' held-out products are used up."""
     fourth = _rows(HELD_OUT[3])
     later = ("ja_math_heldout_e_1000.jsonl", "ja_math_heldout_f_1000.jsonl",  # made after it (they may repeat it)
-             "ja_math_heldout_g_1000.jsonl")
+             "ja_math_heldout_g_1000.jsonl", "ja_math_heldout_h_1000.jsonl")
     others = {_arithmetic(r) for name in FILES if name not in (HELD_OUT[3], *later) for r in _rows(name)}
     others |= {_arithmetic(r) for r in _text_rows("ja_math_fitness.txt")}
     assert not sum(_arithmetic(r) in others for r in fourth)  # a count only
@@ -199,3 +199,33 @@ def test_the_seventh_held_out_draw_is_a_third_new_wording_within_the_training_ra
     own, the held-out side, none of the arithmetic of a file that trains, searches or validates; its numbers may
     repeat earlier held-out draws' (few are left unused), never a question."""
     _new_wording_within_the_training_range(SEVENTH, "fresh3", (*HELD_OUT, FIFTH, SIXTH), new_ops="")
+
+
+EIGHTH = "ja_math_heldout_h_1000.jsonl"
+WORDINGS = "ja_math_fitness_wordings_64.jsonl"
+
+
+def test_the_eighth_held_out_draw_is_a_fourth_new_wording_within_the_training_range():
+    """Issue 42's second repeatability test (bench/repeat_search.py --arm wordings), drawn before any model read it:
+    a wording no fitness file has, the held-out side, none of the arithmetic of a file that trains, searches or
+    validates (the six-wording fitness set included)."""
+    _new_wording_within_the_training_range(EIGHTH, "fresh4", (*HELD_OUT, FIFTH, SIXTH, SEVENTH), new_ops="")
+    assert not any(data.FAMILY["fresh4"] in _family(r["question"]) for r in _rows(WORDINGS))
+
+
+def test_the_six_wording_fitness_set_trains_on_wordings_never_on_held_out_arithmetic():
+    """The wordings arm's fitness: 64 problems, each once, 10 or 11 in each of the six earlier wordings, every one's
+    arithmetic on the fitness side of the number space (so no held-out draw shares it), each operation about a
+    third, with the worked solutions the likelihood signal reads."""
+    rows = _rows(WORDINGS)
+    questions = [r["question"] for r in rows]
+    assert len(rows) == 64 and len(set(questions)) == 64
+    families = [next(iter(_family(q))) for q in questions]
+    assert all(len(_family(q)) == 1 for q in questions)
+    assert sorted({families.count(f) for f in range(6)}) == [10, 11] and data.FAMILY["fresh4"] not in families
+    assert all(data.side(data.arithmetic(data.Problem(r["question"], r["answer_number"], r["solution"])))
+               == "fitness" for r in rows)
+    held = {_arithmetic(r) for name in FILES if "heldout" in name for r in _rows(name)}
+    assert not sum(_arithmetic(r) in held for r in rows)
+    ops = [_operation(q) for q in questions]
+    assert all(0.25 <= ops.count(op) / len(ops) <= 0.42 for op in "+-*"), {op: ops.count(op) for op in "+-*"}
