@@ -232,7 +232,7 @@ class TrackingConfig(_Strict):
 # as if the field were absent
 ADDED_FIELDS = {("subset", "first_generation"): "full", ("subset", "check"): "generation",
                 ("subset", "finalists"): 2, ("subset", "grow"): None, ("subset", "signal"): "metric",
-                ("subset", "finalists_from"): "generations"}
+                ("subset", "finalists_from"): "generations", ("optimizer", "restarts"): None}
 
 
 class SearchConfig(_Strict):
@@ -281,6 +281,9 @@ class SearchConfig(_Strict):
             raise ValueError("give exactly one of `merge` (parameter space) or `dataflow` (layer paths)")
         if self.racing is not None and self.subset is not None:
             raise ValueError("give `racing` or `subset`, not both")
+        if self.optimizer.restarts is not None and self.subset is not None and self.subset.grow is not None:
+            raise ValueError("`subset.grow` budgets problems for a fixed population: not with `optimizer.restarts`, "
+                             "whose restarts change it")
         if self.multi_objective:
             if len(self.fitness) < 2:
                 raise ValueError(f"optimizer {self.optimizer.name} is multi-objective: give two or more fitness "

@@ -47,6 +47,20 @@ def test_resume_with_larger_budget_equals_uninterrupted_run(family, target, tmp_
     assert len(trials(tmp_path / "a")) == 20
 
 
+def test_a_restarted_search_resumes_exactly_and_records_its_restarts(family, target, tmp_path):
+    """IPOP restarts change the population mid-run; resume replays them (the restarts derive from the seed)."""
+    optimizer = {"name": "cma", "seed": 5, "popsize": 4, "restarts": {"strategy": "ipop", "patience": 1}}
+    search(make_config(family, target, optimizer, budget=8), tmp_path / "a")
+    search(make_config(family, target, optimizer, budget=40), tmp_path / "a", resume=True)
+    search(make_config(family, target, optimizer, budget=40), tmp_path / "b")
+    assert trials(tmp_path / "a") == trials(tmp_path / "b") and len(trials(tmp_path / "a")) == 40
+    with RunStore(tmp_path / "a") as store:
+        states = [g["state"] for g in store.generations()]
+        sizes = [len(store.generation_trials(g)) for g in range(len(states))]
+    assert max(s["restart"] for s in states) >= 1
+    assert sizes[0] == 4 and 8 in sizes  # the restart doubled the population
+
+
 def test_resume_after_sigkill_loses_nothing_and_repeats_nothing(family, target, tmp_path):
     calls = tmp_path / "calls"
     cfg = make_config(family, target, budget=24, calls_file=str(calls), kill_at_call=9)

@@ -42,12 +42,12 @@ def restore_optimizer(opt: Optimizer, store: RunStore, failed_fitness: float) ->
     Each generation is re-asked in its recorded order (the initial population, then any steady-state extras) and
     told exactly the trials it was told, so the optimiser ends in the interrupted run's state.
     """
-    pop = opt.popsize
     done = {g["generation"] for g in store.generations()}
     gen = 0
     while gen in done:
         trials = store.generation_trials(gen)
         asked = dict(enumerate(opt.ask()))
+        pop = opt.popsize  # read each generation: a restarted CMA-ES changes its population
         for t in trials:
             k = t.ask_index if t.ask_index is not None else trials.index(t)
             if k >= pop:

@@ -14,7 +14,25 @@ from abc import ABC, abstractmethod
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class RestartConfig(BaseModel):
+    """`optimizer.restarts` (cma only): start CMA-ES again when a run has converged or stalled, from a new point.
+
+    `ipop` (Auger & Hansen 2005) multiplies the population by `popsize_factor` at each restart: larger populations
+    average out noise and see more of a rugged landscape. `bipop` (Hansen 2009) alternates that regime with short
+    runs of small populations and small step sizes, each time taking the regime that has spent fewer evaluations.
+    A restart happens when pycma's own stopping rules fire (flat fitness, step size collapsed, ...) or, with
+    `patience`, after that many generations without a better fitness in the current restart: with a few hundred
+    noisy evaluations the stopping rules rarely fire, and patience is what restarts a short search."""
+
+    model_config = ConfigDict(extra="forbid")
+    strategy: Literal["ipop", "bipop"] = "ipop"
+    max_restarts: int = Field(9, ge=1)
+    popsize_factor: float = Field(2.0, ge=1.0)
+    patience: int | None = Field(None, ge=1)
+    start: Literal["random", "x0"] = "random"  # where a restart starts: a seeded uniform point, or x0 again
 
 
 class OptimizerConfig(BaseModel):
@@ -28,6 +46,7 @@ class OptimizerConfig(BaseModel):
     x0: float | dict[str, float] = 0.5  # normalised start, per gene or for all
     seed: int = Field(0, ge=0)
     separable: bool = False  # diagonal CMA, for large genomes
+    restarts: RestartConfig | None = None  # IPOP / BIPOP restarts (cma only)
 
     @field_validator("name")
     @classmethod
@@ -35,6 +54,12 @@ class OptimizerConfig(BaseModel):
         if v not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {v!r}; known: {', '.join(OPTIMIZERS)}")
         return v
+
+    @model_validator(mode="after")
+    def _restarts_are_pycma(self) -> "OptimizerConfig":
+        if self.restarts is not None and self.name != "cma":
+            raise ValueError(f"`restarts` applies to `name: cma` only (not {self.name!r})")
+        return self
 
     @field_validator("x0")
     @classmethod
@@ -73,25 +98,33 @@ class Optimizer(ABC):
 
 
 class PyCMA(Optimizer):
-    """The `cma` package (Hansen's pycma): bounded CMA-ES, optionally diagonal (separable)."""
+    """The `cma` package (Hansen's pycma): bounded CMA-ES, optionally diagonal (separable), optionally restarted
+    (IPOP / BIPOP, `RestartConfig`). Every restart's seed, start and step size derive from the config's seed, so a
+    restarted run replays exactly on resume."""
 
     def __init__(self, config: OptimizerConfig, x0: np.ndarray, names: list[str]):
         super().__init__(config, x0, names)
+        self.x0 = np.asarray(x0, float)
+        self.base_popsize = self.popsize
+        self.restart, self.regime = 0, "large"
+        self.large_restarts = 0  # IPOP's doublings so far
+        self.spent = {"large": 0, "small": 0}  # BIPOP: evaluations told to each regime
+        self.evaluations = 0  # told in the current restart
+        self.best, self.stale = -math.inf, 0  # the current restart's best fitness, generations since it improved
+        self.es = self._start(self.x0, config.sigma0, self.popsize, config.seed + 1)  # cma treats seed 0 as random
+
+    def _start(self, x0: np.ndarray, sigma0: float, popsize: int, seed: int):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # cma warns when matplotlib is missing; plotting is not used
             import cma
 
-        opts = {
-            "bounds": [0.0, 1.0], "popsize": self.popsize, "seed": config.seed + 1,  # cma treats seed 0 as "random"
-            "verbose": -9, "verb_log": 0, "verb_disp": 0, "CMA_diagonal": config.separable,
-        }
-        sigma0 = config.sigma0
-        if len(x0) == 1:  # pycma caps each step size at a third of the bounds' range, but its cap cannot run in one
-            sigma0 = min(sigma0, 1 / 3)  # dimension ("not yet initialized"): the start is capped here as it would
-            opts["maxstd"] = np.inf  # be, later steps are left to the bounds (candidates stay inside them)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self.es = cma.CMAEvolutionStrategy(np.asarray(x0, float), sigma0, opts)
+            opts = {"bounds": [0.0, 1.0], "popsize": popsize, "seed": seed, "verbose": -9, "verb_log": 0,
+                    "verb_disp": 0, "CMA_diagonal": self.config.separable}
+            if len(x0) == 1:  # pycma caps each step size at a third of the bounds' range, but its cap cannot run in
+                sigma0 = min(sigma0, 1 / 3)  # one dimension ("not yet initialized"): the start is capped here as
+                opts["maxstd"] = np.inf  # it would be, later steps are left to the bounds (candidates stay inside)
+            self.popsize = popsize
+            return cma.CMAEvolutionStrategy(x0, sigma0, opts)
 
     def ask(self) -> list[np.ndarray]:
         return [np.asarray(x, float) for x in self.es.ask()]
@@ -103,9 +136,42 @@ class PyCMA(Optimizer):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.es.tell(xs, [-f for f in fitness])  # cma minimises
+        self.evaluations += len(xs)
+        if max(fitness) > self.best:
+            self.best, self.stale = max(fitness), 0
+        else:
+            self.stale += 1
+        rules = self.config.restarts
+        if rules is None or self.restart >= rules.max_restarts:
+            return
+        if self.es.stop() or (rules.patience is not None and self.stale >= rules.patience):
+            self._restart(rules)
+
+    def _restart(self, rules: RestartConfig) -> None:
+        """The next restart: IPOP's larger population, or (BIPOP) whichever regime has spent less."""
+        self.spent[self.regime] += self.evaluations
+        self.restart += 1
+        rng = np.random.default_rng([self.config.seed, self.restart])
+        x0 = rng.uniform(0.0, 1.0, self.n) if rules.start == "random" else self.x0
+        large_next = rules.strategy == "ipop" or self.spent["large"] <= self.spent["small"]
+        sigma0 = self.config.sigma0
+        if large_next:
+            self.large_restarts += 1
+            popsize = int(round(self.base_popsize * rules.popsize_factor ** self.large_restarts))
+        else:  # Hansen 2009: a population between the default and half the last large one, a smaller step size
+            u = rng.uniform()
+            largest = self.base_popsize * rules.popsize_factor ** self.large_restarts
+            popsize = max(2, int(self.base_popsize * (0.5 * largest / self.base_popsize) ** (u * u)))
+            sigma0 *= 10 ** (-2 * rng.uniform())
+        self.regime = "large" if large_next else "small"
+        self.evaluations, self.best, self.stale = 0, -math.inf, 0
+        self.es = self._start(x0, sigma0, popsize, self.config.seed + 1 + 100_003 * self.restart)
 
     def snapshot(self) -> dict[str, Any]:
-        return {"mean": [float(v) for v in self.es.mean], "sigma": float(self.es.sigma)}
+        state = {"mean": [float(v) for v in self.es.mean], "sigma": float(self.es.sigma)}
+        if self.config.restarts is not None:
+            state.update(restart=self.restart, regime=self.regime, popsize=self.popsize)
+        return state
 
 
 class OptunaBackend(Optimizer):

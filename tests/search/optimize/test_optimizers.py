@@ -75,3 +75,72 @@ def test_one_gene_is_searched_too(cfg):
         xs = flat.ask()
         assert all(0 <= x[0] <= 1 for x in xs)
         flat.tell(xs, [0.0] * len(xs))
+
+
+def _drive(opt, f, generations: int) -> tuple[list[dict], float]:
+    """Ask and tell `generations` times; the snapshots after each, and the best value seen."""
+    snaps, best = [], -np.inf
+    for _ in range(generations):
+        xs = opt.ask()
+        assert all(((x >= 0) & (x <= 1)).all() for x in xs)
+        values = [f(x) for x in xs]
+        best = max(best, *values)
+        opt.tell(xs, values)
+        snaps.append(opt.snapshot())
+    return snaps, best
+
+
+def test_ipop_restarts_a_stalled_run_with_twice_the_population_and_replays_exactly():
+    """`patience`: no better fitness for two generations (each generation a little worse than the first, never flat)
+    restarts the run with twice the population, until `max_restarts`."""
+    cfg = OptimizerConfig(seed=2, popsize=4, restarts={"strategy": "ipop", "patience": 2, "max_restarts": 2})
+    clock = iter(range(10_000))
+    def worsening(x):
+        return -next(clock) / 100 + 1e-4 * float(x[0])
+
+    snaps, _ = _drive(make_optimizer(cfg, np.full(3, 0.5), ["a", "b", "c"]), worsening, 9)
+    assert [(s["restart"], s["popsize"]) for s in snaps] == [(0, 4), (0, 4), (1, 8), (1, 8), (1, 8), (2, 16),
+                                                             (2, 16), (2, 16), (2, 16)]
+    clock = iter(range(10_000))
+    again, _ = _drive(make_optimizer(cfg, np.full(3, 0.5), ["a", "b", "c"]), worsening, 9)
+    assert again == snaps  # restarts derive from the seed: what resume's replay relies on
+    assert snaps[2]["mean"] != snaps[1]["mean"]  # a restart starts from a new, seeded point
+    assert "restart" not in make_optimizer(OptimizerConfig(seed=2), np.full(3, 0.5), ["a", "b", "c"]).snapshot()
+
+
+def test_pycmas_own_stopping_rules_restart_a_flat_run():
+    cfg = OptimizerConfig(seed=2, popsize=4, restarts={"max_restarts": 3})
+    snaps, _ = _drive(make_optimizer(cfg, np.full(3, 0.5), ["a", "b", "c"]), lambda x: 0.0, 5)
+    assert [s["popsize"] for s in snaps] == [8, 16, 32, 32, 32]  # flat fitness stops pycma after one generation
+
+
+def test_a_restart_starts_elsewhere_and_escapes_a_local_optimum():
+    """A narrow local optimum at the start (0.3, height -0.05) and a broad global one far away (0.9, height 0):
+    plain CMA-ES with a small step size stays in the first; restarts from random points find the second."""
+    def two_basins(x):
+        return max(-0.05 - 5 * float(((x - 0.3) ** 2).sum()), -float(((x - 0.9) ** 2).sum()))
+
+    def best_of(restarts):
+        cfg = OptimizerConfig(seed=1, popsize=8, sigma0=0.05, restarts=restarts)
+        return _drive(make_optimizer(cfg, np.full(2, 0.3), ["a", "b"]), two_basins, 40)[1]
+
+    assert best_of(None) == pytest.approx(-0.05, abs=0.01)
+    assert best_of({"strategy": "ipop", "patience": 3}) > -0.01
+
+
+def test_bipop_alternates_small_and_large_regimes_by_what_each_has_spent():
+    cfg = OptimizerConfig(seed=7, popsize=6, restarts={"strategy": "bipop", "patience": 1, "max_restarts": 6})
+    opt = make_optimizer(cfg, np.full(4, 0.5), ["a", "b", "c", "d"])
+    snaps, _ = _drive(opt, lambda x: 0.0, 12)
+    large = [s["popsize"] for s in snaps if s["regime"] == "large"]
+    small = [s["popsize"] for s in snaps if s["regime"] == "small"]
+    assert small and large and all(2 <= p <= max(large) // 2 for p in small)  # small: at most half the largest
+    assert set(large) <= {12, 24, 48, 96}  # large: IPOP's doublings of the default 6
+    assert opt.spent["small"] <= opt.spent["large"] + max(large)  # each restart took the regime that spent less
+
+
+def test_restarts_belong_to_cma():
+    with pytest.raises(ValueError, match="`restarts` applies to `name: cma` only"):
+        OptimizerConfig(name="optuna", restarts={})
+    with pytest.raises(ValueError, match="strategy"):
+        OptimizerConfig(restarts={"strategy": "lbfgs"})
