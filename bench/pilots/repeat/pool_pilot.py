@@ -21,25 +21,33 @@ ROOT = Path(__file__).resolve().parents[3]
 MODELS = {f"ps-s{s}": ROOT / ("runs/claims" if s < 3 else "runs/seeds") / "models" / f"ps-s{s}" for s in range(5)}
 
 
+def scored(out: Path, data: str) -> dict[str, list[dict]]:
+    """Each shipped best's rows on `data` (mgsm_ja as issue 42's tables score it), scored once into OUT."""
+    import yaml
+
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = arm_config("ps", 0, out)
+    cfg["fitness"] = [{**EVALUATOR, "data": data}]
+    config = out / "eval.yaml"
+    config.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+    rows = {}
+    for row, model in MODELS.items():
+        samples = out / f"{row}.jsonl"
+        if not samples.exists():
+            evomerge("eval", model, "--config", config, "--samples", samples.with_suffix(".partial"), "--json")
+            samples.with_suffix(".partial").rename(samples)
+        rows[row] = rows_of(samples)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    import yaml
-
-    cfg = arm_config("ps", 0, args.out)
-    cfg["fitness"] = [{**EVALUATOR, "data": POOL}]
-    config = args.out / "eval.yaml"
-    config.write_text(yaml.safe_dump(cfg, allow_unicode=True))
     summary = {}
-    for row, model in MODELS.items():
-        samples = args.out / f"{row}.jsonl"
-        if not samples.exists():
-            evomerge("eval", model, "--config", config, "--samples", samples.with_suffix(".partial"), "--json")
-            samples.with_suffix(".partial").rename(samples)
+    for row, rows in scored(args.out, POOL).items():
         by_op: dict = {}
-        for r in rows_of(samples):
+        for r in rows:
             op, _ = operation_and_kind(r["question"])
             n, k = by_op.get(op, (0, 0))
             by_op[op] = (n + 1, k + r["acc_ja"])

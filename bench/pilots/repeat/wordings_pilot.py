@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-from bench.paper_claims import EVALUATOR, arm_config, evomerge, rows_of
-from bench.pilots.repeat.pool_pilot import MODELS
+from bench.pilots.repeat.pool_pilot import scored
 
 DATA = "evomerge:data/ja_math_fitness_wordings_64.jsonl"
 
@@ -35,20 +34,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    import yaml
-
-    cfg = arm_config("ps", 0, args.out)
-    cfg["fitness"] = [{**EVALUATOR, "data": DATA}]
-    config = args.out / "eval.yaml"
-    config.write_text(yaml.safe_dump(cfg, allow_unicode=True))
     summary = {}
-    for row, model in MODELS.items():
-        samples = args.out / f"{row}.jsonl"
-        if not samples.exists():
-            evomerge("eval", model, "--config", config, "--samples", samples.with_suffix(".partial"), "--json")
-            samples.with_suffix(".partial").rename(samples)
-        rows = rows_of(samples)
+    for row, rows in scored(args.out, DATA).items():
         cells: dict = {}
         for r in rows:
             family, op = wording(r["question"])

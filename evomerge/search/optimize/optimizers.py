@@ -157,7 +157,7 @@ class PyCMA(Optimizer):
         sigma0 = self.config.sigma0
         if large_next:
             self.large_restarts += 1
-            popsize = int(round(self.base_popsize * rules.popsize_factor ** self.large_restarts))
+            popsize = round(self.base_popsize * rules.popsize_factor ** self.large_restarts)
         else:  # Hansen 2009: a population between the default and half the last large one, a smaller step size
             u = rng.uniform()
             largest = self.base_popsize * rules.popsize_factor ** self.large_restarts
