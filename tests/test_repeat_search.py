@@ -94,3 +94,18 @@ def test_the_wordings_arm_changes_the_fitness_data_only_and_is_judged_on_its_own
     assert report["judged"] == {"spread_points": round(100 * 8 / 140, 2), "limit_points": 4.0, "holds": False}
     assert set(report["runs"]) >= {"wordings-s0", "wordings-s4"} and "pool-s0" not in report["runs"]
     assert not any(label.startswith("pool") for label in report["arms"])
+
+
+def test_the_wordings_trained_test_judges_the_wordings_searches_on_the_ninth_draw(tmp_path):
+    """Same searches (read from --searches), another draw: the rows are its own, the runs the wordings arm's."""
+    assert ARMS["wordings-trained"].name == "wordings"
+    assert ARMS["wordings-trained"].draw == "evomerge:data/ja_math_heldout_i_1000.jsonl"
+    assert arm_config(0, "wordings-trained") == arm_config(0, "wordings")
+    scores = tmp_path / "runs" / "scores"
+    scores.mkdir(parents=True)
+    for s, right in enumerate((50, 51, 52)):
+        _write(scores / f"wordings-s{s}.jsonl", _rows(PROBLEMS, set(range(right))))
+    report = analyse(tmp_path / "runs", tmp_path / "claims", tmp_path / "seeds", "draw", "wordings-trained",
+                     searches=tmp_path / "searches")
+    assert report["judged"]["holds"] is True and report["judged"]["spread_points"] == round(100 * 2 / 140, 2)
+    assert {k for k in report["runs"] if not k.startswith("ps-")} == {f"wordings-s{s}" for s in range(5)}

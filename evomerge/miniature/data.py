@@ -199,13 +199,15 @@ def ja_math_balanced(n: int, seed: int, split: str, exclude: set[tuple[int, int,
     return out
 
 
-def ja_math_mixed(n: int, seed: int, families: tuple[str, ...], exclude: set[tuple[int, int, int]] = frozenset()
-                  ) -> list[Problem]:
-    """Training problems in several wordings: problem i in `families[i % len(families)]`'s wording, its operation
-    drawn first (a third each) and its numbers drawn again until they lie on the fitness side of the number space
-    (whatever the wording: a held-out draw's wording may train, its arithmetic may not), none in `exclude`, no
-    question twice. A fitness in one wording rewards what reads that wording; in several, what carries across."""
-    rng = random.Random(f"ja-math-mixed-{'-'.join(families)}-{seed}")
+def ja_math_mixed(n: int, seed: int, families: tuple[str, ...], exclude: set[tuple[int, int, int]] = frozenset(),
+                  number_side: str = "fitness") -> list[Problem]:
+    """Problems in several wordings: problem i in `families[i % len(families)]`'s wording, its operation drawn first
+    (a third each) and its numbers drawn again until they lie on `number_side` of the number space (whatever the
+    wording: a held-out draw's wording may train, its arithmetic may not), none in `exclude`, no question twice. A
+    fitness in one wording rewards what reads that wording; in several, what carries across. With `number_side:
+    heldout`, the held-out problems of such a fitness: its wordings, arithmetic it never has."""
+    tag = "" if number_side == "fitness" else f"-{number_side}"
+    rng = random.Random(f"ja-math-mixed-{'-'.join(families)}-{seed}{tag}")
     out, seen = [], set()
     for i in range(n):
         op, family = rng.choice("+-*"), families[i % len(families)]
@@ -214,7 +216,7 @@ def ja_math_mixed(n: int, seed: int, families: tuple[str, ...], exclude: set[tup
             key = (min(a, b), max(a, b), ans)
             item, _, counter = rng.choice(ITEMS)
             q = JA_TEMPLATES[op][FAMILY[family]].format(n=rng.choice(NAMES_JA), a=a, b=b, item=item, c=counter)
-            if side(key) == "fitness" and key not in exclude and q not in seen:
+            if side(key) == number_side and key not in exclude and q not in seen:
                 seen.add(q)
                 out.append(Problem(q, ans, f"{a} {OP_WORD[op]} {b} = {ans} です。答えは{ans}です。"))
                 break

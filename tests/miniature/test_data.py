@@ -116,7 +116,7 @@ def test_the_fourth_held_out_draw_is_new_to_every_file_and_keeps_the_mix_of_oper
     text), each operation about a third although the narrow and wide ranges' held-out products are used up."""
     fourth = _rows(HELD_OUT[3])
     later = ("ja_math_heldout_e_1000.jsonl", "ja_math_heldout_f_1000.jsonl",  # made after it (they may repeat it)
-             "ja_math_heldout_g_1000.jsonl", "ja_math_heldout_h_1000.jsonl")
+             "ja_math_heldout_g_1000.jsonl", "ja_math_heldout_h_1000.jsonl", "ja_math_heldout_i_1000.jsonl")
     others = {_arithmetic(r) for name in FILES if name not in (HELD_OUT[3], *later) for r in _rows(name)}
     others |= {_arithmetic(r) for r in _text_rows("ja_math_fitness.txt")}
     assert not sum(_arithmetic(r) in others for r in fourth)  # a count only
@@ -229,3 +229,27 @@ def test_the_six_wording_fitness_set_trains_on_wordings_never_on_held_out_arithm
     assert not sum(_arithmetic(r) in held for r in rows)
     ops = [_operation(q) for q in questions]
     assert all(0.25 <= ops.count(op) / len(ops) <= 0.42 for op in "+-*"), {op: ops.count(op) for op in "+-*"}
+
+
+NINTH = "ja_math_heldout_i_1000.jsonl"
+
+
+def test_the_ninth_held_out_draw_is_worded_like_the_six_wording_fitness_set_and_new_in_its_arithmetic():
+    """Issue 42's ninth draw (bench/repeat_search.py --arm wordings-trained), made before any model read it: the
+    six-wording fitness set's wordings in its mix, the held-out side, none of the arithmetic of a file that trains,
+    searches or validates, no question of another file, each operation about a third, products from the narrow
+    range. Counts only: the items stay unread."""
+    rows = _rows(NINTH)
+    questions = [r["question"] for r in rows]
+    assert len(rows) == 1000 and len(set(questions)) == 1000
+    assert not set(questions) & {r["question"] for other in FILES if other != NINTH for r in _rows(other)}
+    families = [next(iter(_family(q))) for q in questions]
+    assert all(len(_family(q)) == 1 for q in questions)
+    assert all(140 <= families.count(f) <= 190 for f in range(6)) and data.FAMILY["fresh4"] not in families
+    training = {_arithmetic(r) for other in FILES if "heldout" not in other for r in _rows(other)}
+    training |= {_arithmetic(r) for r in _text_rows("ja_math_fitness.txt")}
+    assert not sum(_arithmetic(r) in training for r in rows)
+    ops = [_operation(q) for q in questions]
+    assert all(0.28 <= ops.count(op) / len(ops) <= 0.39 for op in "+-*"), {op: ops.count(op) for op in "+-*"}
+    products = [sorted(map(int, re.findall(r"\d+", r["question"]))) for r, op in zip(rows, ops) if op == "*"]
+    assert all(2 <= small <= 9 and 2 <= large <= 12 for small, large in products)
