@@ -66,7 +66,9 @@ range. These wordings include the fifth and sixth draws', where merges read prod
 7.4 and 7.9 points. Judged: the spread of the wordings searches' seeds 0-2 on the ninth draw, at most 4.0 points.
 Reported: the shipped bests s0-s4 on the same draw (their fitness had one of its six wordings), the math and
 Japanese specialists, composition; no search is run (seeds 3 and 4 of the wordings arm were stopped unscored, for
-time, to score this draw).
+time, to score this draw). Added later, before they ran: when a relaunch of the wordings arm has finished seed 3 or
+4 (its search and its eighth-draw row), a relaunch of this test scores it on the ninth draw too, reported with the
+five-seed spread, not judged.
 """
 
 from __future__ import annotations
@@ -356,8 +358,11 @@ def main() -> None:
             step(f"search {prefix}-s{s}", lambda s=s: search(runs, s, arm))
         for name in ["math"] + [f"{prefix}-s{s}" for s in JUDGED] + [f"ps-s{s}" for s in SHIPPED] + ["ja"]:
             row(name)
-        for s in MORE if searches is None else ():
-            step(f"search {prefix}-s{s}", lambda s=s: search(runs, s, arm))
+        for s in MORE:  # with --searches, the rows of those the other launch finished (reported, not judged)
+            if searches is None:
+                step(f"search {prefix}-s{s}", lambda s=s: search(runs, s, arm))
+            elif not (searches / "scores" / f"{prefix}-s{s}.jsonl").exists():  # its search not finished there
+                continue
             row(f"{prefix}-s{s}")
     print(experiment.finish(analyse(runs, claims, seeds, data, arm, searches), to_markdown))
 
