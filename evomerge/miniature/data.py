@@ -182,21 +182,28 @@ def ja_math_balanced(n: int, seed: int, split: str, exclude: set[tuple[int, int,
     of operations; arithmetic may repeat within the draw (not the question)."""
     want = "heldout" if split in HELD_OUT_FAMILIES else "fitness"
     rng = random.Random(f"ja-math-balanced-{split}-{seed}")
-    out, seen = [], set()
+    out: list[Problem] = []
+    seen: set[str] = set()
     while len(out) < n:
         op = rng.choice("+-*")
-        for _ in range(100_000):
-            a, b, ans = _numbers(rng, op, products)
-            key = (min(a, b), max(a, b), ans)
-            item, _, counter = rng.choice(ITEMS)
-            q = JA_TEMPLATES[op][FAMILY[split]].format(n=rng.choice(NAMES_JA), a=a, b=b, item=item, c=counter)
-            if (not sided or side(key) == want) and key not in exclude and q not in seen:
-                seen.add(q)
-                out.append(Problem(q, ans, f"{a} {OP_WORD[op]} {b} = {ans} です。答えは{ans}です。"))
-                break
-        else:
-            raise ValueError(f"no {op} problem left to draw after {len(out)} of {n} (split {split}, seed {seed})")
+        out.append(_draw_fitting(rng, op, split, products, lambda key: (not sided or side(key) == want)
+                                 and key not in exclude, seen, f"after {len(out)} of {n} (split {split}, seed {seed})"))
     return out
+
+
+def _draw_fitting(rng: random.Random, op: str, family: str, products: str, fits, seen: set[str], where: str
+                  ) -> Problem:
+    """One `op` problem in `family`'s wording whose arithmetic `fits` and whose question is not in `seen` (added to
+    it), its numbers drawn again until they do; the balanced draws' one way of drawing a problem."""
+    for _ in range(100_000):
+        a, b, ans = _numbers(rng, op, products)
+        key = (min(a, b), max(a, b), ans)
+        item, _, counter = rng.choice(ITEMS)
+        q = JA_TEMPLATES[op][FAMILY[family]].format(n=rng.choice(NAMES_JA), a=a, b=b, item=item, c=counter)
+        if fits(key) and q not in seen:
+            seen.add(q)
+            return Problem(q, ans, f"{a} {OP_WORD[op]} {b} = {ans} です。答えは{ans}です。")
+    raise ValueError(f"no {op} problem left to draw {where}")
 
 
 def ja_math_mixed(n: int, seed: int, families: tuple[str, ...], exclude: set[tuple[int, int, int]] = frozenset(),
@@ -208,18 +215,12 @@ def ja_math_mixed(n: int, seed: int, families: tuple[str, ...], exclude: set[tup
     heldout`, the held-out problems of such a fitness: its wordings, arithmetic it never has."""
     tag = "" if number_side == "fitness" else f"-{number_side}"
     rng = random.Random(f"ja-math-mixed-{'-'.join(families)}-{seed}{tag}")
-    out, seen = [], set()
+    out: list[Problem] = []
+    seen: set[str] = set()
     for i in range(n):
         op, family = rng.choice("+-*"), families[i % len(families)]
-        while True:
-            a, b, ans = _numbers(rng, op)
-            key = (min(a, b), max(a, b), ans)
-            item, _, counter = rng.choice(ITEMS)
-            q = JA_TEMPLATES[op][FAMILY[family]].format(n=rng.choice(NAMES_JA), a=a, b=b, item=item, c=counter)
-            if side(key) == number_side and key not in exclude and q not in seen:
-                seen.add(q)
-                out.append(Problem(q, ans, f"{a} {OP_WORD[op]} {b} = {ans} です。答えは{ans}です。"))
-                break
+        out.append(_draw_fitting(rng, op, family, "narrow", lambda key: side(key) == number_side and key not in exclude,
+                                 seen, f"after {len(out)} of {n} (wordings {', '.join(families)}, seed {seed})"))
     return out
 
 
