@@ -7,42 +7,16 @@ watched until Ctrl-C).
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from pathlib import Path
 from typing import Any
 
 from evomerge.search.records.results import run_status
-from evomerge.search.records.store import LOCK_NAME, RunStore
-
-
-def holder(run_dir: Path) -> tuple[int, str] | None:
-    """(pid, host) of the process that last held the run's lock, if the lock file names one."""
-    try:
-        text = (Path(run_dir) / LOCK_NAME).read_text().split()
-        return int(text[1]), text[3].rstrip(",")
-    except (OSError, IndexError, ValueError):
-        return None
+from evomerge.search.records.store import RunStarting, RunStore, run_is_running
 
 
 def is_running(run_dir: Path) -> bool:
-    h = holder(run_dir)
-    if h is None:
-        return False
-    pid, host = h
-    if host != socket.gethostname():
-        return True  # cannot tell from here
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # an exited process its parent has not reaped yet is no longer running (Linux: state Z)
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+    return run_is_running(Path(run_dir))
 
 
 def view(run_dir: Path, recent: int = 8) -> Any:
@@ -52,9 +26,12 @@ def view(run_dir: Path, recent: int = 8) -> Any:
     from rich.table import Table
     from rich.text import Text
 
-    info = run_status(run_dir)
-    with RunStore(Path(run_dir)) as store:
-        trials = store.trials()
+    try:
+        info = run_status(run_dir)
+        with RunStore(Path(run_dir)) as store:
+            trials = store.trials()
+    except RunStarting:  # watched from the moment the search started: it has recorded nothing yet
+        return Text(f"{run_dir}: starting (nothing recorded yet)", style="bold")
     done = info["completed"] + info["failed"] + info["raced"] + info["estimated"]
     running = is_running(Path(run_dir))
     head = Text(f"{run_dir}: {done}/{info['budget']} trials, {info['generations']} generations, "
@@ -103,7 +80,10 @@ def watch_json(run_dir: Path, interval: float = 2.0, emit: Any = print, max_upda
     updates = 0
     while True:
         running = is_running(Path(run_dir))
-        emit(json.dumps({**run_status(run_dir), "running_now": running}))
+        try:
+            emit(json.dumps({**run_status(run_dir), "running_now": running}))
+        except RunStarting:
+            emit(json.dumps({"run_dir": str(run_dir), "starting": True, "running_now": running}))
         if not running or (max_updates is not None and updates >= max_updates):
             return
         time.sleep(interval)

@@ -124,6 +124,8 @@ class RunStore:
         if self.folder.exists() and not self.folder.is_dir():
             raise UserError("the run folder is a file, not a folder", str(folder))
         if not self.path.exists() and not create:
+            if run_is_running(self.folder):
+                raise RunStarting("the run is starting: nothing is recorded yet; try again in a moment", str(folder))
             raise UserError("not a run folder (no run.sqlite)", str(folder))
         fresh = not self.path.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -134,7 +136,7 @@ class RunStore:
         self.db.row_factory = sqlite3.Row
         try:
             if not fresh:
-                self._check_readable()
+                self._check_readable(writer=create)
             self._q("PRAGMA journal_mode=WAL")  # a crash or kill never leaves a half-written commit
             self._q("PRAGMA synchronous=NORMAL")  # with WAL: durable against process crashes
             if fresh or create:
@@ -147,9 +149,15 @@ class RunStore:
             self.db.close()
             raise
 
-    def _check_readable(self) -> None:
-        """A run database that is empty, not a database or damaged fails here, before anything reads it."""
+    def _check_readable(self, writer: bool = False) -> None:
+        """A run database that is empty, not a database or damaged fails here, before anything reads it. A reader
+        that comes while the search is still making the database (empty, or no config yet) is told the run is
+        starting (`RunStarting`), not that its records are lost."""
+        starting = not writer and run_is_running(self.folder)
         if self.path.stat().st_size == 0:
+            if starting:
+                raise RunStarting("the run is starting: nothing is recorded yet; try again in a moment",
+                                  str(self.folder))
             raise UserError("the run database is empty (0 bytes): the run's records are lost; start a new run "
                             "folder (a backup of run.sqlite, if you have one, can replace it)", str(self.path))
         ok = self._q("PRAGMA quick_check").fetchone()[0]
@@ -157,6 +165,9 @@ class RunStore:
             raise sqlite3.DatabaseError(f"integrity check: {ok}")
         tables = {r[0] for r in self._q("SELECT name FROM sqlite_master WHERE type='table'")}
         if not {"meta", "trials", "generations"} <= tables or self.get_meta("config") is None:
+            if starting:
+                raise RunStarting("the run is starting: its config is not recorded yet; try again in a moment",
+                                  str(self.folder))
             raise UserError("this database holds no evomerge run (no config recorded)", str(self.path))
 
     def _migrate(self) -> None:
@@ -421,6 +432,44 @@ def _trial(row: sqlite3.Row) -> Trial:
 LOCK_NAME = "run.lock"
 
 
+class RunStarting(UserError):
+    """Read too early: the search holding the run has not recorded its config yet (a live view waits it out)."""
+
+
+def lock_holder(folder: Path) -> tuple[int, str] | None:
+    """(pid, host) of the process that holds, or last held without releasing, the run's lock, if the file names
+    one (`RunLock.release` empties it)."""
+    try:
+        text = (Path(folder) / LOCK_NAME).read_text().split()
+        return int(text[1]), text[3].rstrip(",")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def run_is_running(folder: Path) -> bool:
+    """Whether a search holds the run now. Read from the lock file's holder, never by taking the lock (a probe
+    would refuse a search starting at that moment); a holder on another machine counts as running."""
+    import os
+    import socket
+
+    h = lock_holder(folder)
+    if h is None:
+        return False
+    pid, host = h
+    if host != socket.gethostname():
+        return True  # cannot tell from here
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # an exited process its parent has not reaped yet is no longer running (Linux: state Z)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
 class RunLock:
     """One writer per run folder. The lock is an flock on RUN_DIR/run.lock, which the kernel drops when its
     process dies (killed, crashed, machine rebooted), so a stale lock is taken over with no guessing about pids;
@@ -456,7 +505,7 @@ class RunLock:
             import fcntl
 
             self._fh.seek(0)
-            self._fh.truncate()  # no holder named: the run is not running (evomerge/reports/watch.py reads this)
+            self._fh.truncate()  # no holder named: the run is not running (run_is_running reads this)
             self._fh.flush()
             fcntl.flock(self._fh, fcntl.LOCK_UN)
             self._fh.close()
