@@ -109,3 +109,53 @@ def test_the_wordings_trained_test_judges_the_wordings_searches_on_the_ninth_dra
                      searches=tmp_path / "searches")
     assert report["judged"]["holds"] is True and report["judged"]["spread_points"] == round(100 * 2 / 140, 2)
     assert {k for k in report["runs"] if not k.startswith("ps-")} == {f"wordings-s{s}" for s in range(5)}
+
+
+def test_the_budget_arm_continues_the_shipped_runs_with_twice_the_trials_and_judges_five_seeds(tmp_path):
+    shipped = yaml.safe_load(resolve_path("evomerge:configs/search/miniature-ps.yaml").read_text())
+    arm = arm_config(3, "budget")
+    SearchConfig.model_validate(arm)
+    assert arm["budget"].pop("max_trials") == 2 * shipped["budget"].pop("max_trials") == 176
+    shipped["optimizer"]["seed"] = 3
+    assert arm == shipped  # its name too: a resume of the shipped run must match its config
+    assert SearchConfig.model_validate(arm_config(3, "budget")).fingerprint() == \
+        SearchConfig.model_validate({**shipped, "budget": {"max_trials": 88}}).fingerprint()
+    assert ARMS["budget"].draw == "evomerge:data/ja_math_heldout_j_1000.jsonl"
+    assert ARMS["budget"].judged == (0, 1, 2, 3, 4) and ARMS["budget"].more == ()
+
+    scores = tmp_path / "runs" / "scores"
+    scores.mkdir(parents=True)
+    _write(scores / "math.jsonl", _rows(PROBLEMS, set(range(40)), ja=False))
+    for s, right in enumerate((50, 52, 54, 51, 53)):  # 4 / 140 = 2.9 points
+        _write(scores / f"budget-s{s}.jsonl", _rows(PROBLEMS, set(range(right))))
+    for s, right in enumerate((40, 60, 54, 51, 45)):
+        _write(scores / f"ps-s{s}.jsonl", _rows(PROBLEMS, set(range(right))))
+    report = analyse(tmp_path / "runs", tmp_path / "claims", tmp_path / "seeds", "draw", "budget")
+    assert report["judged"] == {"spread_points": round(100 * 4 / 140, 2), "limit_points": 4.0, "holds": True}
+    assert "budget, seeds 0-4 (judged)" in report["arms"] and "budget, seeds 0-2 (judged)" not in report["arms"]
+    diff = report["continued_minus_shipped"]
+    assert [round(140 * t["difference"]) for t in diff["seeds"].values()] == [10, -8, 0, 0, 8]
+    assert diff["search_unit"]["searches"] == 5
+    (scores / "budget-s4.jsonl").unlink()  # a judged seed missing: no verdict
+    assert analyse(tmp_path / "runs", tmp_path / "claims", tmp_path / "seeds", "draw", "budget")["judged"][
+        "holds"] is None
+
+
+def test_a_continued_run_keeps_the_shipped_trials_and_adds_the_rest(family, target, tmp_path):
+    """copy_run + resume with a larger budget: the copy's first trials are the source's, the source is untouched."""
+    from helpers import make_config, search, trials
+
+    from bench.repeat_search import copy_run
+
+    cfg = make_config(family, target, budget=6)
+    search(cfg, tmp_path / "shipped")
+    (tmp_path / "shipped" / "config.yaml").write_text(yaml.safe_dump(cfg))  # as `evomerge search` keeps it
+    before = trials(tmp_path / "shipped")
+    copy_run(tmp_path / "shipped", tmp_path / "runs" / "budget-s0")
+    assert not (tmp_path / "runs" / "budget-s0.copying").exists()
+    search({**cfg, "budget": {"max_trials": 12}}, tmp_path / "runs" / "budget-s0", resume=True)
+    after = trials(tmp_path / "runs" / "budget-s0")
+    assert after[:6] == before and len(after) == 12 and trials(tmp_path / "shipped") == before
+    uninterrupted = tmp_path / "twelve"
+    search({**cfg, "budget": {"max_trials": 12}}, uninterrupted)
+    assert trials(uninterrupted) == after  # continuing is the same search as running 12 at once

@@ -116,7 +116,8 @@ def test_the_fourth_held_out_draw_is_new_to_every_file_and_keeps_the_mix_of_oper
     text), each operation about a third although the narrow and wide ranges' held-out products are used up."""
     fourth = _rows(HELD_OUT[3])
     later = ("ja_math_heldout_e_1000.jsonl", "ja_math_heldout_f_1000.jsonl",  # made after it (they may repeat it)
-             "ja_math_heldout_g_1000.jsonl", "ja_math_heldout_h_1000.jsonl", "ja_math_heldout_i_1000.jsonl")
+             "ja_math_heldout_g_1000.jsonl", "ja_math_heldout_h_1000.jsonl", "ja_math_heldout_i_1000.jsonl",
+             "ja_math_heldout_j_1000.jsonl")
     others = {_arithmetic(r) for name in FILES if name not in (HELD_OUT[3], *later) for r in _rows(name)}
     others |= {_arithmetic(r) for r in _text_rows("ja_math_fitness.txt")}
     assert not sum(_arithmetic(r) in others for r in fourth)  # a count only
@@ -253,3 +254,28 @@ def test_the_ninth_held_out_draw_is_worded_like_the_six_wording_fitness_set_and_
     assert all(0.28 <= ops.count(op) / len(ops) <= 0.39 for op in "+-*"), {op: ops.count(op) for op in "+-*"}
     products = [sorted(map(int, re.findall(r"\d+", r["question"]))) for r, op in zip(rows, ops) if op == "*"]
     assert all(2 <= small <= 9 and 2 <= large <= 12 for small, large in products)
+
+
+TENTH = "ja_math_heldout_j_1000.jsonl"
+
+
+def test_the_tenth_held_out_draw_is_drawn_as_the_ninth_and_repeats_none_of_its_questions():
+    """Issue 42's tenth draw (bench/repeat_search.py --arm budget), made before any model read it: the ninth's
+    wordings, mix, side and exclusions from another seed; no question of another file, the ninth's included. Counts
+    only: the items stay unread."""
+    rows = _rows(TENTH)
+    questions = [r["question"] for r in rows]
+    assert len(rows) == 1000 and len(set(questions)) == 1000
+    assert not set(questions) & {r["question"] for other in FILES if other != TENTH for r in _rows(other)}
+    families = [next(iter(_family(q))) for q in questions]
+    assert all(len(_family(q)) == 1 for q in questions)
+    assert all(140 <= families.count(f) <= 190 for f in range(6)) and data.FAMILY["fresh4"] not in families
+    training = {_arithmetic(r) for other in FILES if "heldout" not in other for r in _rows(other)}
+    training |= {_arithmetic(r) for r in _text_rows("ja_math_fitness.txt")}
+    assert not sum(_arithmetic(r) in training for r in rows)
+    ops = [_operation(q) for q in questions]
+    # products about a quarter: they have the fewest distinct questions, so most of the ninth's repeats were products
+    assert 0.25 <= ops.count("*") / len(ops) <= 0.3 and all(0.34 <= ops.count(op) / len(ops) <= 0.39 for op in "+-"), \
+        {op: ops.count(op) for op in "+-*"}
+    ninth = [r["question"] for r in _rows(NINTH)]
+    assert questions[:5] != ninth[:5] and sum(q in set(ninth) for q in questions) == 0
