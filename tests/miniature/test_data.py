@@ -233,6 +233,27 @@ def test_the_six_wording_fitness_set_trains_on_wordings_never_on_held_out_arithm
 
 
 NINTH = "ja_math_heldout_i_1000.jsonl"
+TENTH = "ja_math_heldout_j_1000.jsonl"
+
+
+def _six_wording_draw(name: str) -> tuple[list[dict], list[str]]:
+    """What the ninth and tenth draws share: 1000 questions of no other file, the six-wording fitness set's
+    wordings in its mix (not the eighth's), none of the arithmetic of a file that trains, searches or validates,
+    products from the narrow range. Returns the rows and their operations."""
+    rows = _rows(name)
+    questions = [r["question"] for r in rows]
+    assert len(rows) == 1000 and len(set(questions)) == 1000
+    assert not set(questions) & {r["question"] for other in FILES if other != name for r in _rows(other)}
+    families = [next(iter(_family(q))) for q in questions]
+    assert all(len(_family(q)) == 1 for q in questions)
+    assert all(140 <= families.count(f) <= 190 for f in range(6)) and data.FAMILY["fresh4"] not in families
+    training = {_arithmetic(r) for other in FILES if "heldout" not in other for r in _rows(other)}
+    training |= {_arithmetic(r) for r in _text_rows("ja_math_fitness.txt")}
+    assert not sum(_arithmetic(r) in training for r in rows)
+    ops = [_operation(q) for q in questions]
+    products = [sorted(map(int, re.findall(r"\d+", r["question"]))) for r, op in zip(rows, ops) if op == "*"]
+    assert all(2 <= small <= 9 and 2 <= large <= 12 for small, large in products)
+    return rows, ops
 
 
 def test_the_ninth_held_out_draw_is_worded_like_the_six_wording_fitness_set_and_new_in_its_arithmetic():
@@ -240,42 +261,16 @@ def test_the_ninth_held_out_draw_is_worded_like_the_six_wording_fitness_set_and_
     six-wording fitness set's wordings in its mix, the held-out side, none of the arithmetic of a file that trains,
     searches or validates, no question of another file, each operation about a third, products from the narrow
     range. Counts only: the items stay unread."""
-    rows = _rows(NINTH)
-    questions = [r["question"] for r in rows]
-    assert len(rows) == 1000 and len(set(questions)) == 1000
-    assert not set(questions) & {r["question"] for other in FILES if other != NINTH for r in _rows(other)}
-    families = [next(iter(_family(q))) for q in questions]
-    assert all(len(_family(q)) == 1 for q in questions)
-    assert all(140 <= families.count(f) <= 190 for f in range(6)) and data.FAMILY["fresh4"] not in families
-    training = {_arithmetic(r) for other in FILES if "heldout" not in other for r in _rows(other)}
-    training |= {_arithmetic(r) for r in _text_rows("ja_math_fitness.txt")}
-    assert not sum(_arithmetic(r) in training for r in rows)
-    ops = [_operation(q) for q in questions]
+    _, ops = _six_wording_draw(NINTH)
     assert all(0.28 <= ops.count(op) / len(ops) <= 0.39 for op in "+-*"), {op: ops.count(op) for op in "+-*"}
-    products = [sorted(map(int, re.findall(r"\d+", r["question"]))) for r, op in zip(rows, ops) if op == "*"]
-    assert all(2 <= small <= 9 and 2 <= large <= 12 for small, large in products)
-
-
-TENTH = "ja_math_heldout_j_1000.jsonl"
 
 
 def test_the_tenth_held_out_draw_is_drawn_as_the_ninth_and_repeats_none_of_its_questions():
     """Issue 42's tenth draw (bench/repeat_search.py --arm budget), made before any model read it: the ninth's
     wordings, mix, side and exclusions from another seed; no question of another file, the ninth's included. Counts
     only: the items stay unread."""
-    rows = _rows(TENTH)
-    questions = [r["question"] for r in rows]
-    assert len(rows) == 1000 and len(set(questions)) == 1000
-    assert not set(questions) & {r["question"] for other in FILES if other != TENTH for r in _rows(other)}
-    families = [next(iter(_family(q))) for q in questions]
-    assert all(len(_family(q)) == 1 for q in questions)
-    assert all(140 <= families.count(f) <= 190 for f in range(6)) and data.FAMILY["fresh4"] not in families
-    training = {_arithmetic(r) for other in FILES if "heldout" not in other for r in _rows(other)}
-    training |= {_arithmetic(r) for r in _text_rows("ja_math_fitness.txt")}
-    assert not sum(_arithmetic(r) in training for r in rows)
-    ops = [_operation(q) for q in questions]
+    rows, ops = _six_wording_draw(TENTH)
     # products about a quarter: they have the fewest distinct questions, so most of the ninth's repeats were products
     assert 0.25 <= ops.count("*") / len(ops) <= 0.3 and all(0.34 <= ops.count(op) / len(ops) <= 0.39 for op in "+-"), \
         {op: ops.count(op) for op in "+-*"}
-    ninth = [r["question"] for r in _rows(NINTH)]
-    assert questions[:5] != ninth[:5] and sum(q in set(ninth) for q in questions) == 0
+    assert [r["question"] for r in rows][:5] != [r["question"] for r in _rows(NINTH)][:5]
