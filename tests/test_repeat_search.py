@@ -159,3 +159,18 @@ def test_a_continued_run_keeps_the_shipped_trials_and_adds_the_rest(family, targ
     uninterrupted = tmp_path / "twelve"
     search({**cfg, "budget": {"max_trials": 12}}, uninterrupted)
     assert trials(uninterrupted) == after  # continuing is the same search as running 12 at once
+
+
+def test_the_restarts_arm_adds_ipop_restarts_only_and_judges_five_seeds_on_its_own_draw():
+    shipped = yaml.safe_load(resolve_path("evomerge:configs/search/miniature-ps.yaml").read_text())
+    arm = arm_config(4, "restarts")
+    config = SearchConfig.model_validate(arm)
+    assert config.optimizer.restarts.strategy == "ipop" and config.optimizer.restarts.patience == 2
+    assert config.optimizer.restarts.start == "x0"
+    assert arm["optimizer"].pop("restarts") == {"strategy": "ipop", "patience": 2, "start": "x0"}
+    assert arm.pop("name") != shipped.pop("name")
+    shipped["optimizer"]["seed"] = 4
+    assert arm == shipped  # the budget (88) and fitness unchanged
+    assert ARMS["restarts"].judged == (0, 1, 2, 3, 4) and ARMS["restarts"].more == ()
+    assert ARMS["restarts"].draw == "evomerge:data/ja_math_heldout_k_1000.jsonl" not in {
+        a.draw for name, a in ARMS.items() if name != "restarts"}

@@ -134,6 +134,13 @@ def ja_math_files() -> dict[str, list[data.Problem]]:
     tenth = data.ja_math_mixed(1600, 1700, ("fitness", "test", "heldout", "fresh", "fresh2", "fresh3"),
                                exclude=not_held | text_keys, number_side="heldout")
     files["ja_math_heldout_j_1000.jsonl"] = [p for p in tenth if p.question not in earlier_questions][:1000]
+    # An eleventh, made after the tenth was scored, before any model read it, for issue 42's fifth repeatability test
+    # (bench/repeat_search.py --arm restarts): drawn as the ninth and tenth, from another seed, none of another
+    # file's questions (the ninth's and tenth's included).
+    earlier_questions |= {p.question for p in files["ja_math_heldout_j_1000.jsonl"]}
+    eleventh = data.ja_math_mixed(1400, 1800, ("fitness", "test", "heldout", "fresh", "fresh2", "fresh3"),
+                                  exclude=not_held | text_keys, number_side="heldout")
+    files["ja_math_heldout_k_1000.jsonl"] = [p for p in eleventh if p.question not in earlier_questions][:1000]
     return files
 
 

@@ -117,7 +117,7 @@ def test_the_fourth_held_out_draw_is_new_to_every_file_and_keeps_the_mix_of_oper
     fourth = _rows(HELD_OUT[3])
     later = ("ja_math_heldout_e_1000.jsonl", "ja_math_heldout_f_1000.jsonl",  # made after it (they may repeat it)
              "ja_math_heldout_g_1000.jsonl", "ja_math_heldout_h_1000.jsonl", "ja_math_heldout_i_1000.jsonl",
-             "ja_math_heldout_j_1000.jsonl")
+             "ja_math_heldout_j_1000.jsonl", "ja_math_heldout_k_1000.jsonl")
     others = {_arithmetic(r) for name in FILES if name not in (HELD_OUT[3], *later) for r in _rows(name)}
     others |= {_arithmetic(r) for r in _text_rows("ja_math_fitness.txt")}
     assert not sum(_arithmetic(r) in others for r in fourth)  # a count only
@@ -265,11 +265,12 @@ def test_the_ninth_held_out_draw_is_worded_like_the_six_wording_fitness_set_and_
     assert all(0.28 <= ops.count(op) / len(ops) <= 0.39 for op in "+-*"), {op: ops.count(op) for op in "+-*"}
 
 
-def test_the_tenth_held_out_draw_is_drawn_as_the_ninth_and_repeats_none_of_its_questions():
-    """Issue 42's tenth draw (bench/repeat_search.py --arm budget), made before any model read it: the ninth's
-    wordings, mix, side and exclusions from another seed; no question of another file, the ninth's included. Counts
-    only: the items stay unread."""
-    rows, ops = _six_wording_draw(TENTH)
+@pytest.mark.parametrize("name", [TENTH, "ja_math_heldout_k_1000.jsonl"])
+def test_the_tenth_and_eleventh_held_out_draws_are_drawn_as_the_ninth_and_repeat_none_of_its_questions(name):
+    """Issue 42's tenth and eleventh draws (bench/repeat_search.py --arm budget / restarts), each made before any
+    model read it: the ninth's wordings, mix, side and exclusions from other seeds; no question of another file, the
+    ninth's included. Counts only: the items stay unread."""
+    rows, ops = _six_wording_draw(name)
     # products about a quarter: they have the fewest distinct questions, so most of the ninth's repeats were products
     assert 0.25 <= ops.count("*") / len(ops) <= 0.3 and all(0.34 <= ops.count(op) / len(ops) <= 0.39 for op in "+-"), \
         {op: ops.count(op) for op in "+-*"}
