@@ -85,9 +85,9 @@ budget within a seed). Judged, five seeds (three can pass by chance, as the word
 min) of seeds 0-4's acc_ja on a tenth draw, at most 4.0 points. The draw: evomerge/data/ja_math_heldout_j_1000.jsonl,
 made as the ninth (the six-wording mix, the held-out side, products from the training range) from another seed, none
 of its questions in another file (about half its arithmetic facts are the ninth's: few held-out ones are left;
-intervals resample facts; products are 266 of the 1000, the rest sums and differences); committed with this arm before any model read it. Rows, in this order: per seed, the
-continued search and its best; then the shipped bests s0-s4, the math and the Japanese specialists. Reported, not
-judged: the spread's interval by fact, the shipped five on the same draw, each seed's continued minus shipped
+intervals resample facts; products are 266 of the 1000, the rest sums and differences); committed with this arm
+before any model read it. Rows, in this order: per seed, the continued search and its best; then the shipped
+bests s0-s4, the math and the Japanese specialists. Reported, not judged: the spread's interval by fact, the shipped five on the same draw, each seed's continued minus shipped
 (paired, by problem, and with the search as the unit), composition, where each best came from (trial and
 generation: a best from the first 88 trials is the shipped best), what the second half spent.
 
