@@ -87,9 +87,10 @@ made as the ninth (the six-wording mix, the held-out side, products from the tra
 of its questions in another file (about half its arithmetic facts are the ninth's: few held-out ones are left;
 intervals resample facts; products are 266 of the 1000, the rest sums and differences); committed with this arm
 before any model read it. Rows, in this order: per seed, the continued search and its best; then the shipped
-bests s0-s4, the math and the Japanese specialists. Reported, not judged: the spread's interval by fact, the shipped five on the same draw, each seed's continued minus shipped
-(paired, by problem, and with the search as the unit), composition, where each best came from (trial and
-generation: a best from the first 88 trials is the shipped best), what the second half spent.
+bests s0-s4, the math and the Japanese specialists. Reported, not judged: the spread's interval by fact, the
+shipped five on the same draw, each seed's continued minus shipped (paired, by problem, and with the search as the
+unit), composition, where each best came from (trial and generation: a best from the first 88 trials is the shipped
+best), what the second half spent.
 
 The fifth test (`--arm restarts`, runs/restarts), fixed after the fourth was scored and before any model read its
 draw: the issue's means not yet run, restarts (the feature of ef62163). Why: twice the trials let each search climb
