@@ -111,8 +111,7 @@ def ja_math_files() -> dict[str, list[data.Problem]]:
     # draw. A fitness set of 64 in the six wordings above (11 or so each, the fitness side of the number space: none
     # of any held-out draw's arithmetic), and an eighth draw of 1000 in a fourth wording of its own
     # (data.FAMILY["fresh4"]), the held-out side, none of the arithmetic of a file that trains, searches or validates.
-    files["ja_math_fitness_wordings_64.jsonl"] = data.ja_math_mixed(
-        64, 1400, ("fitness", "test", "heldout", "fresh", "fresh2", "fresh3"))
+    files["ja_math_fitness_wordings_64.jsonl"] = data.ja_math_mixed(64, 1400, FITNESS_WORDINGS)
     not_held |= {data.arithmetic(p) for p in files["ja_math_fitness_wordings_64.jsonl"]}
     files["ja_math_heldout_h_1000.jsonl"] = data.ja_math_balanced(
         1000, 1500, "fresh4", exclude=not_held | text_keys, products="narrow")
@@ -121,27 +120,29 @@ def ja_math_files() -> dict[str, list[data.Problem]]:
     # paper's case: MGSM-JA's test problems are worded as its training problems are), the held-out side, none of the
     # arithmetic of a file that trains, searches or validates; numbers may repeat earlier held-out draws', never a
     # question of another file.
-    earlier_questions = {p.question for problems in files.values() for p in problems}
-    ninth = data.ja_math_mixed(1400, 1600, ("fitness", "test", "heldout", "fresh", "fresh2", "fresh3"),
-                               exclude=not_held | text_keys, number_side="heldout")
-    files["ja_math_heldout_i_1000.jsonl"] = [p for p in ninth if p.question not in earlier_questions][:1000]
+    files["ja_math_heldout_i_1000.jsonl"] = _in_fitness_wordings(1400, 1600, files, not_held | text_keys)
     # A tenth draw, made after the ninth was scored, before any model read it, for issue 42's fourth repeatability
-    # test (bench/repeat_search.py --arm model-genes): drawn as the ninth is (its wordings and mix, the held-out
-    # side, none of the arithmetic of a file that trains, searches or validates) from another seed; no question of
+    # test (bench/repeat_search.py --arm budget): drawn as the ninth is (its wordings and mix, the held-out side,
+    # none of the arithmetic of a file that trains, searches or validates) from another seed; no question of
     # another file, the ninth's included (numbers may repeat: the held-out side has few unused; products, with the
     # fewest distinct questions, lose most to that rule: 266 of the 1000).
-    earlier_questions |= {p.question for p in files["ja_math_heldout_i_1000.jsonl"]}
-    tenth = data.ja_math_mixed(1600, 1700, ("fitness", "test", "heldout", "fresh", "fresh2", "fresh3"),
-                               exclude=not_held | text_keys, number_side="heldout")
-    files["ja_math_heldout_j_1000.jsonl"] = [p for p in tenth if p.question not in earlier_questions][:1000]
+    files["ja_math_heldout_j_1000.jsonl"] = _in_fitness_wordings(1600, 1700, files, not_held | text_keys)
     # An eleventh, made after the tenth was scored, before any model read it, for issue 42's fifth repeatability test
     # (bench/repeat_search.py --arm restarts): drawn as the ninth and tenth, from another seed, none of another
     # file's questions (the ninth's and tenth's included).
-    earlier_questions |= {p.question for p in files["ja_math_heldout_j_1000.jsonl"]}
-    eleventh = data.ja_math_mixed(1400, 1800, ("fitness", "test", "heldout", "fresh", "fresh2", "fresh3"),
-                                  exclude=not_held | text_keys, number_side="heldout")
-    files["ja_math_heldout_k_1000.jsonl"] = [p for p in eleventh if p.question not in earlier_questions][:1000]
+    files["ja_math_heldout_k_1000.jsonl"] = _in_fitness_wordings(1400, 1800, files, not_held | text_keys)
     return files
+
+
+FITNESS_WORDINGS = ("fitness", "test", "heldout", "fresh", "fresh2", "fresh3")  # the six-wording fitness set's
+
+
+def _in_fitness_wordings(n: int, seed: int, files: dict[str, list[data.Problem]], exclude: set) -> list[data.Problem]:
+    """1000 held-out problems in the six-wording fitness set's wordings and mix (`n` drawn from `seed`, arithmetic
+    not in `exclude`), none with a question of a file made before it."""
+    earlier = {p.question for problems in files.values() for p in problems}
+    drawn = data.ja_math_mixed(n, seed, FITNESS_WORDINGS, exclude=exclude, number_side="heldout")
+    return [p for p in drawn if p.question not in earlier][:1000]
 
 
 # the fitness files carry each problem's worked solution, in the form a right response takes: the reference that
