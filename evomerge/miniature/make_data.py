@@ -131,6 +131,18 @@ def ja_math_files() -> dict[str, list[data.Problem]]:
     # (bench/repeat_search.py --arm restarts): drawn as the ninth and tenth, from another seed, none of another
     # file's questions (the ninth's and tenth's included).
     files["ja_math_heldout_k_1000.jsonl"] = _in_fitness_wordings(1400, 1800, files, not_held | text_keys)
+    # Issue 42's sixth repeatability test (bench/repeat_validation.py), made before any model read them. A validation
+    # set of 500 held-back training problems in the six-wording fitness set's wordings and mix, the fitness side of
+    # the number space (the paper chose its snapshot on problems like its test's; the fitness side's unused products
+    # are few, so only the shipped search's own fitness arithmetic is excluded: a product here may share its numbers
+    # with another training file's in other words), no question of another file. And a twelfth draw, as the ninth to
+    # eleventh, from another seed: products are a little under a quarter (their questions run short).
+    shipped_fitness = {data.arithmetic(p) for p in files["ja_math_fitness.jsonl"]}
+    earlier = {p.question for problems in files.values() for p in problems}
+    drawn = data.ja_math_mixed(520, 1900, FITNESS_WORDINGS, exclude=shipped_fitness)
+    files["ja_math_valid_wordings_500.jsonl"] = [p for p in drawn if p.question not in earlier][:500]
+    not_held |= {data.arithmetic(p) for p in files["ja_math_valid_wordings_500.jsonl"]}
+    files["ja_math_heldout_l_1000.jsonl"] = _in_fitness_wordings(1400, 2000, files, not_held | text_keys)
     return files
 
 
