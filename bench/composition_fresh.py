@@ -53,7 +53,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.experiment import Experiment, log
+from bench.experiment import Experiment, log, scored_rows
 from bench.paper_claims import (
     EVALUATOR,
     FIXED_ROWS,
@@ -218,10 +218,7 @@ def analyse(runs: Path, data: str) -> dict:
         if accs:
             report.setdefault("evolved", {})[f"{arm}{rule or '.best'}"] = {
                 "acc_ja_by_seed": accs, "mean": sum(accs) / len(accs), "spread": max(accs) - min(accs)}
-    metas = {p.name.removesuffix(".meta.json"): json.loads(p.read_text())
-             for p in sorted((runs / "scores").glob("*.meta.json"))}
-    report["rows"] = {row: {"model": m["model"], "seconds": m["seconds"], "files": m["files"]}
-                      for row, m in metas.items()}
+    report["rows"] = scored_rows(runs / "scores")
     return report
 
 

@@ -46,7 +46,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bench.paper_claims as claims_script
 from bench.composition_fresh import _interval, _pct, composition_test, score, skills
-from bench.experiment import Experiment
+from bench.experiment import Experiment, scored_rows
 from bench.paper_claims import accuracy, rows_of
 
 DRAW = "evomerge:data/ja_math_heldout_f_1000.jsonl"
@@ -105,10 +105,7 @@ def analyse(runs: Path, claims: Path, data: str) -> dict:
         if (root / "validation.json").exists():
             choices.update(json.loads((root / "validation.json").read_text()))
     report["validation_choices"] = choices
-    metas = {p.name.removesuffix(".meta.json"): json.loads(p.read_text())
-             for p in sorted((runs / "scores").glob("*.meta.json"))}
-    report["rows"] = {row: {"model": m["model"], "seconds": m["seconds"], "files": m["files"]}
-                      for row, m in metas.items()}
+    report["rows"] = scored_rows(runs / "scores")
     seconds = runs / "seconds.json"
     report["seconds"] = json.loads(seconds.read_text()) if seconds.exists() else {}
     return report

@@ -50,3 +50,10 @@ class Experiment:
         markdown = to_markdown(report)
         (self.runs / "report.md").write_text(markdown)
         return markdown
+
+
+def scored_rows(scores: Path) -> dict:
+    """Each scored row's model, seconds and file hashes, from the `ROW.meta.json` files a script's `score` writes
+    next to the samples: what every report records of the rows it rests on."""
+    metas = {p.name.removesuffix(".meta.json"): json.loads(p.read_text()) for p in sorted(scores.glob("*.meta.json"))}
+    return {row: {"model": m["model"], "seconds": m["seconds"], "files": m["files"]} for row, m in metas.items()}

@@ -120,7 +120,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.composition_fresh import fact, fingerprint, operation_and_kind, skills
-from bench.experiment import Experiment, log
+from bench.experiment import Experiment, log, scored_rows
 from bench.paper_claims import (
     EVALUATOR,
     FIXED_ROWS,
@@ -341,15 +341,15 @@ def arm_summary(have: dict, names: dict[int, str]) -> dict | None:
     return out
 
 
-def continued_minus_shipped(have: dict, prefix: str, seeds: tuple[int, ...]) -> dict:
-    """Per seed, the continued search's best minus the same search's 88-trial best (paired by problem); with the
-    search as the unit over the seeds both have."""
+def minus_by_seed(have: dict, after: str, before: str, seeds: tuple[int, ...]) -> dict:
+    """Per seed, row `{after}-sS` minus row `{before}-sS` in acc_ja (paired by problem); with the search as the unit
+    over the seeds both have. The budget arm: the continued search's best minus the same search's 88-trial best."""
     from evomerge.evaluators.compare import paired_test, search_unit_interval
 
     out: dict = {"seeds": {}}
     for s in seeds:
-        if f"{prefix}-s{s}" in have and f"ps-s{s}" in have:
-            a, b = paired(have[f"ps-s{s}"], "acc_ja", have[f"{prefix}-s{s}"], "acc_ja", f"seed {s}")
+        if f"{after}-s{s}" in have and f"{before}-s{s}" in have:
+            a, b = paired(have[f"{before}-s{s}"], "acc_ja", have[f"{after}-s{s}"], "acc_ja", f"seed {s}")
             out["seeds"][s] = paired_test(a, b, resamples=RESAMPLES)
     if len(out["seeds"]) >= 2:
         out["search_unit"] = search_unit_interval([t["difference"] for t in out["seeds"].values()])
@@ -396,17 +396,14 @@ def analyse(runs: Path, claims: Path, seeds: Path, data: str, arm: str = "pool",
         if summary:
             report["arms"][label] = summary
     if ARMS[arm].continues:  # the same seed before and after its second half: what the added trials changed
-        report["continued_minus_shipped"] = continued_minus_shipped(have, prefix, judged_seeds)
+        report["continued_minus_shipped"] = minus_by_seed(have, prefix, "ps", judged_seeds)
     judged = report["arms"].get(judged_label)
     report["judged"] = {"spread_points": None if judged is None else round(100 * judged["spread"], 2),
                         "limit_points": LIMIT_POINTS,
                         "holds": None if judged is None else 100 * judged["spread"] <= LIMIT_POINTS}
     report["runs"] = {f"{prefix}-s{s}": run_info((searches or runs) / f"{prefix}-s{s}") for s in judged_seeds + more}
     report["runs"].update({f"ps-s{s}": run_info((claims if s < 3 else seeds) / f"ps-s{s}") for s in SHIPPED})
-    metas = {p.name.removesuffix(".meta.json"): json.loads(p.read_text())
-             for p in sorted((runs / "scores").glob("*.meta.json"))}
-    report["rows"] = {row: {"model": m["model"], "seconds": m["seconds"], "files": m["files"]}
-                      for row, m in metas.items()}
+    report["rows"] = scored_rows(runs / "scores")
     seconds = runs / "seconds.json"
     report["seconds"] = json.loads(seconds.read_text()) if seconds.exists() else {}
     return report

@@ -51,14 +51,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.experiment import Experiment, log
-from bench.paper_claims import _interval, _pct, accuracy, evomerge, paired, rows_of
+from bench.experiment import Experiment, log, scored_rows
+from bench.paper_claims import _interval, _pct, accuracy, evomerge, rows_of
 from bench.repeat_search import (
     LIMIT_POINTS,
-    RESAMPLES,
     SHIPPED,
     SMOKE_DRAW,
     arm_summary,
+    minus_by_seed,
     run_info,
     score,
     shipped_run,
@@ -138,21 +138,6 @@ def step_choice(runs: Path, run: Path, row: str, name: str) -> None:
 # --- analysis --------------------------------------------------------------------------------------------------
 
 
-def chosen_minus_best(have: dict, chosen: str, best: str, seeds: tuple[int, ...]) -> dict:
-    """Per seed, the validation-chosen model minus the same run's best by fitness (paired by problem); with the
-    search as the unit over the seeds both have."""
-    from evomerge.evaluators.compare import paired_test, search_unit_interval
-
-    out: dict = {"seeds": {}}
-    for s in seeds:
-        if f"{chosen}-s{s}" in have and f"{best}-s{s}" in have:
-            a, b = paired(have[f"{best}-s{s}"], "acc_ja", have[f"{chosen}-s{s}"], "acc_ja", f"seed {s}")
-            out["seeds"][s] = paired_test(a, b, resamples=RESAMPLES)
-    if len(out["seeds"]) >= 2:
-        out["search_unit"] = search_unit_interval([t["difference"] for t in out["seeds"].values()])
-    return out
-
-
 def analyse(runs: Path, claims: Path, seeds: Path, restarts: Path | None = None) -> dict:
     from evomerge.core.provenance import provenance
 
@@ -167,8 +152,8 @@ def analyse(runs: Path, claims: Path, seeds: Path, restarts: Path | None = None)
         summary = arm_summary(have, {s: f"{prefix}-s{s}" for s in SHIPPED})
         if summary:
             report["arms"][label] = summary
-    report["chosen_minus_best"] = chosen_minus_best(have, "valid", "ps", SHIPPED)
-    report["restarts_chosen_minus_best"] = chosen_minus_best(have, "restarts-valid", "restarts", SHIPPED)
+    report["chosen_minus_best"] = minus_by_seed(have, "valid", "ps", SHIPPED)
+    report["restarts_chosen_minus_best"] = minus_by_seed(have, "restarts-valid", "restarts", SHIPPED)
     judged = report["arms"].get("validation-chosen, seeds 0-4 (judged)")
     report["judged"] = {"spread_points": None if judged is None else round(100 * judged["spread"], 2),
                         "limit_points": LIMIT_POINTS,
@@ -180,10 +165,7 @@ def analyse(runs: Path, claims: Path, seeds: Path, restarts: Path | None = None)
     report["cost"] = {row: {"validation_problems": sum(c["problems"] for c in choice["snapshots"]),
                             "validation_seconds": round(sum(c["seconds"] for c in choice["snapshots"]), 1)}
                       for row, choice in report["choices"].items()}
-    metas = {p.name.removesuffix(".meta.json"): json.loads(p.read_text())
-             for p in sorted((runs / "scores").glob("*.meta.json"))}
-    report["rows"] = {row: {"model": m["model"], "seconds": m["seconds"], "files": m["files"]}
-                      for row, m in metas.items()}
+    report["rows"] = scored_rows(runs / "scores")
     return report
 
 

@@ -61,3 +61,25 @@ def dfs_config(family, target, other, budget=80, scales=False, **extra):
     }
     cfg.update(extra)
     return cfg
+
+
+SCORED_FACTS = [(a, b) for a in range(2, 12) for b in range(2, 9)] * 2  # 70 products, each asked twice
+
+
+def scored_rows(problems: list[tuple[int, int]], right: set[int], ja: bool = True) -> list[dict]:
+    """Sample rows as `evomerge eval --samples` writes them, for a bench script's analysis: product questions in a
+    held-out wording, problem i right (and in Japanese when `ja`) when i is in `right`."""
+    from evomerge.miniature import data
+
+    rows = []
+    for i, (a, b) in enumerate(problems):
+        q = data.JA_TEMPLATES["*"][data.FAMILY["fresh3"]].format(n="蓮", a=a, b=b, item="花", c="本")
+        rows.append({"question": q, "answer": a * b, "correct": i in right, "acc_ja": ja and i in right})
+    return rows
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    import json
+
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+

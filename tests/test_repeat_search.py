@@ -4,40 +4,23 @@ from the shipped one in the fitness data and the subset block only."""
 
 from __future__ import annotations
 
-import json
-
 import yaml
+from helpers import SCORED_FACTS, scored_rows, write_rows
 
 from bench.repeat_search import ARMS, analyse, arm_config, spread_interval
 from evomerge.core.resources import resolve_path
-from evomerge.miniature import data
 from evomerge.search.config import SearchConfig
-
-
-def _rows(problems, right, ja=True):
-    rows = []
-    for i, (a, b) in enumerate(problems):
-        q = data.JA_TEMPLATES["*"][data.FAMILY["fresh3"]].format(n="蓮", a=a, b=b, item="花", c="本")
-        rows.append({"question": q, "answer": a * b, "correct": i in right, "acc_ja": ja and i in right})
-    return rows
-
-
-def _write(path, rows):
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-
-
-PROBLEMS = [(a, b) for a in range(2, 12) for b in range(2, 9)] * 2  # 70 facts, each asked twice
 
 
 def test_the_pool_arms_spread_is_judged_and_a_missing_seed_gives_no_verdict(tmp_path):
     runs = tmp_path / "runs"
     scores = runs / "scores"
     scores.mkdir(parents=True)
-    _write(scores / "math.jsonl", _rows(PROBLEMS, set(range(40)), ja=False))
+    write_rows(scores / "math.jsonl", scored_rows(SCORED_FACTS, set(range(40)), ja=False))
     for s, right in enumerate((50, 52, 54)):  # 140 problems: a spread of 4 / 140 = 2.9 points
-        _write(scores / f"pool-s{s}.jsonl", _rows(PROBLEMS, set(range(right))))
+        write_rows(scores / f"pool-s{s}.jsonl", scored_rows(SCORED_FACTS, set(range(right))))
     for s, right in enumerate((40, 60, 50, 45, 55)):  # 20 / 140 = 14.3 points
-        _write(scores / f"ps-s{s}.jsonl", _rows(PROBLEMS, set(range(right))))
+        write_rows(scores / f"ps-s{s}.jsonl", scored_rows(SCORED_FACTS, set(range(right))))
     report = analyse(runs, tmp_path / "claims", tmp_path / "seeds", "draw")
     assert report["judged"] == {"spread_points": round(100 * 4 / 140, 2), "limit_points": 4.0, "holds": True}
     assert "pool, seeds 0-4" not in report["arms"]  # seeds 3 and 4 not scored: no five-seed row
@@ -49,10 +32,10 @@ def test_the_pool_arms_spread_is_judged_and_a_missing_seed_gives_no_verdict(tmp_
 
 
 def test_the_spread_interval_resamples_facts_and_contains_the_spread():
-    rows = {0: _rows(PROBLEMS, set(range(30))), 1: _rows(PROBLEMS, set(range(70, 110)))}  # 30 vs 40 of 140
+    rows = {0: scored_rows(SCORED_FACTS, set(range(30))), 1: scored_rows(SCORED_FACTS, set(range(70, 110)))}  # 30 vs 40 of 140
     lo, hi = spread_interval(rows, resamples=2000)
     assert lo <= 10 / 140 <= hi < 0.25
-    same = {0: _rows(PROBLEMS, set(range(30))), 1: _rows(PROBLEMS, set(range(30)))}
+    same = {0: scored_rows(SCORED_FACTS, set(range(30))), 1: scored_rows(SCORED_FACTS, set(range(30)))}
     assert spread_interval(same, resamples=200) == [0.0, 0.0]
 
 
@@ -85,11 +68,11 @@ def test_the_wordings_arm_changes_the_fitness_data_only_and_is_judged_on_its_own
 
     scores = tmp_path / "runs" / "scores"
     scores.mkdir(parents=True)
-    _write(scores / "math.jsonl", _rows(PROBLEMS, set(range(40)), ja=False))
+    write_rows(scores / "math.jsonl", scored_rows(SCORED_FACTS, set(range(40)), ja=False))
     for s, right in enumerate((40, 50, 47)):  # the pool arm's rows: not this arm's
-        _write(scores / f"pool-s{s}.jsonl", _rows(PROBLEMS, set(range(right))))
+        write_rows(scores / f"pool-s{s}.jsonl", scored_rows(SCORED_FACTS, set(range(right))))
     for s, right in enumerate((50, 58, 55)):  # 8 / 140 = 5.7 points
-        _write(scores / f"wordings-s{s}.jsonl", _rows(PROBLEMS, set(range(right))))
+        write_rows(scores / f"wordings-s{s}.jsonl", scored_rows(SCORED_FACTS, set(range(right))))
     report = analyse(tmp_path / "runs", tmp_path / "claims", tmp_path / "seeds", "draw", "wordings")
     assert report["judged"] == {"spread_points": round(100 * 8 / 140, 2), "limit_points": 4.0, "holds": False}
     assert set(report["runs"]) >= {"wordings-s0", "wordings-s4"} and "pool-s0" not in report["runs"]
@@ -104,7 +87,7 @@ def test_the_wordings_trained_test_judges_the_wordings_searches_on_the_ninth_dra
     scores = tmp_path / "runs" / "scores"
     scores.mkdir(parents=True)
     for s, right in enumerate((50, 51, 52)):
-        _write(scores / f"wordings-s{s}.jsonl", _rows(PROBLEMS, set(range(right))))
+        write_rows(scores / f"wordings-s{s}.jsonl", scored_rows(SCORED_FACTS, set(range(right))))
     report = analyse(tmp_path / "runs", tmp_path / "claims", tmp_path / "seeds", "draw", "wordings-trained",
                      searches=tmp_path / "searches")
     assert report["judged"]["holds"] is True and report["judged"]["spread_points"] == round(100 * 2 / 140, 2)
@@ -125,11 +108,11 @@ def test_the_budget_arm_continues_the_shipped_runs_with_twice_the_trials_and_jud
 
     scores = tmp_path / "runs" / "scores"
     scores.mkdir(parents=True)
-    _write(scores / "math.jsonl", _rows(PROBLEMS, set(range(40)), ja=False))
+    write_rows(scores / "math.jsonl", scored_rows(SCORED_FACTS, set(range(40)), ja=False))
     for s, right in enumerate((50, 52, 54, 51, 53)):  # 4 / 140 = 2.9 points
-        _write(scores / f"budget-s{s}.jsonl", _rows(PROBLEMS, set(range(right))))
+        write_rows(scores / f"budget-s{s}.jsonl", scored_rows(SCORED_FACTS, set(range(right))))
     for s, right in enumerate((40, 60, 54, 51, 45)):
-        _write(scores / f"ps-s{s}.jsonl", _rows(PROBLEMS, set(range(right))))
+        write_rows(scores / f"ps-s{s}.jsonl", scored_rows(SCORED_FACTS, set(range(right))))
     report = analyse(tmp_path / "runs", tmp_path / "claims", tmp_path / "seeds", "draw", "budget")
     assert report["judged"] == {"spread_points": round(100 * 4 / 140, 2), "limit_points": 4.0, "holds": True}
     assert "budget, seeds 0-4 (judged)" in report["arms"] and "budget, seeds 0-2 (judged)" not in report["arms"]

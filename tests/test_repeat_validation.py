@@ -4,26 +4,10 @@ spread against 4 points, none with a seed missing; chosen minus best is paired p
 
 from __future__ import annotations
 
-import json
+from helpers import SCORED_FACTS, scored_rows, write_rows
 
 from bench.repeat_validation import DRAW, VALIDATION, analyse, pick, snapshots
 from evomerge.core.resources import resolve_path
-from evomerge.miniature import data
-
-
-def _rows(problems, right, ja=True):
-    rows = []
-    for i, (a, b) in enumerate(problems):
-        q = data.JA_TEMPLATES["*"][data.FAMILY["fresh3"]].format(n="蓮", a=a, b=b, item="花", c="本")
-        rows.append({"question": q, "answer": a * b, "correct": i in right, "acc_ja": ja and i in right})
-    return rows
-
-
-def _write(path, rows):
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-
-
-PROBLEMS = [(a, b) for a in range(2, 12) for b in range(2, 9)] * 2  # 70 facts, each asked twice
 
 
 def test_the_snapshots_are_each_generations_best_by_fitness(family, target, tmp_path):
@@ -53,18 +37,18 @@ def test_the_five_chosen_models_spread_is_judged_and_a_missing_seed_gives_no_ver
     runs = tmp_path / "runs"
     scores = runs / "scores"
     scores.mkdir(parents=True)
-    _write(scores / "math.jsonl", _rows(PROBLEMS, set(range(40)), ja=False))
+    write_rows(scores / "math.jsonl", scored_rows(SCORED_FACTS, set(range(40)), ja=False))
     for s, right in enumerate((50, 52, 54, 51, 55)):  # 5 / 140 = 3.6 points
-        _write(scores / f"valid-s{s}.jsonl", _rows(PROBLEMS, set(range(right))))
+        write_rows(scores / f"valid-s{s}.jsonl", scored_rows(SCORED_FACTS, set(range(right))))
     for s, right in enumerate((40, 60, 54, 51, 45)):
-        _write(scores / f"ps-s{s}.jsonl", _rows(PROBLEMS, set(range(right))))
+        write_rows(scores / f"ps-s{s}.jsonl", scored_rows(SCORED_FACTS, set(range(right))))
     report = analyse(runs, tmp_path / "claims", tmp_path / "seeds")
     assert report["judged"] == {"spread_points": round(100 * 5 / 140, 2), "limit_points": 4.0, "holds": True}
     assert report["arms"]["shipped best by fitness, seeds 0-4"]["spread"] == 20 / 140
     diff = report["chosen_minus_best"]
     assert [round(140 * t["difference"]) for t in diff["seeds"].values()] == [10, -8, 0, 0, 10]
     assert diff["search_unit"]["searches"] == 5 and not report["restarts_chosen_minus_best"]["seeds"]
-    _write(scores / "valid-s4.jsonl", _rows(PROBLEMS, set(range(56))))  # 6 / 140 = 4.3 points: fails
+    write_rows(scores / "valid-s4.jsonl", scored_rows(SCORED_FACTS, set(range(56))))  # 6 / 140 = 4.3 points: fails
     assert analyse(runs, tmp_path / "claims", tmp_path / "seeds")["judged"]["holds"] is False
     (scores / "valid-s4.jsonl").unlink()
     report = analyse(runs, tmp_path / "claims", tmp_path / "seeds")
