@@ -410,8 +410,19 @@ def analyse(runs: Path, claims: Path, seeds: Path, data: str, arm: str = "pool",
 
 
 def to_markdown(report: dict) -> str:
-    lines = ["| arm | acc_ja by seed | mean | spread (95% by fact) | merge acc_ja - math acc: by fact | search unit |",
-             "|---|---|---|---|---|---|"]
+    lines = arms_table(report, "arm")
+    c = report.get("continued_minus_shipped")
+    if c and c["seeds"]:
+        lines.append(minus_line(c, "continued (176 trials) minus shipped (88)"))
+    j = report["judged"]
+    lines.append(f"\njudged: spread {j['spread_points']} points (limit {j['limit_points']}): holds = {j['holds']}")
+    return "\n".join(lines) + "\n"
+
+
+def arms_table(report: dict, first: str) -> list[str]:
+    """The report's arms as a markdown table (acc_ja by seed, spread, composition), then the specialists' lines."""
+    header = f"| {first} | acc_ja by seed | mean | spread (95% by fact) | merge acc_ja - math acc: by fact | search unit |"
+    lines = [header, "|---|---|---|---|---|---|"]
     for label, a in report["arms"].items():
         c = a.get("composition")
         lo, hi = a["spread_interval_by_fact"]
@@ -422,14 +433,13 @@ def to_markdown(report: dict) -> str:
     for row in ("math", "ja"):
         if row in table:
             lines.append(f"\n{row}: acc_ja {_pct(table[row]['acc_ja'])}, acc {_pct(table[row]['acc'])}")
-    c = report.get("continued_minus_shipped")
-    if c and c["seeds"]:
-        lines.append("\ncontinued (176 trials) minus shipped (88), acc_ja by seed: "
-                     + ", ".join(f"s{s} {_interval(t)}" for s, t in c["seeds"].items())
-                     + (f"; search unit {_interval(c['search_unit'])}" if "search_unit" in c else ""))
-    j = report["judged"]
-    lines.append(f"\njudged: spread {j['spread_points']} points (limit {j['limit_points']}): holds = {j['holds']}")
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def minus_line(c: dict, label: str) -> str:
+    """`minus_by_seed`'s result as one line: each seed's paired difference, then the search-unit interval."""
+    return (f"\n{label}, acc_ja by seed: " + ", ".join(f"s{s} {_interval(t)}" for s, t in c["seeds"].items())
+            + (f"; search unit {_interval(c['search_unit'])}" if "search_unit" in c else ""))
 
 
 def main() -> None:

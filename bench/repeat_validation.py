@@ -52,13 +52,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.experiment import Experiment, log, scored_rows
-from bench.paper_claims import _interval, _pct, accuracy, evomerge, rows_of
+from bench.paper_claims import _pct, accuracy, evomerge, rows_of
 from bench.repeat_search import (
     LIMIT_POINTS,
     SHIPPED,
     SMOKE_DRAW,
     arm_summary,
+    arms_table,
     minus_by_seed,
+    minus_line,
     run_info,
     score,
     shipped_run,
@@ -170,24 +172,11 @@ def analyse(runs: Path, claims: Path, seeds: Path, restarts: Path | None = None)
 
 
 def to_markdown(report: dict) -> str:
-    header = "| final model | acc_ja by seed | mean | spread (95% by fact) | merge acc_ja - math acc: by fact | search unit |"
-    lines = [header, "|---|---|---|---|---|---|"]
-    for label, a in report["arms"].items():
-        c = a.get("composition")
-        lo, hi = a["spread_interval_by_fact"]
-        lines.append(f"| {label} | {', '.join(_pct(x) for x in a['acc_ja_by_seed'].values())} | {_pct(a['mean'])} | "
-                     f"{_pct(a['spread'])} [{_pct(lo)}, {_pct(hi)}] | "
-                     f"{_interval(c['pooled_by_fact']) if c else '-'} | {_interval(c['search_unit']) if c else '-'} |")
-    table = report["table"]
-    for row in ("math", "ja"):
-        if row in table:
-            lines.append(f"\n{row}: acc_ja {_pct(table[row]['acc_ja'])}, acc {_pct(table[row]['acc'])}")
+    lines = arms_table(report, "final model")
     for key, label in (("chosen_minus_best", "chosen minus best by fitness"),
                        ("restarts_chosen_minus_best", "restarts: chosen minus best by fitness")):
-        c = report[key]
-        if c["seeds"]:
-            lines.append(f"\n{label}, acc_ja by seed: " + ", ".join(f"s{s} {_interval(t)}" for s, t in c["seeds"].items())
-                         + (f"; search unit {_interval(c['search_unit'])}" if "search_unit" in c else ""))
+        if report[key]["seeds"]:
+            lines.append(minus_line(report[key], label))
     for row, choice in report["choices"].items():
         lines.append(f"\n{row}: chose trial {choice['trial']} (generation {choice['generation']}, fitness "
                      f"{choice['fitness']:.3f}, validation {_pct(choice['validation'])}) of "
