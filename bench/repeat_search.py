@@ -398,9 +398,7 @@ def analyse(runs: Path, claims: Path, seeds: Path, data: str, arm: str = "pool",
     if ARMS[arm].continues:  # the same seed before and after its second half: what the added trials changed
         report["continued_minus_shipped"] = minus_by_seed(have, prefix, "ps", judged_seeds)
     judged = report["arms"].get(judged_label)
-    report["judged"] = {"spread_points": None if judged is None else round(100 * judged["spread"], 2),
-                        "limit_points": LIMIT_POINTS,
-                        "holds": None if judged is None else 100 * judged["spread"] <= LIMIT_POINTS}
+    report["judged"] = verdict(judged)
     report["runs"] = {f"{prefix}-s{s}": run_info((searches or runs) / f"{prefix}-s{s}") for s in judged_seeds + more}
     report["runs"].update({f"ps-s{s}": run_info((claims if s < 3 else seeds) / f"ps-s{s}") for s in SHIPPED})
     report["rows"] = scored_rows(runs / "scores")
@@ -414,9 +412,19 @@ def to_markdown(report: dict) -> str:
     c = report.get("continued_minus_shipped")
     if c and c["seeds"]:
         lines.append(minus_line(c, "continued (176 trials) minus shipped (88)"))
-    j = report["judged"]
-    lines.append(f"\njudged: spread {j['spread_points']} points (limit {j['limit_points']}): holds = {j['holds']}")
+    lines.append(verdict_line(report["judged"]))
     return "\n".join(lines) + "\n"
+
+
+def verdict(judged: dict | None) -> dict:
+    """Item 4's fixed rule on a judged arm's summary: its seeds' spread at most LIMIT_POINTS; no verdict (None)
+    while a judged seed is unscored."""
+    return {"spread_points": None if judged is None else round(100 * judged["spread"], 2),
+            "limit_points": LIMIT_POINTS, "holds": None if judged is None else 100 * judged["spread"] <= LIMIT_POINTS}
+
+
+def verdict_line(j: dict) -> str:
+    return f"\njudged: spread {j['spread_points']} points (limit {j['limit_points']}): holds = {j['holds']}"
 
 
 def arms_table(report: dict, first: str) -> list[str]:

@@ -54,7 +54,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.experiment import Experiment, log, scored_rows
 from bench.paper_claims import _pct, accuracy, evomerge, rows_of
 from bench.repeat_search import (
-    LIMIT_POINTS,
     SHIPPED,
     SMOKE_DRAW,
     arm_summary,
@@ -64,6 +63,8 @@ from bench.repeat_search import (
     run_info,
     score,
     shipped_run,
+    verdict,
+    verdict_line,
 )
 from bench.repeat_search import model_of as fixed_model
 
@@ -157,9 +158,7 @@ def analyse(runs: Path, claims: Path, seeds: Path, restarts: Path | None = None)
     report["chosen_minus_best"] = minus_by_seed(have, "valid", "ps", SHIPPED)
     report["restarts_chosen_minus_best"] = minus_by_seed(have, "restarts-valid", "restarts", SHIPPED)
     judged = report["arms"].get("validation-chosen, seeds 0-4 (judged)")
-    report["judged"] = {"spread_points": None if judged is None else round(100 * judged["spread"], 2),
-                        "limit_points": LIMIT_POINTS,
-                        "holds": None if judged is None else 100 * judged["spread"] <= LIMIT_POINTS}
+    report["judged"] = verdict(judged)
     report["choices"] = {p.stem: json.loads(p.read_text()) for p in sorted((runs / "choices").glob("*.json"))}
     report["runs"] = {f"ps-s{s}": run_info(shipped_run(claims, seeds, s)) for s in SHIPPED}
     if restarts is not None:
@@ -181,8 +180,7 @@ def to_markdown(report: dict) -> str:
         lines.append(f"\n{row}: chose trial {choice['trial']} (generation {choice['generation']}, fitness "
                      f"{choice['fitness']:.3f}, validation {_pct(choice['validation'])}) of "
                      + ", ".join(f"g{c['generation']} t{c['trial']} {_pct(c['validation'])}" for c in choice["snapshots"]))
-    j = report["judged"]
-    lines.append(f"\njudged: spread {j['spread_points']} points (limit {j['limit_points']}): holds = {j['holds']}")
+    lines.append(verdict_line(report["judged"]))
     return "\n".join(lines) + "\n"
 
 
