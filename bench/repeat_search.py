@@ -105,6 +105,31 @@ of seeds 0-4 on an eleventh draw, evomerge/data/ja_math_heldout_k_1000.jsonl (dr
 another seed; none of another file's questions), at most 4.0 points. Rows, in this order: per seed, the search and
 its best; then the shipped bests s0-s4, the math and the Japanese specialists. Reported: as the fourth test, with
 each run's restarts (from its stored generations) in place of the continued-minus-shipped comparison.
+
+The seventh test (`--arm fitness256`, runs/fitness256), fixed after the sixth (bench/repeat_validation.py) was
+scored and before any model read its draw: the lever every earlier test pointed at and none ran, a larger fitness
+per candidate. Why: in each failed test the seeds' final models differ in which arithmetic they read (how many
+products, how many sums kept), and on the 64 fitness problems a products reader and a sums keeper are near-ties
+(sums / products 12 / 9 against 17 / 3 for the shipped bests of seeds 0 and 1): which one a search climbs to is the
+draw of its first generations. The pool pilot (bench/pilots/repeat/, design data only) scored the shipped bests of
+seeds 0-2 on all 256 problems of the fitness pool: there the sums advantage vanished (53, 54, 52 of 76 sums) and the
+products reader led by 5 points (37, 20, 28 of 101 products). Section 3b drew 64 of those 256 afresh for each
+generation, which kept each ranking as noisy as before; here every candidate is scored on all 256. The hypothesis:
+**the shipped search with `fitness[0].data: evomerge:data/ja_math_fitness_256.jsonl` (every candidate on 256
+problems in the fitness wording, the fitness side of the number space), nothing else changed (88 candidates, CMA-ES
+as shipped, the best by fitness the result), repeats within 4 points over five seeds on 1000 unseen problems**, at
+four times the shipped search's problems per candidate (22,528 problems per search against 5,632). Judged: the
+spread (max - min) of seeds 0-4's acc_ja on a thirteenth draw, evomerge/data/ja_math_heldout_m_1000.jsonl (drawn as
+the ninth to twelfth from another seed: the six-wording mix, the held-out side, none of the arithmetic of a file that
+trains, searches or validates, none of another file's questions; products 263 of the 1000), at most 4.0 points;
+committed with this arm before any model read it. Rows, in this order: per seed, the search and its best; the math
+and the Japanese specialists (the judged test and its baselines are complete here); then the shipped searches
+s0-s4, searched again where their runs are not on this machine (`--claims` / `--seeds`: the searches are
+deterministic, so these are the shipped runs), exported and scored, reported. The searches of this arm take about
+45 minutes each on the 2-core CPU, so the launch may span sessions: a run resumes exactly from its store. Reported,
+not judged: as the restarts test (the spread's interval by fact, the shipped five on the same draw, composition,
+where each best came from, what each search spent), and per seed this arm minus the shipped search (paired by
+problem, and with the search as the unit).
 """
 
 from __future__ import annotations
@@ -147,6 +172,7 @@ class Arm:
     judged: tuple[int, ...] = (0, 1, 2)
     more: tuple[int, ...] = (3, 4)  # reported, not judged
     continues: bool = False  # its searches continue the shipped runs (the same seeds' first 88 trials)
+    searches_shipped: bool = False  # runs the shipped searches itself where their runs are missing (reported rows)
 
 
 ARMS = {"pool": Arm("pool", "evomerge:data/ja_math_heldout_g_1000.jsonl",
@@ -161,7 +187,11 @@ ARMS = {"pool": Arm("pool", "evomerge:data/ja_math_heldout_g_1000.jsonl",
                       judged=(0, 1, 2, 3, 4), more=(), continues=True),
         # the shipped search with IPOP restarts, five seeds judged on an eleventh draw
         "restarts": Arm("restarts", "evomerge:data/ja_math_heldout_k_1000.jsonl", "miniature PS, IPOP restarts",
-                        judged=(0, 1, 2, 3, 4), more=())}
+                        judged=(0, 1, 2, 3, 4), more=()),
+        # the shipped search with every candidate on the 256-problem fitness set, five seeds on a thirteenth draw
+        "fitness256": Arm("fitness256", "evomerge:data/ja_math_heldout_m_1000.jsonl",
+                          "miniature PS, 256-problem fitness", judged=(0, 1, 2, 3, 4), more=(),
+                          searches_shipped=True)}
 JUDGED = (0, 1, 2)
 MORE = (3, 4)  # reported, not judged
 BUDGET_TRIALS = 176  # the budget arm: twice the shipped 88
@@ -173,22 +203,25 @@ SMOKE: dict = {}
 
 
 def arm_config(seed: int, arm: str = "pool") -> dict:
-    """The shipped PS config with the arm's blocks (see the module docstring): the pool arm's fitness data and
-    subset block, the wordings arm's fitness data."""
+    """The shipped PS config with the arm's blocks (see the module docstring); `arm="shipped"`: the shipped config
+    itself with the seed set (its name too: a resumed run's stored config must match it)."""
     from evomerge.core.resources import resolve_path
 
     cfg = yaml.safe_load(resolve_path("evomerge:configs/search/miniature-ps.yaml").read_text())
-    cfg["name"] = ARMS[arm].title
     cfg["optimizer"]["seed"] = seed
-    if ARMS[arm].name == "pool":
+    name = "shipped" if arm == "shipped" else ARMS[arm].name
+    if name != "shipped":
+        cfg["name"] = ARMS[arm].title
+    if name in ("pool", "fitness256"):
         cfg["fitness"][0]["data"] = POOL
+    if name == "pool":
         cfg["subset"] = {"items": 64, "seed": seed, "first_generation": "random", "check": "final", "finalists": 6,
                          "finalists_from": "run"}
-    elif ARMS[arm].name == "budget":  # the shipped config (its name too: a resume must match it), twice the trials
+    elif name == "budget":
         cfg["budget"]["max_trials"] = BUDGET_TRIALS
-    elif ARMS[arm].name == "restarts":
+    elif name == "restarts":
         cfg["optimizer"]["restarts"] = dict(RESTARTS)
-    else:
+    elif name == "wordings":
         cfg["fitness"][0]["data"] = WORDINGS
     if SMOKE:
         cfg["budget"]["max_trials"] = SMOKE["trials"]
@@ -212,6 +245,25 @@ def search(runs: Path, seed: int, arm: str = "pool", shipped: Path | None = None
     log(f"search {arm} seed {seed}")
     evomerge("search", path, "--run-dir", run, "--quiet", *resume)
     return run
+
+
+def shipped_search(claims: Path, seeds: Path, seed: int) -> Path:
+    """The shipped search of `seed` and its exported best, made here where the earlier scripts' runs are missing
+    (a fresh machine): the shipped config with that seed, resumed from its store if one is there. The search is
+    deterministic, so this is the shipped run."""
+    run = shipped_run(claims, seeds, seed)
+    model = run.parent / "models" / run.name
+    if (model / "config.json").is_file():
+        return model
+    path = run.parent / "configs" / f"{run.name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(arm_config(seed, "shipped"), sort_keys=False, allow_unicode=True))
+    resume = ["--resume"] if (run / "run.sqlite").exists() else []
+    log(f"search shipped seed {seed}")
+    evomerge("search", path, "--run-dir", run, "--quiet", *resume)
+    model.parent.mkdir(parents=True, exist_ok=True)
+    evomerge("export", run, model, "--trial", "best", "--force", "--quiet")
+    return model
 
 
 def copy_run(source: Path, run: Path) -> None:
@@ -397,6 +449,8 @@ def analyse(runs: Path, claims: Path, seeds: Path, data: str, arm: str = "pool",
             report["arms"][label] = summary
     if ARMS[arm].continues:  # the same seed before and after its second half: what the added trials changed
         report["continued_minus_shipped"] = minus_by_seed(have, prefix, "ps", judged_seeds)
+    elif ARMS[arm].searches_shipped:  # the same seed's search with the arm's change and without it
+        report["arm_minus_shipped"] = minus_by_seed(have, prefix, "ps", judged_seeds)
     judged = report["arms"].get(judged_label)
     report["judged"] = verdict(judged)
     report["runs"] = {f"{prefix}-s{s}": run_info((searches or runs) / f"{prefix}-s{s}") for s in judged_seeds + more}
@@ -412,6 +466,9 @@ def to_markdown(report: dict) -> str:
     c = report.get("continued_minus_shipped")
     if c and c["seeds"]:
         lines.append(minus_line(c, "continued (176 trials) minus shipped (88)"))
+    c = report.get("arm_minus_shipped")
+    if c and c["seeds"]:
+        lines.append(minus_line(c, "this arm minus the shipped search of the same seed"))
     lines.append(verdict_line(report["judged"]))
     return "\n".join(lines) + "\n"
 
@@ -480,7 +537,11 @@ def main() -> None:
         for s in ARMS[arm].judged:
             step(f"search {prefix}-s{s}", lambda s=s: search(runs, s, arm, shipped_run(claims, seeds, s)))
             row(f"{prefix}-s{s}")
-        for name in [f"ps-s{s}" for s in SHIPPED] + ["math", "ja"]:
+        shipped = [f"ps-s{s}" for s in SHIPPED]
+        for name in ["math", "ja"] + shipped if ARMS[arm].searches_shipped else shipped + ["math", "ja"]:
+            if name in shipped and ARMS[arm].searches_shipped:  # reported rows, after the judged test is complete
+                seed = int(name.rsplit("-s", 1)[1])
+                step(f"search {name}", lambda seed=seed: shipped_search(claims, seeds, seed))
             row(name)
     elif not args.no_run:
         for s in JUDGED if searches is None else ():

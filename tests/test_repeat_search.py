@@ -157,3 +157,43 @@ def test_the_restarts_arm_adds_ipop_restarts_only_and_judges_five_seeds_on_its_o
     assert ARMS["restarts"].judged == (0, 1, 2, 3, 4) and ARMS["restarts"].more == ()
     assert ARMS["restarts"].draw == "evomerge:data/ja_math_heldout_k_1000.jsonl" not in {
         a.draw for name, a in ARMS.items() if name != "restarts"}
+
+
+def test_the_fitness256_arm_scores_every_candidate_on_the_256_problems_only_and_judges_five_seeds():
+    shipped = yaml.safe_load(resolve_path("evomerge:configs/search/miniature-ps.yaml").read_text())
+    arm = arm_config(3, "fitness256")
+    SearchConfig.model_validate(arm)
+    assert arm["fitness"][0].pop("data") == "evomerge:data/ja_math_fitness_256.jsonl"
+    assert "subset" not in arm and "racing" not in arm and "limit" not in arm["fitness"][0]  # all 256, every trial
+    assert arm.pop("name") != shipped.pop("name")
+    shipped["fitness"][0].pop("data")
+    shipped["optimizer"]["seed"] = 3
+    assert arm == shipped  # 88 trials, CMA-ES as shipped
+    assert ARMS["fitness256"].judged == (0, 1, 2, 3, 4) and ARMS["fitness256"].more == ()
+    assert ARMS["fitness256"].draw == "evomerge:data/ja_math_heldout_m_1000.jsonl" not in {
+        a.draw for name, a in ARMS.items() if name != "fitness256"}
+
+
+def test_the_shipped_config_is_the_shipped_file_with_the_seed_set():
+    shipped = yaml.safe_load(resolve_path("evomerge:configs/search/miniature-ps.yaml").read_text())
+    shipped["optimizer"]["seed"] = 4
+    assert arm_config(4, "shipped") == shipped
+
+
+def test_the_fitness256_report_judges_its_five_seeds_and_pairs_each_with_the_shipped_search(tmp_path):
+    runs = tmp_path / "runs"
+    scores = runs / "scores"
+    scores.mkdir(parents=True)
+    write_rows(scores / "math.jsonl", scored_rows(SCORED_FACTS, set(range(40)), ja=False))
+    for s, right in enumerate((50, 52, 54, 51, 53)):  # a spread of 4 / 140
+        write_rows(scores / f"fitness256-s{s}.jsonl", scored_rows(SCORED_FACTS, set(range(right))))
+    for s, right in enumerate((40, 60, 50)):  # the shipped searches of seeds 0-2 only, so far
+        write_rows(scores / f"ps-s{s}.jsonl", scored_rows(SCORED_FACTS, set(range(right))))
+    report = analyse(runs, tmp_path / "shipped", tmp_path / "shipped", "draw", "fitness256")
+    assert report["judged"]["holds"] is True and report["judged"]["spread_points"] == round(100 * 4 / 140, 2)
+    minus = report["arm_minus_shipped"]
+    assert list(minus["seeds"]) == [0, 1, 2] and minus["search_unit"]["searches"] == 3
+    assert [round(t["difference"] * 140) for t in minus["seeds"].values()] == [10, -8, 4]
+    assert "continued_minus_shipped" not in report
+    (scores / "fitness256-s4.jsonl").unlink()
+    assert analyse(runs, tmp_path / "shipped", tmp_path / "shipped", "draw", "fitness256")["judged"]["holds"] is None

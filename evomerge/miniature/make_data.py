@@ -143,6 +143,9 @@ def ja_math_files() -> dict[str, list[data.Problem]]:
     files["ja_math_valid_wordings_500.jsonl"] = [p for p in drawn if p.question not in earlier][:500]
     not_held |= {data.arithmetic(p) for p in files["ja_math_valid_wordings_500.jsonl"]}
     files["ja_math_heldout_l_1000.jsonl"] = _in_fitness_wordings(1400, 2000, files, not_held | text_keys)
+    # A thirteenth, for issue 42's seventh repeatability test (bench/repeat_search.py --arm fitness256), made before
+    # any model read it: as the ninth to twelfth, from another seed, none of another file's questions.
+    files["ja_math_heldout_m_1000.jsonl"] = _in_fitness_wordings(1400, 2100, files, not_held | text_keys)
     return files
 
 

@@ -117,7 +117,8 @@ def test_the_fourth_held_out_draw_is_new_to_every_file_and_keeps_the_mix_of_oper
     fourth = _rows(HELD_OUT[3])
     later = ("ja_math_heldout_e_1000.jsonl", "ja_math_heldout_f_1000.jsonl",  # made after it (they may repeat it)
              "ja_math_heldout_g_1000.jsonl", "ja_math_heldout_h_1000.jsonl", "ja_math_heldout_i_1000.jsonl",
-             "ja_math_heldout_j_1000.jsonl", "ja_math_heldout_k_1000.jsonl", "ja_math_heldout_l_1000.jsonl")
+             "ja_math_heldout_j_1000.jsonl", "ja_math_heldout_k_1000.jsonl", "ja_math_heldout_l_1000.jsonl",
+             "ja_math_heldout_m_1000.jsonl")
     others = {_arithmetic(r) for name in FILES if name not in (HELD_OUT[3], *later) for r in _rows(name)}
     others |= {_arithmetic(r) for r in _text_rows("ja_math_fitness.txt")}
     assert not sum(_arithmetic(r) in others for r in fourth)  # a count only
@@ -307,3 +308,18 @@ def test_the_twelfth_held_out_draw_is_drawn_as_the_ninth_and_repeats_none_of_its
 
 VALID_WORDINGS = "ja_math_valid_wordings_500.jsonl"
 TWELFTH = "ja_math_heldout_l_1000.jsonl"
+
+
+THIRTEENTH = "ja_math_heldout_m_1000.jsonl"
+
+
+def test_the_thirteenth_held_out_draw_is_drawn_as_the_ninth_and_repeats_none_of_the_earlier_questions():
+    """Issue 42's thirteenth draw (bench/repeat_search.py --arm fitness256), made before any model read it: as the
+    ninth to twelfth, from another seed, none of the validation sets' or the 256-problem fitness set's arithmetic,
+    no question of another file; products about a quarter. Counts only: the items stay unread."""
+    rows, ops = _six_wording_draw(THIRTEENTH)
+    assert 0.25 <= ops.count("*") / len(ops) <= 0.28 and all(0.35 <= ops.count(op) / len(ops) <= 0.39 for op in "+-"), \
+        {op: ops.count(op) for op in "+-*"}
+    facts = {_arithmetic(r) for r in rows}
+    for training in (VALID_WORDINGS, "ja_math_valid_200.jsonl", "ja_math_fitness_256.jsonl"):
+        assert not facts & {_arithmetic(r) for r in _rows(training)}, training
