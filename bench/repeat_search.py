@@ -236,15 +236,19 @@ def search(runs: Path, seed: int, arm: str = "pool", shipped: Path | None = None
     (`shipped`: its folder; the database by sqlite's backup, never the exported model) and resumes it with its
     budget: the first 88 trials and the optimiser's state are the shipped search's, the rest are new."""
     run = runs / f"{ARMS[arm].name}-s{seed}"
-    path = runs / "configs" / f"{ARMS[arm].name}-s{seed}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(arm_config(seed, arm), sort_keys=False, allow_unicode=True))
     if ARMS[arm].continues and not (run / "run.sqlite").exists():
         copy_run(shipped, run)
-    resume = ["--resume"] if (run / "run.sqlite").exists() else []
-    log(f"search {arm} seed {seed}")
-    evomerge("search", path, "--run-dir", run, "--quiet", *resume)
+    run_search(arm_config(seed, arm), runs / "configs" / f"{ARMS[arm].name}-s{seed}.yaml", run, f"{arm} seed {seed}")
     return run
+
+
+def run_search(cfg: dict, path: Path, run: Path, label: str) -> None:
+    """`evomerge search` of `cfg` (written to `path`) into `run`, resumed from its store if one is there."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+    resume = ["--resume"] if (run / "run.sqlite").exists() else []
+    log(f"search {label}")
+    evomerge("search", path, "--run-dir", run, "--quiet", *resume)
 
 
 def shipped_search(claims: Path, seeds: Path, seed: int) -> Path:
@@ -255,12 +259,7 @@ def shipped_search(claims: Path, seeds: Path, seed: int) -> Path:
     model = run.parent / "models" / run.name
     if (model / "config.json").is_file():
         return model
-    path = run.parent / "configs" / f"{run.name}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(arm_config(seed, "shipped"), sort_keys=False, allow_unicode=True))
-    resume = ["--resume"] if (run / "run.sqlite").exists() else []
-    log(f"search shipped seed {seed}")
-    evomerge("search", path, "--run-dir", run, "--quiet", *resume)
+    run_search(arm_config(seed, "shipped"), run.parent / "configs" / f"{run.name}.yaml", run, f"shipped seed {seed}")
     model.parent.mkdir(parents=True, exist_ok=True)
     evomerge("export", run, model, "--trial", "best", "--force", "--quiet")
     return model
